@@ -1,0 +1,1 @@
+"""Reference implementations of the six upstream domain services (see the API contract)."""

@@ -1,0 +1,221 @@
+"""Start the reference services and the gateway as real processes on free ports.
+
+Tests never mock an upstream: they talk HTTP to these processes. Each process runs with the
+interpreter that runs the tests, so the virtual environment's packages are used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
+EVENT_SECRET = "test-event-secret-0123456789abcdef0123456789"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], Any]:
+    """A blocking JSON request for setup code; returns (status, headers, decoded body)."""
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status, rh = resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        raw, status, rh = err.read(), err.code, dict(err.headers)
+    try:
+        decoded: Any = json.loads(raw) if raw else None
+    except ValueError:
+        decoded = raw.decode(errors="replace")
+    return status, rh, decoded
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was healthy")
+        try:
+            status, _, _ = http("GET", url, timeout=1.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+@dataclass
+class Process:
+    """A child process with the environment it was started with."""
+
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _die_with_parent() -> None:
+    # Linux: a child gets SIGTERM when the test run dies, so a killed run leaks no servers.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Process:
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+    )
+    return Process(proc=proc, env=env, log_path=log_path)
+
+
+@dataclass
+class Services:
+    """The six reference services, hosted by one process on six ports."""
+
+    process: Process
+    ports: dict[str, int]
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def gateway_env(self) -> dict[str, str]:
+        """Upstream URL settings for a gateway pointed at these services."""
+        return {f"{n.upper()}_URL": self.url(n) for n in SERVICE_NAMES}
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return http("GET", self.url(name) + "/_stats")[2]
+
+    def all_stats(self) -> dict[str, dict[str, Any]]:
+        return {n: self.stats(n) for n in SERVICE_NAMES}
+
+    def reset_stats(self) -> None:
+        for n in SERVICE_NAMES:
+            http("POST", self.url(n) + "/_stats/reset")
+
+    def set_faults(self, name: str, **faults: Any) -> None:
+        status, _, body = http("PUT", self.url(name) + "/_faults", faults)
+        assert status == 200, body
+
+    def clear_faults(self) -> None:
+        for n in SERVICE_NAMES:
+            self.set_faults(n, latency_ms=0, jitter_ms=0, error_rate=0.0, error_status=503,
+                            hang_rate=0.0, rate_limit_rps=None)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_services(
+    tmp: Path,
+    *,
+    seed: int = 42,
+    scale: float = 1.0,
+    webhooks: list[str] | None = None,
+    data_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    ports: Mapping[str, int] | None = None,
+) -> Services:
+    port_map = dict(ports or {n: free_port() for n in SERVICE_NAMES})
+    e: dict[str, str] = {f"{n.upper()}_PORT": str(p) for n, p in port_map.items()}
+    e.update(
+        SEED=str(seed),
+        SCALE=str(scale),
+        EVENT_SECRET=EVENT_SECRET,
+        EVENT_WEBHOOKS=",".join(webhooks or []),
+    )
+    if data_dir is not None:
+        e["DATA_DIR"] = str(data_dir)
+    e.update(env or {})
+    tmp.mkdir(parents=True, exist_ok=True)
+    process = _spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log")
+    services = Services(process=process, ports=port_map)
+    try:
+        for n in SERVICE_NAMES:
+            wait_healthy(services.url(n) + "/healthz", process.proc)
+    except Exception:
+        process.stop()
+        raise RuntimeError("services did not start:\n" + process.log()) from None
+    return services
+
+
+@dataclass
+class Gateway:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_gateway(
+    tmp: Path, services: Services, *, port: int | None = None, env: Mapping[str, str] | None = None
+) -> Gateway:
+    port = port or free_port()
+    e = {
+        **services.gateway_env(),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "EVENT_SECRET": EVENT_SECRET,
+        "DEV_MODE": "true",
+    }
+    e.update(env or {})
+    tmp.mkdir(parents=True, exist_ok=True)
+    process = _spawn(["-m", "app"], e, tmp / f"gateway-{port}.log")
+    gateway = Gateway(process=process, port=port)
+    try:
+        wait_healthy(gateway.url + "/healthz", process.proc)
+    except Exception:
+        process.stop()
+        raise RuntimeError("gateway did not start:\n" + process.log()) from None
+    return gateway
