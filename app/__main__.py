@@ -1,0 +1,37 @@
+"""`python -m app`: run the gateway with uvicorn on the configured address."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from app.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"gateway: bad setting: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    print(f"gateway: GraphQL IDE at http://{settings.host}:{settings.port}/graphql", flush=True)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""`POST /events`: the services' change events, checked against their HMAC signature.
+
+What an event evicts is the entity cache's business; until it lands, a verified event is
+acknowledged and counted, and a forged one refused, so the services' deliveries succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("gateway.events")
+EVENT_TYPES = {"User", "Product", "Category", "Stock", "Order", "Review"}
+EVENT_OPS = {"create", "update", "delete"}
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def receive_event(request: Request) -> Response:
+    body = await request.body()
+    if not signature_ok(request.app.state.settings.event_secret, body,
+                        request.headers.get("x-signature")):
+        return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _error(400, "BAD_REQUEST", "body is not JSON")
+    if not (
+        isinstance(event, dict)
+        and event.get("type") in EVENT_TYPES
+        and event.get("op") in EVENT_OPS
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("version"), int)
+    ):
+        return _error(400, "BAD_REQUEST", "not a change event")
+    request.app.state.events_received += 1
+    log.debug("event %s %s %s v%s", event["type"], event["id"], event["op"], event["version"])
+    return Response(status_code=204)

@@ -1,0 +1,46 @@
+"""Declarations of how each entity or list is fetched from an upstream.
+
+A loader is data, not a class: the service, the route, the key, the batch limit and the
+entity type it yields. `loaders.registry` turns a declaration into a per-request DataLoader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Item = dict[str, Any]
+
+
+def newest_first(item: Item) -> tuple[str, str]:
+    return (item["created_at"], item["id"])
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """An upstream batch endpoint: many keys in one call, results matched back by a field."""
+
+    name: str
+    service: str
+    path: str
+    param: str  # the query parameter (GET) or body field (POST) that carries the keys
+    limit: int  # the upstream's batch limit: larger batches are split
+    key_field: str  # the field of a returned item that equals the key it answers
+    entity: str  # the GraphQL type of the items, for cache hints and telemetry
+    method: str = "GET"
+    many: bool = False  # foreign-key lookup: each key maps to a list of items
+    sort: Callable[[Item], Any] | None = None  # order of a `many` list (reverse=True)
+    primes: BatchSpec | None = None  # a by-id loader to fill with every item seen
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """An upstream listing with no batch endpoint: one call per key, fanned out."""
+
+    name: str
+    service: str
+    entity: str
+    request: Callable[[Any], tuple[str, Mapping[str, str]]]  # key -> (path, query params)
+    primes: BatchSpec | None = None  # a by-id loader to fill with the listed items
+    key_type: type[Hashable] = tuple

@@ -1,0 +1,143 @@
+"""Field resolvers of the entity types. Each takes the upstream item it belongs to (`root`)
+and returns upstream items; the schema in `schema/types.py` declares their GraphQL types.
+Every lookup goes through the request's loaders, so sibling fields batch together."""
+
+from __future__ import annotations
+
+from strawberry import UNSET
+
+from app.context import Info
+from loaders.declarations import (
+    CATEGORY,
+    CATEGORY_PRODUCTS,
+    PRODUCT,
+    RECOMMENDATIONS,
+    REVIEWS_BY_AUTHOR,
+    REVIEWS_BY_PRODUCT,
+    STOCK,
+    USER,
+    USER_ORDERS,
+)
+from loaders.spec import Item
+from resolvers.pagination import check_first, connection, page_request
+
+MAX_RECOMMENDATIONS = 50
+
+
+def money(cents: int, currency: str) -> Item:
+    return {"amount": cents, "currency": currency}
+
+
+# -- User --------------------------------------------------------------------------------------
+async def user_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item]:
+    n = check_first(first, 10)
+    reviews: list[Item] = await info.context.loaders.load(REVIEWS_BY_AUTHOR, root["id"])
+    return reviews[:n]
+
+
+async def user_orders(
+    root: Item, info: Info, first: int | None = 10, after: str | None = UNSET
+) -> Item:
+    n = check_first(first, 10)
+    upstream_after, skip, ask = page_request(n, after)
+    body = await info.context.loaders.load(USER_ORDERS, (root["id"], ask, upstream_after))
+    return connection(body, upstream_after, skip, n)
+
+
+async def user_recommendations(root: Item, info: Info, first: int | None = 5) -> list[Item]:
+    n = check_first(first, 5)
+    n = min(n, MAX_RECOMMENDATIONS)
+    if n == 0:
+        return []
+    loaders = info.context.loaders
+    body = await loaders.load(RECOMMENDATIONS, (root["id"], n))
+    ids = list(dict.fromkeys(body["product_ids"]))
+    # The service may name products that no longer exist: those are dropped, not nulls.
+    return [p for p in await loaders.load_many(PRODUCT, ids) if p is not None]
+
+
+# -- Product -----------------------------------------------------------------------------------
+def product_price(root: Item) -> Item:
+    return money(root["price_cents"], root["currency"])
+
+
+async def product_category(root: Item, info: Info) -> Item | None:
+    category_id = root.get("category_id")
+    if category_id is None:
+        return None
+    return await info.context.loaders.load(CATEGORY, category_id)
+
+
+async def product_inventory(root: Item, info: Info) -> Item | None:
+    return await info.context.loaders.load(STOCK, root["sku"])
+
+
+async def product_in_stock(root: Item, info: Info) -> bool | None:
+    stock = await info.context.loaders.load(STOCK, root["sku"])
+    return None if stock is None else bool(stock["in_stock"])
+
+
+def product_average_rating(root: Item) -> float | None:
+    # The catalog keeps the aggregate of the product's reviews current (the reviews service
+    # updates it on every new review), so no reviews call is needed for it.
+    return root["rating_avg"] if root["rating_count"] else None
+
+
+def product_review_count(root: Item) -> int:
+    return int(root["rating_count"])
+
+
+async def product_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item]:
+    n = check_first(first, 10)
+    reviews: list[Item] = await info.context.loaders.load(REVIEWS_BY_PRODUCT, root["id"])
+    return reviews[:n]
+
+
+# -- Category ----------------------------------------------------------------------------------
+async def category_parent(root: Item, info: Info) -> Item | None:
+    parent_id = root.get("parent_id")
+    if parent_id is None:
+        return None
+    return await info.context.loaders.load(CATEGORY, parent_id)
+
+
+async def category_products(
+    root: Item, info: Info, first: int | None = 20, after: str | None = UNSET
+) -> Item:
+    n = check_first(first, 20)
+    upstream_after, skip, ask = page_request(n, after)
+    body = await info.context.loaders.load(CATEGORY_PRODUCTS, (root["id"], ask, upstream_after))
+    return connection(body, upstream_after, skip, n)
+
+
+# -- Review ------------------------------------------------------------------------------------
+async def review_author(root: Item, info: Info) -> Item | None:
+    return await info.context.loaders.load(USER, root["author_id"])
+
+
+async def review_product(root: Item, info: Info) -> Item | None:
+    return await info.context.loaders.load(PRODUCT, root["product_id"])
+
+
+# -- Order -------------------------------------------------------------------------------------
+def order_items(root: Item) -> list[Item]:
+    # Line items carry no currency of their own: it is the order's.
+    return [{**item, "currency": root["currency"]} for item in root["items"]]
+
+
+def order_total(root: Item) -> Item:
+    return money(root["total_cents"], root["currency"])
+
+
+async def order_customer(root: Item, info: Info) -> Item | None:
+    return await info.context.loaders.load(USER, root["user_id"])
+
+
+async def order_item_product(root: Item, info: Info) -> Item | None:
+    return await info.context.loaders.load(PRODUCT, root["product_id"])
+
+
+def order_item_unit_price(root: Item) -> Item:
+    return money(root["unit_price_cents"], root["currency"])
+
+

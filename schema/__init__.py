@@ -1,0 +1,36 @@
+"""The Strawberry schema of the public graph."""
+
+from __future__ import annotations
+
+import operator
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from app.errors import classify_errors
+from schema.root import Mutation, Query
+
+
+class GatewaySchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry's hook for every error list (by default it logs each with a trace):
+        # classify them instead, and log in full only what is unexpected.
+        classify_errors(errors)
+
+
+def build_schema() -> GatewaySchema:
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        # Sources are upstream dicts: read fields by key, a C call per field.
+        config=StrawberryConfig(default_resolver=operator.getitem),
+        extensions=[
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+        ],
+    )

@@ -1,0 +1,100 @@
+"""Session fixtures: the reference services and a gateway, as real processes on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from services.seed import Dataset, generate
+from tests.harness import Gateway, Services, free_port, start_gateway, start_services
+
+SEED = 42
+GQL = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def dataset() -> Dataset:
+    """The same data the services seed themselves with: the tests' independent oracle."""
+    return generate(SEED, 1.0)
+
+
+@pytest.fixture(scope="session")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory, gateway_port: int) -> Iterator[Services]:
+    svc = start_services(
+        tmp_path_factory.mktemp("services"),
+        seed=SEED,
+        webhooks=[f"http://127.0.0.1:{gateway_port}/events"],
+    )
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, services: Services, gateway_port: int
+) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), services, port=gateway_port)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def clean_services(services: Services) -> Iterator[Services]:
+    """Services with zeroed stats and no faults, restored after the test."""
+    services.clear_faults()
+    services.reset_stats()
+    yield services
+    services.clear_faults()
+
+
+@pytest.fixture(scope="session")
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def gql(gateway: Gateway, http_session: aiohttp.ClientSession) -> GQL:
+    """POST a GraphQL operation to the gateway; returns the decoded response body."""
+
+    async def call(
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        headers: dict[str, str] | None = None,
+        expect_status: int | None = 200,
+    ) -> dict[str, Any]:
+        hdrs = dict(headers or {})
+        if user is not None:
+            hdrs["X-User-Id"] = user
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        async with http_session.post(
+            gateway.url + "/graphql", json=payload, headers=hdrs
+        ) as resp:
+            body = await resp.json(content_type=None)
+            if expect_status is not None:
+                assert resp.status == expect_status, body
+            return body
+
+    return call
+
+
+def data_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The data of a response that must have no errors."""
+    assert not body.get("errors"), body.get("errors")
+    return body["data"]
+
+
+QUERIES = Path(__file__).resolve().parent.parent / "bench" / "queries"

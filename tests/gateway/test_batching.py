@@ -1,0 +1,170 @@
+"""No N+1: a query costs one upstream request per service per level of the query.
+
+The counts come from the reference services' `/_stats`. Each expected figure is written down
+and explained, and also derived from the response itself (how many distinct ids each level
+asks for that an earlier level has not already loaded), so a change in the seed data shows
+up as a clear mismatch rather than a mystery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from tests.conftest import GQL, QUERIES, data_of
+from tests.harness import Services
+
+DEEP = (QUERIES / "deep.graphql").read_text()
+
+
+def requests_of(services: Services) -> dict[str, dict[str, int]]:
+    return {name: stats["requests"] for name, stats in services.all_stats().items()}
+
+
+def items_of(services: Services) -> dict[str, dict[str, int]]:
+    return {name: stats["items"] for name, stats in services.all_stats().items()}
+
+
+def batches(n: int, limit: int) -> int:
+    return math.ceil(n / limit)
+
+
+def deep_levels(data: dict[str, Any]) -> dict[str, int]:
+    """Distinct ids each level of the deep query must fetch, given what earlier levels loaded.
+
+    A product listed by topProducts is already known by id (the listing primes the product
+    loader), and a product's reviews or stock already fetched at level 2 are not fetched again
+    at level 6: the loaders dedupe within the request.
+    """
+    top = data["topProducts"]
+    top_ids = {p["id"] for p in top}
+    l2_reviews = [r for p in top for r in p["reviews"]]
+    l3_authors = {r["author"]["id"] for r in l2_reviews}
+    l4_reviews = [r for r in l2_reviews for r in r["author"]["reviews"]]
+    l5_products = {r["product"]["id"] for r in l4_reviews}
+    l5_new = l5_products - top_ids
+    l6_reviews = [
+        r for r in l4_reviews for r in r["product"]["reviews"]
+    ]
+    l7_authors = {r["author"]["id"] for r in l6_reviews}
+    return {
+        "top": len(top_ids),
+        "l3_authors": len(l3_authors),
+        "l5_new_products": len(l5_new),
+        "l7_new_authors": len(l7_authors - l3_authors),
+    }
+
+
+async def test_deep_query_costs_one_request_per_service_per_level(
+    gql: GQL, clean_services: Services
+) -> None:
+    data = data_of(await gql(DEEP))
+    seen = requests_of(clean_services)
+    lv = deep_levels(data)
+
+    # Derived: level by level, one batch per service, split only at a batch limit.
+    derived = {
+        # L1 topProducts + L5 the authors' reviewed products that L1 did not list.
+        "catalog": {
+            "GET /products": 1 + batches(lv["l5_new_products"], 100),
+            # L2 the ten products' categories, all in one call.
+            "GET /categories": 1,
+        },
+        # L2 stock of the ten products; L6 stock of the L5 products not seen at L2.
+        "inventory": {"POST /inventory/query": 1 + batches(lv["l5_new_products"], 200)},
+        # L2 reviews by product; L4 reviews by author; L6 reviews of the new L5 products.
+        "reviews": {
+            "GET /reviews": 1
+            + batches(lv["l3_authors"], 100)
+            + batches(lv["l5_new_products"], 100)
+        },
+        # L3 the review authors; L7 the authors of L6 reviews not already loaded at L3.
+        "users": {
+            "GET /users": batches(lv["l3_authors"], 100) + batches(lv["l7_new_authors"], 100)
+        },
+        "orders": {},
+        "recommendations": {},
+    }
+    assert seen == derived
+
+    # Written down for seed 42, scale 1 (levels: 10 top products, their 19 distinct review
+    # authors, 53 further products those authors reviewed, 52 further authors): 7 levels,
+    # 10 requests, none split because no level reaches a batch limit.
+    #   catalog  GET /products   L1 topProducts, L5 the 53 reviewed products     = 2
+    #   catalog  GET /categories L2 the top products' categories                 = 1
+    #   inventory                L2 stock of 10 skus, L6 stock of 53 skus        = 2
+    #   reviews  GET /reviews    L2 by 10 products, L4 by 19 authors, L6 by 53   = 3
+    #   users    GET /users      L3 19 authors, L7 52 authors                    = 2
+    # An unbatched gateway would make one lookup per entity reference: hundreds.
+    assert lv == {"top": 10, "l3_authors": 19, "l5_new_products": 53, "l7_new_authors": 52}
+    assert seen == {
+        "catalog": {"GET /products": 2, "GET /categories": 1},
+        "inventory": {"POST /inventory/query": 2},
+        "reviews": {"GET /reviews": 3},
+        "users": {"GET /users": 2},
+        "orders": {},
+        "recommendations": {},
+    }
+
+
+async def test_deep_query_dedupes_ids(gql: GQL, clean_services: Services) -> None:
+    data = data_of(await gql(DEEP))
+    items = items_of(clean_services)
+    lv = deep_levels(data)
+    # Every id is asked for once per request, however many times the result names it.
+    assert items["users"]["GET /users"] == lv["l3_authors"] + lv["l7_new_authors"]
+    assert items["catalog"]["GET /products"] == lv["l5_new_products"]
+
+
+async def test_hundred_products_with_reviews_and_authors(
+    gql: GQL, clean_services: Services
+) -> None:
+    ids = [f"p{i}" for i in range(1, 101)]
+    query = """query($ids: [ID!]!) {
+      products(ids: $ids) { id name reviews { id rating author { id name } } }
+    }"""
+    data = data_of(await gql(query, {"ids": ids}))
+    assert [p["id"] for p in data["products"]] == ids
+    authors = {r["author"]["id"] for p in data["products"] for r in p["reviews"]}
+    seen = requests_of(clean_services)
+    # One products call for 100 ids, one reviews call for their 100 product ids, and the
+    # distinct authors in calls of at most 100 ids: more only because of the batch limit.
+    assert seen["catalog"] == {"GET /products": 1}
+    assert seen["reviews"] == {"GET /reviews": 1}
+    assert seen["users"] == {"GET /users": batches(len(authors), 100)}
+    assert items_of(clean_services)["users"]["GET /users"] == len(authors)
+    assert seen["inventory"] == seen["orders"] == seen["recommendations"] == {}
+
+
+async def test_batches_split_at_the_upstream_limit(gql: GQL, clean_services: Services) -> None:
+    ids = [f"p{i}" for i in range(1, 251)]
+    data = data_of(await gql('query($ids: [ID!]!) { products(ids: $ids) { id inStock } }',
+                             {"ids": ids + ids[:50]}))
+    assert [p["id"] for p in data["products"]] == ids + ids[:50]
+    stats = clean_services.all_stats()
+    # 250 distinct ids: catalog takes at most 100 per call (3 calls), inventory 200 (2 calls).
+    assert stats["catalog"]["requests"] == {"GET /products": 3}
+    assert stats["catalog"]["items"] == {"GET /products": 250}
+    assert stats["inventory"]["requests"] == {"POST /inventory/query": 2}
+    assert stats["inventory"]["items"] == {"POST /inventory/query": 250}
+
+
+async def test_recommendations_fan_out_deduped_and_bounded(
+    gql: GQL, clean_services: Services
+) -> None:
+    # No batch endpoint: one call per distinct user, at most FANOUT_CONCURRENCY (8) at once.
+    clean_services.set_faults("recommendations", latency_ms=150)
+    users = [f"u{i}" for i in range(1, 17)]
+    query = 'query($ids: [ID!]!) { users(ids: $ids) { id recommendations(first: 3) { id } } }'
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    data = data_of(await gql(query, {"ids": users + users}))
+    elapsed = loop.time() - started
+    assert [u["id"] for u in data["users"]] == users + users
+    stats = clean_services.stats("recommendations")
+    assert stats["requests"] == {"GET /recommendations/{user_id}": 16}
+    # 16 calls of >= 170 ms (150 injected + 20 built in), 8 at a time: at least two rounds,
+    # and far fewer than sixteen sequential ones.
+    assert elapsed >= 2 * 0.17
+    assert elapsed < 16 * 0.17

@@ -1,0 +1,89 @@
+"""The served graph honours the public contract `../shared/contract/schema.graphql`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLObjectType,
+    build_schema,
+)
+
+from schema import build_schema as build_gateway_schema
+
+CONTRACT = Path(__file__).resolve().parents[3] / "shared" / "contract" / "schema.graphql"
+
+
+@pytest.fixture(scope="module")
+def contract() -> object:
+    return build_schema(CONTRACT.read_text())
+
+
+@pytest.fixture(scope="module")
+def served() -> object:
+    # The printed SDL, parsed back: what a client's tooling sees.
+    return build_schema(build_gateway_schema().as_str())
+
+
+def test_every_contract_type_field_and_argument_is_served(contract, served) -> None:
+    missing: list[str] = []
+    for name, ctype in contract.type_map.items():
+        if name.startswith("__"):
+            continue
+        stype = served.type_map.get(name)
+        if stype is None:
+            missing.append(f"type {name}")
+            continue
+        assert type(stype) is type(ctype), f"{name} is a {type(stype).__name__}"
+        if isinstance(ctype, GraphQLEnumType):
+            assert set(ctype.values) <= set(stype.values), name
+        if isinstance(ctype, GraphQLObjectType | GraphQLInputObjectType):
+            for fname, cfield in ctype.fields.items():
+                sfield = stype.fields.get(fname)
+                if sfield is None:
+                    missing.append(f"field {name}.{fname}")
+                    continue
+                assert str(sfield.type) == str(cfield.type), f"{name}.{fname}: {sfield.type}"
+                for aname, carg in getattr(cfield, "args", {}).items():
+                    sarg = sfield.args.get(aname)
+                    if sarg is None:
+                        missing.append(f"argument {name}.{fname}({aname})")
+                        continue
+                    assert str(sarg.type) == str(carg.type), f"{name}.{fname}({aname})"
+                    assert sarg.default_value == carg.default_value, f"{name}.{fname}({aname})"
+    assert not missing, missing
+
+
+def test_no_extra_required_arguments(contract, served) -> None:
+    # A required argument the contract lacks would break every client query of that field.
+    for name, ctype in contract.type_map.items():
+        if isinstance(ctype, GraphQLObjectType) and not name.startswith("__"):
+            for fname, cfield in ctype.fields.items():
+                for aname, sarg in served.type_map[name].fields[fname].args.items():
+                    if aname not in cfield.args:
+                        assert sarg.default_value is not None or "!" not in str(sarg.type)
+
+
+def _hints(schema) -> dict[str, list[str]]:
+    from graphql import print_ast
+
+    hints: dict[str, list[str]] = {}
+    for name, t in schema.type_map.items():
+        node = getattr(t, "ast_node", None)
+        if node is None or name.startswith("__"):
+            continue
+        hints[name] = [print_ast(d) for d in node.directives or ()]
+        for fname, f in getattr(t, "fields", {}).items():
+            if f.ast_node is not None:
+                hints[f"{name}.{fname}"] = [print_ast(d) for d in f.ast_node.directives or ()]
+    return hints
+
+
+def test_cache_hints_are_the_contracts_defaults(contract, served) -> None:
+    expected = {k: v for k, v in _hints(contract).items() if v}
+    got = _hints(served)
+    assert {k: got.get(k) for k in expected} == expected
+    assert {k for k, v in got.items() if v} == set(expected)
