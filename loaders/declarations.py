@@ -29,19 +29,13 @@ STOCK = BatchSpec(
     name="stock", service="inventory", path="/inventory/query", param="skus", limit=200,
     key_field="sku", entity="Stock", method="POST",
 )
-REVIEW = BatchSpec(
-    name="review", service="reviews", path="/reviews", param="ids", limit=100,
-    key_field="id", entity="Review",
-)
 REVIEWS_BY_PRODUCT = BatchSpec(
     name="reviews_by_product", service="reviews", path="/reviews", param="product_ids",
     limit=100, key_field="product_id", entity="Review", many=True, sort=newest_first,
-    primes=REVIEW,
 )
 REVIEWS_BY_AUTHOR = BatchSpec(
     name="reviews_by_author", service="reviews", path="/reviews", param="author_ids",
     limit=100, key_field="author_id", entity="Review", many=True, sort=newest_first,
-    primes=REVIEW,
 )
 
 

@@ -13,7 +13,6 @@ from app.errors import UpstreamError
 from loaders.declarations import (
     ORDER,
     PRODUCT,
-    REVIEW,
     REVIEWS_BY_AUTHOR,
     REVIEWS_BY_PRODUCT,
     STOCK,
@@ -129,7 +128,6 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
     except UpstreamError as err:
         return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
     loaders = ctx.loaders
-    loaders.prime(REVIEW, review["id"], review)
     loaders.clear(REVIEWS_BY_PRODUCT, review["product_id"])
     loaders.clear(REVIEWS_BY_AUTHOR, review["author_id"])
     loaders.clear(PRODUCT, review["product_id"])  # its rating aggregate changed

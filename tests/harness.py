@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,11 +105,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Process:
+def pinned(cpus: str | None) -> list[str]:
+    """A command prefix that pins a process to `cpus` (such as "0"), where taskset exists."""
+    return ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+
+
+def _spawn(
+    args: list[str], env: dict[str, str], log_path: Path, cpus: str | None = None
+) -> Process:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log = log_path.open("wb")
+    # taskset execs the command, so the pid stays the Python process's own.
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        [*pinned(cpus), sys.executable, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     return Process(proc=proc, env=env, log_path=log_path)
@@ -161,6 +170,7 @@ def start_services(
     data_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     ports: Mapping[str, int] | None = None,
+    cpus: str | None = None,
 ) -> Services:
     port_map = dict(ports or {n: free_port() for n in SERVICE_NAMES})
     e: dict[str, str] = {f"{n.upper()}_PORT": str(p) for n, p in port_map.items()}
@@ -174,7 +184,7 @@ def start_services(
         e["DATA_DIR"] = str(data_dir)
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = _spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log")
+    process = _spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
     services = Services(process=process, ports=port_map)
     try:
         for n in SERVICE_NAMES:
@@ -199,7 +209,12 @@ class Gateway:
 
 
 def start_gateway(
-    tmp: Path, services: Services, *, port: int | None = None, env: Mapping[str, str] | None = None
+    tmp: Path,
+    services: Services,
+    *,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    cpus: str | None = None,
 ) -> Gateway:
     port = port or free_port()
     e = {
@@ -211,7 +226,7 @@ def start_gateway(
     }
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = _spawn(["-m", "app"], e, tmp / f"gateway-{port}.log")
+    process = _spawn(["-m", "app"], e, tmp / f"gateway-{port}.log", cpus)
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)

@@ -1,0 +1,308 @@
+"""`make bench`: measure the gateway against the physical floor of its upstream round trips.
+
+The reference services run in one process and the load generator in another, both pinned to
+core 1; the gateway runs alone on core 0, so figures are per gateway core. For each workload,
+upstream latency and concurrency it records throughput, latency percentiles, upstream
+requests per query (from the services' /_stats), gateway CPU time per request and peak RSS,
+and it reports each p50 as the floor (dependent upstream rounds x injected latency) plus the
+gateway's overhead. Writes bench/RESULTS.md and bench/results.json.
+
+    python -m bench.run              # the full matrix, about 3 minutes
+    python -m bench.run --smoke      # a few requests per cell, to keep the harness working
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.workloads import WORKLOADS, unbatched_lookups
+from tests.harness import (
+    SERVICE_NAMES,
+    Gateway,
+    Services,
+    http,
+    pinned,
+    start_gateway,
+    start_services,
+)
+
+BENCH = Path(__file__).resolve().parent
+GATEWAY_CPU = "0"
+OTHERS_CPU = "1"  # the services and the load generator
+PROBE_LATENCY_MS = 40  # injected to count dependent rounds: large against noise
+VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
+            "starlette", "orjson", "uvloop", "httptools")
+
+
+@dataclass
+class Row:
+    mode: str
+    workload: str
+    latency_ms: int
+    concurrency: int
+    requests: int
+    failures: int
+    responses_with_errors: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    upstream_per_query: float
+    upstream_by_service: dict[str, float]
+    cpu_ms_per_request: float
+    peak_rss_mb: float
+    floor_ms: float | None
+    overhead_ms: float | None
+
+
+# -- process measurements ------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; after the ")" they are 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- the services' knobs -------------------------------------------------------------------------
+def set_latency(services: Services, latency_ms: float) -> None:
+    for name in SERVICE_NAMES:
+        services.set_faults(name, latency_ms=latency_ms, jitter_ms=0, error_rate=0.0,
+                            hang_rate=0.0, rate_limit_rps=None)
+
+
+def upstream_counts(services: Services) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for name, stats in services.all_stats().items():
+        counts[name] = sum(stats["requests"].values())
+    return counts
+
+
+# -- load ----------------------------------------------------------------------------------------
+def loadgen(gateway: Gateway, workload: str, concurrency: int, *, seconds: float,
+            requests: int | None, start_index: int) -> dict[str, Any]:
+    cmd = [*pinned(OTHERS_CPU), sys.executable, "-m", "bench.loadgen",
+           gateway.url + "/graphql", workload, "--concurrency", str(concurrency),
+           "--seconds", str(seconds), "--start-index", str(start_index)]
+    if requests is not None:
+        cmd += ["--requests", str(requests)]
+    out = subprocess.run(cmd, check=True, capture_output=True, cwd=BENCH.parent,
+                         stdin=subprocess.DEVNULL, timeout=seconds + 120)
+    return orjson.loads(out.stdout)
+
+
+def one_response(gateway: Gateway, workload: str, index: int) -> dict[str, Any]:
+    query, variables, headers = WORKLOADS[workload].make(index)
+    status, _, body = http("POST", gateway.url + "/graphql",
+                           {"query": query, "variables": variables}, headers)
+    assert status == 200 and not body.get("errors"), body
+    return body["data"]
+
+
+def measure_rounds(gateway: Gateway, services: Services, workload: str) -> int:
+    """Dependent upstream rounds of one request: the extra time a large injected latency
+    adds, divided by that latency. The floor at latency L is rounds x L."""
+    timings = {}
+    for latency in (0, PROBE_LATENCY_MS):
+        set_latency(services, latency)
+        res = loadgen(gateway, workload, 1, seconds=30, requests=5, start_index=10_000)
+        timings[latency] = res["p50_ms"]
+    set_latency(services, 0)
+    return round((timings[PROBE_LATENCY_MS] - timings[0]) / PROBE_LATENCY_MS)
+
+
+def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, latency: int,
+             concurrency: int, *, seconds: float, warmup: float, smoke: bool,
+             rounds: dict[str, int], index: int) -> tuple[Row, int]:
+    n = 4 * concurrency if smoke else None
+    warm = loadgen(gateway, workload, concurrency, seconds=warmup, requests=n,
+                   start_index=index)
+    index = warm["next_index"]
+    services.reset_stats()
+    cpu0 = cpu_seconds(gateway.process.proc.pid)
+    res = loadgen(gateway, workload, concurrency, seconds=seconds, requests=n,
+                  start_index=index)
+    cpu1 = cpu_seconds(gateway.process.proc.pid)
+    counts = upstream_counts(services)
+    done = max(1, res["requests"])
+    floor = rounds[workload] * latency if workload in rounds else None
+    row = Row(
+        mode=mode, workload=workload, latency_ms=latency, concurrency=concurrency,
+        requests=res["requests"], failures=res["failures"],
+        responses_with_errors=res["responses_with_errors"], rps=res["rps"],
+        p50_ms=res["p50_ms"], p95_ms=res["p95_ms"], p99_ms=res["p99_ms"],
+        upstream_per_query=sum(counts.values()) / done,
+        upstream_by_service={k: v / done for k, v in sorted(counts.items()) if v},
+        cpu_ms_per_request=(cpu1 - cpu0) * 1000 / done,
+        peak_rss_mb=peak_rss_mb(gateway.process.proc.pid),
+        floor_ms=floor,
+        overhead_ms=None if floor is None else res["p50_ms"] - floor,
+    )
+    return row, res["next_index"]
+
+
+# -- profile -------------------------------------------------------------------------------------
+def profile(gateway: Gateway, seconds: float, out: Path) -> list[tuple[str, float]]:
+    """Sample the gateway with py-spy under deep-query load; keep the collapsed stacks and
+    return the functions with the most own time."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw = out / "profile-deep.txt"
+    rec = subprocess.Popen(
+        [spy, "record", "--pid", str(gateway.process.proc.pid), "--duration", str(int(seconds)),
+         "--format", "raw", "--output", str(raw), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    loadgen(gateway, "deep", 32, seconds=seconds + 1, requests=None, start_index=0)
+    rec.wait(timeout=60)
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines() if raw.exists() else ():
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1]
+        own[frame] += int(count)
+        total += int(count)
+    return [(frame, 100 * n / total) for frame, n in own.most_common(15)] if total else []
+
+
+# -- report --------------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    versions = {}
+    for name in VERSIONS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "kernel": platform.release(), **versions}
+
+
+def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any]) -> None:
+    (out / "results.json").write_bytes(
+        orjson.dumps({"command": command, **meta, "rows": [asdict(r) for r in rows]},
+                     option=orjson.OPT_INDENT_2)
+    )
+    lines = [
+        "# Benchmark results", "",
+        f"Command: `{command}` ({meta['date']}, {meta['duration_s']:.0f} s).", "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].items()) + ".", "",
+        "The gateway runs alone on core 0 (`taskset`); the reference services and the load "
+        "generator share core 1. Each cell: a warm-up, then a measured run at fixed "
+        "concurrency over keep-alive connections. `upstream/q` is every service request "
+        "counted by `/_stats` divided by the queries answered; `unbatched` is the lookups a "
+        "gateway without batching would make for the same result (one per entity or list "
+        "reference); `floor` is the dependent upstream rounds times the injected latency, and "
+        "`overhead` is p50 minus the floor.", "",
+        "Dependent upstream rounds, measured by injecting "
+        f"{PROBE_LATENCY_MS} ms: " + ", ".join(f"{k} {v}" for k, v in meta["rounds"].items())
+        + ".", "",
+        "| mode | workload | latency | conc. | req/s | p50 ms | p95 ms | p99 ms | upstream/q "
+        "| unbatched | CPU ms/req | peak RSS MB | floor ms | overhead ms | failed | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.mode} | {r.workload} | {r.latency_ms} | {r.concurrency} | {r.rps:.0f} | "
+            f"{r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.upstream_per_query:.2f} | "
+            f"{meta['unbatched'].get(r.workload, '-')} | {r.cpu_ms_per_request:.2f} | "
+            f"{r.peak_rss_mb:.0f} | {'-' if r.floor_ms is None else f'{r.floor_ms:.0f}'} | "
+            f"{'-' if r.overhead_ms is None else f'{r.overhead_ms:.1f}'} | {r.failures} | "
+            f"{r.responses_with_errors} |"
+        )
+    if meta.get("profile"):
+        lines += ["", "## Profile: deep query, cold, concurrency 32, no injected latency", "",
+                  "Own time of the hottest functions (py-spy samples of the gateway; the "
+                  "collapsed stacks are in `bench/profile-deep.txt`):", "",
+                  "| function | own time |", "|---|---|"]
+        lines += [f"| `{frame}` | {share:.1f}% |" for frame, share in meta["profile"]]
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--smoke", action="store_true", help="a few requests per cell")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--latencies", default="0,5")
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
+    parser.add_argument("--out", type=Path, default=BENCH)
+    args = parser.parse_args(argv)
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.monotonic()
+    workloads = args.workloads.split(",")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    services = start_services(tmp, cpus=OTHERS_CPU)
+    rows: list[Row] = []
+    meta: dict[str, Any] = {"machine": machine(), "rounds": {}, "unbatched": {}}
+    try:
+        modes = {"cold": {}}
+        for mode, env in modes.items():
+            gateway = start_gateway(tmp, services, cpus=GATEWAY_CPU,
+                                    env={"LOG_LEVEL": "warning", **env})
+            try:
+                for w in workloads:
+                    if not WORKLOADS[w].writes:
+                        meta["unbatched"][w] = unbatched_lookups(one_response(gateway, w, 1))
+                        if not args.smoke:
+                            meta["rounds"][w] = measure_rounds(gateway, services, w)
+                index = 0
+                for latency in map(int, args.latencies.split(",")):
+                    set_latency(services, latency)
+                    for w in workloads:
+                        for c in map(int, args.concurrency.split(",")):
+                            row, index = run_cell(
+                                gateway, services, mode, w, latency, c, seconds=args.seconds,
+                                warmup=args.warmup, smoke=args.smoke, rounds=meta["rounds"],
+                                index=index,
+                            )
+                            rows.append(row)
+                            print(f"{mode:5} {w:16} {latency:>2} ms c={c:<3} "
+                                  f"{row.rps:7.0f} req/s p50 {row.p50_ms:6.1f} ms "
+                                  f"upstream/q {row.upstream_per_query:5.2f} "
+                                  f"cpu {row.cpu_ms_per_request:5.2f} ms", flush=True)
+                set_latency(services, 0)
+                if args.profile and mode == "cold":
+                    meta["profile"] = profile(gateway, 8, out)
+            finally:
+                gateway.stop()
+    finally:
+        services.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta["duration_s"] = time.monotonic() - started
+    write_report(out, command, rows, meta)
+    print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

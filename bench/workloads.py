@@ -1,0 +1,107 @@
+"""The benchmark's workloads: which operation each request sends, with which variables.
+
+Variables rotate over the seed data so that a cold run really misses every cache, and each
+request's choice is a pure function of its index, so runs are comparable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+QUERIES = Path(__file__).resolve().parent / "queries"
+PRODUCTS = 5000  # scale 1
+CATEGORIES = 50
+USERS = 1000
+
+Request = tuple[str, dict[str, Any] | None, dict[str, str]]  # query, variables, headers
+
+
+def _query(name: str) -> str:
+    return (QUERIES / f"{name}.graphql").read_text()
+
+
+DEEP = _query("deep")
+PRODUCT_PAGE = _query("product_page")
+CATEGORY_LISTING = _query("category_listing")
+PLACE_ORDER = _query("place_order")
+
+
+def deep(i: int) -> Request:
+    return DEEP, None, {}
+
+
+def product_page(i: int) -> Request:
+    # A stride coprime with 5,000 walks every product before repeating one.
+    return PRODUCT_PAGE, {"id": f"p{i * 7919 % PRODUCTS + 1}"}, {}
+
+
+def category_listing(i: int) -> Request:
+    return CATEGORY_LISTING, {"id": f"c{i % CATEGORIES + 1}"}, {}
+
+
+def place_order(i: int) -> Request:
+    line = {"productId": f"p{i * 104729 % PRODUCTS + 1}", "quantity": 1}
+    variables = {"input": {"items": [line], "idempotencyKey": f"bench-{uuid.uuid4()}"}}
+    return PLACE_ORDER, variables, {"X-User-Id": f"u{i % USERS + 1}"}
+
+
+def mix(i: int) -> Request:
+    """5% placeOrder; the rest product pages, listings and deep queries, 60/25/10."""
+    slot = i % 20
+    if slot == 0:
+        return place_order(i)
+    if slot <= 12:
+        return product_page(i)
+    if slot <= 17:
+        return category_listing(i)
+    return deep(i)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    make: Callable[[int], Request]
+    description: str
+    writes: bool = False
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("deep", deep, "the deep query of bench/queries/deep.graphql"),
+        Workload("product_page", product_page,
+                 "one product, its stock, category, rating and 10 reviews with authors"),
+        Workload("category_listing", category_listing,
+                 "a category's first 20 products with price, stock and rating"),
+        Workload("mix", mix,
+                 "60% product pages, 25% listings, 10% deep queries, 5% placeOrder",
+                 writes=True),
+    )
+}
+
+# Fields whose resolution is an upstream lookup of its own in a gateway without batching.
+LOOKUP_FIELDS = frozenset({"inStock", "inventory"})
+
+
+def unbatched_lookups(data: Any, root: bool = True) -> int:
+    """Upstream lookups a gateway with no batching would make for this result.
+
+    One per root field, one per object-valued field that names an entity (it has an id), one
+    per list-valued field (a list is one call by foreign key), and one per stock field.
+    """
+    if isinstance(data, list):
+        return sum(unbatched_lookups(x, False) for x in data)
+    if not isinstance(data, dict):
+        return 0
+    n = 0
+    for key, value in data.items():
+        if root or key in LOOKUP_FIELDS or isinstance(value, list) or (
+            isinstance(value, dict) and "id" in value
+        ):
+            n += 1
+        n += unbatched_lookups(value, False)
+    return n

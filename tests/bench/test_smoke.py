@@ -1,0 +1,35 @@
+"""A smoke run of the benchmark harness, so it cannot rot. Never a timing assertion: only that
+every cell ran, nothing failed, and the upstream request counts are the batched minimum."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.harness import ROOT
+
+
+def test_bench_smoke_run(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT, check=True, timeout=300, stdin=subprocess.DEVNULL, capture_output=True,
+    )
+    results = orjson.loads((tmp_path / "results.json").read_bytes())
+    rows = results["rows"]
+    cells = {(r["workload"], r["latency_ms"], r["concurrency"]) for r in rows}
+    assert cells == {
+        (w, lat, c)
+        for w in ("deep", "product_page", "category_listing", "mix")
+        for lat in (0, 5)
+        for c in (1, 32)
+    }
+    assert all(r["failures"] == 0 and r["responses_with_errors"] == 0 for r in rows), rows
+    # The deep query's minimum: one request per service per level (tests/gateway).
+    assert {r["upstream_per_query"] for r in rows if r["workload"] == "deep"} == {10.0}
+    assert all(r["cpu_ms_per_request"] >= 0 and r["peak_rss_mb"] > 0 for r in rows)
+    # An unbatched gateway would make hundreds of lookups for the deep query.
+    assert results["unbatched"]["deep"] > 100
+    assert "| deep |" in (tmp_path / "RESULTS.md").read_text()
