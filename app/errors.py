@@ -92,9 +92,8 @@ def _classify(error: GraphQLError) -> tuple[str, dict[str, Any], bool]:
             return "BAD_USER_INPUT", {}, False
         if original is None:
             return "GRAPHQL_VALIDATION_FAILED", {}, False
-    elif isinstance(original, GraphQLError) and original.original_error is None:
-        # A field's argument or result failed graphql-core's own coercion.
-        return "BAD_USER_INPUT", {}, False
+    # Anything else under a field is ours: a resolver's exception, or a value that failed
+    # to serialize (an upstream answered off-contract). Masked, and logged in full.
     return "INTERNAL_SERVER_ERROR", {}, True
 
 

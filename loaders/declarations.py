@@ -71,14 +71,15 @@ def _all_categories(_key: str) -> tuple[str, Mapping[str, str]]:
 
 TOP_PRODUCTS = ListSpec(
     name="top_products", service="catalog", entity="Product", request=_top_products,
-    primes=PRODUCT, key_type=int,
+    primes=PRODUCT,
 )
 CATEGORY_PRODUCTS = ListSpec(
     name="category_products", service="catalog", entity="Product",
-    request=_category_products, primes=PRODUCT,
+    request=_category_products, primes=PRODUCT, bad_request_field="after",
 )
 USER_ORDERS = ListSpec(
     name="user_orders", service="orders", entity="Order", request=_user_orders, primes=ORDER,
+    bad_request_field="after",
 )
 RECOMMENDATIONS = ListSpec(
     name="recommendations", service="recommendations", entity="Product",
@@ -86,5 +87,5 @@ RECOMMENDATIONS = ListSpec(
 )
 ALL_CATEGORIES = ListSpec(
     name="all_categories", service="catalog", entity="Category", request=_all_categories,
-    primes=CATEGORY, key_type=str,
+    primes=CATEGORY,
 )

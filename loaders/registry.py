@@ -13,10 +13,50 @@ from typing import Any
 
 from aiodataloader import DataLoader
 
+from app.errors import BadUserInput, UpstreamError
 from app.upstream import UpstreamClient
 from loaders.spec import BatchSpec, Item, ListSpec
 
 Spec = BatchSpec | ListSpec
+
+
+class LockstepLoader(DataLoader[Any, Any]):
+    """A DataLoader whose cache hits keep pace with its misses.
+
+    A hit resolves at once, so the fields under a cached entity would otherwise run ahead of
+    their siblings and send their own lookups in a batch of their own. Here a hit made while
+    this loader has a batch queued or in flight resolves together with that batch, and the
+    next level's lookups of hits and misses are queued in the same tick and batched together.
+    """
+
+    def __init__(self, batch_load_fn: Any, **kwargs: Any) -> None:
+        super().__init__(partial(self._tracked, batch_load_fn), **kwargs)
+        self._in_flight = 0
+        self._waiters: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
+
+    def load(self, key: Any) -> asyncio.Future[Any]:
+        future = super().load(key)
+        if future.done() and (self._queue or self._in_flight):
+            waiter = self.loop.create_future()
+            self._waiters.append((waiter, future))
+            return waiter
+        return future
+
+    async def _tracked(self, batch_load_fn: Any, keys: list[Any]) -> list[Any]:
+        self._in_flight += 1
+        try:
+            return await batch_load_fn(keys)
+        finally:
+            self._in_flight -= 1
+            # Set just before aiodataloader sets this batch's own futures, in the same tick:
+            # the waiting fields wake together with the batch's.
+            waiters, self._waiters = self._waiters, []
+            for waiter, cached in waiters:
+                if not waiter.done():
+                    if cached.exception() is not None:
+                        waiter.set_exception(cached.exception())  # type: ignore[arg-type]
+                    else:
+                        waiter.set_result(cached.result())
 
 
 class Loaders:
@@ -51,21 +91,26 @@ class Loaders:
         loader = self._loaders.get(spec.name)
         if loader is None:
             if isinstance(spec, BatchSpec):
-                loader = DataLoader(partial(self._batch, spec), max_batch_size=spec.limit)
+                loader = LockstepLoader(partial(self._batch, spec), max_batch_size=spec.limit)
             else:
                 semaphore = asyncio.Semaphore(self._fanout)
-                loader = DataLoader(partial(self._fan_out, spec, semaphore))
+                loader = LockstepLoader(partial(self._fan_out, spec, semaphore))
             self._loaders[spec.name] = loader
         return loader
 
     async def _batch(self, spec: BatchSpec, keys: list[Any]) -> list[Any]:
+        # Ids travel comma-separated: an empty id, or one with a comma, names nothing and must
+        # not make the upstream refuse its whole batch.
+        valid = [k for k in keys if isinstance(k, str) and k and "," not in k]
+        if not valid:
+            return [[] if spec.many else None for _ in keys]
         if spec.method == "GET":
             body = await self._client.request(
-                spec.service, "GET", spec.path, params={spec.param: ",".join(keys)}
+                spec.service, "GET", spec.path, params={spec.param: ",".join(valid)}
             )
         else:
             body = await self._client.request(
-                spec.service, spec.method, spec.path, json={spec.param: keys}
+                spec.service, spec.method, spec.path, json={spec.param: valid}
             )
         items: list[Item] = body["items"]
         self._prime_from(spec.primes, items)
@@ -88,8 +133,16 @@ class Loaders:
     ) -> list[Any]:
         async def one(key: Any) -> Any:
             path, params = spec.request(key)
-            async with semaphore:
-                body = await self._client.request(spec.service, "GET", path, params=params)
+            try:
+                async with semaphore:
+                    body = await self._client.request(spec.service, "GET", path, params=params)
+            except UpstreamError as err:
+                if err.status == 400 and spec.bad_request_field is not None:
+                    raise BadUserInput(
+                        f"`{spec.bad_request_field}` is not valid for this list",
+                        field=spec.bad_request_field,
+                    ) from err
+                raise
             self._prime_from(spec.primes, body.get("items", ()))
             return body
 

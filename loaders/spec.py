@@ -6,7 +6,7 @@ entity type it yields. `loaders.registry` turns a declaration into a per-request
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,4 +43,6 @@ class ListSpec:
     entity: str
     request: Callable[[Any], tuple[str, Mapping[str, str]]]  # key -> (path, query params)
     primes: BatchSpec | None = None  # a by-id loader to fill with the listed items
-    key_type: type[Hashable] = tuple
+    # The argument at fault when the upstream answers 400: the only client-controlled input
+    # of a listing is its cursor, so a refusal means the client's cursor, not our bug.
+    bad_request_field: str | None = None

@@ -21,7 +21,7 @@ from loaders.declarations import (
 from loaders.spec import Item
 from resolvers.pagination import check_first, connection, page_request
 
-MAX_RECOMMENDATIONS = 50
+MAX_RECOMMENDATIONS = 50  # the service's own limit
 
 
 def money(cents: int, currency: str) -> Item:
@@ -39,19 +39,18 @@ async def user_orders(
     root: Item, info: Info, first: int | None = 10, after: str | None = UNSET
 ) -> Item:
     n = check_first(first, 10)
-    upstream_after, skip, ask = page_request(n, after)
+    upstream_after, skip, ask = page_request(root["id"], n, after)
     body = await info.context.loaders.load(USER_ORDERS, (root["id"], ask, upstream_after))
-    return connection(body, upstream_after, skip, n)
+    return connection(body, root["id"], upstream_after, skip, n)
 
 
 async def user_recommendations(root: Item, info: Info, first: int | None = 5) -> list[Item]:
-    n = check_first(first, 5)
-    n = min(n, MAX_RECOMMENDATIONS)
+    n = check_first(first, 5, MAX_RECOMMENDATIONS)
     if n == 0:
         return []
     loaders = info.context.loaders
     body = await loaders.load(RECOMMENDATIONS, (root["id"], n))
-    ids = list(dict.fromkeys(body["product_ids"]))
+    ids = list(dict.fromkeys(body["product_ids"]))[:n]
     # The service may name products that no longer exist: those are dropped, not nulls.
     return [p for p in await loaders.load_many(PRODUCT, ids) if p is not None]
 
@@ -105,9 +104,9 @@ async def category_products(
     root: Item, info: Info, first: int | None = 20, after: str | None = UNSET
 ) -> Item:
     n = check_first(first, 20)
-    upstream_after, skip, ask = page_request(n, after)
+    upstream_after, skip, ask = page_request(root["id"], n, after)
     body = await info.context.loaders.load(CATEGORY_PRODUCTS, (root["id"], ask, upstream_after))
-    return connection(body, upstream_after, skip, n)
+    return connection(body, root["id"], upstream_after, skip, n)
 
 
 # -- Review ------------------------------------------------------------------------------------

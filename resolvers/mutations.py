@@ -41,9 +41,13 @@ def user_error(code: str, message: str, field: str | None = None) -> Item:
     return {"code": code, "message": message, "field": field}
 
 
+REFUSAL_STATUSES = frozenset({400, 404, 409})
+
+
 def refusal(err: UpstreamError, table: Mapping[str, tuple[str, str | None]]) -> Item:
-    """The payload error for a service's 4xx refusal; anything else is re-raised."""
-    if err.status is None or not 400 <= err.status < 500 or err.status == 429:
+    """The payload error for a service's refusal of the input (400, 404, 409); anything else
+    (401/403 from the service, 429, 5xx, timeouts) stays a classified GraphQL error."""
+    if err.status not in REFUSAL_STATUSES:
         raise err
     code, field = table.get(err.upstream_code or "", ("BAD_USER_INPUT", None))
     return user_error(code, err.upstream_message or str(err), field)
@@ -121,6 +125,11 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
         )
     if errors:
         return {"review": None, "errors": errors}
+    # The reviews service refuses an unknown product with a bare 400; asking the catalog
+    # first gives the caller a precise NOT_FOUND on the field at fault.
+    if await ctx.loaders.load(PRODUCT, input.product_id) is None:
+        return {"review": None,
+                "errors": [user_error("NOT_FOUND", "No such product", "productId")]}
     body = {"product_id": input.product_id, "author_id": user_id, "rating": input.rating,
             "body": input.body}
     try:

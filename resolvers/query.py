@@ -47,4 +47,8 @@ async def categories(info: Info) -> list[Item]:
 
 
 async def order(info: Info, id: strawberry.ID) -> Item | None:
-    return await info.context.loaders.load(ORDER, id)
+    found = await info.context.loaders.load(ORDER, id)
+    # Someone else's order answers as if it did not exist.
+    if found is None or found["user_id"] != info.context.user_id:
+        return None
+    return found

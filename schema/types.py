@@ -13,6 +13,7 @@ import strawberry
 
 from resolvers import entities as r
 from schema.directives import PRIVATE, cache
+from schema.permissions import IsSelf
 
 
 @strawberry.type(
@@ -54,6 +55,7 @@ class User:
     name: str = strawberry.field(description="Full name.")
     username: str = strawberry.field(description="Public handle.")
     email: str | None = strawberry.field(
+        permission_classes=[IsSelf],
         directives=cache(300, PRIVATE),
         description="E-mail address: visible to the user themself, or an admin."
     )
@@ -63,11 +65,13 @@ class User:
         description="The user's reviews, newest first."
     )
     orders: OrderConnection = strawberry.field(
-        resolver=r.user_orders, directives=cache(0, PRIVATE),
+        resolver=r.user_orders,
+        permission_classes=[IsSelf], directives=cache(0, PRIVATE),
         description="The user's orders, newest first."
     )
     recommendations: list[Product] = strawberry.field(
         resolver=r.user_recommendations,
+        permission_classes=[IsSelf],
         directives=cache(600, PRIVATE),
         description="Products recommended to the user; fewer than `first` when some "
         "recommended products no longer exist.",

@@ -150,21 +150,46 @@ async def test_batches_split_at_the_upstream_limit(gql: GQL, clean_services: Ser
     assert stats["inventory"]["items"] == {"POST /inventory/query": 250}
 
 
-async def test_recommendations_fan_out_deduped_and_bounded(
-    gql: GQL, clean_services: Services
-) -> None:
-    # No batch endpoint: one call per distinct user, at most FANOUT_CONCURRENCY (8) at once.
-    clean_services.set_faults("recommendations", latency_ms=150)
-    users = [f"u{i}" for i in range(1, 17)]
-    query = 'query($ids: [ID!]!) { users(ids: $ids) { id recommendations(first: 3) { id } } }'
+async def test_listings_fan_out_deduped_and_bounded(gql: GQL, clean_services: Services) -> None:
+    # A category's products have no batch endpoint: one call per distinct (category, page),
+    # at most FANOUT_CONCURRENCY (8) at once. The two aliases ask for the same 50 pages.
+    clean_services.set_faults("catalog", latency_ms=100)
+    query = """{ a: categories { id products(first: 2) { edges { node { id } } } }
+                 b: categories { id products(first: 2) { edges { node { id } } } } }"""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    data = data_of(await gql(query, {"ids": users + users}))
+    data = data_of(await gql(query))
     elapsed = loop.time() - started
-    assert [u["id"] for u in data["users"]] == users + users
-    stats = clean_services.stats("recommendations")
-    assert stats["requests"] == {"GET /recommendations/{user_id}": 16}
-    # 16 calls of >= 170 ms (150 injected + 20 built in), 8 at a time: at least two rounds,
-    # and far fewer than sixteen sequential ones.
-    assert elapsed >= 2 * 0.17
-    assert elapsed < 16 * 0.17
+    assert len(data["a"]) == 50 and data["a"] == data["b"]
+    stats = clean_services.stats("catalog")
+    assert stats["requests"] == {"GET /categories": 1, "GET /products": 50}
+    # One 100 ms round for the categories, then 50 calls of 100 ms, 8 at a time: at least
+    # seven rounds more, and far fewer than fifty sequential ones.
+    assert elapsed >= 0.1 + 7 * 0.1
+    assert elapsed < 51 * 0.1 / 2
+
+
+async def test_recommendations_deduped(gql: GQL, clean_services: Services) -> None:
+    query = """{ me { a: recommendations(first: 3) { id } b: recommendations(first: 3) { id } } }"""
+    data = data_of(await gql(query, user="u3"))
+    assert data["me"]["a"] == data["me"]["b"]
+    assert clean_services.stats("recommendations")["requests"] == {
+        "GET /recommendations/{user_id}": 1
+    }
+
+
+async def test_cached_entities_do_not_split_the_next_level(
+    gql: GQL, clean_services: Services, dataset
+) -> None:
+    # A product already loaded at the root resolves from the request's cache; its stock
+    # must still be fetched in the same batch as the stock of its uncached siblings.
+    reviews = sorted((r for r in dataset.reviews.values() if r["author_id"] == "u1"),
+                     key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    known = reviews[-1]["product_id"]
+    query = """query($p: [ID!]!) { products(ids: $p) { id }
+      user(id: "u1") { reviews(first: 50) { product { id inStock } } } }"""
+    data = data_of(await gql(query, {"p": [known]}))
+    assert known in {r["product"]["id"] for r in data["user"]["reviews"]}
+    stats = clean_services.all_stats()
+    assert stats["inventory"]["requests"] == {"POST /inventory/query": 1}
+    assert stats["catalog"]["requests"] == {"GET /products": 2}  # root, then the reviews' others

@@ -94,7 +94,8 @@ async def test_fifty_different_queries_at_once_do_not_mix(gql: GQL, dataset: Dat
       product(id: $id) { id name reviews(first: 2) { id author { id } } }
       user(id: $u) { id username reviews(first: 2) { id product { id } } }
     }"""
-    pairs = [(f"p{i * 37 % 5000 + 1}", f"u{i * 13 % 1000 + 1}") for i in range(50)]
+    # Outside the region the writing tests use (products above p4000, users up to u20).
+    pairs = [(f"p{i * 37 % 4000 + 1}", f"u{i * 13 % 900 + 100}") for i in range(50)]
     results = await asyncio.gather(*(gql(query, {"id": p, "u": u}) for p, u in pairs))
     for (pid, uid), body in zip(pairs, results, strict=True):
         data = data_of(body)
@@ -169,7 +170,7 @@ async def test_user_orders_newest_first_with_pages(gql: GQL, dataset: Dataset) -
     seen: list[dict[str, Any]] = []
     after = None
     for _ in range(100):
-        conn = data_of(await gql(query, {"u": uid, "after": after}))["user"]["orders"]
+        conn = data_of(await gql(query, {"u": uid, "after": after}, user=uid))["user"]["orders"]
         seen += [e["node"] for e in conn["edges"]]
         if not conn["pageInfo"]["hasNextPage"]:
             break
@@ -198,6 +199,90 @@ async def test_recommendations_drop_products_that_no_longer_exist(
         raise AssertionError("no user has a recommendation of a missing product")
     expected = [p for p in dict.fromkeys(body["product_ids"]) if p in dataset.products]
     data = data_of(await gql('query($u: ID!) { user(id: $u) { recommendations(first: 10) { id } } }',
-                             {"u": uid}))
+                             {"u": uid}, user=uid))
     assert [p["id"] for p in data["user"]["recommendations"]] == expected
     assert len(expected) < 10
+
+
+async def test_continuing_from_a_mid_page_cursor_with_a_large_first(
+    gql: GQL, dataset: Dataset
+) -> None:
+    # The upstream pages at most 100 items; continuing from edge 50 of a 60-item page with
+    # first: 60 gives a shorter page, and endCursor continues from there without a gap.
+    cid = max(dataset.categories, key=lambda c: sum(
+        p["category_id"] == c for p in dataset.products.values()))
+    expected = sorted((p["id"] for p in dataset.products.values() if p["category_id"] == cid),
+                      key=lambda i: int(i[1:]))
+    assert len(expected) > 110
+    query = """query($id: ID!, $after: String, $n: Int) { category(id: $id) {
+      products(first: $n, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } } }"""
+    page = data_of(await gql(query, {"id": cid, "n": 60}))["category"]["products"]
+    mid = page["edges"][49]["cursor"]
+    seen: list[str] = []
+    after = mid
+    while True:
+        conn = data_of(await gql(query, {"id": cid, "after": after, "n": 60}))["category"]["products"]
+        assert 0 < len(conn["edges"]) <= 60
+        seen += [e["node"]["id"] for e in conn["edges"]]
+        if not conn["pageInfo"]["hasNextPage"]:
+            break
+        after = conn["pageInfo"]["endCursor"]
+    assert seen == expected[50:]
+
+
+async def test_a_cursor_of_another_list_is_refused(gql: GQL) -> None:
+    query = """query($id: ID!, $after: String) { category(id: $id) {
+      products(first: 2, after: $after) { pageInfo { endCursor } } } }"""
+    c1 = data_of(await gql(query, {"id": "c1"}))["category"]["products"]["pageInfo"]["endCursor"]
+    body = await gql(query, {"id": "c2", "after": c1})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_has_next_page_is_false_at_the_exact_end(gql: GQL, dataset: Dataset) -> None:
+    counts = {c: sum(p["category_id"] == c for p in dataset.products.values())
+              for c in dataset.categories}
+    cid, n = next((c, k) for c, k in counts.items() if 0 < k <= 100)
+    body = data_of(await gql(f'{{ category(id: "{cid}") {{ products(first: {n}) {{ edges {{ cursor }} pageInfo {{ hasNextPage }} }} }} }}'))
+    conn = body["category"]["products"]
+    assert len(conn["edges"]) == n and conn["pageInfo"]["hasNextPage"] is False
+
+
+async def test_ids_that_cannot_exist_do_not_fail_their_batch(
+    gql: GQL, clean_services: Services
+) -> None:
+    data = data_of(await gql('{ a: product(id: "") { id } b: product(id: "p1") { id } '
+                             'c: product(id: "p1,p2") { id } d: user(id: "") { id } }'))
+    assert data == {"a": None, "b": {"id": "p1"}, "c": None, "d": None}
+    assert clean_services.stats("catalog")["items"] == {"GET /products": 1}
+    assert clean_services.stats("users")["requests"] == {}
+
+
+async def test_private_fields_are_the_viewers_own(gql: GQL, dataset: Dataset) -> None:
+    query = '{ user(id: "u2") { id email } }'
+    own = data_of(await gql(query, user="u2"))
+    assert own["user"]["email"] == dataset.users["u2"]["email"]
+    for viewer in (None, "u3"):
+        body = await gql(query, user=viewer)
+        assert body["data"]["user"] == {"id": "u2", "email": None}
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+        assert body["errors"][0]["path"] == ["user", "email"]
+    # Someone else's order reads as if it did not exist.
+    order = next(iter(dataset.orders.values()))
+    q = 'query($id: ID!) { order(id: $id) { id } }'
+    assert data_of(await gql(q, {"id": order["id"]}, user=order["user_id"]))["order"] == {
+        "id": order["id"]}
+    assert data_of(await gql(q, {"id": order["id"]}, user="u-other"))["order"] is None
+    assert data_of(await gql(q, {"id": order["id"]}))["order"] is None
+
+
+async def test_me(gql: GQL, dataset: Dataset) -> None:
+    assert data_of(await gql("{ me { id username } }", user="u4"))["me"] == {
+        "id": "u4", "username": dataset.users["u4"]["username"]}
+    assert data_of(await gql("{ me { id } }"))["me"] is None
+
+
+async def test_recommendations_first_is_bounded(gql: GQL) -> None:
+    body = await gql('{ me { recommendations(first: 51) { id } } }', user="u1")
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    data = data_of(await gql('{ me { recommendations(first: 2) { id } } }', user="u1"))
+    assert len(data["me"]["recommendations"]) <= 2
