@@ -11,6 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.errors import classify_errors
+from schema.direct_resolvers import install_direct_resolvers
 from schema.root import Mutation, Query
 
 
@@ -24,7 +25,7 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema() -> GatewaySchema:
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         # Sources are upstream dicts: read fields by key, a C call per field.
@@ -34,3 +35,5 @@ def build_schema() -> GatewaySchema:
             lambda: ValidationCache(maxsize=256),
         ],
     )
+    install_direct_resolvers(schema)
+    return schema
