@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphql import DocumentNode
 from strawberry.types import Info as StrawberryInfo
 
+from app.cache.hints import CacheHints, Policy, RequestPolicy
+from app.cache.invalidation import Invalidator
 from app.errors import Unauthenticated
 from app.settings import Settings
 from app.upstream import UpstreamClient
@@ -17,7 +20,13 @@ class RequestContext:
     settings: Settings
     client: UpstreamClient
     loaders: Loaders
+    policy: RequestPolicy
+    hints: CacheHints
+    invalidator: Invalidator | None = None
     user_id: str | None = None
+    # The executing operation and its static cache policy, set when execution starts.
+    document: DocumentNode | None = None
+    operation_policy: Policy | None = None
 
     def require_user(self) -> str:
         if self.user_id is None:

@@ -1,8 +1,5 @@
-"""`POST /events`: the services' change events, checked against their HMAC signature.
-
-What an event evicts is the entity cache's business; until it lands, a verified event is
-acknowledged and counted, and a forged one refused, so the services' deliveries succeed.
-"""
+"""`POST /events`: the services' change events, checked against their HMAC signature, then
+handed to the cache's invalidator (`app.cache.invalidation`)."""
 
 from __future__ import annotations
 
@@ -48,5 +45,8 @@ async def receive_event(request: Request) -> Response:
     ):
         return _error(400, "BAD_REQUEST", "not a change event")
     request.app.state.events_received += 1
-    log.debug("event %s %s %s v%s", event["type"], event["id"], event["op"], event["version"])
+    invalidator = request.app.state.caching.invalidator
+    applied = invalidator is not None and await invalidator.on_event(event)
+    log.debug("event %s %s %s v%s applied=%s", event["type"], event["id"], event["op"],
+              event["version"], applied)
     return Response(status_code=204)

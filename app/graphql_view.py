@@ -1,13 +1,26 @@
-"""The GraphQL endpoint: Strawberry's ASGI view with this gateway's per-request context."""
+"""The GraphQL endpoint: Strawberry's ASGI view with this gateway's per-request context,
+its Cache-Control, and the whole-response cache."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import strawberry
+from starlette.requests import Request
 from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
+from app.cache.entity import EntityCache, Namespace
+from app.cache.hints import NO_STORE, CacheHints, RequestPolicy
+from app.cache.invalidation import Invalidator
+from app.cache.response import ResponseCache
 from app.context import RequestContext
 from app.settings import Settings
 from app.upstream import UpstreamClient
@@ -16,13 +29,40 @@ from loaders.registry import Loaders
 USER_HEADER = "x-user-id"
 
 
+@dataclass
+class Caching:
+    """The process-wide caching parts a request uses (each None when switched off)."""
+
+    hints: CacheHints
+    entities: EntityCache | None = None
+    namespaces: dict[str, Namespace] | None = None
+    invalidator: Invalidator | None = None
+    responses: ResponseCache | None = None
+
+
+class OperationPolicy(SchemaExtension):
+    """Notes the executing operation's static cache policy on the request context: one call
+    per operation, no per-field hook."""
+
+    def on_execute(self) -> Iterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        if isinstance(context, RequestContext) and ctx.graphql_document is not None:
+            context.document = ctx.graphql_document
+            context.operation_policy = context.hints.operation_policy(
+                ctx.graphql_document, ctx.operation_name)
+        yield
+
+
 class GatewayGraphQL(GraphQL[RequestContext, None]):
     def __init__(
-        self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient
+        self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient,
+        caching: Caching,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.settings = settings
         self.client = client
+        self.caching = caching
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
@@ -30,12 +70,62 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         user_id = None
         if self.settings.dev_mode:
             user_id = request.headers.get(USER_HEADER) or None
-        return RequestContext(
+        policy = RequestPolicy()
+        caching = self.caching
+        context = RequestContext(
             settings=self.settings,
             client=self.client,
-            loaders=Loaders(self.client, self.settings.fanout_concurrency),
+            loaders=Loaders(self.client, self.settings.fanout_concurrency, caching.entities,
+                            caching.namespaces, viewer=user_id, policy=policy),
+            policy=policy,
+            hints=caching.hints,
+            invalidator=caching.invalidator,
             user_id=user_id,
         )
+        request.state.gateway = (context, response)
+        return context
+
+    async def execute_single(  # type: ignore[override]
+        self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
+        root_value: Any, request_data: Any,
+    ) -> ExecutionResult:
+        responses = self.caching.responses
+        key = None
+        if (responses is not None and request_data.query
+                and OperationType.QUERY in OperationType.from_http(request_adapter.method)):
+            key = responses.key(request_data.query, request_data.operation_name,
+                                request_data.variables)
+            hit = responses.get(key)
+            if hit is not None:
+                context.operation_policy = hit.policy
+                # Age (RFC 9111): how long ago this answer was computed.
+                sub_response.headers["Age"] = str(int(time.time() - hit.stored_at))
+                return ExecutionResult(data=hit.data, errors=None)
+        result = await super().execute_single(request, request_adapter, sub_response, context,
+                                              root_value, request_data)
+        if (key is not None and responses is not None and not result.errors
+                and context.document is not None and context.operation_policy is not None
+                and not context.policy.stale):
+            responses.put(key, context.document, result.data,
+                          context.operation_policy.merge(context.policy.dynamic))
+        return result
+
+    async def process_result(  # type: ignore[override]
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        context, response = request.state.gateway
+        policy = context.operation_policy
+        if result.errors or policy is None or context.policy.stale:
+            policy = NO_STORE
+        else:
+            policy = policy.merge(context.policy.dynamic)
+        response.headers["Cache-Control"] = policy.header()
+        if context.policy.stale:
+            # Data older than its TTL was served because an upstream failed.
+            processed["extensions"] = {**(processed.get("extensions") or {}),
+                                       "cache": {"stale": True}}
+        return processed
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

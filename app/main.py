@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.cache.entity import EntityCache, Staleness
+from app.cache.hints import CacheHints
+from app.cache.invalidation import EVICTS, Invalidator, response_namespace
+from app.cache.response import ResponseCache
 from app.events import receive_event
-from app.graphql_view import GatewayGraphQL
+from app.graphql_view import Caching, GatewayGraphQL
 from app.settings import Settings
 from app.upstream import UpstreamClient
+from loaders import declarations
+from loaders.registry import namespaces as loader_namespaces
 from schema import build_schema
 
 log = logging.getLogger("gateway")
@@ -36,20 +45,53 @@ async def healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def metrics(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Caching:
+    """The caching parts the settings ask for, all driven by the schema's cache hints."""
+    hints = CacheHints(sdl, settings.cache_hints)
+    if not settings.cache_enabled:
+        return Caching(hints)
+    configured = orjson.loads(settings.cache_stale) if settings.cache_stale else {}
+    staleness = {
+        entity: Staleness(float(v.get("swr", 0)), float(v.get("sie", 0)))
+        for entity, v in configured.items()
+    }
+    entities = EntityCache(
+        hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
+        staleness=staleness, prefix=settings.redis_prefix,
+        schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
+    )
+    entities.track([response_namespace(t) for t in EVICTS])
+    namespaces = loader_namespaces(entities, declarations.ALL)
+    responses = (ResponseCache(hints.schema, entities, settings.cache_max_entries // 10)
+                 if settings.response_cache else None)
+    return Caching(hints, entities, namespaces, Invalidator(entities, namespaces, client),
+                   responses)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     client = UpstreamClient(settings)
-    graphql = GatewayGraphQL(build_schema(), settings, client)
+    schema = build_schema()
+    caching = build_caching(settings, schema.as_str(), client)
+    graphql = GatewayGraphQL(schema, settings, client, caching)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await client.start()
+        if caching.entities is not None:
+            await caching.entities.start()
         tune_gc()
         if settings.dev_mode:
             log.warning("DEVELOPMENT MODE: the X-User-Id header is trusted as the acting user")
         try:
             yield
         finally:
+            if caching.entities is not None:
+                await caching.entities.close()
             await client.close()
 
     app = Starlette(
@@ -57,11 +99,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Route, not Mount: a Mount answers /graphql with a redirect to /graphql/.
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz),
+            Route("/metrics", metrics),
             Route("/events", receive_event, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.client = client
+    app.state.caching = caching
     app.state.events_received = 0
     return app

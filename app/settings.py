@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 SERVICES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
 DEFAULT_PORTS = dict(zip(SERVICES, range(8001, 8007), strict=True))
 # The reference services sign events with this secret unless told otherwise; it is a
@@ -78,6 +80,40 @@ class Settings:
         "Development mode: trusts an X-User-Id header as the acting user. Never in production.",
     )
     log_level: str = setting("info", "LOG_LEVEL", "Log level: debug, info, warning or error.")
+    cache_enabled: bool = setting(
+        True, "CACHE_ENABLED", "Entity cache on or off (off: every lookup goes upstream)."
+    )
+    redis_url: str = setting(
+        "",
+        "REDIS_URL",
+        "Redis for the shared cache level and cross-replica invalidation, such as "
+        "redis://127.0.0.1:6379/0; empty: in-process cache only.",
+    )
+    redis_prefix: str = setting(
+        "gw", "REDIS_PREFIX", "Prefix of every Redis key and channel the gateway uses."
+    )
+    cache_max_entries: int = setting(
+        100_000, "CACHE_MAX_ENTRIES", "Entries the in-process cache level keeps (LRU)."
+    )
+    cache_hints: str = setting(
+        "",
+        "CACHE_HINTS",
+        'Overrides of the schema\'s @cacheControl hints by coordinate, as JSON: '
+        '{"Product.inventory": {"maxAge": 10}, "Stock": {"maxAge": 2, "scope": "PUBLIC"}}.',
+    )
+    cache_stale: str = setting(
+        "",
+        "CACHE_STALE",
+        "Staleness per type, as JSON (seconds past the TTL): stale-while-revalidate "
+        '(swr) and stale-if-error (sie), such as {"Product": {"swr": 30, "sie": 300}}; '
+        "merged over the defaults.",
+    )
+    response_cache: bool = setting(
+        False,
+        "RESPONSE_CACHE",
+        "Cache whole responses of PUBLIC operations (by operation hash and variables) for "
+        "their max-age; invalidated by the same change events.",
+    )
 
     def service_url(self, service: str) -> str:
         return str(getattr(self, f"{service}_url")).rstrip("/")
@@ -102,9 +138,22 @@ class Settings:
         for name in ("upstream_timeout_s", "upstream_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
-        for name in ("upstream_pool_size", "fanout_concurrency", "port"):
+        for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise SettingsError(f"REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        for name in ("cache_hints", "cache_stale"):
+            raw = getattr(self, name)
+            if raw:
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise SettingsError(f"{_env_of(name)} is not valid JSON") from None
+                if not isinstance(value, dict) or not all(
+                    isinstance(v, dict) for v in value.values()
+                ):
+                    raise SettingsError(f"{_env_of(name)} must map names to objects")
 
 
 def _env_of(field_name: str) -> str:

@@ -29,7 +29,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 async def run(
     url: str, workload: str, concurrency: int, seconds: float, max_requests: int | None,
-    start_index: int,
+    start_index: int, cycle: int | None = None,
 ) -> dict[str, Any]:
     make = WORKLOADS[workload].make
     latencies: list[float] = []
@@ -47,7 +47,9 @@ async def run(
                     return
                 i = counter
                 counter += 1
-                query, variables, headers = make(i)
+                # A cycle repeats a working set of requests (warm-cache runs).
+                query, variables, headers = make(
+                    i if cycle is None else start_index + (i - start_index) % cycle)
                 body = orjson.dumps({"query": query, "variables": variables})
                 started = time.perf_counter()
                 try:
@@ -90,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=None, help="stop after this many")
     parser.add_argument("--start-index", type=int, default=0)
+    parser.add_argument("--cycle", type=int, default=None,
+                        help="repeat the requests of this many indexes from --start-index")
     args = parser.parse_args(argv)
     result = asyncio.run(
         run(args.url, args.workload, args.concurrency, args.seconds, args.requests,
-            args.start_index)
+            args.start_index, args.cycle)
     )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0

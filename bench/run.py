@@ -45,6 +45,14 @@ BENCH = Path(__file__).resolve().parent
 GATEWAY_CPU = "0"
 OTHERS_CPU = "1"  # the services and the load generator
 PROBE_LATENCY_MS = 40  # injected to count dependent rounds: large against noise
+WORKING_SET = 100  # distinct requests a warm run repeats
+# Gateway settings per mode: cold has no cache at all; warm reads the entity cache after a
+# pass over the working set; response adds the whole-response cache.
+MODES = {
+    "cold": {"CACHE_ENABLED": "false"},
+    "warm": {"CACHE_ENABLED": "true"},
+    "response": {"CACHE_ENABLED": "true", "RESPONSE_CACHE": "true"},
+}
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 
@@ -100,12 +108,14 @@ def upstream_counts(services: Services) -> Counter[str]:
 
 # -- load ----------------------------------------------------------------------------------------
 def loadgen(gateway: Gateway, workload: str, concurrency: int, *, seconds: float,
-            requests: int | None, start_index: int) -> dict[str, Any]:
+            requests: int | None, start_index: int, cycle: int | None = None) -> dict[str, Any]:
     cmd = [*pinned(OTHERS_CPU), sys.executable, "-m", "bench.loadgen",
            gateway.url + "/graphql", workload, "--concurrency", str(concurrency),
            "--seconds", str(seconds), "--start-index", str(start_index)]
     if requests is not None:
         cmd += ["--requests", str(requests)]
+    if cycle is not None:
+        cmd += ["--cycle", str(cycle)]
     out = subprocess.run(cmd, check=True, capture_output=True, cwd=BENCH.parent,
                          stdin=subprocess.DEVNULL, timeout=seconds + 120)
     return orjson.loads(out.stdout)
@@ -135,17 +145,24 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
              concurrency: int, *, seconds: float, warmup: float, smoke: bool,
              rounds: dict[str, int], index: int) -> tuple[Row, int]:
     n = 4 * concurrency if smoke else None
-    warm = loadgen(gateway, workload, concurrency, seconds=warmup, requests=n,
-                   start_index=index)
-    index = warm["next_index"]
+    if mode == "cold":
+        warm = loadgen(gateway, workload, concurrency, seconds=warmup, requests=n,
+                       start_index=index)
+        index, cycle = warm["next_index"], None
+    else:
+        # One pass over the working set fills the caches; the measured run repeats it.
+        cycle = min(WORKING_SET, n) if n else WORKING_SET
+        loadgen(gateway, workload, concurrency, seconds=60, requests=cycle, start_index=index,
+                cycle=cycle)
     services.reset_stats()
     cpu0 = cpu_seconds(gateway.process.proc.pid)
     res = loadgen(gateway, workload, concurrency, seconds=seconds, requests=n,
-                  start_index=index)
+                  start_index=index, cycle=cycle)
     cpu1 = cpu_seconds(gateway.process.proc.pid)
     counts = upstream_counts(services)
     done = max(1, res["requests"])
-    floor = rounds[workload] * latency if workload in rounds else None
+    # The floor is the cold path's: a cache answers below it.
+    floor = rounds[workload] * latency if mode == "cold" and workload in rounds else None
     row = Row(
         mode=mode, workload=workload, latency_ms=latency, concurrency=concurrency,
         requests=res["requests"], failures=res["failures"],
@@ -158,7 +175,7 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
         floor_ms=floor,
         overhead_ms=None if floor is None else res["p50_ms"] - floor,
     )
-    return row, res["next_index"]
+    return row, res["next_index"] if cycle is None else index + cycle
 
 
 # -- profile -------------------------------------------------------------------------------------
@@ -233,6 +250,28 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
             f"{'-' if r.overhead_ms is None else f'{r.overhead_ms:.1f}'} | {r.failures} | "
             f"{r.responses_with_errors} |"
         )
+    lines += ["", "## Caches against cold, at concurrency 32", "",
+              "| workload | latency | cold req/s | warm req/s | warm/cold | response req/s "
+              "| response/cold | cold upstream/q | warm upstream/q | response upstream/q |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    cells = {(r.mode, r.workload, r.latency_ms, r.concurrency): r for r in rows}
+    for (mode, workload, latency, conc), cold in cells.items():
+        if mode != "cold" or conc != 32:
+            continue
+        warm = cells.get(("warm", workload, latency, conc))
+        resp = cells.get(("response", workload, latency, conc))
+
+        def ratio(other: Row | None, base: Row = cold) -> str:
+            return f"{other.rps / base.rps:.1f}x" if other and base.rps else "-"
+
+        def rps(row: Row | None) -> str:
+            return f"{row.rps:.0f}" if row else "-"
+
+        def upq(row: Row | None) -> str:
+            return f"{row.upstream_per_query:.2f}" if row else "-"
+
+        lines.append(f"| {workload} | {latency} | {rps(cold)} | {rps(warm)} | {ratio(warm)} | "
+                     f"{rps(resp)} | {ratio(resp)} | {upq(cold)} | {upq(warm)} | {upq(resp)} |")
     if meta.get("profile"):
         lines += ["", "## Profile: deep query, cold, concurrency 32, no injected latency", "",
                   "Own time of the hottest functions (py-spy samples of the gateway; the "
@@ -245,11 +284,12 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--smoke", action="store_true", help="a few requests per cell")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--latencies", default="0,5")
     parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
@@ -264,13 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     meta: dict[str, Any] = {"machine": machine(), "rounds": {}, "unbatched": {}}
     try:
-        modes = {"cold": {}}
-        for mode, env in modes.items():
+        for mode in args.modes.split(","):
+            env = MODES[mode]
             gateway = start_gateway(tmp, services, cpus=GATEWAY_CPU,
                                     env={"LOG_LEVEL": "warning", **env})
             try:
                 for w in workloads:
-                    if not WORKLOADS[w].writes:
+                    if mode == "cold" and not WORKLOADS[w].writes:
                         meta["unbatched"][w] = unbatched_lookups(one_response(gateway, w, 1))
                         if not args.smoke:
                             meta["rounds"][w] = measure_rounds(gateway, services, w)

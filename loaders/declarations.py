@@ -11,31 +11,33 @@ from loaders.spec import BatchSpec, ListSpec, newest_first
 
 USER = BatchSpec(
     name="user", service="users", path="/users", param="ids", limit=100,
-    key_field="id", entity="User",
+    key_field="id", entity="User", cache="User",
 )
 PRODUCT = BatchSpec(
     name="product", service="catalog", path="/products", param="ids", limit=100,
-    key_field="id", entity="Product",
+    key_field="id", entity="Product", cache="Product",
 )
 CATEGORY = BatchSpec(
     name="category", service="catalog", path="/categories", param="ids", limit=100,
-    key_field="id", entity="Category",
+    key_field="id", entity="Category", cache="Category",
 )
 ORDER = BatchSpec(
     name="order", service="orders", path="/orders", param="ids", limit=100,
-    key_field="id", entity="Order",
+    key_field="id", entity="Order", cache="Order",
 )
 STOCK = BatchSpec(
     name="stock", service="inventory", path="/inventory/query", param="skus", limit=200,
-    key_field="sku", entity="Stock", method="POST",
+    key_field="sku", entity="Stock", cache="Stock", method="POST",
 )
 REVIEWS_BY_PRODUCT = BatchSpec(
     name="reviews_by_product", service="reviews", path="/reviews", param="product_ids",
     limit=100, key_field="product_id", entity="Review", many=True, sort=newest_first,
+    cache="Product.reviews",
 )
 REVIEWS_BY_AUTHOR = BatchSpec(
     name="reviews_by_author", service="reviews", path="/reviews", param="author_ids",
     limit=100, key_field="author_id", entity="Review", many=True, sort=newest_first,
+    cache="User.reviews",
 )
 
 
@@ -71,21 +73,28 @@ def _all_categories(_key: str) -> tuple[str, Mapping[str, str]]:
 
 TOP_PRODUCTS = ListSpec(
     name="top_products", service="catalog", entity="Product", request=_top_products,
-    primes=PRODUCT,
+    primes=PRODUCT, cache="Query.topProducts",
 )
 CATEGORY_PRODUCTS = ListSpec(
     name="category_products", service="catalog", entity="Product",
     request=_category_products, primes=PRODUCT, bad_request_field="after",
+    cache="Category.products",
 )
 USER_ORDERS = ListSpec(
     name="user_orders", service="orders", entity="Order", request=_user_orders, primes=ORDER,
-    bad_request_field="after",
+    bad_request_field="after", cache="User.orders",
 )
 RECOMMENDATIONS = ListSpec(
     name="recommendations", service="recommendations", entity="Product",
-    request=_recommendations,
+    request=_recommendations, cache="User.recommendations",
 )
 ALL_CATEGORIES = ListSpec(
     name="all_categories", service="catalog", entity="Category", request=_all_categories,
-    primes=CATEGORY,
+    primes=CATEGORY, cache="Query.categories",
+)
+
+
+ALL: tuple[BatchSpec | ListSpec, ...] = (
+    USER, PRODUCT, CATEGORY, ORDER, STOCK, REVIEWS_BY_PRODUCT, REVIEWS_BY_AUTHOR,
+    TOP_PRODUCTS, CATEGORY_PRODUCTS, USER_ORDERS, RECOMMENDATIONS, ALL_CATEGORIES,
 )

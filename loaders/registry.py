@@ -7,12 +7,14 @@ the request executes, and is dropped with it, so one caller never sees another's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
 from aiodataloader import DataLoader
 
+from app.cache.entity import EntityCache, Fetch, Namespace
+from app.cache.hints import RequestPolicy
 from app.errors import BadUserInput, UpstreamError
 from app.upstream import UpstreamClient
 from loaders.spec import BatchSpec, Item, ListSpec
@@ -60,9 +62,21 @@ class LockstepLoader(DataLoader[Any, Any]):
 
 
 class Loaders:
-    def __init__(self, client: UpstreamClient, fanout_concurrency: int) -> None:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        fanout_concurrency: int,
+        cache: EntityCache | None = None,
+        namespaces: Mapping[str, Namespace] | None = None,
+        viewer: str | None = None,
+        policy: RequestPolicy | None = None,
+    ) -> None:
         self._client = client
         self._fanout = fanout_concurrency
+        self._cache = cache
+        self._namespaces = namespaces or {}
+        self._viewer = viewer
+        self._policy = policy
         self._loaders: dict[str, DataLoader[Any, Any]] = {}
 
     # -- the API resolvers use ---------------------------------------------------------------
@@ -91,12 +105,30 @@ class Loaders:
         loader = self._loaders.get(spec.name)
         if loader is None:
             if isinstance(spec, BatchSpec):
-                loader = LockstepLoader(partial(self._batch, spec), max_batch_size=spec.limit)
+                fetch = partial(self._batch, spec)
+                loader = LockstepLoader(partial(self._cached, spec, fetch),
+                                        max_batch_size=spec.limit)
             else:
-                semaphore = asyncio.Semaphore(self._fanout)
-                loader = LockstepLoader(partial(self._fan_out, spec, semaphore))
+                fetch = partial(self._fan_out, spec, asyncio.Semaphore(self._fanout))
+                loader = LockstepLoader(partial(self._cached, spec, fetch))
             self._loaders[spec.name] = loader
         return loader
+
+    async def _cached(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
+        """The entity cache first; the upstream for what it lacks."""
+        namespace = self._namespaces.get(spec.name)
+        if self._cache is None or namespace is None:
+            values = await fetch(keys)
+        else:
+            values = await self._cache.read_through(
+                namespace, keys, fetch, viewer=self._viewer, policy=self._policy
+            )
+        if isinstance(spec, ListSpec) and spec.primes is not None:
+            # Listed items fill the by-id loader, cached listings as much as fresh ones.
+            for body in values:
+                if isinstance(body, dict):
+                    self._prime_from(spec.primes, body.get("items", ()))
+        return values
 
     async def _batch(self, spec: BatchSpec, keys: list[Any]) -> list[Any]:
         # Ids travel comma-separated: an empty id, or one with a comma, names nothing and must
@@ -113,7 +145,6 @@ class Loaders:
                 spec.service, spec.method, spec.path, json={spec.param: valid}
             )
         items: list[Item] = body["items"]
-        self._prime_from(spec.primes, items)
         if not spec.many:
             found = {item[spec.key_field]: item for item in items}
             # Missing ids are simply absent upstream: they become None, never a shifted list.
@@ -143,7 +174,6 @@ class Loaders:
                         field=spec.bad_request_field,
                     ) from err
                 raise
-            self._prime_from(spec.primes, body.get("items", ()))
             return body
 
         # return_exceptions: one failed listing fails only the fields that asked for it.
@@ -155,3 +185,14 @@ class Loaders:
         loader = self._loader(spec)
         for item in items:
             loader.prime(item[spec.key_field], item)
+
+
+def namespaces(cache: EntityCache, specs: tuple[Spec, ...]) -> dict[str, Namespace]:
+    """The cache namespace of every declared loader that has a cache hint with a TTL."""
+    out = {}
+    for spec in specs:
+        if spec.cache is not None:
+            namespace = cache.namespace(spec.name, spec.entity, spec.cache)
+            if namespace.ttl > 0:
+                out[spec.name] = namespace
+    return out

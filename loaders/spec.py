@@ -31,7 +31,7 @@ class BatchSpec:
     method: str = "GET"
     many: bool = False  # foreign-key lookup: each key maps to a list of items
     sort: Callable[[Item], Any] | None = None  # order of a `many` list (reverse=True)
-    primes: BatchSpec | None = None  # a by-id loader to fill with every item seen
+    cache: str | None = None  # the schema coordinate whose cache hint sets the TTL
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,4 @@ class ListSpec:
     # The argument at fault when the upstream answers 400: the only client-controlled input
     # of a listing is its cursor, so a refusal means the client's cursor, not our bug.
     bad_request_field: str | None = None
+    cache: str | None = None  # the schema coordinate whose cache hint sets the TTL

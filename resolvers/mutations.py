@@ -85,7 +85,7 @@ async def place_order(info: Info, input: PlaceOrderInput) -> Item:
         )
     except UpstreamError as err:
         return {"order": None, "errors": [refusal(err, PLACE_ORDER_REFUSALS)]}
-    _order_written(info, order)
+    await _order_written(info, order)
     return {"order": order, "errors": []}
 
 
@@ -100,12 +100,19 @@ async def cancel_order(info: Info, id: strawberry.ID) -> Item:
         order: Item = await ctx.client.request("orders", "POST", f"/orders/{id}/cancel")
     except UpstreamError as err:
         return {"order": None, "errors": [refusal(err, CANCEL_ORDER_REFUSALS)]}
-    _order_written(info, order)
+    await _order_written(info, order)
     return {"order": order, "errors": []}
 
 
-def _order_written(info: Info, order: Item) -> None:
-    loaders = info.context.loaders
+async def _order_written(info: Info, order: Item) -> None:
+    ctx = info.context
+    if ctx.invalidator is not None:
+        # Before answering: once the caller has seen this write, no replica may serve the
+        # stock or orders from before it.
+        await ctx.invalidator.evict("Order", order["id"])
+        for line in order["items"]:
+            await ctx.invalidator.evict("Stock", line["sku"])
+    loaders = ctx.loaders
     loaders.prime(ORDER, order["id"], order)
     loaders.clear(USER_ORDERS)
     for line in order["items"]:
@@ -136,6 +143,9 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
         review: Item = await ctx.client.request("reviews", "POST", "/reviews", json=body)
     except UpstreamError as err:
         return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
+    if ctx.invalidator is not None:
+        await ctx.invalidator.evict("Review", review["id"], review=review)
+        await ctx.invalidator.evict("Product", review["product_id"])  # its rating changed
     loaders = ctx.loaders
     loaders.clear(REVIEWS_BY_PRODUCT, review["product_id"])
     loaders.clear(REVIEWS_BY_AUTHOR, review["author_id"])

@@ -11,6 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.errors import classify_errors
+from app.graphql_view import OperationPolicy
 from schema.direct_resolvers import install_direct_resolvers
 from schema.root import Mutation, Query
 
@@ -33,6 +34,7 @@ def build_schema() -> GatewaySchema:
         extensions=[
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            OperationPolicy,
         ],
     )
     install_direct_resolvers(schema)

@@ -42,7 +42,10 @@ def services(tmp_path_factory: pytest.TempPathFactory, gateway_port: int) -> Ite
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, services: Services, gateway_port: int
 ) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("gateway"), services, port=gateway_port)
+    # The foundation's tests measure cold batching: the entity cache is off here, and the
+    # caching tests start gateways of their own with it on.
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), services, port=gateway_port,
+                       env={"CACHE_ENABLED": "false"})
     yield gw
     gw.stop()
 

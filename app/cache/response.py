@@ -1,0 +1,107 @@
+"""The whole-response cache for PUBLIC operations (opt-in: RESPONSE_CACHE=true).
+
+A hit answers without parsing or executing anything. The key is the operation's text hash,
+its name and its variables; an entry is stored only for a query whose policy is PUBLIC with a
+max-age, without errors and without stale data, for that max-age. It remembers the
+generations of the types the operation reads, and the change events that bump those
+generations make it a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLObjectType,
+    GraphQLSchema,
+    SelectionSetNode,
+    get_named_type,
+)
+
+from app.cache.entity import EntityCache
+from app.cache.hints import PUBLIC, Policy
+from app.cache.invalidation import response_namespace
+from app.cache.levels import MemoryLevel
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    data: Any
+    policy: Policy
+    generations: tuple[tuple[str, int], ...]
+    stored_at: float
+
+
+class ResponseCache:
+    def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int) -> None:
+        self.schema = schema
+        self.entities = entities
+        self.level = MemoryLevel(max_entries)
+        self._types = lru_cache(maxsize=512)(self._operation_types)
+
+    @staticmethod
+    def key(query: str, operation_name: str | None, variables: Mapping[str, Any] | None) -> str:
+        digest = hashlib.sha256(query.encode()).hexdigest()
+        return f"{digest}:{operation_name or ''}:" + orjson.dumps(
+            variables or {}, option=orjson.OPT_SORT_KEYS).decode()
+
+    def get(self, key: str) -> CachedResponse | None:
+        now = time.time()
+        entry: CachedResponse | None = self.level.get(key, now)
+        if entry is None:
+            return None
+        if any(self.entities.generation(n) != g for n, g in entry.generations):
+            self.level.delete(key)
+            return None
+        return entry
+
+    def put(self, key: str, document: DocumentNode, data: Any, policy: Policy) -> None:
+        if policy.scope != PUBLIC or not policy.max_age or policy.max_age <= 0:
+            return
+        names = [response_namespace(t) for t in sorted(self._types(document))]
+        generations = tuple((n, self.entities.generation(n)) for n in names)
+        now = time.time()
+        age = policy.max_age
+        self.level.set(key, CachedResponse(data, policy, generations, now), now + age)
+
+    def _operation_types(self, document: DocumentNode) -> frozenset[str]:
+        """The object types an operation reads: their changes invalidate its responses."""
+        found: set[str] = set()
+        fragments = {d.name.value: d for d in document.definitions
+                     if d.kind == "fragment_definition"}
+
+        def walk(selection_set: SelectionSetNode, parent: GraphQLObjectType,
+                 seen: frozenset[str]) -> None:
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    field_def = parent.fields.get(selection.name.value)
+                    if field_def is None:
+                        continue
+                    named = get_named_type(field_def.type)
+                    if isinstance(named, GraphQLObjectType):
+                        found.add(named.name)
+                        if selection.selection_set is not None:
+                            walk(selection.selection_set, named, seen)
+                elif selection.kind == "inline_fragment":
+                    walk(selection.selection_set, parent, seen)  # type: ignore[attr-defined]
+                else:
+                    name = selection.name.value  # type: ignore[attr-defined]
+                    if name in fragments and name not in seen:
+                        walk(fragments[name].selection_set, parent, seen | {name})
+
+        for definition in document.definitions:
+            if definition.kind == "operation_definition" and self.schema.query_type:
+                walk(definition.selection_set, self.schema.query_type,  # type: ignore[attr-defined]
+                     frozenset())
+        # Stock is read through Product.inStock, a scalar: a product's fields read it too.
+        if "Product" in found:
+            found.add("Stock")
+        return frozenset(found)

@@ -1,0 +1,99 @@
+"""Gateways with the entity cache on, against their own reference services whose change
+events reach them, and a real Redis: REDIS_URL when set, else a private redis-server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import (
+    Gateway,
+    Services,
+    free_port,
+    start_gateway,
+    start_redis,
+    start_services,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@dataclass
+class CacheStack:
+    services: Services
+    memory: Gateway  # the in-process cache only; receives the services' events
+    a: Gateway  # two replicas sharing Redis; only `a` receives the services' events,
+    b: Gateway  # so what `b` learns of a change comes through Redis
+    prefix: str
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[CacheStack]:
+    tmp = tmp_path_factory.mktemp("cache")
+    ports = {name: free_port() for name in ("memory", "a", "b")}
+    services = start_services(
+        tmp, webhooks=[f"http://127.0.0.1:{ports[n]}/events" for n in ("memory", "a")]
+    )
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    shared = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
+    gateways = {
+        "memory": start_gateway(tmp, services, port=ports["memory"]),
+        "a": start_gateway(tmp, services, port=ports["a"], env=shared),
+        "b": start_gateway(tmp, services, port=ports["b"], env=shared),
+    }
+    yield CacheStack(services, gateways["memory"], gateways["a"], gateways["b"], prefix)
+    for gateway in gateways.values():
+        gateway.stop()
+    services.stop()
+
+
+@pytest.fixture
+def cstack(stack: CacheStack) -> Iterator[CacheStack]:
+    stack.services.clear_faults()
+    stack.services.reset_stats()
+    yield stack
+    stack.services.clear_faults()
+
+
+Query = Callable[..., Awaitable[tuple[int, dict[str, str], dict[str, Any]]]]
+
+
+@pytest.fixture
+def query(http_session: aiohttp.ClientSession) -> Query:
+    """POST an operation to a gateway; returns (status, headers, body)."""
+
+    async def call(gateway: Gateway, document: str, variables: dict[str, Any] | None = None,
+                   user: str | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+        headers = {"X-User-Id": user} if user else {}
+        async with http_session.post(gateway.url + "/graphql", headers=headers,
+                                     json={"query": document, "variables": variables}) as resp:
+            return resp.status, dict(resp.headers), await resp.json(content_type=None)
+
+    return call
+
+
+def make_gateway(tmp: Path, services: Services, **env: str) -> Gateway:
+    return start_gateway(tmp, services, env=env)
+
+
+def upstream_calls(services: Services, name: str, route: str) -> int:
+    return int(services.stats(name)["requests"].get(route, 0))
+
+
+def gateway_log(gateway: Gateway) -> str:
+    return gateway.process.log()

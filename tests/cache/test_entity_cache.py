@@ -1,0 +1,142 @@
+"""The entity cache: warm reads cost no upstream call, a change evicts what it names, and
+neither a stampede nor a fetch in flight can defeat it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cache.conftest import CacheStack, Query, upstream_calls
+from tests.conftest import QUERIES
+from tests.harness import EVENT_SECRET, Gateway, http
+
+DEEP = (QUERIES / "deep.graphql").read_text()
+PRODUCT = 'query($id: ID!) { product(id: $id) { id name inStock } }'
+
+
+async def test_warm_deep_query_costs_no_upstream_call(query: Query, cstack: CacheStack) -> None:
+    _, _, cold = await query(cstack.memory, DEEP)
+    cstack.services.reset_stats()
+    _, _, warm = await query(cstack.memory, DEEP)
+    assert warm == cold and "errors" not in warm
+    counts = {n: sum(s["requests"].values()) for n, s in cstack.services.all_stats().items()}
+    assert counts == dict.fromkeys(counts, 0)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
+    """Poll `predicate` every 5 ms; returns the seconds it took to become true."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if await predicate():
+            return time.monotonic() - started
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"condition not reached within {within} s")
+
+
+async def test_a_change_event_evicts_the_entity(query: Query, cstack: CacheStack) -> None:
+    pid = "p3001"
+    _, _, before = await query(cstack.memory, PRODUCT, {"id": pid})
+    new_name = f"Renamed {time.time()}"
+    status, _, _ = http("PATCH", cstack.services.url("catalog") + f"/products/{pid}",
+                        {"name": new_name})
+    assert status == 200
+
+    async def renamed() -> bool:
+        _, _, body = await query(cstack.memory, PRODUCT, {"id": pid})
+        return body["data"]["product"]["name"] == new_name
+
+    await wait_for(renamed)
+    assert before["data"]["product"]["name"] != new_name
+
+
+def signed(event: dict) -> tuple[bytes, dict[str, str]]:  # type: ignore[type-arg]
+    body = orjson.dumps(event)
+    digest = hmac.new(EVENT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+async def post_event(session: aiohttp.ClientSession, gateway: Gateway, event: dict) -> None:  # type: ignore[type-arg]
+    body, headers = signed(event)
+    async with session.post(gateway.url + "/events", data=body, headers=headers) as resp:
+        assert resp.status == 204
+
+
+async def test_an_event_older_than_one_seen_is_ignored(
+    query: Query, cstack: CacheStack, http_session: aiohttp.ClientSession
+) -> None:
+    pid = "p3002"
+    event = {"type": "Product", "id": pid, "op": "update", "version": 1000,
+             "at": "2026-11-22T10:00:00Z"}
+    await post_event(http_session, cstack.memory, event)
+    await query(cstack.memory, PRODUCT, {"id": pid})  # cached after the eviction
+    cstack.services.reset_stats()
+    await post_event(http_session, cstack.memory, {**event, "version": 999})
+    await post_event(http_session, cstack.memory, {**event, "version": 1000})
+    await query(cstack.memory, PRODUCT, {"id": pid})
+    assert upstream_calls(cstack.services, "catalog", "GET /products") == 0
+    await post_event(http_session, cstack.memory, {**event, "version": 1001})
+    await query(cstack.memory, PRODUCT, {"id": pid})
+    assert upstream_calls(cstack.services, "catalog", "GET /products") == 1
+
+
+async def test_concurrent_misses_cost_one_upstream_call(
+    query: Query, cstack: CacheStack
+) -> None:
+    # 200 requests for one cold product, across requests: one catalog call (coalescing).
+    cstack.services.set_faults("catalog", latency_ms=100)
+    results = await asyncio.gather(
+        *(query(cstack.memory, 'query($id: ID!) { product(id: $id) { id name } }',
+                {"id": "p3003"}) for _ in range(200)))
+    assert all(body["data"]["product"]["id"] == "p3003" for _, _, body in results)
+    assert upstream_calls(cstack.services, "catalog", "GET /products") == 1
+
+
+async def test_a_fetch_in_flight_cannot_cache_what_an_invalidation_replaced(
+    query: Query, cstack: CacheStack, http_session: aiohttp.ClientSession
+) -> None:
+    for gateway, reader, pid in ((cstack.memory, cstack.memory, "p3004"),
+                                 (cstack.a, cstack.b, "p3005")):
+        cstack.services.reset_stats()
+        cstack.services.set_faults("catalog", latency_ms=400)
+        doc = 'query($id: ID!) { product(id: $id) { id name } }'
+        fetch = asyncio.create_task(query(gateway, doc, {"id": pid}))
+        await asyncio.sleep(0.15)  # the fetch is in flight
+        await post_event(http_session, gateway, {
+            "type": "Product", "id": pid, "op": "update", "version": 5000,
+            "at": "2026-11-22T10:00:00Z"})
+        await fetch
+        cstack.services.set_faults("catalog", latency_ms=0)
+        # Its result predates the invalidation: it was not cached, here or in Redis.
+        await query(reader, doc, {"id": pid})
+        assert upstream_calls(cstack.services, "catalog", "GET /products") == 2, gateway.url
+
+
+async def test_private_data_is_cached_per_user(query: Query, cstack: CacheStack) -> None:
+    doc = "{ me { recommendations(first: 4) { id } } }"
+    _, _, mine = await query(cstack.memory, doc, user="u30")
+    _, _, theirs = await query(cstack.memory, doc, user="u31")
+    _, _, again = await query(cstack.memory, doc, user="u30")
+    assert mine == again and mine != theirs
+    assert upstream_calls(cstack.services, "recommendations",
+                          "GET /recommendations/{user_id}") == 2
+
+
+async def test_cache_metrics_by_type(query: Query, cstack: CacheStack,
+                                     http_session: aiohttp.ClientSession) -> None:
+    await query(cstack.memory, PRODUCT, {"id": "p3006"})
+    await query(cstack.memory, PRODUCT, {"id": "p3006"})
+    async with http_session.get(cstack.memory.url + "/metrics") as resp:
+        text = await resp.text()
+    samples = {(s.labels["entity"], s.labels["outcome"]): s.value
+               for f in text_string_to_metric_families(text) if f.name == "gateway_cache_events"
+               for s in f.samples if s.name == "gateway_cache_events_total"}
+    for outcome in ("hit", "miss", "eviction"):
+        assert samples.get(("Product", outcome), 0) >= 1, (outcome, samples)
+    assert samples.get(("Stock", "hit"), 0) >= 1
