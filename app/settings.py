@@ -60,6 +60,13 @@ class Settings:
     upstream_connect_timeout_s: float = setting(
         0.5, "UPSTREAM_CONNECT_TIMEOUT_S", "Time to open a connection to an upstream, in seconds."
     )
+    upstream_keepalive_s: float = setting(
+        4.0,
+        "UPSTREAM_KEEPALIVE_S",
+        "How long an idle pooled upstream connection is kept; keep it below the services' "
+        "own keep-alive (uvicorn's default is 5 s), or a reused connection may already be "
+        "closed by the service.",
+    )
     upstream_pool_size: int = setting(
         100, "UPSTREAM_POOL_SIZE", "Pooled keep-alive connections per upstream service."
     )
@@ -135,7 +142,7 @@ class Settings:
             url = self.service_url(service)
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{service.upper()}_URL must be an http(s) URL, got {url!r}")
-        for name in ("upstream_timeout_s", "upstream_connect_timeout_s"):
+        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries"):

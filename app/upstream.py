@@ -33,6 +33,7 @@ class UpstreamClient:
             limit=self.settings.upstream_pool_size * len(SERVICES),
             limit_per_host=self.settings.upstream_pool_size,
             ttl_dns_cache=300,
+            keepalive_timeout=self.settings.upstream_keepalive_s,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -50,6 +50,8 @@ async def run(config: Config) -> None:
             app, host=config.host, port=config.ports[name], loop="uvloop", http="httptools",
             lifespan="off", access_log=False, log_level="warning",
             timeout_graceful_shutdown=1,
+            # Like nginx's default: clients' pooled connections outlive their idle pauses.
+            timeout_keep_alive=75,
         )))
         print(f"{name:<16} {config.url(name)}", flush=True)
 

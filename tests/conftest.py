@@ -61,7 +61,10 @@ def clean_services(services: Services) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(
+        # Idle connections go before any server's keep-alive closes them under our feet.
+        connector=aiohttp.TCPConnector(keepalive_timeout=2)
+    ) as session:
         yield session
 
 

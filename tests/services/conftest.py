@@ -112,7 +112,10 @@ def clean_faults(svc: Services) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(
+        # Idle connections go before any server's keep-alive closes them under our feet.
+        connector=aiohttp.TCPConnector(keepalive_timeout=2)
+    ) as s:
         yield s
 
 
