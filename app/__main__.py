@@ -7,12 +7,17 @@ import sys
 
 import uvicorn
 
+from app.cache.hints import CacheHints
 from app.settings import Settings, SettingsError
+from schema import build_schema
 
 
 def main() -> int:
     try:
         settings = Settings.from_env()
+        # Cache-hint overrides name schema coordinates: check them against the schema now,
+        # with a clear message, rather than fail inside the server's start-up.
+        CacheHints(build_schema().as_str(), settings.cache_hints)
     except SettingsError as err:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2

@@ -67,12 +67,25 @@ async def product_category(root: Item, info: Info) -> Item | None:
     return await info.context.loaders.load(CATEGORY, category_id)
 
 
+LOW_STOCK = 5  # units; below it, stock may run out any second
+
+
+def _stock_hint(info: Info, stock: Item | None) -> None:
+    # A dynamic cache hint: the last few units may sell any moment, so a response that shows
+    # low stock may be cached for a second at most, not the schema's 5.
+    if stock is not None and stock["quantity"] <= LOW_STOCK:
+        info.context.policy.restrict(max_age=1)
+
+
 async def product_inventory(root: Item, info: Info) -> Item | None:
-    return await info.context.loaders.load(STOCK, root["sku"])
+    stock: Item | None = await info.context.loaders.load(STOCK, root["sku"])
+    _stock_hint(info, stock)
+    return stock
 
 
 async def product_in_stock(root: Item, info: Info) -> bool | None:
-    stock = await info.context.loaders.load(STOCK, root["sku"])
+    stock: Item | None = await info.context.loaders.load(STOCK, root["sku"])
+    _stock_hint(info, stock)
     return None if stock is None else bool(stock["in_stock"])
 
 

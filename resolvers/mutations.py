@@ -109,9 +109,9 @@ async def _order_written(info: Info, order: Item) -> None:
     if ctx.invalidator is not None:
         # Before answering: once the caller has seen this write, no replica may serve the
         # stock or orders from before it.
-        await ctx.invalidator.evict("Order", order["id"])
+        await ctx.invalidator.evict("Order", order["id"], own_write=True)
         for line in order["items"]:
-            await ctx.invalidator.evict("Stock", line["sku"])
+            await ctx.invalidator.evict("Stock", line["sku"], own_write=True)
     loaders = ctx.loaders
     loaders.prime(ORDER, order["id"], order)
     loaders.clear(USER_ORDERS)
@@ -144,8 +144,9 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
     except UpstreamError as err:
         return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
     if ctx.invalidator is not None:
-        await ctx.invalidator.evict("Review", review["id"], review=review)
-        await ctx.invalidator.evict("Product", review["product_id"])  # its rating changed
+        await ctx.invalidator.evict("Review", review["id"], review=review, own_write=True)
+        # Its rating changed.
+        await ctx.invalidator.evict("Product", review["product_id"], own_write=True)
     loaders = ctx.loaders
     loaders.clear(REVIEWS_BY_PRODUCT, review["product_id"])
     loaders.clear(REVIEWS_BY_AUTHOR, review["author_id"])

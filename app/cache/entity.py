@@ -30,6 +30,7 @@ from app.metrics import CACHE_EVENTS
 
 log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
+REPLICA_ACK_S = 0.25  # how long a write waits for the other replicas to evict
 Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
 
 
@@ -142,7 +143,8 @@ class EntityCache:
                 self.l1.set(full[i], entry, entry[0] + max(ns.swr, ns.sie))
                 self._classify(ns, i, entry, now, results, stale, refresh, still)
             missing = still
-        hits = len(keys) - len(missing) - len(stale)
+        # `missing` includes the entries kept only as stale-if-error fallbacks.
+        hits = len(keys) - len(missing) - len(refresh)
         if hits:
             CACHE_EVENTS.labels(ns.entity, "hit").inc(hits)
         if refresh:
@@ -257,8 +259,14 @@ class EntityCache:
 
     # -- invalidation ------------------------------------------------------------------------
     async def invalidate(self, keys: Sequence[tuple[Namespace, Hashable]] = (),
-                         namespaces: Sequence[str] = ()) -> None:
-        """Evict keys and whole namespaces here, in Redis and, through it, on every replica."""
+                         namespaces: Sequence[str] = (), *, wait_for_replicas: bool = False,
+                         ) -> None:
+        """Evict keys and whole namespaces here, in Redis and, through it, on every replica.
+
+        With `wait_for_replicas` (a write the caller will see the result of), return only
+        once every other replica has evicted too, or after REPLICA_ACK_S: otherwise the
+        caller's next read, sent to another replica, could beat the pub/sub message there.
+        """
         full = [self._full(ns, key, None) for ns, key in keys]
         self._forget(full)
         for ns, _ in keys:
@@ -276,8 +284,11 @@ class EntityCache:
         if namespaces:
             generations = await self.l2.bump(list(namespaces)) or generations
             self._generations.update(generations)
-        await self.l2.publish(orjson.dumps(
-            {"from": self.replica, "keys": full, "generations": generations}))
+        ack = f"ack:{uuid.uuid4().hex}" if wait_for_replicas else None
+        await self.l2.publish(
+            orjson.dumps({"from": self.replica, "keys": full, "generations": generations,
+                          "ack": ack}),
+            ack, REPLICA_ACK_S)
 
     def _forget(self, full: Sequence[str]) -> None:
         self._epoch += 1
@@ -288,17 +299,20 @@ class EntityCache:
         while len(self._invalidated) > self.l1.max_entries:
             self._invalidated.popitem(last=False)
 
-    def _on_message(self, raw: bytes) -> None:
+    def _on_message(self, raw: bytes) -> str | None:
+        """Apply another replica's invalidation; returns the key to acknowledge it on."""
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return
+            return None
         if message.get("from") == self.replica:
-            return
+            return None
         self._forget(message.get("keys", ()))
         for name, generation in message.get("generations", {}).items():
             if generation > self._generations.get(name, 0):
                 self._generations[name] = generation
+        ack: str | None = message.get("ack")
+        return ack
 
     async def accept_version(self, field: str, version: int,
                              seen: dict[str, int]) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -99,18 +99,15 @@ class CacheHints:
 
     def entity_hint(self, coordinate: str) -> Hint:
         """The hint that sets the TTL of data cached for `coordinate`: a type (`Product`) or
-        a field (`Product.reviews`), which falls back to its return type's hint."""
-        own = self.hints.get(coordinate)
-        if own is not None and own.max_age is not None:
-            return own
-        if "." in coordinate:
-            type_name, field_name = coordinate.split(".", 1)
-            graphql_type = self.schema.type_map[type_name]
-            assert isinstance(graphql_type, GraphQLObjectType)
-            named = get_named_type(graphql_type.fields[field_name].type).name
-            fallback = self.hints.get(named, Hint())
-            return replace(fallback, scope=(own.scope if own and own.scope else fallback.scope))
-        return own or Hint()
+        a field (`Product.reviews`), combined with its return type's hint."""
+        if "." not in coordinate:
+            return self.hints.get(coordinate, Hint())
+        type_name, field_name = coordinate.split(".", 1)
+        graphql_type = self.schema.type_map[type_name]
+        assert isinstance(graphql_type, GraphQLObjectType)
+        named = get_named_type(graphql_type.fields[field_name].type)
+        return _combined(self.hints.get(named.name) if is_composite_type(named) else None,
+                         self.hints.get(coordinate))
 
     def ttl(self, coordinate: str) -> int:
         return self.entity_hint(coordinate).max_age or 0
@@ -148,20 +145,15 @@ class CacheHints:
                     continue
                 named = get_named_type(field_def.type)
                 composite = is_composite_type(named)
-                hint = self.hints.get(f"{parent.name}.{name}")
-                if (hint is None or (hint.max_age is None and not hint.inherit_max_age)) \
-                        and composite:
-                    type_hint = self.hints.get(named.name)
-                    if type_hint is not None:
-                        hint = Hint(type_hint.max_age, (hint and hint.scope) or type_hint.scope,
-                                    type_hint.inherit_max_age)
-                if hint is not None and hint.max_age is not None:
+                hint = _combined(self.hints.get(named.name) if composite else None,
+                                 self.hints.get(f"{parent.name}.{name}"))
+                if hint.max_age is not None:
                     age: float | None = hint.max_age
-                elif (hint is not None and hint.inherit_max_age) or not (composite or is_root):
+                elif hint.inherit_max_age or not (composite or is_root):
                     age = parent_age
                 else:
                     age = 0
-                policy = policy.restrict(age, hint.scope if hint else None)
+                policy = policy.restrict(age, hint.scope)
                 if composite and selection.selection_set is not None:
                     assert isinstance(named, GraphQLObjectType)
                     policy = policy.merge(self._walk(selection.selection_set, named, age,
@@ -177,6 +169,22 @@ class CacheHints:
                                                      parent_age, fragments, is_root,
                                                      seen | {name}))
         return policy
+
+
+def _combined(type_hint: Hint | None, field_hint: Hint | None) -> Hint:
+    """A field's effective hint: its return type's, then its own wherever it sets something
+    (Apollo's order), so a field's maxAge keeps its type's scope and the other way round."""
+    max_age, scope, inherit = None, None, False
+    for hint in (type_hint, field_hint):
+        if hint is None:
+            continue
+        if hint.max_age is not None:
+            max_age, inherit = hint.max_age, False
+        if hint.inherit_max_age:
+            max_age, inherit = None, True
+        if hint.scope is not None:
+            scope = hint.scope
+    return Hint(max_age, scope, inherit)
 
 
 def _read_hints(schema: GraphQLSchema) -> dict[str, Hint]:

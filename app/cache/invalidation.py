@@ -77,8 +77,10 @@ class Invalidator:
         return True
 
     async def evict(self, entity_type: str, entity_id: str,
-                    review: Mapping[str, Any] | None = None) -> None:
-        """Evict what a change of this entity makes stale, on every replica."""
+                    review: Mapping[str, Any] | None = None, *, own_write: bool = False,
+                    ) -> None:
+        """Evict what a change of this entity makes stale, on every replica; for the
+        gateway's own writes (`own_write`), wait until the other replicas have."""
         rule = EVICTS.get(entity_type, Evicts())
         keys: list[tuple[Namespace, Hashable]] = [
             (self.namespaces[name], entity_id) for name in rule.by_id if name in self.namespaces
@@ -90,7 +92,8 @@ class Invalidator:
                          (self.namespaces[REVIEWS_BY_AUTHOR.name], review["author_id"])]
             else:  # not known which lists hold it: evict them all
                 whole += [REVIEWS_BY_PRODUCT.name, REVIEWS_BY_AUTHOR.name]
-        await self.cache.invalidate(keys, [*whole, response_namespace(entity_type)])
+        await self.cache.invalidate(keys, [*whole, response_namespace(entity_type)],
+                                    wait_for_replicas=own_write)
 
     async def _review(self, review_id: str) -> Mapping[str, Any] | None:
         try:

@@ -188,13 +188,31 @@ class RedisLevel:
             "version", self._accept(keys=[self.key("versions")], args=[field, version]), None)
         return None if result is None else bool(result)
 
-    async def publish(self, message: bytes) -> None:
-        await self._guard("publish", self.client.publish(self.key(self.channel), message), None)
+    async def publish(self, message: bytes, ack: str | None = None,
+                      wait_s: float = 0.0) -> int:
+        """Publish `message`; with `ack`, wait up to `wait_s` until every other subscriber
+        has acknowledged it. Returns how many acknowledged."""
+        receivers = await self._guard(
+            "publish", self.client.publish(self.key(self.channel), message), 0)
+        if ack is None or receivers <= 1:
+            return 0
+        acked = 0
+        deadline = time.monotonic() + wait_s
+        while acked < receivers - 1:  # the publisher is subscribed too, and does not ack
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = await self._guard("ack", self.client.blpop([self.key(ack)], timeout=left),
+                                    None)
+            if got is None:
+                break
+            acked += 1
+        return acked
 
-    def listen(self, handle: Callable[[bytes], None]) -> None:
+    def listen(self, handle: Callable[[bytes], str | None]) -> None:
         self._task = asyncio.create_task(self._listen(handle))
 
-    async def _listen(self, handle: Callable[[bytes], None]) -> None:
+    async def _listen(self, handle: Callable[[bytes], str | None]) -> None:
         # Reconnects for as long as the process lives: a replica that lost Redis for a while
         # receives invalidations again once it is back.
         while True:
@@ -203,7 +221,13 @@ class RedisLevel:
                 await pubsub.subscribe(self.key(self.channel))
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        handle(message["data"])
+                        ack = handle(message["data"])
+                        if ack is not None:
+                            key = self.key(ack)
+                            async with self.client.pipeline(transaction=False) as pipe:
+                                pipe.rpush(key, 1)
+                                pipe.expire(key, 10)
+                                await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except Exception as err:

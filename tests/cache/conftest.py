@@ -39,15 +39,17 @@ class CacheStack:
     memory: Gateway  # the in-process cache only; receives the services' events
     a: Gateway  # two replicas sharing Redis; only `a` receives the services' events,
     b: Gateway  # so what `b` learns of a change comes through Redis
+    responses: Gateway  # with the whole-response cache; receives the services' events
     prefix: str
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[CacheStack]:
     tmp = tmp_path_factory.mktemp("cache")
-    ports = {name: free_port() for name in ("memory", "a", "b")}
+    ports = {name: free_port() for name in ("memory", "a", "b", "responses")}
     services = start_services(
-        tmp, webhooks=[f"http://127.0.0.1:{ports[n]}/events" for n in ("memory", "a")]
+        tmp, webhooks=[f"http://127.0.0.1:{ports[n]}/events"
+                       for n in ("memory", "a", "responses")]
     )
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     shared = {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
@@ -55,8 +57,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         "memory": start_gateway(tmp, services, port=ports["memory"]),
         "a": start_gateway(tmp, services, port=ports["a"], env=shared),
         "b": start_gateway(tmp, services, port=ports["b"], env=shared),
+        "responses": start_gateway(tmp, services, port=ports["responses"],
+                                   env={"RESPONSE_CACHE": "true"}),
     }
-    yield CacheStack(services, gateways["memory"], gateways["a"], gateways["b"], prefix)
+    yield CacheStack(services, gateways["memory"], gateways["a"], gateways["b"],
+                     gateways["responses"], prefix)
     for gateway in gateways.values():
         gateway.stop()
     services.stop()

@@ -1,0 +1,150 @@
+"""Two replicas sharing Redis: invalidations reach both, a write is visible on both as soon
+as it is answered, and a Redis outage costs cache hits, never a request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from services.seed import Dataset
+from tests.cache.conftest import CacheStack, Query, upstream_calls
+from tests.harness import Gateway, RedisServer, http, start_gateway, start_redis
+
+PRODUCT = 'query($id: ID!) { product(id: $id) { id name } }'
+
+
+async def test_an_eviction_on_one_replica_reaches_the_other(
+    query: Query, cstack: CacheStack
+) -> None:
+    # Only replica a receives the services' events; b learns of them through Redis pub/sub.
+    pid = "p3300"
+    _, _, before = await query(cstack.b, PRODUCT, {"id": pid})
+    await query(cstack.b, PRODUCT, {"id": pid})
+    assert upstream_calls(cstack.services, "catalog", "GET /products") == 1  # b's L1 holds it
+    name = f"Renamed {time.time()}"
+    http("PATCH", cstack.services.url("catalog") + f"/products/{pid}", {"name": name})
+    started = time.monotonic()
+    while True:
+        _, _, body = await query(cstack.b, PRODUCT, {"id": pid})
+        if body["data"]["product"]["name"] == name:
+            break
+        assert time.monotonic() - started < 2, "replica b never saw the change"
+        await asyncio.sleep(0.005)
+    assert before["data"]["product"]["name"] != name
+
+
+async def test_a_write_is_visible_on_every_replica_when_answered(
+    query: Query, cstack: CacheStack, dataset: Dataset
+) -> None:
+    pid = next(p for p, d in dataset.products.items()
+               if int(p[1:]) > 4500 and dataset.stock[d["sku"]]["quantity"] >= 10)
+    stock = 'query($id: ID!) { product(id: $id) { inventory { quantity } } }'
+    orders = "{ me { orders(first: 1) { edges { node { id } } } } }"
+    _, _, before = await query(cstack.b, stock, {"id": pid})
+    await query(cstack.b, orders, user="u60")
+    _, _, placed = await query(cstack.a, """mutation($p: ID!, $k: String!) {
+        placeOrder(input: {items: [{productId: $p, quantity: 2}], idempotencyKey: $k}) {
+          order { id } errors { code } } }""", {"p": pid, "k": f"k-{time.time()}"}, user="u60")
+    order_id = placed["data"]["placeOrder"]["order"]["id"]
+    # At once, no polling: a answered only after b had evicted what the order changed.
+    _, _, after = await query(cstack.b, stock, {"id": pid})
+    assert after["data"]["product"]["inventory"]["quantity"] == (
+        before["data"]["product"]["inventory"]["quantity"] - 2)
+    _, _, mine = await query(cstack.b, orders, user="u60")
+    assert mine["data"]["me"]["orders"]["edges"][0]["node"]["id"] == order_id
+
+
+def test_keys_are_namespaced_and_versioned(cstack: CacheStack, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    keys = [k.decode() for k in client.scan_iter(f"{cstack.prefix}:*")]
+    assert keys, "replicas a and b wrote nothing to Redis"
+    # prefix : format version : schema hash : namespace : generation : key
+    assert all(k.split(":")[1] == "1" and len(k.split(":")[2]) == 10 for k in keys), keys[:5]
+
+
+@pytest.fixture
+def lonely_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis-outage"))
+    yield server
+    server.stop()
+
+
+async def test_a_redis_outage_degrades_to_the_upstreams_and_recovers(
+    query: Query, cstack: CacheStack, lonely_redis: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    gateway: Gateway = start_gateway(tmp_path_factory.mktemp("outage"), cstack.services,
+                                     env={"REDIS_URL": lonely_redis.url})
+    try:
+        _, _, body = await query(gateway, PRODUCT, {"id": "p3301"})
+        assert body["data"]["product"]["id"] == "p3301"
+        lonely_redis.stop()
+        for i in range(5):  # new ids: each needs the cache's shared level, which is gone
+            status, _, body = await query(gateway, PRODUCT, {"id": f"p33{10 + i}"})
+            assert status == 200 and "errors" not in body, body
+        assert gateway.process.log().count("redis unavailable") == 1
+        lonely_redis.restart()
+        await asyncio.sleep(2.2)  # the retry interval
+        for i in range(3):
+            await query(gateway, PRODUCT, {"id": f"p33{20 + i}"})
+        assert "redis available again" in gateway.process.log()
+        client = redis.Redis(port=lonely_redis.port)
+        assert any(b"product" in k for k in client.scan_iter("gw:*"))
+    finally:
+        gateway.stop()
+
+
+async def test_a_write_waits_for_every_replica_to_evict(
+    query: Query, cstack: CacheStack, redis_url: str, dataset: Dataset
+) -> None:
+    """The protocol behind read-your-writes across replicas: the replica that wrote answers
+    only once every subscriber acknowledged the eviction, and waits a bounded time for one
+    that never does. A fake replica on the channel acknowledges late, or not at all."""
+    import hashlib
+
+    import orjson
+    import redis.asyncio as aredis
+
+    from app.cache.entity import FORMAT, REPLICA_ACK_S
+    from schema import build_schema
+
+    tag = hashlib.sha256(build_schema().as_str().encode()).hexdigest()[:10]
+    prefix = f"{cstack.prefix}:{FORMAT}:{tag}:"
+    client = aredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(prefix + "invalidate")
+    delay = {"s": 0.15}
+
+    async def fake_replica() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                ack = orjson.loads(message["data"]).get("ack")
+                if ack and delay["s"] is not None:
+                    await asyncio.sleep(delay["s"])
+                    await client.rpush(prefix + ack, 1)
+
+    listener = asyncio.create_task(fake_replica())
+    pid = next(p for p, d in dataset.products.items()
+               if int(p[1:]) > 4600 and dataset.stock[d["sku"]]["quantity"] >= 10)
+    place = """mutation($p: ID!, $k: String!) { placeOrder(input: {
+        items: [{productId: $p, quantity: 1}], idempotencyKey: $k}) { errors { code } } }"""
+    try:
+        for late in (0.15, None):
+            delay["s"] = late
+            started = time.monotonic()
+            _, _, body = await query(cstack.a, place, {"p": pid, "k": f"k-{time.time()}"},
+                                     user="u61")
+            took = time.monotonic() - started
+            assert body["data"]["placeOrder"]["errors"] == []
+            # One order evicts the order and its stock line: two waits of at least `late`,
+            # or of REPLICA_ACK_S each when the fake replica never answers.
+            assert took >= 2 * (late if late is not None else REPLICA_ACK_S), took
+            assert took < 5
+    finally:
+        listener.cancel()
+        await pubsub.aclose()
+        await client.aclose()

@@ -1,0 +1,61 @@
+"""Whole responses of PUBLIC operations, answered without executing anything, until a change
+event of a type they read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.cache.conftest import CacheStack, Query
+from tests.harness import http
+
+DOC = 'query($id: ID!) { product(id: $id) { id name reviews(first: 2) { id } } }'
+
+
+def upstream_total(stack: CacheStack) -> int:
+    return sum(sum(s["requests"].values()) for s in stack.services.all_stats().values())
+
+
+async def test_a_public_response_is_served_whole(query: Query, cstack: CacheStack) -> None:
+    gw = cstack.responses
+    _, first_headers, first = await query(gw, DOC, {"id": "p3400"})
+    assert "Age" not in first_headers
+    cstack.services.reset_stats()
+    _, headers, again = await query(gw, DOC, {"id": "p3400"})
+    assert again == first and "Age" in headers
+    assert headers["Cache-Control"] == first_headers["Cache-Control"] == "max-age=60, public"
+    assert upstream_total(cstack) == 0
+    # Other variables are another entry.
+    _, headers, other = await query(gw, DOC, {"id": "p3401"})
+    assert "Age" not in headers and other["data"]["product"]["id"] == "p3401"
+
+
+async def test_private_failed_and_mutating_operations_are_not_stored(
+    query: Query, cstack: CacheStack
+) -> None:
+    gw = cstack.responses
+    for document, user in (("{ me { id username } }", "u70"),
+                           ('{ category(id: "c1") { products(after: "x") { edges { cursor } } } }',
+                            None)):
+        await query(gw, document, user=user)
+        _, headers, _ = await query(gw, document, user=user)
+        assert "Age" not in headers, document
+
+
+async def test_a_change_event_invalidates_the_responses_that_read_its_type(
+    query: Query, cstack: CacheStack
+) -> None:
+    gw = cstack.responses
+    await query(gw, DOC, {"id": "p3402"})
+    _, headers, _ = await query(gw, DOC, {"id": "p3402"})
+    assert "Age" in headers
+    name = f"Renamed {time.time()}"
+    http("PATCH", cstack.services.url("catalog") + "/products/p3402", {"name": name})
+    started = time.monotonic()
+    while True:
+        _, headers, body = await query(gw, DOC, {"id": "p3402"})
+        if body["data"]["product"]["name"] == name:
+            break
+        assert time.monotonic() - started < 2
+        await asyncio.sleep(0.01)
+    assert "Age" not in headers
