@@ -35,9 +35,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-# The benchmark matrix (about 3 minutes): writes bench/RESULTS.md and bench/results.json.
+# The benchmark matrix and the cross-replica invalidation time (under 5 minutes):
+# writes bench/RESULTS.md, bench/results.json and bench/invalidation.json.
 bench: $(STAMP)
 	$(PY) -m bench.run --profile
+	$(PY) -m bench.invalidation
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

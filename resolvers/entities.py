@@ -73,7 +73,7 @@ LOW_STOCK = 5  # units; below it, stock may run out any second
 def _stock_hint(info: Info, stock: Item | None) -> None:
     # A dynamic cache hint: the last few units may sell any moment, so a response that shows
     # low stock may be cached for a second at most, not the schema's 5.
-    if stock is not None and stock["quantity"] <= LOW_STOCK:
+    if stock is not None and 0 < stock["quantity"] <= LOW_STOCK:
         info.context.policy.restrict(max_age=1)
 
 

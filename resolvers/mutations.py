@@ -109,9 +109,11 @@ async def _order_written(info: Info, order: Item) -> None:
     if ctx.invalidator is not None:
         # Before answering: once the caller has seen this write, no replica may serve the
         # stock or orders from before it.
-        await ctx.invalidator.evict("Order", order["id"], own_write=True)
-        for line in order["items"]:
-            await ctx.invalidator.evict("Stock", line["sku"], own_write=True)
+        await ctx.invalidator.evict_many(
+            [("Order", order["id"], None)]
+            + [("Stock", line["sku"], None) for line in order["items"]],
+            own_write=True,
+        )
     loaders = ctx.loaders
     loaders.prime(ORDER, order["id"], order)
     loaders.clear(USER_ORDERS)
@@ -144,9 +146,11 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
     except UpstreamError as err:
         return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
     if ctx.invalidator is not None:
-        await ctx.invalidator.evict("Review", review["id"], review=review, own_write=True)
-        # Its rating changed.
-        await ctx.invalidator.evict("Product", review["product_id"], own_write=True)
+        # The review's lists, and its product, whose rating changed.
+        await ctx.invalidator.evict_many(
+            [("Review", review["id"], review), ("Product", review["product_id"], None)],
+            own_write=True,
+        )
     loaders = ctx.loaders
     loaders.clear(REVIEWS_BY_PRODUCT, review["product_id"])
     loaders.clear(REVIEWS_BY_AUTHOR, review["author_id"])

@@ -11,7 +11,7 @@ version already seen for their entity are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,20 +79,31 @@ class Invalidator:
     async def evict(self, entity_type: str, entity_id: str,
                     review: Mapping[str, Any] | None = None, *, own_write: bool = False,
                     ) -> None:
-        """Evict what a change of this entity makes stale, on every replica; for the
-        gateway's own writes (`own_write`), wait until the other replicas have."""
-        rule = EVICTS.get(entity_type, Evicts())
-        keys: list[tuple[Namespace, Hashable]] = [
-            (self.namespaces[name], entity_id) for name in rule.by_id if name in self.namespaces
-        ]
-        whole = [name for name in rule.whole if name in self.namespaces]
-        if entity_type == "Review":
-            if review is not None:
-                keys += [(self.namespaces[REVIEWS_BY_PRODUCT.name], review["product_id"]),
-                         (self.namespaces[REVIEWS_BY_AUTHOR.name], review["author_id"])]
-            else:  # not known which lists hold it: evict them all
-                whole += [REVIEWS_BY_PRODUCT.name, REVIEWS_BY_AUTHOR.name]
-        await self.cache.invalidate(keys, [*whole, response_namespace(entity_type)],
+        """Evict what a change of this entity makes stale, on every replica."""
+        await self.evict_many([(entity_type, entity_id, review)], own_write=own_write)
+
+    async def evict_many(
+        self, changes: Sequence[tuple[str, str, Mapping[str, Any] | None]], *,
+        own_write: bool = False,
+    ) -> None:
+        """Evict what these changes (type, id, the review if a review) make stale, on every
+        replica, in one round; for the gateway's own writes (`own_write`), return only once
+        the other replicas have evicted too."""
+        keys: list[tuple[Namespace, Hashable]] = []
+        whole: list[str] = []
+        for entity_type, entity_id, review in changes:
+            rule = EVICTS.get(entity_type, Evicts())
+            keys += [(self.namespaces[name], entity_id)
+                     for name in rule.by_id if name in self.namespaces]
+            whole += [name for name in rule.whole if name in self.namespaces]
+            if entity_type == "Review":
+                if review is not None:
+                    keys += [(self.namespaces[REVIEWS_BY_PRODUCT.name], review["product_id"]),
+                             (self.namespaces[REVIEWS_BY_AUTHOR.name], review["author_id"])]
+                else:  # not known which lists hold it: evict them all
+                    whole += [REVIEWS_BY_PRODUCT.name, REVIEWS_BY_AUTHOR.name]
+            whole.append(response_namespace(entity_type))
+        await self.cache.invalidate(keys, list(dict.fromkeys(whole)),
                                     wait_for_replicas=own_write)
 
     async def _review(self, review_id: str) -> Mapping[str, Any] | None:

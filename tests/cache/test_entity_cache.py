@@ -140,3 +140,26 @@ async def test_cache_metrics_by_type(query: Query, cstack: CacheStack,
     for outcome in ("hit", "miss", "eviction"):
         assert samples.get(("Product", outcome), 0) >= 1, (outcome, samples)
     assert samples.get(("Stock", "hit"), 0) >= 1
+
+
+async def test_a_new_review_evicts_its_product_and_author_lists(
+    query: Query, cstack: CacheStack
+) -> None:
+    # Written at the reviews service, not through the gateway: only the Review event (whose
+    # product and author the gateway looks up) and the Product event tell the gateway.
+    doc = """query($p: ID!, $u: ID!) { product(id: $p) { reviewCount reviews(first: 1) { id } }
+                                      user(id: $u) { reviews(first: 1) { id } } }"""
+    variables = {"p": "p3007", "u": "u90"}
+    _, _, before = await query(cstack.memory, doc, variables)
+    status, _, review = http("POST", cstack.services.url("reviews") + "/reviews", {
+        "product_id": "p3007", "author_id": "u90", "rating": 4, "body": "Late but good."})
+    assert status == 201
+
+    async def both_lists_show_it() -> bool:
+        _, _, body = await query(cstack.memory, doc, variables)
+        data = body["data"]
+        return (data["product"]["reviews"][0]["id"] == review["id"]
+                and data["user"]["reviews"][0]["id"] == review["id"]
+                and data["product"]["reviewCount"] == before["data"]["product"]["reviewCount"] + 1)
+
+    await wait_for(both_lists_show_it)
