@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 
-.PHONY: venv run services gateway test lint bench clean
+.PHONY: venv run services gateway test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run --profile
 	$(PY) -m bench.invalidation
+	$(PY) -m bench.scaleout
+
+# Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
+soak: $(STAMP)
+	$(PY) -m bench.soak --minutes 10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

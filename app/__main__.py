@@ -24,6 +24,9 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    if settings.workers > 1 and not settings.redis_url:
+        print("gateway: several workers without REDIS_URL: each has its own cache, and a "
+              "change event reaches only one of them", file=sys.stderr)
     print(f"gateway: GraphQL IDE at http://{settings.host}:{settings.port}/graphql", flush=True)
     uvicorn.run(
         "app.main:create_app",
@@ -32,6 +35,7 @@ def main() -> int:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
     )

@@ -75,7 +75,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Cachi
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     client = UpstreamClient(settings)
-    schema = build_schema()
+    schema = build_schema(plan_executor=settings.plan_executor)
     caching = build_caching(settings, schema.as_str(), client)
     graphql = GatewayGraphQL(schema, settings, client, caching)
 

@@ -34,6 +34,10 @@ def setting(default: Any, env: str, help: str) -> Any:
 class Settings:
     host: str = setting("127.0.0.1", "GATEWAY_HOST", "Address the gateway listens on.")
     port: int = setting(8000, "GATEWAY_PORT", "Port the gateway listens on.")
+    workers: int = setting(
+        1, "GATEWAY_WORKERS",
+        "Gateway processes sharing the port (uvicorn workers); give them a shared REDIS_URL.",
+    )
     users_url: str = setting(
         "http://127.0.0.1:8001", "USERS_URL", "Base URL of the users service."
     )
@@ -87,6 +91,12 @@ class Settings:
         "Development mode: trusts an X-User-Id header as the acting user. Never in production.",
     )
     log_level: str = setting("info", "LOG_LEVEL", "Log level: debug, info, warning or error.")
+    plan_executor: bool = setting(
+        True,
+        "PLAN_EXECUTOR",
+        "Run queries with the breadth-first executor (app/executor.py); false: graphql-core's "
+        "own executor for everything.",
+    )
     cache_enabled: bool = setting(
         True, "CACHE_ENABLED", "Entity cache on or off (off: every lookup goes upstream)."
     )
@@ -145,7 +155,8 @@ class Settings:
         for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
-        for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries"):
+        for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
+                     "workers"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):

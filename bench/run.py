@@ -278,7 +278,13 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
                   "collapsed stacks are in `bench/profile-deep.txt`):", "",
                   "| function | own time |", "|---|---|"]
         lines += [f"| `{frame}` | {share:.1f}% |" for frame, share in meta["profile"]]
-    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    # The soak runs on its own (make soak): keep its last section.
+    previous = out / "RESULTS.md"
+    kept = ""
+    if previous.exists() and "\n## Soak\n" in previous.read_text():
+        rest = previous.read_text().split("\n## Soak\n", 1)[1]
+        kept = "\n## Soak\n" + (rest[: rest.index("\n## ")] if "\n## " in rest else rest)
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n" + kept)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,17 @@
 """Field resolvers of the entity types. Each takes the upstream item it belongs to (`root`)
 and returns upstream items; the schema in `schema/types.py` declares their GraphQL types.
-Every lookup goes through the request's loaders, so sibling fields batch together."""
+Every lookup goes through the request's loaders, so sibling fields batch together. A
+resolver that only hands on a loader's answer returns its future rather than awaiting it:
+no coroutine per call on lists of thousands."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from strawberry import UNSET
 
 from app.context import Info
+from app.executor import Then
 from loaders.declarations import (
     CATEGORY,
     CATEGORY_PRODUCTS,
@@ -29,19 +34,19 @@ def money(cents: int, currency: str) -> Item:
 
 
 # -- User --------------------------------------------------------------------------------------
-async def user_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item]:
+def user_reviews(root: Item, info: Info, first: int | None = 10) -> Then:
     n = check_first(first, 10)
-    reviews: list[Item] = await info.context.loaders.load(REVIEWS_BY_AUTHOR, root["id"])
-    return reviews[:n]
+    return Then(info.context.loaders.load(REVIEWS_BY_AUTHOR, root["id"]),
+                lambda reviews: reviews[:n])
 
 
-async def user_orders(
+def user_orders(
     root: Item, info: Info, first: int | None = 10, after: str | None = UNSET
-) -> Item:
+) -> Then:
     n = check_first(first, 10)
     upstream_after, skip, ask = page_request(root["id"], n, after)
-    body = await info.context.loaders.load(USER_ORDERS, (root["id"], ask, upstream_after))
-    return connection(body, root["id"], upstream_after, skip, n)
+    return Then(info.context.loaders.load(USER_ORDERS, (root["id"], ask, upstream_after)),
+                lambda body: connection(body, root["id"], upstream_after, skip, n))
 
 
 async def user_recommendations(root: Item, info: Info, first: int | None = 5) -> list[Item]:
@@ -60,11 +65,11 @@ def product_price(root: Item) -> Item:
     return money(root["price_cents"], root["currency"])
 
 
-async def product_category(root: Item, info: Info) -> Item | None:
+def product_category(root: Item, info: Info) -> Awaitable[Item | None] | None:
     category_id = root.get("category_id")
     if category_id is None:
         return None
-    return await info.context.loaders.load(CATEGORY, category_id)
+    return info.context.loaders.load(CATEGORY, category_id)
 
 
 LOW_STOCK = 5  # units; below it, stock may run out any second
@@ -77,16 +82,20 @@ def _stock_hint(info: Info, stock: Item | None) -> None:
         info.context.policy.restrict(max_age=1)
 
 
-async def product_inventory(root: Item, info: Info) -> Item | None:
-    stock: Item | None = await info.context.loaders.load(STOCK, root["sku"])
-    _stock_hint(info, stock)
-    return stock
+def product_inventory(root: Item, info: Info) -> Then:
+    def done(stock: Item | None) -> Item | None:
+        _stock_hint(info, stock)
+        return stock
+
+    return Then(info.context.loaders.load(STOCK, root["sku"]), done)
 
 
-async def product_in_stock(root: Item, info: Info) -> bool | None:
-    stock: Item | None = await info.context.loaders.load(STOCK, root["sku"])
-    _stock_hint(info, stock)
-    return None if stock is None else bool(stock["in_stock"])
+def product_in_stock(root: Item, info: Info) -> Then:
+    def done(stock: Item | None) -> bool | None:
+        _stock_hint(info, stock)
+        return None if stock is None else bool(stock["in_stock"])
+
+    return Then(info.context.loaders.load(STOCK, root["sku"]), done)
 
 
 def product_average_rating(root: Item) -> float | None:
@@ -99,36 +108,36 @@ def product_review_count(root: Item) -> int:
     return int(root["rating_count"])
 
 
-async def product_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item]:
+def product_reviews(root: Item, info: Info, first: int | None = 10) -> Then:
     n = check_first(first, 10)
-    reviews: list[Item] = await info.context.loaders.load(REVIEWS_BY_PRODUCT, root["id"])
-    return reviews[:n]
+    return Then(info.context.loaders.load(REVIEWS_BY_PRODUCT, root["id"]),
+                lambda reviews: reviews[:n])
 
 
 # -- Category ----------------------------------------------------------------------------------
-async def category_parent(root: Item, info: Info) -> Item | None:
+def category_parent(root: Item, info: Info) -> Awaitable[Item | None] | None:
     parent_id = root.get("parent_id")
     if parent_id is None:
         return None
-    return await info.context.loaders.load(CATEGORY, parent_id)
+    return info.context.loaders.load(CATEGORY, parent_id)
 
 
-async def category_products(
+def category_products(
     root: Item, info: Info, first: int | None = 20, after: str | None = UNSET
-) -> Item:
+) -> Then:
     n = check_first(first, 20)
     upstream_after, skip, ask = page_request(root["id"], n, after)
-    body = await info.context.loaders.load(CATEGORY_PRODUCTS, (root["id"], ask, upstream_after))
-    return connection(body, root["id"], upstream_after, skip, n)
+    return Then(info.context.loaders.load(CATEGORY_PRODUCTS, (root["id"], ask, upstream_after)),
+                lambda body: connection(body, root["id"], upstream_after, skip, n))
 
 
 # -- Review ------------------------------------------------------------------------------------
-async def review_author(root: Item, info: Info) -> Item | None:
-    return await info.context.loaders.load(USER, root["author_id"])
+def review_author(root: Item, info: Info) -> Awaitable[Item | None]:
+    return info.context.loaders.load(USER, root["author_id"])
 
 
-async def review_product(root: Item, info: Info) -> Item | None:
-    return await info.context.loaders.load(PRODUCT, root["product_id"])
+def review_product(root: Item, info: Info) -> Awaitable[Item | None]:
+    return info.context.loaders.load(PRODUCT, root["product_id"])
 
 
 # -- Order -------------------------------------------------------------------------------------
@@ -141,12 +150,12 @@ def order_total(root: Item) -> Item:
     return money(root["total_cents"], root["currency"])
 
 
-async def order_customer(root: Item, info: Info) -> Item | None:
-    return await info.context.loaders.load(USER, root["user_id"])
+def order_customer(root: Item, info: Info) -> Awaitable[Item | None]:
+    return info.context.loaders.load(USER, root["user_id"])
 
 
-async def order_item_product(root: Item, info: Info) -> Item | None:
-    return await info.context.loaders.load(PRODUCT, root["product_id"])
+def order_item_product(root: Item, info: Info) -> Awaitable[Item | None]:
+    return info.context.loaders.load(PRODUCT, root["product_id"])
 
 
 def order_item_unit_price(root: Item) -> Item:

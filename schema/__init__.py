@@ -11,6 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.errors import classify_errors
+from app.executor import PlanExecutor
 from app.graphql_view import OperationPolicy
 from schema.direct_resolvers import install_direct_resolvers
 from schema.root import Mutation, Query
@@ -25,12 +26,13 @@ class GatewaySchema(strawberry.Schema):
         classify_errors(errors)
 
 
-def build_schema() -> GatewaySchema:
+def build_schema(plan_executor: bool = True) -> GatewaySchema:
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         # Sources are upstream dicts: read fields by key, a C call per field.
         config=StrawberryConfig(default_resolver=operator.getitem),
+        execution_context_class=PlanExecutor if plan_executor else None,
         extensions=[
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),

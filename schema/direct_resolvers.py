@@ -20,6 +20,8 @@ import strawberry
 from graphql import GraphQLField, GraphQLObjectType, get_named_type, is_input_object_type
 from strawberry.types.field import StrawberryField
 
+from app.executor import DIRECT, KEY
+
 Resolve = Callable[..., Any]
 
 
@@ -27,6 +29,7 @@ def _key_reader(key: str) -> Resolve:
     def resolve(source: Any, info: Any) -> Any:
         return source[key]
 
+    setattr(resolve, KEY, key)  # the plan executor reads the key itself
     return resolve
 
 
@@ -62,6 +65,9 @@ def install_direct_resolvers(schema: strawberry.Schema) -> int:
                 continue
             resolve = _direct(field, definition)
             if resolve is not None:
+                # Marked for the plan executor (app/executor.py): it may call this resolver
+                # with an info object that carries only the context.
+                setattr(resolve, DIRECT, True)
                 field.resolve = resolve
                 replaced += 1
     return replaced

@@ -39,3 +39,29 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert results["unbatched"]["deep"] > 100
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| cold | deep |" in report and "## Caches against cold" in report
+
+
+def run_module(module: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=300,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
+    run_module("bench.invalidation", "--rounds", "3", "--out", str(tmp_path))
+    inv = orjson.loads((tmp_path / "invalidation.json").read_bytes())
+    assert inv["rounds"] == 3 and inv["max_ms"] > 0
+
+    run_module("bench.scaleout", "--seconds", "0.5", "--out", str(tmp_path))
+    scale = orjson.loads((tmp_path / "scaleout.json").read_bytes())
+    assert set(scale["throughput"]) == {"deep (cold)", "product_page (warm)"}
+    assert all(set(by) == {"1", "2"} for by in scale["throughput"].values())
+    # The second replica reads what the first cached in Redis: no upstream call at all.
+    assert scale["second_replica"]["hit_ratio"] == 1.0
+    assert scale["second_replica"]["upstream_requests"] == 0
+
+    run_module("bench.soak", "--minutes", "0.05", "--out", str(tmp_path))
+    soak = orjson.loads((tmp_path / "soak.json").read_bytes())
+    assert soak["requests"] > 0 and soak["failures"] == 0 and soak["rss_end_mb"] > 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Cross-replica invalidation" in report and "## Scale-out" in report
+    assert "## Soak" in report

@@ -1,0 +1,267 @@
+"""A breadth-first executor for the gateway's queries: graphql-core's `Executor`, except that a
+query whose fields all resolve directly (see `schema/direct_resolvers.py`) runs level by level.
+
+graphql-core spends most of a deep query's CPU on per-field machinery: a resolve-info object,
+argument parsing, a coroutine and awaitable checks per field, a `gather` per list. Here each
+level of the query is one pass: every field of every object at that level is resolved (key
+reads inline, arguments parsed once per field node, resolvers called with one shared info
+object), then the level's awaitables are awaited together, and completion builds the next
+level. Because every lookup of a level is issued before anything is awaited, loaders batch a
+whole level without depending on event-loop timing.
+
+Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
+serialization, errors located at their paths, and nulls propagating to the nearest nullable
+parent. Mutations, subscriptions, @defer/@stream, abstract types and fields that need
+Strawberry's own resolver path (permission classes, input objects) use graphql-core's
+executor unchanged; so does a query in which any of them appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any
+
+from graphql import (
+    GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    is_leaf_type,
+    located_error,
+)
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.executor import Executor
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
+from prometheus_client import Counter
+
+PLANNED = Counter("gateway_planned_operations_total",
+                  "Operations run by the breadth-first executor (the rest: graphql-core's).")
+DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
+KEY = "_gateway_key"  # attribute of key-reading resolvers: the source key they read
+
+
+class Then:
+    """A loader's future and what to make of its value, without a coroutine.
+
+    A resolver that needs one lookup and a little work on its result (slice a list, read a
+    flag) returns `Then(future, fn)` instead of being `async`: on lists of hundreds of items
+    that saves a coroutine and a Task per call. It is awaitable, so graphql-core's executor
+    awaits it like any other; this executor awaits the future and applies `fn` inline.
+    """
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, future: Awaitable[Any], fn: Callable[[Any], Any]) -> None:
+        self.future = future
+        self.fn = fn
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        value = yield from self.future.__await__()
+        return self.fn(value)
+
+
+class _Info:
+    """What direct resolvers read of resolve info: the request's context."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+
+class _Slot:
+    """Where a completed value sits: nulling it, or its nearest nullable ancestor, is how a
+    non-null violation propagates."""
+
+    __slots__ = ("container", "key", "nullable", "parent")
+
+    def __init__(self, container: Any, key: Any, nullable: bool, parent: _Slot | None) -> None:
+        self.container = container
+        self.key = key
+        self.nullable = nullable
+        self.parent = parent
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class PlanExecutor(Executor[Any]):
+    def __init__(self, *args: Any, operation_extensions: Any = None, **kwargs: Any) -> None:
+        # Strawberry hands its executor class the request's `extensions`; unused here.
+        super().__init__(*args, **kwargs)
+
+    def execute_root_grouped_field_set(  # type: ignore[override]
+        self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
+        serially: bool, position_context: Any,
+    ) -> Any:
+        if serially or not self._plannable(root_type, grouped_field_set, set()):
+            return super().execute_root_grouped_field_set(
+                root_type, root_value, grouped_field_set, serially, position_context)
+        PLANNED.inc()
+        return self._run(root_type, root_value, grouped_field_set)
+
+    # -- planning ----------------------------------------------------------------------------
+    def _plannable(self, parent: GraphQLObjectType, fields: Any, seen: set[int]) -> bool:
+        for details in fields.values():
+            node = details[0].node
+            name = node.name.value
+            if name == "__typename":
+                continue
+            field_def = parent.fields.get(name)
+            if field_def is None or not getattr(field_def.resolve, DIRECT, False):
+                return False
+            if any(d.defer_usage is not None for d in details):
+                return False
+            named = field_def.type
+            while isinstance(named, GraphQLNonNull | GraphQLList):
+                named = named.of_type
+            if is_leaf_type(named):
+                continue
+            if not isinstance(named, GraphQLObjectType):
+                return False  # an interface or union: graphql-core resolves its type
+            if id(details) in seen:
+                continue
+            seen.add(id(details))
+            collected = self.collect_subfields(named, details)
+            if collected.new_defer_usages or not self._plannable(
+                named, collected.grouped_field_set, seen
+            ):
+                return False
+        return True
+
+    # -- execution ---------------------------------------------------------------------------
+    async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
+        data: dict[str, Any] = {}
+        root = _Slot({"data": data}, "data", True, None)
+        info = _Info(self.context_value)
+        arguments: dict[int, dict[str, Any]] = {}
+        is_awaitable = self.is_awaitable
+        level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]
+        level = [(root_type, grouped, root_value, data, root, ())]
+        while level:
+            calls: list[tuple[Any, ...]] = []
+            awaiting: list[int] = []
+            for parent_type, fields, source, target, slot, path in level:
+                for key, details in fields.items():
+                    node = details[0].node
+                    name = node.name.value
+                    if name == "__typename":
+                        target[key] = parent_type.name
+                        continue
+                    field_def = parent_type.fields[name]
+                    resolve = field_def.resolve
+                    source_key = getattr(resolve, KEY, None)
+                    try:
+                        if source_key is not None:
+                            value = source[source_key]
+                        else:
+                            args = arguments.get(id(node))
+                            if args is None:
+                                args = (get_argument_values(field_def, node, self.variable_values)
+                                        if field_def.args or node.arguments else {})
+                                arguments[id(node)] = args
+                            value = resolve(source, info, **args)
+                            if is_awaitable(value):
+                                awaiting.append(len(calls))
+                    except Exception as error:
+                        value = _Failed(error)
+                    calls.append((field_def.type, details, value, target, key, slot,
+                                  (*path, key), parent_type, name))
+            if awaiting:
+                await self._settle(calls, awaiting)
+            next_level: list[Any] = []
+            for return_type, details, value, target, key, slot, path, parent_type, name in calls:
+                self._complete(return_type, details, value, target, key, slot, path,
+                               f"{parent_type.name}.{name}", next_level)
+            level = next_level
+        return root.container["data"]
+
+    @staticmethod
+    async def _settle(calls: list[tuple[Any, ...]], awaiting: list[int]) -> None:
+        """Replace each awaitable of a level with its value.
+
+        Every lookup of the level was issued before this runs, so the futures are in flight
+        together: awaiting them one by one costs one suspension per batch, not per field.
+        Coroutines must run to issue their lookups, so they alone are started together
+        first; a `Then` is its future's value through its function, applied inline.
+        """
+        coroutines = [i for i in awaiting if asyncio.iscoroutine(calls[i][2])]
+        tasks = {i: asyncio.ensure_future(calls[i][2]) for i in coroutines}
+        for i in awaiting:
+            call = calls[i]
+            awaitable = tasks.get(i, call[2])
+            try:
+                if isinstance(awaitable, Then):
+                    value = awaitable.fn(await awaitable.future)
+                else:
+                    value = await awaitable
+            except Exception as error:
+                value = _Failed(error)
+            calls[i] = (call[0], call[1], value, *call[3:])
+
+    def _complete(self, return_type: GraphQLOutputType, details: FieldDetailsList, value: Any,
+                  container: Any, key: Any, parent: _Slot, path: tuple[Any, ...],
+                  coordinate: str, next_level: list[Any]) -> None:
+        nullable = not isinstance(return_type, GraphQLNonNull)
+        inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+        if isinstance(value, _Failed):
+            self._fail(value.error, details, path, _Slot(container, key, nullable, parent))
+            return
+        if value is None:
+            if nullable:
+                container[key] = None
+            else:
+                self._fail(GraphQLError(
+                    f"Cannot return null for non-nullable field {coordinate}."),
+                    details, path, _Slot(container, key, False, parent))
+            return
+        if isinstance(inner, GraphQLList):
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                self._fail(GraphQLError(
+                    f"Expected Iterable, but did not find one for field '{coordinate}'."),
+                    details, path, _Slot(container, key, nullable, parent))
+                return
+            items: list[Any] = [None] * len(value)
+            container[key] = items
+            slot = _Slot(container, key, nullable, parent)
+            for index, item in enumerate(value):
+                self._complete(inner.of_type, details, item, items, index, slot,
+                               (*path, index), coordinate, next_level)
+            return
+        if isinstance(inner, GraphQLObjectType):
+            result: dict[str, Any] = {}
+            container[key] = result
+            collected = self.collect_subfields(inner, details)
+            next_level.append((inner, collected.grouped_field_set, value, result,
+                               _Slot(container, key, nullable, parent), path))
+            return
+        try:
+            serialized = inner.serialize(value)  # type: ignore[union-attr]
+            if serialized is None:
+                raise GraphQLError(f"Expected `{inner}.serialize({value!r})` to return "
+                                   "non-nullable value, returned: None")
+        except Exception as error:
+            self._fail(error, details, path, _Slot(container, key, nullable, parent))
+            return
+        container[key] = serialized
+
+    def _fail(self, error: BaseException, details: FieldDetailsList, path: tuple[Any, ...],
+              slot: _Slot) -> None:
+        graphql_path = None
+        for part in path:
+            graphql_path = Path(graphql_path, part, None)
+        self.collected_errors.add(
+            located_error(error, [d.node for d in details], list(path)), graphql_path)
+        current: _Slot | None = slot
+        while current is not None:
+            if current.nullable:
+                current.container[current.key] = None
+                return
+            current = current.parent
