@@ -53,7 +53,7 @@ def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
 
     run_module("bench.scaleout", "--seconds", "0.5", "--out", str(tmp_path))
     scale = orjson.loads((tmp_path / "scaleout.json").read_bytes())
-    assert set(scale["throughput"]) == {"deep (cold)", "product_page (warm)"}
+    assert set(scale["throughput"]) == {"deep (repeated)", "product_page (warm working set)"}
     assert all(set(by) == {"1", "2"} for by in scale["throughput"].values())
     # The second replica reads what the first cached in Redis: no upstream call at all.
     assert scale["second_replica"]["hit_ratio"] == 1.0
