@@ -115,6 +115,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
         context, response = request.state.gateway
+        context.loaders.release()  # the result is built: the request's loaded data can go
         policy = context.operation_policy
         if result.errors or policy is None or context.policy.stale:
             policy = NO_STORE
