@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from bench.loadgen import percentile
+from bench.report import replace_section
 from tests.harness import free_port, http, start_gateway, start_redis, start_services
 
 BENCH = Path(__file__).resolve().parent
@@ -69,21 +70,15 @@ def main(argv: list[str] | None = None) -> int:
               "p95_ms": percentile(took, 0.95), "max_ms": took[-1],
               "mean_ms": statistics.fmean(took)}
     (args.out / "invalidation.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    section = (
-        "\n## Cross-replica invalidation\n\n"
+    body = (
         f"`python -m bench.invalidation` ({len(took)} rounds): from the catalog's answer to a "
         "write until a replica that receives no events serves the new data (event to replica "
         "a, a's invalidation, Redis pub/sub, eviction on b, b's next read): "
         f"p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
-        f"max {result['max_ms']:.1f} ms (target: under 100 ms).\n"
+        f"max {result['max_ms']:.1f} ms (target: under 100 ms)."
     )
-    results = args.out / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    marker = "\n## Cross-replica invalidation\n"
-    if marker in text:
-        text = text[: text.index(marker)]
-    results.write_text(text.rstrip("\n") + "\n" + section)
-    print(section.strip())
+    replace_section(args.out / "RESULTS.md", "Cross-replica invalidation", body)
+    print(body)
     return 0
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from bench.report import section
 from bench.workloads import WORKLOADS, unbatched_lookups
 from tests.harness import (
     SERVICE_NAMES,
@@ -280,10 +281,7 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
         lines += [f"| `{frame}` | {share:.1f}% |" for frame, share in meta["profile"]]
     # The soak runs on its own (make soak): keep its last section.
     previous = out / "RESULTS.md"
-    kept = ""
-    if previous.exists() and "\n## Soak\n" in previous.read_text():
-        rest = previous.read_text().split("\n## Soak\n", 1)[1]
-        kept = "\n## Soak\n" + (rest[: rest.index("\n## ")] if "\n## " in rest else rest)
+    kept = section(previous.read_text(), "Soak") if previous.exists() else ""
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n" + kept)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.report import replace_section
 from bench.run import OTHERS_CPU, loadgen
 from tests.harness import Gateway, http, start_gateway, start_redis, start_services
 
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     (args.out / "scaleout.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    lines = ["", "## Scale-out", "",
-             "`python -m bench.scaleout`: one gateway process on core 0 against two behind one "
+    lines = ["`python -m bench.scaleout`: one gateway process on core 0 against two behind one "
              "port (uvicorn workers) on both cores, sharing Redis, at concurrency 32. The "
              "services and the load generator share core 1, so this is what a second core "
              "buys on this 2-core machine.", "",
@@ -116,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
               f"pages): {second['hit_ratio']:.0%} of its {second['lookups']:.0f} entity "  # type: ignore[index]
               f"lookups hit the shared cache, with {second['upstream_requests']} upstream "  # type: ignore[index]
               "requests.", ""]
-    results = args.out / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if "\n## Scale-out\n" in text:
-        head, _, rest = text.partition("\n## Scale-out\n")
-        tail = rest[rest.index("\n## "):] if "\n## " in rest else ""
-        text = head + tail
-    results.write_text(text.rstrip("\n") + "\n" + "\n".join(lines))
+    replace_section(args.out / "RESULTS.md", "Scale-out", "\n".join(lines))
     print("\n".join(lines))
     return 0
 

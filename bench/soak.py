@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.report import replace_section
 from bench.run import GATEWAY_CPU, OTHERS_CPU
 from tests.harness import pinned, start_gateway, start_services
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
               "growth_after_warmup": end / after_warmup - 1, "samples": samples}
     (args.out / "soak.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     section = (
-        f"\n## Soak\n\n`python -m bench.soak --minutes {args.minutes:g}` (make soak): the mix "
+        f"`python -m bench.soak --minutes {args.minutes:g}` (make soak): the mix "
         f"at concurrency 32, entity cache on: {loadres['requests']} requests, "
         f"{loadres['failures']} failed, {loadres['rps']:.0f} req/s. Gateway RSS: "
         f"{samples[0][1]:.0f} MB at start, {after_warmup:.0f} MB after the {warmup:.0f} s "
@@ -81,13 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['growth_after_warmup']:+.1%} after warm-up), peak "
         f"{result['rss_peak_mb']:.0f} MB. Samples every {SAMPLE_S:.0f} s in bench/soak.json.\n"
     )
-    results = args.out / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if "\n## Soak\n" in text:
-        head, _, rest = text.partition("\n## Soak\n")
-        tail = rest[rest.index("\n## "):] if "\n## " in rest else ""
-        text = head + tail
-    results.write_text(text.rstrip("\n") + "\n" + section)
+    replace_section(args.out / "RESULTS.md", "Soak", section)
     print(section.strip())
     return 0
 

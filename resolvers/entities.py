@@ -24,7 +24,7 @@ from loaders.declarations import (
     USER_ORDERS,
 )
 from loaders.spec import Item
-from resolvers.pagination import check_first, connection, page_request
+from resolvers.pagination import check_first, page
 
 MAX_RECOMMENDATIONS = 50  # the service's own limit
 
@@ -43,10 +43,7 @@ def user_reviews(root: Item, info: Info, first: int | None = 10) -> Then:
 def user_orders(
     root: Item, info: Info, first: int | None = 10, after: str | None = UNSET
 ) -> Then:
-    n = check_first(first, 10)
-    upstream_after, skip, ask = page_request(root["id"], n, after)
-    return Then(info.context.loaders.load(USER_ORDERS, (root["id"], ask, upstream_after)),
-                lambda body: connection(body, root["id"], upstream_after, skip, n))
+    return page(info.context.loaders, USER_ORDERS, root["id"], first, after, 10)
 
 
 async def user_recommendations(root: Item, info: Info, first: int | None = 5) -> list[Item]:
@@ -125,10 +122,7 @@ def category_parent(root: Item, info: Info) -> Awaitable[Item | None] | None:
 def category_products(
     root: Item, info: Info, first: int | None = 20, after: str | None = UNSET
 ) -> Then:
-    n = check_first(first, 20)
-    upstream_after, skip, ask = page_request(root["id"], n, after)
-    return Then(info.context.loaders.load(CATEGORY_PRODUCTS, (root["id"], ask, upstream_after)),
-                lambda body: connection(body, root["id"], upstream_after, skip, n))
+    return page(info.context.loaders, CATEGORY_PRODUCTS, root["id"], first, after, 20)
 
 
 # -- Review ------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ import orjson
 from strawberry import UNSET
 
 from app.errors import BadUserInput
+from app.executor import Then
+from loaders.registry import Loaders
+from loaders.spec import ListSpec
 
 MAX_FIRST = 100  # also the upstreams' page limit
 
@@ -82,3 +85,13 @@ def connection(
             "end_cursor": edges[-1]["cursor"] if edges else None,
         },
     }
+
+
+def page(loaders: Loaders, spec: ListSpec, parent_id: str, first: int | None, after: str | None,
+         default: int) -> Then:
+    """A Relay connection of `parent_id`'s list: the upstream page through the request's
+    loaders (deduped and cached), turned into edges with cursors."""
+    n = check_first(first, default)
+    upstream_after, skip, ask = page_request(parent_id, n, after)
+    return Then(loaders.load(spec, (parent_id, ask, upstream_after)),
+                lambda body: connection(body, parent_id, upstream_after, skip, n))
