@@ -81,6 +81,7 @@ class EntityCache:
         self._epoch = 0
         self._invalidated: OrderedDict[str, int] = OrderedDict()  # full key -> epoch
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._versions: dict[str, int] = {}  # the latest event version per entity, sans Redis
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -314,15 +315,14 @@ class EntityCache:
         ack: str | None = message.get("ack")
         return ack
 
-    async def accept_version(self, field: str, version: int,
-                             seen: dict[str, int]) -> bool:
+    async def accept_version(self, field: str, version: int) -> bool:
         """Whether an event's version is newer than any seen for its entity (shared through
         Redis when configured, else this replica's memory)."""
         if self.l2 is not None:
             accepted = await self.l2.accept_version(field, version)
             if accepted is not None:
                 return accepted
-        if version <= seen.get(field, -1):
+        if version <= self._versions.get(field, -1):
             return False
-        seen[field] = version
+        self._versions[field] = version
         return True

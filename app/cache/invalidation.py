@@ -63,12 +63,11 @@ class Invalidator:
         self.cache = cache
         self.namespaces = namespaces
         self.client = client
-        self._versions: dict[str, int] = {}
 
     async def on_event(self, event: Mapping[str, Any]) -> bool:
         """Apply a change event; False when an equal or newer version was seen already."""
         field = f"{event['type']}:{event['id']}"
-        if not await self.cache.accept_version(field, event["version"], self._versions):
+        if not await self.cache.accept_version(field, event["version"]):
             return False
         review = None
         if event["type"] == "Review":
