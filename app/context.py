@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from graphql import DocumentNode
 from strawberry.types import Info as StrawberryInfo
 
-from app.cache.hints import CacheHints, Policy, RequestPolicy
+from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.errors import Unauthenticated
 from app.settings import Settings
@@ -27,6 +27,13 @@ class RequestContext:
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None
     operation_policy: Policy | None = None
+
+    def response_policy(self, failed: bool) -> Policy:
+        """The response's cache policy: the operation's, lowered by dynamic hints; nothing
+        may be stored for a failed response, stale data, or an operation that did not run."""
+        if failed or self.operation_policy is None or self.policy.stale:
+            return NO_STORE
+        return self.operation_policy.merge(self.policy.dynamic)
 
     def require_user(self) -> str:
         if self.user_id is None:

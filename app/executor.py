@@ -179,7 +179,7 @@ class PlanExecutor(Executor[Any]):
             next_level: list[Any] = []
             for return_type, details, value, target, key, slot, path, parent_type, name in calls:
                 self._complete(return_type, details, value, target, key, slot, path,
-                               f"{parent_type.name}.{name}", next_level)
+                               parent_type, name, next_level)
             level = next_level
         return root.container["data"]
 
@@ -208,7 +208,8 @@ class PlanExecutor(Executor[Any]):
 
     def _complete(self, return_type: GraphQLOutputType, details: FieldDetailsList, value: Any,
                   container: Any, key: Any, parent: _Slot, path: tuple[Any, ...],
-                  coordinate: str, next_level: list[Any]) -> None:
+                  parent_type: GraphQLObjectType, name: str, next_level: list[Any]) -> None:
+        # The field's coordinate (parent type, name) is formatted only for an error message.
         nullable = not isinstance(return_type, GraphQLNonNull)
         inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
         if isinstance(value, _Failed):
@@ -219,13 +220,14 @@ class PlanExecutor(Executor[Any]):
                 container[key] = None
             else:
                 self._fail(GraphQLError(
-                    f"Cannot return null for non-nullable field {coordinate}."),
+                    f"Cannot return null for non-nullable field {parent_type.name}.{name}."),
                     details, path, _Slot(container, key, False, parent))
             return
         if isinstance(inner, GraphQLList):
             if isinstance(value, str) or not isinstance(value, Sequence):
                 self._fail(GraphQLError(
-                    f"Expected Iterable, but did not find one for field '{coordinate}'."),
+                    "Expected Iterable, but did not find one for field "
+                    f"'{parent_type.name}.{name}'."),
                     details, path, _Slot(container, key, nullable, parent))
                 return
             items: list[Any] = [None] * len(value)
@@ -233,7 +235,7 @@ class PlanExecutor(Executor[Any]):
             slot = _Slot(container, key, nullable, parent)
             for index, item in enumerate(value):
                 self._complete(inner.of_type, details, item, items, index, slot,
-                               (*path, index), coordinate, next_level)
+                               (*path, index), parent_type, name, next_level)
             return
         if isinstance(inner, GraphQLObjectType):
             result: dict[str, Any] = {}

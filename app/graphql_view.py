@@ -18,7 +18,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from app.cache.entity import EntityCache, Namespace
-from app.cache.hints import NO_STORE, CacheHints, RequestPolicy
+from app.cache.hints import CacheHints, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.context import RequestContext
@@ -103,11 +103,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 return ExecutionResult(data=hit.data, errors=None)
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
-        if (key is not None and responses is not None and not result.errors
-                and context.document is not None and context.operation_policy is not None
-                and not context.policy.stale):
+        if key is not None and responses is not None and context.document is not None:
+            # put() keeps only PUBLIC policies with a max-age: never a failed or stale answer.
             responses.put(key, context.document, result.data,
-                          context.operation_policy.merge(context.policy.dynamic))
+                          context.response_policy(bool(result.errors)))
         return result
 
     async def process_result(  # type: ignore[override]
@@ -116,12 +115,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         processed = await super().process_result(request, result)
         context, response = request.state.gateway
         context.loaders.release()  # the result is built: the request's loaded data can go
-        policy = context.operation_policy
-        if result.errors or policy is None or context.policy.stale:
-            policy = NO_STORE
-        else:
-            policy = policy.merge(context.policy.dynamic)
-        response.headers["Cache-Control"] = policy.header()
+        response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
         if context.policy.stale:
             # Data older than its TTL was served because an upstream failed.
             processed["extensions"] = {**(processed.get("extensions") or {}),

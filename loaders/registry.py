@@ -187,9 +187,7 @@ class Loaders:
         # return_exceptions: one failed listing fails only the fields that asked for it.
         return list(await asyncio.gather(*(one(k) for k in keys), return_exceptions=True))
 
-    def _prime_from(self, spec: BatchSpec | None, items: Any) -> None:
-        if spec is None:
-            return
+    def _prime_from(self, spec: BatchSpec, items: Any) -> None:
         loader = self._loader(spec)
         for item in items:
             loader.prime(item[spec.key_field], item)

@@ -173,24 +173,26 @@ class EntityCache:
     async def _fill(self, ns: Namespace, keys: Sequence[Any], full: list[str],
                     missing: list[int], results: list[Any], stale: dict[int, Any],
                     fetch: Fetch, epoch: int, policy: RequestPolicy | None) -> None:
-        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        # Each missing key's future: another request's fetch in flight, or one of ours.
+        futures: dict[int, asyncio.Future[Any]] = {}
         mine: list[int] = []
         loop = asyncio.get_running_loop()
         for i in missing:
             pending = self._inflight.get(full[i])
-            if pending is not None:
-                waiting.append((i, pending))
-            else:
-                self._inflight[full[i]] = loop.create_future()
+            if pending is None:
+                pending = self._inflight[full[i]] = loop.create_future()
                 mine.append(i)
+            futures[i] = pending
         if mine:
-            await self._fetch_and_store(ns, [keys[i] for i in mine], [full[i] for i in mine],
-                                        fetch, epoch)
-        others = dict(waiting)
-        for i in missing:
-            future = self._inflight.get(full[i]) if i in mine else others.get(i)
             try:
-                results[i] = await future if future is not None else None
+                await self._fetch_and_store(ns, [keys[i] for i in mine],
+                                            [full[i] for i in mine], fetch, epoch)
+            finally:
+                for i in mine:
+                    self._inflight.pop(full[i], None)
+        for i in missing:
+            try:
+                results[i] = await futures[i]
             except Exception as err:
                 if i not in stale:
                     results[i] = err  # aiodataloader fails just this key's field
@@ -199,9 +201,6 @@ class EntityCache:
                 CACHE_EVENTS.labels(ns.entity, "stale").inc(1)
                 if policy is not None:
                     policy.stale = True
-            finally:
-                if i in mine:
-                    self._inflight.pop(full[i], None)
 
     async def _fetch_and_store(self, ns: Namespace, keys: list[Any], full: list[str],
                                fetch: Fetch, epoch: int) -> None:
