@@ -11,14 +11,16 @@ from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.errors import Unauthenticated
 from app.settings import Settings
-from app.upstream import UpstreamClient
+from app.upstream import CallScope, ScopedClient, UpstreamClient
 from loaders.registry import Loaders
 
 
 @dataclass
 class RequestContext:
     settings: Settings
-    client: UpstreamClient
+    client: UpstreamClient  # the shared client, for work outside this request's budget
+    upstream: ScopedClient  # the client under this request's deadline: what resolvers use
+    scope: CallScope  # the deadline, and the record of this request's upstream calls
     loaders: Loaders
     policy: RequestPolicy
     hints: CacheHints

@@ -24,10 +24,12 @@ from typing import Any
 
 from graphql import (
     GraphQLError,
+    GraphQLField,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     is_leaf_type,
     located_error,
 )
@@ -37,10 +39,13 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path
 from prometheus_client import Counter
 
+from app.errors import UpstreamError
+
 PLANNED = Counter("gateway_planned_operations_total",
                   "Operations run by the breadth-first executor (the rest: graphql-core's).")
 DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
 KEY = "_gateway_key"  # attribute of key-reading resolvers: the source key they read
+FALLBACK = "gateway_fallback"  # key of a field's extensions: its value when its upstream failed
 
 
 class Then:
@@ -92,10 +97,52 @@ class _Failed:
         self.error = error
 
 
-class PlanExecutor(Executor[Any]):
+_NO_FALLBACK = object()
+
+
+class GatewayExecutor(Executor[Any]):
+    """graphql-core's executor, with partial results: a field whose upstream failed takes
+    its fallback (`schema.partial`) instead of nulling its parents."""
+
     def __init__(self, *args: Any, operation_extensions: Any = None, **kwargs: Any) -> None:
         # Strawberry hands its executor class the request's `extensions`; unused here.
         super().__init__(*args, **kwargs)
+
+    def fallback(self, error: BaseException, field_def: GraphQLField,
+                 details: FieldDetailsList, path: Path | None) -> Any:
+        """The field's fallback value when `error` is an upstream failure and the field has
+        one, with the error recorded at the field's path; else `_NO_FALLBACK`."""
+        extensions = field_def.extensions
+        if not extensions or not isinstance(error, UpstreamError):
+            return _NO_FALLBACK
+        make = extensions.get(FALLBACK)
+        if make is None:
+            return _NO_FALLBACK
+        node = details[0].node
+        args = (get_argument_values(field_def, node, self.variable_values)
+                if field_def.args or node.arguments else {})
+        self.collected_errors.add(
+            located_error(error, [d.node for d in details], path.as_list() if path else None),
+            path)
+        return make(args)
+
+    async def complete_awaitable_value(  # type: ignore[override]
+        self, return_type: GraphQLOutputType, field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo, path: Path, result: Any, position_context: Any,
+    ) -> Any:
+        field_def = info.parent_type.fields[info.field_name]
+        if field_def.extensions and FALLBACK in field_def.extensions:
+            try:
+                value = await result
+            except UpstreamError as error:
+                value = self.fallback(error, field_def, field_details_list, path)
+            result = asyncio.get_running_loop().create_future()
+            result.set_result(value)
+        return await super().complete_awaitable_value(
+            return_type, field_details_list, info, path, result, position_context)
+
+
+class PlanExecutor(GatewayExecutor):
 
     def execute_root_grouped_field_set(  # type: ignore[override]
         self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
@@ -213,8 +260,12 @@ class PlanExecutor(Executor[Any]):
         nullable = not isinstance(return_type, GraphQLNonNull)
         inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
         if isinstance(value, _Failed):
-            self._fail(value.error, details, path, _Slot(container, key, nullable, parent))
-            return
+            fallback = self.fallback(value.error, parent_type.fields[name], details,
+                                     _graphql_path(path))
+            if fallback is _NO_FALLBACK:
+                self._fail(value.error, details, path, _Slot(container, key, nullable, parent))
+                return
+            value = fallback
         if value is None:
             if nullable:
                 container[key] = None
@@ -256,14 +307,18 @@ class PlanExecutor(Executor[Any]):
 
     def _fail(self, error: BaseException, details: FieldDetailsList, path: tuple[Any, ...],
               slot: _Slot) -> None:
-        graphql_path = None
-        for part in path:
-            graphql_path = Path(graphql_path, part, None)
         self.collected_errors.add(
-            located_error(error, [d.node for d in details], list(path)), graphql_path)
+            located_error(error, [d.node for d in details], list(path)), _graphql_path(path))
         current: _Slot | None = slot
         while current is not None:
             if current.nullable:
                 current.container[current.key] = None
                 return
             current = current.parent
+
+
+def _graphql_path(path: tuple[Any, ...]) -> Path | None:
+    graphql_path = None
+    for part in path:
+        graphql_path = Path(graphql_path, part, None)
+    return graphql_path

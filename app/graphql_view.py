@@ -10,7 +10,10 @@ from typing import Any
 
 import orjson
 import strawberry
+from cross_web import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
@@ -22,11 +25,16 @@ from app.cache.hints import CacheHints, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.context import RequestContext
+from app.errors import HTTPRefusal, http_refusal_body
+from app.resilience import Deadline
 from app.settings import Settings
-from app.upstream import UpstreamClient
+from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
 
 USER_HEADER = "x-user-id"
+# A client's own, shorter, time budget for its request (the setting is the maximum).
+DEADLINE_HEADER = "x-request-timeout-ms"
+DEBUG_HEADER = "x-gateway-debug"
 
 
 @dataclass
@@ -64,6 +72,20 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.client = client
         self.caching = caching
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # Strawberry answers a refused request (bad JSON, a bad header) in plain text; here
+        # it gets the same JSON error shape, with a code, as every other error.
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as error:
+            response = Response(orjson.dumps(http_refusal_body(error)),
+                                status_code=error.status_code, media_type="application/json")
+        await response(scope, receive, send)
+
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
         # the loop it was created in, and a loader shared across requests would leak data.
@@ -72,10 +94,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             user_id = request.headers.get(USER_HEADER) or None
         policy = RequestPolicy()
         caching = self.caching
+        scope = CallScope(deadline=Deadline(self._deadline_s(request)))
+        upstream = self.client.scoped(scope)
         context = RequestContext(
             settings=self.settings,
             client=self.client,
-            loaders=Loaders(self.client, self.settings.fanout_concurrency, caching.entities,
+            upstream=upstream,
+            scope=scope,
+            loaders=Loaders(upstream, self.settings.fanout_concurrency, caching.entities,
                             caching.namespaces, viewer=user_id, policy=policy),
             policy=policy,
             hints=caching.hints,
@@ -84,6 +110,22 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         )
         request.state.gateway = (context, response)
         return context
+
+    def _deadline_s(self, request: Any) -> float:
+        """The request's time budget: the setting, or less when the client asks for less."""
+        default = self.settings.request_deadline_s
+        raw = request.headers.get(DEADLINE_HEADER)
+        if raw is None:
+            return default
+        try:
+            asked = int(raw)
+        except ValueError:
+            asked = 0
+        if asked <= 0:
+            raise HTTPRefusal(
+                400, f"{DEADLINE_HEADER} must be a positive whole number of milliseconds",
+                "BAD_USER_INPUT")
+        return min(default, asked / 1000)
 
     async def execute_single(  # type: ignore[override]
         self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
@@ -116,6 +158,11 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context, response = request.state.gateway
         context.loaders.release()  # the result is built: the request's loaded data can go
         response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
+        if self.settings.dev_mode and request.headers.get(DEBUG_HEADER):
+            # The request's upstream calls, for a developer (and the tests) to see retries
+            # and failures per call. Development only until callers are authenticated.
+            processed["extensions"] = {**(processed.get("extensions") or {}),
+                                       "debug": {"upstream": context.scope.report()}}
         if context.policy.stale:
             # Data older than its TTL was served because an upstream failed.
             processed["extensions"] = {**(processed.get("extensions") or {}),

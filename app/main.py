@@ -12,7 +12,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.cache.entity import EntityCache, Staleness
@@ -21,6 +21,7 @@ from app.cache.invalidation import EVICTS, Invalidator, response_namespace
 from app.cache.response import ResponseCache
 from app.events import receive_event
 from app.graphql_view import Caching, GatewayGraphQL
+from app.health import Readiness, healthz
 from app.settings import Settings
 from app.upstream import UpstreamClient
 from loaders import declarations
@@ -41,10 +42,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 5, 5)
-
-
-async def healthz(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 async def metrics(_: Request) -> Response:
@@ -101,6 +98,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Route, not Mount: a Mount answers /graphql with a redirect to /graphql/.
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz),
+            Route("/readyz",
+                  Readiness(client, caching.entities.l2 if caching.entities else None).endpoint),
             Route("/metrics", metrics),
             Route("/events", receive_event, methods=["POST"]),
         ],

@@ -59,10 +59,69 @@ class Settings:
         "Base URL of the recommendations service.",
     )
     upstream_timeout_s: float = setting(
-        2.0, "UPSTREAM_TIMEOUT_S", "Total time one upstream HTTP call may take, in seconds."
+        1.0,
+        "UPSTREAM_TIMEOUT_S",
+        "Total time one upstream HTTP attempt may take, in seconds (below the request "
+        "deadline, so that a hung call leaves time for a retry).",
     )
     upstream_connect_timeout_s: float = setting(
-        0.5, "UPSTREAM_CONNECT_TIMEOUT_S", "Time to open a connection to an upstream, in seconds."
+        0.25, "UPSTREAM_CONNECT_TIMEOUT_S", "Time to open a connection to an upstream, in seconds."
+    )
+    upstream_timeouts: str = setting(
+        "",
+        "UPSTREAM_TIMEOUTS",
+        "Per-service overrides of the two timeouts above, as JSON: "
+        '{"recommendations": {"total": 0.3, "connect": 0.1}}.',
+    )
+    request_deadline_s: float = setting(
+        2.0,
+        "REQUEST_DEADLINE_S",
+        "Time budget of one GraphQL request, in seconds: no upstream call or retry runs past "
+        "it. A client may ask for less with the X-Request-Timeout-Ms header.",
+    )
+    retry_max_attempts: int = setting(
+        3, "RETRY_MAX_ATTEMPTS",
+        "Attempts per upstream call, the first included; 1 turns retries off.",
+    )
+    retry_base_s: float = setting(
+        0.025, "RETRY_BASE_S",
+        "First backoff step in seconds; each retry waits a random time (full jitter) up to "
+        "base * 2^retry, capped by RETRY_MAX_BACKOFF_S.",
+    )
+    retry_max_backoff_s: float = setting(
+        0.5, "RETRY_MAX_BACKOFF_S", "Longest backoff wait in seconds (Retry-After aside)."
+    )
+    retry_budget_ratio: float = setting(
+        0.2, "RETRY_BUDGET_RATIO",
+        "Retries allowed per service as a share of its calls in the budget window.",
+    )
+    retry_budget_min_per_s: float = setting(
+        1.0, "RETRY_BUDGET_MIN_PER_S",
+        "Retries per second always allowed per service, so that a quiet service can retry.",
+    )
+    retry_budget_window_s: float = setting(
+        10.0, "RETRY_BUDGET_WINDOW_S", "Window of the retry budget, in seconds."
+    )
+    breaker_enabled: bool = setting(
+        True, "BREAKER_ENABLED", "Circuit breaker per upstream service on or off."
+    )
+    breaker_failure_rate: float = setting(
+        0.5, "BREAKER_FAILURE_RATE",
+        "Share of failed attempts (timeouts, connection errors, 5xx, bad bodies) in the "
+        "window that opens a service's breaker.",
+    )
+    breaker_min_calls: int = setting(
+        20, "BREAKER_MIN_CALLS", "Attempts in the window before the failure rate counts."
+    )
+    breaker_window_s: float = setting(
+        10.0, "BREAKER_WINDOW_S", "Window over which the breaker measures the failure rate."
+    )
+    breaker_open_s: float = setting(
+        5.0, "BREAKER_OPEN_S", "How long an open breaker fails calls before it lets probes through."
+    )
+    breaker_probes: int = setting(
+        3, "BREAKER_PROBES",
+        "Successful probe calls in a row that close a half-open breaker (one in flight at a time).",
     )
     upstream_keepalive_s: float = setting(
         4.0,
@@ -135,6 +194,33 @@ class Settings:
     def service_url(self, service: str) -> str:
         return str(getattr(self, f"{service}_url")).rstrip("/")
 
+    def service_timeouts(self) -> dict[str, tuple[float, float]]:
+        """(total, connect) seconds of one attempt, per service."""
+        overrides: Any = {}
+        if self.upstream_timeouts:
+            try:
+                overrides = orjson.loads(self.upstream_timeouts)
+            except orjson.JSONDecodeError:
+                raise SettingsError("UPSTREAM_TIMEOUTS is not valid JSON") from None
+            if not isinstance(overrides, dict):
+                raise SettingsError("UPSTREAM_TIMEOUTS must map service names to objects")
+        out = {}
+        for service in SERVICES:
+            own = overrides.pop(service, {})
+            if not isinstance(own, dict) or set(own) - {"total", "connect"}:
+                raise SettingsError(
+                    f'UPSTREAM_TIMEOUTS["{service}"] must be an object of "total" and "connect"')
+            total = own.get("total", self.upstream_timeout_s)
+            connect = own.get("connect", self.upstream_connect_timeout_s)
+            for value in (total, connect):
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    raise SettingsError(
+                        f'UPSTREAM_TIMEOUTS["{service}"] timeouts must be positive numbers')
+            out[service] = (float(total), float(connect))
+        if overrides:
+            raise SettingsError(f"UPSTREAM_TIMEOUTS names unknown services: {sorted(overrides)}")
+        return out
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -152,15 +238,23 @@ class Settings:
             url = self.service_url(service)
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{service.upper()}_URL must be an http(s) URL, got {url!r}")
-        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s"):
+        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
+                     "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
+                     "retry_budget_window_s", "breaker_window_s", "breaker_open_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
+        for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{_env_of(name)} must not be negative")
+        if not 0 < self.breaker_failure_rate <= 1:
+            raise SettingsError("BREAKER_FAILURE_RATE must be in (0, 1]")
         for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
-                     "workers"):
+                     "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
             raise SettingsError(f"REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
         for name in ("cache_hints", "cache_stale"):
             raw = getattr(self, name)
             if raw:

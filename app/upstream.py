@@ -1,29 +1,115 @@
 """The one HTTP client the gateway uses to reach the domain services.
 
-It owns the shared connection pool, timeouts, JSON decoding and the classification of
-failures into `UpstreamError`; loaders and resolvers never see an HTTP error. Retries, the
-retry budget, the deadline and circuit breakers belong here too as they land.
+Everything about an upstream call is decided here, once: the shared connection pool, each
+service's timeouts, the request's deadline, retries with exponential backoff and full jitter,
+the per-service retry budget and circuit breaker, JSON decoding, and the classification of
+every failure (by `app.errors`' table) into an `UpstreamError`. Loaders and resolvers only
+see a decoded body or that error.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import email.utils
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import backoff
 import orjson
 
-from app.errors import UpstreamError, classify_status
+from app import metrics
+from app.errors import FAILURES, UpstreamError, status_failure, upstream_failure
+from app.resilience import CircuitBreaker, Deadline, RetryBudget, State
 from app.settings import SERVICES, Settings
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+Check = Callable[[Any], "str | None"]  # what is off-contract in a decoded body, or None
+NO_VERDICT = (FAILURES["deadline"], FAILURES["circuit_open"])
+MIN_ATTEMPT_S = 0.002  # below this much time left, an attempt could not finish: don't start it
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One logical upstream call of a request (its retries included), for telemetry."""
+
+    service: str
+    route: str
+    start: float  # seconds since the request began
+    duration: float
+    retries: int
+    code: str | None  # None when it succeeded
+
+
+@dataclass
+class CallScope:
+    """What a request's upstream calls share: its deadline, and the record of its calls."""
+
+    deadline: Deadline | None = None
+    began: float = field(default_factory=time.monotonic)
+    calls: list[CallRecord] = field(default_factory=list)
+
+    def report(self) -> list[dict[str, Any]]:
+        return [
+            {"service": c.service, "route": c.route, "startMs": round(c.start * 1000, 3),
+             "durationMs": round(c.duration * 1000, 3), "retries": c.retries, "code": c.code}
+            for c in self.calls
+        ]
+
+
+class ServiceGuard:
+    """One service's timeouts, retry budget and circuit breaker."""
+
+    def __init__(self, service: str, settings: Settings, total: float, connect: float) -> None:
+        self.service = service
+        self.total = total
+        self.connect = connect
+        self.timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
+        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s,
+                                  settings.retry_budget_window_s)
+        self.breaker = (
+            CircuitBreaker(settings.breaker_failure_rate, settings.breaker_min_calls,
+                           settings.breaker_window_s, settings.breaker_open_s,
+                           settings.breaker_probes)
+            if settings.breaker_enabled else None
+        )
+        self._state_gauge = metrics.BREAKER_STATE.labels(service)
+        self._state_gauge.set(0)
+
+    def allow(self) -> bool:
+        if self.breaker is None:
+            return True
+        before = self.breaker.state
+        allowed = self.breaker.allow()
+        if self.breaker.state is not before:
+            self._state_gauge.set(self.breaker.state)
+        return allowed
+
+    def record(self, ok: bool) -> None:
+        if self.breaker is None:
+            return
+        before = self.breaker.state
+        self.breaker.record(ok)
+        if self.breaker.state is not before:
+            self._state_gauge.set(self.breaker.state)
+            if self.breaker.state is State.OPEN:
+                metrics.BREAKER_OPENED.labels(self.service).inc()
+
+    @property
+    def state(self) -> str:
+        return "disabled" if self.breaker is None else self.breaker.state.name.lower()
 
 
 class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_urls = {s: settings.service_url(s) for s in SERVICES}
+        self.guards = {
+            service: ServiceGuard(service, settings, total, connect)
+            for service, (total, connect) in settings.service_timeouts().items()
+        }
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -37,10 +123,6 @@ class UpstreamClient:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self.settings.upstream_timeout_s,
-                sock_connect=self.settings.upstream_connect_timeout_s,
-            ),
             json_serialize=lambda o: orjson.dumps(o).decode(),
             skip_auto_headers=("User-Agent",),
         )
@@ -49,6 +131,9 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def scoped(self, scope: CallScope) -> ScopedClient:
+        return ScopedClient(self, scope)
 
     async def request(
         self,
@@ -59,53 +144,204 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        route: str | None = None,
+        idempotent: bool | None = None,
+        check: Check | None = None,
+        scope: CallScope | None = None,
     ) -> Any:
-        """Call `service` and return its decoded JSON body, or raise `UpstreamError`."""
+        """Call `service` and return its decoded JSON body, or raise `UpstreamError`.
+
+        `idempotent` says whether the call may be repeated; by default a GET may, and a
+        write only when it carries an Idempotency-Key. `route` names the call in telemetry
+        (a path template, never one with ids in it); it defaults to `path`. `check` tells
+        what is wrong with a decoded 2xx body (None when it is the contract's shape): such an
+        answer fails like an unparseable one.
+        """
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
+        if idempotent is None:
+            idempotent = method == "GET" or (headers is not None and "Idempotency-Key" in headers)
+        guard = self.guards[service]
+        deadline = scope.deadline if scope is not None else None
         url = self.base_urls[service] + path
         data = orjson.dumps(json) if json is not None else None
         hdrs = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
+        route = route or path
+        started = time.monotonic()
+        retries = 0
+        waits: Iterator[float] | None = None
+        previous: UpstreamError | None = None
+        guard.budget.record_call()
+        while True:
+            try:
+                body = await self._attempt(guard, method, url, params, data, hdrs, deadline,
+                                           check)
+            except UpstreamError as err:
+                if waits is None and err.failure.retry and idempotent:
+                    waits = self._waits()
+                wait = self._retry_wait(guard, err, idempotent, retries, deadline, waits)
+                if wait is None:
+                    if previous is not None and err.failure in NO_VERDICT:
+                        # A retry that the deadline cut short, or that the breaker (opened by
+                        # the failure before it) refused: that failure is the news.
+                        err = previous
+                    self._done(scope, service, route, started, retries, err.code)
+                    raise err.settle(retries) from err.__cause__
+                previous = err
+                retries += 1
+                metrics.UPSTREAM_RETRIES.labels(service).inc()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                continue
+            self._done(scope, service, route, started, retries, None)
+            return body
+
+    # -- one attempt ------------------------------------------------------------------------
+    async def _attempt(self, guard: ServiceGuard, method: str, url: str,
+                       params: Mapping[str, str] | None, data: bytes | None,
+                       hdrs: Mapping[str, str], deadline: Deadline | None,
+                       check: Check | None) -> Any:
+        service = guard.service
+        timeout = guard.timeout
+        cut_by_deadline = False
+        if deadline is not None:
+            left = deadline.remaining()
+            if left < MIN_ATTEMPT_S:
+                raise upstream_failure("deadline", service)
+            if left < guard.total:
+                # The deadline comes first: the attempt gets what is left of it.
+                timeout = aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left))
+                cut_by_deadline = True
+        if not guard.allow():
+            assert guard.breaker is not None
+            raise upstream_failure("circuit_open", service,
+                                   f"{guard.breaker.retry_in():.1f} s")
+        assert self._session is not None
         try:
-            async with self._session.request(
-                method, url, params=params, data=data, headers=hdrs
-            ) as resp:
+            async with self._session.request(method, url, params=params, data=data,
+                                             headers=hdrs, timeout=timeout) as resp:
                 body = await resp.read()
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After") if status == 429 else None
         except TimeoutError:
-            raise UpstreamError(
-                f"{service} did not answer in time", code="UPSTREAM_TIMEOUT",
-                service=service, retryable=True,
-            ) from None
+            if cut_by_deadline:
+                # The request ran out of time before the service's own timeout: no verdict
+                # on the service.
+                if guard.breaker is not None:
+                    guard.breaker.release()
+                raise upstream_failure("deadline", service) from None
+            guard.record(False)
+            raise upstream_failure("timeout", service) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as err:
-            raise UpstreamError(
-                f"{service} is unavailable", code="UPSTREAM_UNAVAILABLE", service=service,
-                retryable=True,
-            ) from err
-        except asyncio.CancelledError:
+            guard.record(False)
+            raise upstream_failure("connection", service) from err
+        try:
+            value = _decode(service, status, body, retry_after)
+            wrong = check(value) if check is not None else None
+            if wrong is not None:
+                raise upstream_failure("bad_body", service, wrong)
+        except UpstreamError as err:
+            guard.record(not err.failure.trips)
             raise
-        return _decode(service, status, body)
+        guard.record(True)
+        return value
+
+    # -- retries ----------------------------------------------------------------------------
+    def _waits(self) -> Iterator[float]:
+        # backoff's own generator: base * 2^n, capped; full jitter is applied per wait. The
+        # backoff decorators are not used because whether to retry is decided per attempt
+        # by the budget, the deadline and Retry-After, which they cannot express.
+        waits = backoff.expo(base=2, factor=self.settings.retry_base_s,
+                             max_value=self.settings.retry_max_backoff_s)
+        next(waits)  # backoff's generators yield None first, to be primed
+        return waits
+
+    def _retry_wait(self, guard: ServiceGuard, err: UpstreamError, idempotent: bool,
+                    retries: int, deadline: Deadline | None,
+                    waits: Iterator[float] | None) -> float | None:
+        """How long to wait before the next attempt, or None to give up with `err`."""
+        if waits is None or not (err.failure.retry and idempotent):
+            return None
+        if retries + 1 >= self.settings.retry_max_attempts:
+            return None
+        if err.retry_after is not None:
+            wait = err.retry_after  # the service said when: no jitter, no cap
+        else:
+            wait = backoff.full_jitter(next(waits))
+        if deadline is not None and deadline.remaining() - wait < MIN_ATTEMPT_S:
+            return None  # the retry could not finish before the deadline
+        if not guard.budget.try_spend():
+            metrics.RETRY_BUDGET_REFUSALS.labels(guard.service).inc()
+            return None
+        return wait
+
+    @staticmethod
+    def _done(scope: CallScope | None, service: str, route: str, started: float,
+              retries: int, code: str | None) -> None:
+        now = time.monotonic()
+        metrics.UPSTREAM_CALLS.labels(service, route, code or "OK").inc()
+        if scope is not None:
+            scope.calls.append(CallRecord(service, route, started - scope.began,
+                                          now - started, retries, code))
+
+    # -- readiness --------------------------------------------------------------------------
+    async def probe(self, service: str, within_s: float) -> bool:
+        """Whether `service` answers its health check; outside the breaker and the budget."""
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                self.base_urls[service] + "/healthz",
+                timeout=aiohttp.ClientTimeout(total=within_s),
+            ) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
 
-def _decode(service: str, status: int, body: bytes) -> Any:
+class ScopedClient:
+    """The client as one request uses it: every call carries the request's scope."""
+
+    __slots__ = ("client", "scope")
+
+    def __init__(self, client: UpstreamClient, scope: CallScope) -> None:
+        self.client = client
+        self.scope = scope
+
+    async def request(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        return await self.client.request(service, method, path, scope=self.scope, **kwargs)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _decode(service: str, status: int, body: bytes, retry_after: str | None) -> Any:
     try:
         payload = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         payload = None
         if 200 <= status < 300:
-            raise UpstreamError(
-                f"{service} answered a body that is not JSON", code="UPSTREAM_BAD_RESPONSE",
-                service=service, status=status,
-            ) from None
+            raise upstream_failure("bad_body", service, "the body is not JSON") from None
     if 200 <= status < 300:
         return payload
-    code, retryable = classify_status(status)
     upstream_code = message = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         upstream_code = payload["error"].get("code")
         message = payload["error"].get("message")
-    raise UpstreamError(
-        f"{service} answered {status}" + (f": {message}" if message else ""),
-        code=code, service=service, status=status, upstream_code=upstream_code,
-        upstream_message=message, retryable=retryable,
-    )
+        if not isinstance(message, str):
+            message = None
+    raise status_failure(service, status, upstream_code, message, _retry_after(retry_after))
+
+

@@ -87,6 +87,7 @@ USER_ORDERS = ListSpec(
 RECOMMENDATIONS = ListSpec(
     name="recommendations", service="recommendations", entity="Product",
     request=_recommendations, cache="User.recommendations",
+    route="/recommendations/{user_id}", envelope="product_ids",
 )
 ALL_CATEGORIES = ListSpec(
     name="all_categories", service="catalog", entity="Category", request=_all_categories,

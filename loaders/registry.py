@@ -16,8 +16,8 @@ from aiodataloader import DataLoader
 from app.cache.entity import EntityCache, Fetch, Namespace
 from app.cache.hints import RequestPolicy
 from app.errors import BadUserInput, UpstreamError
-from app.upstream import UpstreamClient
-from loaders.spec import BatchSpec, Item, ListSpec
+from app.upstream import ScopedClient, UpstreamClient
+from loaders.spec import BatchSpec, Item, ListSpec, items_problem
 
 Spec = BatchSpec | ListSpec
 
@@ -64,7 +64,7 @@ class LockstepLoader(DataLoader[Any, Any]):
 class Loaders:
     def __init__(
         self,
-        client: UpstreamClient,
+        client: ScopedClient | UpstreamClient,
         fanout_concurrency: int,
         cache: EntityCache | None = None,
         namespaces: Mapping[str, Namespace] | None = None,
@@ -144,13 +144,16 @@ class Loaders:
         valid = [k for k in keys if isinstance(k, str) and k and "," not in k]
         if not valid:
             return [[] if spec.many else None for _ in keys]
+        check = partial(items_problem, spec.key_field)
         if spec.method == "GET":
             body = await self._client.request(
-                spec.service, "GET", spec.path, params={spec.param: ",".join(valid)}
+                spec.service, "GET", spec.path, params={spec.param: ",".join(valid)},
+                check=check,
             )
         else:
             body = await self._client.request(
-                spec.service, spec.method, spec.path, json={spec.param: valid}
+                spec.service, spec.method, spec.path, json={spec.param: valid}, check=check,
+                idempotent=True,  # a read that sends its keys in a POST body
             )
         items: list[Item] = body["items"]
         if not spec.many:
@@ -174,7 +177,8 @@ class Loaders:
             path, params = spec.request(key)
             try:
                 async with semaphore:
-                    body = await self._client.request(spec.service, "GET", path, params=params)
+                    body = await self._client.request(spec.service, "GET", path, params=params,
+                                                      route=spec.route, check=spec.check)
             except UpstreamError as err:
                 if err.status == 400 and spec.bad_request_field is not None:
                     raise BadUserInput(

@@ -47,3 +47,25 @@ class ListSpec:
     # of a listing is its cursor, so a refusal means the client's cursor, not our bug.
     bad_request_field: str | None = None
     cache: str | None = None  # the schema coordinate whose cache hint sets the TTL
+    route: str | None = None  # the path template, for telemetry, when paths carry ids
+    envelope: str = "items"  # the body's list field
+
+    def check(self, body: Any) -> str | None:
+        """What is off-contract in a listing's body, as far as the gateway relies on it."""
+        if self.primes is not None:
+            return items_problem(self.primes.key_field, body)
+        if not isinstance(body, dict) or not isinstance(body.get(self.envelope), list):
+            return f"no `{self.envelope}` list"
+        return None
+
+
+def items_problem(key_field: str, body: Any) -> str | None:
+    """What is off-contract in a body of `items`: they must be a list of objects, each with
+    its key as a string, or the gateway would match them to the wrong keys."""
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return "no `items` list"
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get(key_field), str):
+            return f"an item without a string `{key_field}`"
+    return None

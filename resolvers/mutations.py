@@ -79,7 +79,7 @@ async def place_order(info: Info, input: PlaceOrderInput) -> Item:
                   for line in input.items],
     }
     try:
-        order: Item = await ctx.client.request(
+        order: Item = await ctx.upstream.request(
             "orders", "POST", "/orders", json=body,
             headers={"Idempotency-Key": input.idempotency_key},
         )
@@ -97,7 +97,8 @@ async def cancel_order(info: Info, id: strawberry.ID) -> Item:
     if existing is None or existing["user_id"] != user_id:
         return {"order": None, "errors": [user_error("NOT_FOUND", "No such order", "id")]}
     try:
-        order: Item = await ctx.client.request("orders", "POST", f"/orders/{id}/cancel")
+        order: Item = await ctx.upstream.request("orders", "POST", f"/orders/{id}/cancel",
+                                                 route="/orders/{id}/cancel")
     except UpstreamError as err:
         return {"order": None, "errors": [refusal(err, CANCEL_ORDER_REFUSALS)]}
     await _order_written(info, order)
@@ -142,7 +143,7 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
     body = {"product_id": input.product_id, "author_id": user_id, "rating": input.rating,
             "body": input.body}
     try:
-        review: Item = await ctx.client.request("reviews", "POST", "/reviews", json=body)
+        review: Item = await ctx.upstream.request("reviews", "POST", "/reviews", json=body)
     except UpstreamError as err:
         return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
     if ctx.invalidator is not None:

@@ -11,9 +11,10 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.errors import classify_errors
-from app.executor import PlanExecutor
+from app.executor import GatewayExecutor, PlanExecutor
 from app.graphql_view import OperationPolicy
 from schema.direct_resolvers import install_direct_resolvers
+from schema.partial import install_fallbacks
 from schema.root import Mutation, Query
 
 
@@ -32,7 +33,7 @@ def build_schema(plan_executor: bool = True) -> GatewaySchema:
         mutation=Mutation,
         # Sources are upstream dicts: read fields by key, a C call per field.
         config=StrawberryConfig(default_resolver=operator.getitem),
-        execution_context_class=PlanExecutor if plan_executor else None,
+        execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
         extensions=[
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
@@ -40,4 +41,5 @@ def build_schema(plan_executor: bool = True) -> GatewaySchema:
         ],
     )
     install_direct_resolvers(schema)
+    install_fallbacks(schema._schema)
     return schema

@@ -39,6 +39,8 @@ def _fault_value(name: str, raw: str) -> Any:
         return None if raw.strip().lower() in ("", "none", "null") else float(raw)
     if name == "error_status":
         return int(raw)
+    if name == "bad_body":
+        return raw.strip()
     return float(raw)
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,11 +32,15 @@ class Faults:
     error_status: int = 503
     hang_rate: float = 0.0
     rate_limit_rps: float | None = None
+    # Off-contract answers: a share of requests answered 200 with a body the contract does
+    # not allow: an HTML error page, JSON cut in half, or JSON with every value's type swapped.
+    bad_body_rate: float = 0.0
+    bad_body: str = "html"
 
     @property
     def active(self) -> bool:
         return bool(self.latency_ms or self.jitter_ms or self.error_rate or self.hang_rate
-                    or self.rate_limit_rps is not None)
+                    or self.rate_limit_rps is not None or self.bad_body_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +57,9 @@ class Faults:
         return replace(self, **clean)
 
 
+BAD_BODIES = ("html", "truncated", "wrong_types")
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -63,6 +71,8 @@ _VALIDATORS: dict[str, Any] = {
     "error_status": lambda v: isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599,
     "hang_rate": lambda v: _number(v) and 0 <= v <= 1,
     "rate_limit_rps": lambda v: v is None or (_number(v) and v > 0),
+    "bad_body_rate": lambda v: _number(v) and 0 <= v <= 1,
+    "bad_body": lambda v: v in BAD_BODIES,
 }
 FAULT_FIELDS = tuple(_VALIDATORS)
 
@@ -158,7 +168,33 @@ class ControlMiddleware:
         if faults.error_rate and control.rng.random() < faults.error_rate:
             await _send_error(send, faults.error_status, "injected fault", 1)
             return True
+        if faults.bad_body_rate and control.rng.random() < faults.bad_body_rate:
+            await self.answer_off_contract(faults.bad_body, scope, receive, send)
+            return True
         return False
+
+    async def answer_off_contract(self, kind: str, scope: Scope, receive: Receive,
+                                  send: Send) -> None:
+        if kind == "html":  # what a misconfigured proxy in front of the service sends
+            body = b"<html><body><h1>Bad Gateway</h1></body></html>"
+            content_type = b"text/html"
+        else:
+            chunks: list[bytes] = []
+
+            async def keep(message: Any) -> None:
+                if message["type"] == "http.response.body":
+                    chunks.append(message.get("body", b""))
+
+            await self.app(scope, receive, keep)
+            body = b"".join(chunks)
+            if kind == "truncated":
+                body = body[: len(body) // 2]
+            else:
+                body = orjson.dumps(_swap_types(orjson.loads(body)))
+            content_type = b"application/json"
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def hang(self, receive: Receive, send: Send) -> None:
         """Never answer: wait until the client goes away or the process stops."""
@@ -175,6 +211,19 @@ class ControlMiddleware:
                     return
         finally:
             stop.cancel()
+
+
+def _swap_types(value: Any) -> Any:
+    """Every string a number and every number a string, keeping the JSON's shape."""
+    if isinstance(value, dict):
+        return {k: _swap_types(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap_types(v) for v in value]
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 async def _send_error(send: Send, status: int, message: str, retry_after: int) -> None:

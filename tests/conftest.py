@@ -43,9 +43,11 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, services: Services, gateway_port: int
 ) -> Iterator[Gateway]:
     # The foundation's tests measure cold batching: the entity cache is off here, and the
-    # caching tests start gateways of their own with it on.
+    # caching tests start gateways of their own with it on. The breaker is off too, so that
+    # a test injecting failures cannot leave a service's breaker open for the next test;
+    # the resilience tests start gateways of their own with it on.
     gw = start_gateway(tmp_path_factory.mktemp("gateway"), services, port=gateway_port,
-                       env={"CACHE_ENABLED": "false"})
+                       env={"CACHE_ENABLED": "false", "BREAKER_ENABLED": "false"})
     yield gw
     gw.stop()
 

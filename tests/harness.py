@@ -155,7 +155,7 @@ class Services:
     def clear_faults(self) -> None:
         for n in SERVICE_NAMES:
             self.set_faults(n, latency_ms=0, jitter_ms=0, error_rate=0.0, error_status=503,
-                            hang_rate=0.0, rate_limit_rps=None)
+                            hang_rate=0.0, rate_limit_rps=None, bad_body_rate=0.0)
 
     def stop(self) -> None:
         self.process.stop()
@@ -187,7 +187,7 @@ def start_services(
     process = _spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
     services = Services(process=process, ports=port_map)
     try:
-        for n in SERVICE_NAMES:
+        for n in port_map:  # all six, or the subset given (with ONLY=...)
             wait_healthy(services.url(n) + "/healthz", process.proc)
     except Exception:
         process.stop()

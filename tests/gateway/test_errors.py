@@ -28,10 +28,10 @@ async def test_failing_service_nulls_only_what_depends_on_it(
 ) -> None:
     clean_services.set_faults("reviews", error_rate=1.0, error_status=503)
     body = await gql('{ product(id: "p1") { id name } user(id: "u1") { id reviews { id } } }')
-    # User.reviews is non-null, so its failure nulls the nearest nullable parent, the user;
-    # the product, which needs no reviews, stands.
+    # User.reviews is non-null: rather than null the user (and lose what the users service
+    # answered), the list is empty and the error says why, at its path.
     assert body["data"] == {"product": {"id": "p1", "name": body["data"]["product"]["name"]},
-                            "user": None}
+                            "user": {"id": "u1", "reviews": []}}
     errors = body["errors"]
     assert [e["path"] for e in errors] == [["user", "reviews"]]
     assert errors[0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"

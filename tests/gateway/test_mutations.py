@@ -173,12 +173,13 @@ async def test_add_review_of_unknown_product(gql: GQL, clean_services: Services)
 async def test_service_auth_failures_are_not_payload_errors(
     gql: GQL, clean_services: Services
 ) -> None:
-    # A 401 from the orders service is the gateway's problem, not the caller's input.
+    # A 401 from the orders service is the gateway's problem, not the caller's input: an
+    # answer the gateway cannot use.
     clean_services.set_faults("orders", error_rate=1.0, error_status=401)
     body = await gql(PLACE, {"input": {"items": [{"productId": "p1", "quantity": 1}],
                                         "idempotencyKey": key()}}, user="u1")
     assert body["data"] is None
-    assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAUTHORIZED"
+    assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_BAD_RESPONSE"
     assert body["errors"][0]["extensions"]["service"] == "orders"
 
 

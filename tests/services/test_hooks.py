@@ -13,7 +13,8 @@ from tests.services.conftest import Call
 from tests.services.test_reads import assert_error
 
 DEFAULT_FAULTS = {"latency_ms": 0, "jitter_ms": 0, "error_rate": 0.0, "error_status": 503,
-                  "hang_rate": 0.0, "rate_limit_rps": None}
+                  "hang_rate": 0.0, "rate_limit_rps": None, "bad_body_rate": 0.0,
+                  "bad_body": "html"}
 
 
 async def test_stats_per_route_template(svc: Services, call: Call) -> None:
@@ -62,7 +63,8 @@ async def test_faults_defaults_and_partial_update(clean_faults: Services, call: 
 @pytest.mark.parametrize("bad", [
     {"latency_ms": -1}, {"latency_ms": "5"}, {"jitter_ms": True}, {"error_rate": 1.5},
     {"error_rate": -0.1}, {"error_status": 200}, {"error_status": 503.0}, {"hang_rate": 2},
-    {"rate_limit_rps": 0}, {"rate_limit_rps": "x"}, {"unknown": 1}, [1],
+    {"rate_limit_rps": 0}, {"rate_limit_rps": "x"}, {"bad_body_rate": 2},
+    {"bad_body": "xml"}, {"unknown": 1}, [1],
 ])
 async def test_fault_validation(clean_faults: Services, call: Call, bad: Any) -> None:
     url = clean_faults.url("users") + "/_faults"

@@ -1,0 +1,178 @@
+"""The parts of resilience that keep state: a request's deadline, a service's retry budget
+and its circuit breaker. `app.upstream.UpstreamClient` is their only user; each is a plain
+object so that the rules can be read (and tested) apart from HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from enum import IntEnum
+
+
+class Deadline:
+    """When a request's time is up: every upstream call and retry stops there."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+class Window:
+    """Counts of events over the last `seconds`, in one-second buckets (a ring): O(1) per
+    event and per read, whatever the traffic."""
+
+    __slots__ = ("_buckets", "_counts", "_size", "_stamps")
+
+    def __init__(self, seconds: float, kinds: int) -> None:
+        self._size = max(1, math.ceil(seconds))
+        self._stamps = [-1] * self._size  # the whole second each bucket holds
+        self._buckets = [[0] * kinds for _ in range(self._size)]
+        self._counts = [0] * kinds  # sums over the live buckets
+
+    def _bucket(self, now: float) -> list[int]:
+        second = int(now)
+        index = second % self._size
+        if self._stamps[index] != second:
+            self._expire(second)
+            self._stamps[index] = second
+        return self._buckets[index]
+
+    def _expire(self, second: int) -> None:
+        for i, stamp in enumerate(self._stamps):
+            if stamp != -1 and stamp <= second - self._size:
+                bucket = self._buckets[i]
+                for kind, n in enumerate(bucket):
+                    self._counts[kind] -= n
+                    bucket[kind] = 0
+                self._stamps[i] = -1
+
+    def add(self, kind: int, now: float | None = None) -> None:
+        self._bucket(time.monotonic() if now is None else now)[kind] += 1
+        self._counts[kind] += 1
+
+    def counts(self, now: float | None = None) -> list[int]:
+        self._expire(int(time.monotonic() if now is None else now))
+        return self._counts
+
+    def reset(self) -> None:
+        for bucket in self._buckets:
+            bucket[:] = [0] * len(bucket)
+        self._stamps = [-1] * self._size
+        self._counts = [0] * len(self._counts)
+
+
+class RetryBudget:
+    """Retries allowed to one service: `ratio` of its calls in the window, plus a reserve of
+    `min_per_s` per second of the window so that a quiet service may still retry.
+
+    During an outage every call fails and would retry; the budget caps what retries add to
+    the load at about `ratio`, however many attempts each call is allowed (Finagle's
+    RetryBudget, the same rule in a sliding window)."""
+
+    CALLS, RETRIES = 0, 1
+
+    def __init__(self, ratio: float, min_per_s: float, window_s: float) -> None:
+        self.ratio = ratio
+        self.reserve = min_per_s * window_s
+        self._window = Window(window_s, 2)
+
+    def record_call(self) -> None:
+        self._window.add(self.CALLS)
+
+    def try_spend(self) -> bool:
+        calls, retries = self._window.counts()
+        if retries + 1 > self.ratio * calls + self.reserve:
+            return False
+        self._window.add(self.RETRIES)
+        return True
+
+
+class State(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Closed, open, half-open, per service.
+
+    Closed: attempts go through; when the window holds at least `min_calls` attempts and
+    `failure_rate` of them failed, it opens. Open: calls fail at once, with no network call,
+    for `open_s`. Then half-open: one probe at a time goes through; `probes` successes in a
+    row close it, a failure opens it again for another `open_s`.
+    """
+
+    OK, FAILED = 0, 1
+
+    def __init__(self, failure_rate: float, min_calls: int, window_s: float, open_s: float,
+                 probes: int) -> None:
+        self.failure_rate = failure_rate
+        self.min_calls = min_calls
+        self.open_s = open_s
+        self.probes = probes
+        self.state = State.CLOSED
+        self.opened_at = 0.0
+        self.opened_times = 0
+        self._window = Window(window_s, 2)
+        self._probe_in_flight = False
+        self._probe_successes = 0
+
+    def allow(self) -> bool:
+        """Whether an attempt may go out now; a True in half-open state is the probe, and
+        its outcome must be recorded."""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN:
+            if time.monotonic() - self.opened_at < self.open_s:
+                return False
+            self.state = State.HALF_OPEN
+            self._probe_successes = 0
+            self._probe_in_flight = False
+        if self._probe_in_flight:
+            return False
+        self._probe_in_flight = True
+        return True
+
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a probe through."""
+        return max(0.0, self.open_s - (time.monotonic() - self.opened_at))
+
+    def record(self, ok: bool) -> None:
+        if self.state is State.HALF_OPEN:
+            self._probe_in_flight = False
+            if not ok:
+                self._open()
+                return
+            self._probe_successes += 1
+            if self._probe_successes >= self.probes:
+                self.state = State.CLOSED
+                self._window.reset()
+            return
+        if self.state is State.OPEN:
+            return  # an attempt that started before the breaker opened
+        self._window.add(self.OK if ok else self.FAILED)
+        if not ok:
+            calls_ok, failed = self._window.counts()
+            total = calls_ok + failed
+            if total >= self.min_calls and failed >= self.failure_rate * total:
+                self._open()
+
+    def release(self) -> None:
+        """A probe ended without a verdict on the service (the request's own deadline cut
+        it): let the next call probe instead."""
+        if self.state is State.HALF_OPEN:
+            self._probe_in_flight = False
+
+    def _open(self) -> None:
+        self.state = State.OPEN
+        self.opened_at = time.monotonic()
+        self.opened_times += 1

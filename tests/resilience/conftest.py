@@ -1,0 +1,112 @@
+"""Gateways of their own for the resilience tests, against reference services of their own,
+so that injected faults and breaker states cannot leak into other tests."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import Gateway, Services, http, start_gateway, start_services
+
+DEBUG = {"X-Gateway-Debug": "1"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+    elapsed: float
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The request's upstream calls, from the debug extension."""
+        return self.body["extensions"]["debug"]["upstream"]
+
+    def codes(self) -> list[str]:
+        return [e["extensions"]["code"] for e in self.body.get("errors", ())]
+
+
+Post = Callable[..., Awaitable[Reply]]
+
+
+@pytest.fixture(scope="package")
+def rtmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("resilience")
+
+
+@pytest.fixture(scope="package")
+def rservices(rtmp: Path) -> Iterator[Services]:
+    svc = start_services(rtmp)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def faults(rservices: Services) -> Iterator[Services]:
+    """The services with no faults and zeroed stats, restored after the test."""
+    rservices.clear_faults()
+    rservices.reset_stats()
+    yield rservices
+    rservices.clear_faults()
+
+
+@pytest.fixture(scope="package")
+def start(rtmp: Path, rservices: Services) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway with the given settings (the cache off unless asked for)."""
+    started: list[Gateway] = []
+
+    def _start(services: Services | None = None, **env: str) -> Gateway:
+        gw = start_gateway(rtmp, services or rservices, env={"CACHE_ENABLED": "false", **env})
+        started.append(gw)
+        return gw
+
+    yield _start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture(scope="package")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=2, limit=64)
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def post(session: aiohttp.ClientSession) -> Post:
+    async def _post(gateway: Gateway, query: str, variables: dict[str, Any] | None = None,
+                    headers: dict[str, str] | None = None) -> Reply:
+        began = time.perf_counter()
+        async with session.post(gateway.url + "/graphql",
+                                json={"query": query, "variables": variables or {}},
+                                headers={**DEBUG, **(headers or {})}) as resp:
+            body = await resp.json(content_type=None)
+            return Reply(resp.status, dict(resp.headers), body, time.perf_counter() - began)
+
+    return _post
+
+
+def readyz(gateway: Gateway) -> dict[str, Any]:
+    return http("GET", gateway.url + "/readyz")[2]
+
+
+def metric(gateway: Gateway, name: str, **labels: str) -> float:
+    """One sample of the gateway's /metrics, by name and labels (0 when absent)."""
+    with urllib.request.urlopen(gateway.url + "/metrics") as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

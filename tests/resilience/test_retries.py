@@ -1,0 +1,154 @@
+"""Retries: transient failures only, with backoff, within the deadline and the budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tests.conftest import QUERIES
+from tests.harness import Gateway, Services
+from tests.resilience.conftest import Post, Reply, metric
+
+DEEP = (QUERIES / "deep.graphql").read_text()
+USER = '{ user(id: "u1") { id name } }'
+
+
+async def run_all(post: Post, gateway: Gateway, query: str, n: int, concurrency: int,
+                  **kwargs: object) -> list[Reply]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> Reply:
+        async with gate:
+            return await post(gateway, query, **kwargs)
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def catalog_attempts(replies: list[Reply]) -> tuple[int, int]:
+    calls = [c for r in replies for c in r.calls if c["service"] == "catalog"]
+    return len(calls), sum(c["retries"] for c in calls)
+
+
+async def test_flaky_catalog_deep_queries_all_succeed(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    # The default configuration (entity cache on): 30% of catalog requests answer 503, and
+    # all 200 deep queries come back whole. Retries absorb the failures of the calls made,
+    # and the telemetry accounts for every request the catalog saw.
+    gateway = start(CACHE_ENABLED="true")
+    faults.set_faults("catalog", error_rate=0.3, error_status=503)
+    replies = await run_all(post, gateway, DEEP, 200, concurrency=4)
+    assert all(r.status == 200 and "errors" not in r.body for r in replies), [
+        r.body.get("errors") for r in replies if "errors" in r.body][:3]
+    assert all(len(r.body["data"]["topProducts"]) == 10 for r in replies)
+    calls, retries = catalog_attempts(replies)
+    assert calls > 0
+    assert faults.stats("catalog")["requests"] and sum(
+        faults.stats("catalog")["requests"].values()) == calls + retries
+
+
+async def test_retries_rescue_most_flaky_calls_within_the_budget(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    # The cache off: every deep query calls the catalog. Without retries a query would fail
+    # whenever one of its catalog calls did; with them most succeed, each retry shows in the
+    # response's telemetry, and what fails is only the catalog's part, classified.
+    gateway = start()
+    faults.set_faults("catalog", error_rate=0.3, error_status=503)
+    replies = await run_all(post, gateway, DEEP, 200, concurrency=4)
+    calls, retries = catalog_attempts(replies)
+    assert sum(faults.stats("catalog")["requests"].values()) == calls + retries
+    clean = [r for r in replies if "errors" not in r.body]
+    assert any(c["retries"] for r in clean for c in r.calls), "no error-free reply was retried"
+    per_query = calls / len(replies)
+    without_retries = 0.7 ** per_query  # the share that would succeed without retries
+    assert len(clean) / len(replies) > without_retries + 0.15, (len(clean), per_query)
+    for reply in replies:
+        assert reply.status == 200 and reply.body["data"] is not None
+        for error in reply.body.get("errors", ()):
+            assert error["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+            assert error["extensions"]["service"] == "catalog"
+            assert error["extensions"]["retryable"] is True
+            assert isinstance(error["extensions"]["retries"], int)
+    assert metric(gateway, "gateway_upstream_retries_total", service="catalog") == retries
+
+
+async def test_writes_without_an_idempotency_key_are_not_retried(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    gateway = start()
+    faults.set_faults("reviews", error_rate=1.0, error_status=503)
+    reply = await post(gateway, 'mutation { addReview(input: {productId: "p4100", rating: 4, '
+                       'body: "fine"}) { review { id } } }', headers={"X-User-Id": "u3"})
+    assert reply.codes() == ["UPSTREAM_UNAVAILABLE"]
+    assert reply.body["errors"][0]["extensions"]["retries"] == 0
+    assert faults.stats("reviews")["requests"] == {"POST /reviews": 1}
+
+
+async def test_place_order_is_retried_with_its_idempotency_key(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    # The orders service takes one write per second: the second order is refused with 429
+    # and Retry-After: 1, before anything is reserved. The gateway retries it with the same
+    # key a second later, and the order is placed once.
+    gateway = start()
+    query = ('mutation($key: String!) { placeOrder(input: {items: [{productId: "p4101", '
+             'quantity: 1}], idempotencyKey: $key}) { order { id } errors { code } } }')
+    faults.set_faults("orders", rate_limit_rps=1)
+    first = await post(gateway, query, {"key": "retry-test-1"}, headers={"X-User-Id": "u4"})
+    second = await post(gateway, query, {"key": "retry-test-2"}, headers={"X-User-Id": "u4"})
+    faults.clear_faults()
+    for reply, retries in ((first, 0), (second, 1)):
+        assert "errors" not in reply.body, reply.body
+        assert reply.body["data"]["placeOrder"]["errors"] == []
+        assert [c["retries"] for c in reply.calls if c["route"] == "/orders"] == [retries]
+    assert faults.stats("orders")["requests"]["POST /orders"] == 3
+    order_id = second.body["data"]["placeOrder"]["order"]["id"]
+    listed = await post(gateway, '{ me { orders(first: 50) { edges { node { id } } } } }',
+                        headers={"X-User-Id": "u4"})
+    ids = [e["node"]["id"] for e in listed.body["data"]["me"]["orders"]["edges"]]
+    assert ids.count(order_id) == 1
+
+
+async def test_retry_after_is_honoured_within_the_deadline(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    gateway = start()
+    faults.set_faults("users", rate_limit_rps=1)
+    first = await post(gateway, USER)
+    assert "errors" not in first.body
+    # The bucket is empty: the users service answers 429 with Retry-After: 1. The gateway
+    # waits the second and succeeds.
+    second = await post(gateway, USER)
+    assert "errors" not in second.body, second.body
+    assert second.calls[0]["retries"] == 1 and second.elapsed >= 0.95
+    # With 300 ms left, waiting a second would pass the deadline: the gateway gives up at
+    # once with the service's own answer.
+    third = await post(gateway, USER, headers={"X-Request-Timeout-Ms": "300"})
+    assert third.codes() == ["UPSTREAM_RATE_LIMITED"]
+    ext = third.body["errors"][0]["extensions"]
+    assert ext["service"] == "users" and ext["retries"] == 0 and ext["retryable"] is True
+    assert third.elapsed < 0.3
+
+
+async def test_retry_budget_caps_the_load_an_outage_sees(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    # The users service answers 503 to everything. Without a budget each call would be
+    # tried 3 times (3x the load); the budget (20% of calls plus 1/s over 10 s) keeps it
+    # at most 1.25x what the same queries cost with retries off. The breakers are off here
+    # so that the budget alone is measured.
+    n = 400
+    on = start(BREAKER_ENABLED="false")
+    off = start(BREAKER_ENABLED="false", RETRY_MAX_ATTEMPTS="1")
+    faults.set_faults("users", error_rate=1.0, error_status=503)
+    counts = {}
+    for name, gateway in (("off", off), ("on", on)):
+        faults.reset_stats()
+        replies = await run_all(post, gateway, USER, n, concurrency=16)
+        assert all(r.codes() == ["UPSTREAM_UNAVAILABLE"] for r in replies)
+        counts[name] = faults.stats("users")["requests"]["GET /users"]
+    assert counts["off"] == n
+    ratio = counts["on"] / counts["off"]
+    assert 1.05 < ratio <= 1.25, counts
+    assert metric(on, "gateway_retry_budget_refusals_total", service="users") > 0
