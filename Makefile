@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 
-.PHONY: venv run services gateway test lint bench soak clean
+.PHONY: venv run services gateway test lint bench bench-resilience soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(STAMP)
 	$(PY) -m bench.run --profile
 	$(PY) -m bench.invalidation
 	$(PY) -m bench.scaleout
+
+# The deep query under injected faults, and the load an outage sees (about 2 minutes):
+# writes the Resilience section of bench/RESULTS.md and bench/resilience.json.
+bench-resilience: $(STAMP)
+	$(PY) -m bench.resilience
 
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)

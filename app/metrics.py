@@ -1,5 +1,4 @@
-"""Prometheus metrics. The cache's counters live here so the telemetry work finds them in one
-place; `/metrics` serves the default registry."""
+"""Prometheus metrics, all in one place; `/metrics` serves the default registry."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.workloads import WORKLOADS
+from bench.workloads import EXTRA_WORKLOADS, WORKLOADS
+
+ALL_WORKLOADS = {**WORKLOADS, **EXTRA_WORKLOADS}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -31,17 +33,18 @@ async def run(
     url: str, workload: str, concurrency: int, seconds: float, max_requests: int | None,
     start_index: int, cycle: int | None = None,
 ) -> dict[str, Any]:
-    make = WORKLOADS[workload].make
+    make = ALL_WORKLOADS[workload].make
     latencies: list[float] = []
     failures = 0
     errors = 0
+    partial = 0  # responses with errors that still carry data
     counter = start_index
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
-            nonlocal counter, failures, errors
+            nonlocal counter, failures, errors, partial
             while time.perf_counter() < deadline:
                 if max_requests is not None and counter - start_index >= max_requests:
                     return
@@ -64,8 +67,12 @@ async def run(
                 latencies.append((time.perf_counter() - started) * 1000)
                 if not ok:
                     failures += 1
-                elif orjson.loads(raw).get("errors"):
-                    errors += 1
+                else:
+                    answer = orjson.loads(raw)
+                    if answer.get("errors"):
+                        errors += 1
+                        if answer.get("data"):
+                            partial += 1
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -75,6 +82,7 @@ async def run(
         "requests": len(latencies),
         "failures": failures,
         "responses_with_errors": errors,
+        "partial_responses": partial,
         "elapsed_s": elapsed,
         "rps": len(latencies) / elapsed if elapsed else 0.0,
         "p50_ms": percentile(latencies, 0.50),
@@ -87,7 +95,7 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("url")
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("workload", choices=sorted(ALL_WORKLOADS))
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=None, help="stop after this many")

@@ -49,6 +49,13 @@ def place_order(i: int) -> Request:
     return PLACE_ORDER, variables, {"X-User-Id": f"u{i % USERS + 1}"}
 
 
+USER_LOOKUP = "query User($id: ID!) { user(id: $id) { id name } }"
+
+
+def user_lookup(i: int) -> Request:
+    return USER_LOOKUP, {"id": f"u{i % USERS + 1}"}, {}
+
+
 def mix(i: int) -> Request:
     """5% placeOrder; the rest product pages, listings and deep queries, 60/25/10."""
     slot = i % 20
@@ -81,6 +88,11 @@ WORKLOADS = {
                  "60% product pages, 25% listings, 10% deep queries, 5% placeOrder",
                  writes=True),
     )
+}
+# Workloads of the other benchmarks (bench/resilience.py), not of the main matrix.
+EXTRA_WORKLOADS = {
+    w.name: w
+    for w in (Workload("user_lookup", user_lookup, "one user by id (one users call)"),)
 }
 
 # Fields whose resolution is an upstream lookup of its own in a gateway without batching.

@@ -65,3 +65,18 @@ def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Cross-replica invalidation" in report and "## Scale-out" in report
     assert "## Soak" in report
+
+
+def test_resilience_bench_smoke(tmp_path: Path) -> None:
+    run_module("bench.resilience", "--seconds", "0.5", "--lookups", "100",
+               "--out", str(tmp_path))
+    res = orjson.loads((tmp_path / "resilience.json").read_bytes())
+    rows = {r["scenario"]: r for r in res["deep_query"]}
+    assert set(rows) == {"no faults", "10% 503 on every service", "30% 503 on every service",
+                         "reviews hung"}
+    assert rows["no faults"]["success_rate"] == 1.0
+    assert rows["reviews hung"]["success_rate"] == 0.0  # partial: reviews time out
+    assert rows["reviews hung"]["partial_rate"] == 1.0
+    assert res["outage"]["requests"]["retries off"] == 100
+    assert res["breaker"]["requests_reaching_users"] <= 20  # the breaker opened
+    assert "## Resilience" in (tmp_path / "RESULTS.md").read_text()

@@ -82,11 +82,16 @@ async def test_a_redis_outage_degrades_to_the_upstreams_and_recovers(
     try:
         _, _, body = await query(gateway, PRODUCT, {"id": "p3301"})
         assert body["data"]["product"]["id"] == "p3301"
+        ready = http("GET", gateway.url + "/readyz")[2]
+        assert ready["redis"] == {"reachable": True} and ready["status"] == "ok"
         lonely_redis.stop()
         for i in range(5):  # new ids: each needs the cache's shared level, which is gone
             status, _, body = await query(gateway, PRODUCT, {"id": f"p33{10 + i}"})
             assert status == 200 and "errors" not in body, body
         assert gateway.process.log().count("redis unavailable") == 1
+        await asyncio.sleep(0.3)  # readiness probes are reused for 0.25 s
+        ready = http("GET", gateway.url + "/readyz")[2]
+        assert ready["redis"] == {"reachable": False} and ready["status"] == "degraded"
         lonely_redis.restart()
         await asyncio.sleep(2.2)  # the retry interval
         for i in range(3):
