@@ -118,6 +118,9 @@ FAILURES: dict[str, Failure] = {
     # service's own timeout did not pass, so this says nothing against the service.
     "deadline": Failure("DEADLINE_EXCEEDED", retry=False, transient=True, trips=False),
 }
+# Failures that say nothing against the service: no request reached it, or the caller's
+# own deadline cut the wait short.
+NO_VERDICT = (FAILURES["deadline"], FAILURES["circuit_open"])
 # By HTTP status of the answer.
 STATUS_FAILURES: dict[int, Failure] = {
     404: Failure("NOT_FOUND", retry=False, transient=False, trips=False),
@@ -143,6 +146,9 @@ MESSAGES = {
 }
 
 
+REFUSALS_SHOWN = frozenset({400, 404, 409})
+
+
 def classify_status(status: int) -> Failure:
     failure = STATUS_FAILURES.get(status)
     if failure is not None:
@@ -162,9 +168,12 @@ def upstream_failure(kind: str, service: str, detail: str = "") -> UpstreamError
 
 def status_failure(service: str, status: int, upstream_code: str | None,
                    message: str | None, retry_after: float | None) -> UpstreamError:
-    """An error for a non-2xx answer."""
+    """An error for a non-2xx answer. The service's own message is shown only for its
+    refusals of the client's input; other answers may hold internals, so they stay in the
+    error (and the logs), not in what the client reads."""
+    shown = message if status in REFUSALS_SHOWN else None
     return UpstreamError(
-        f"{service} answered {status}" + (f": {message}" if message else ""),
+        f"{service} answered {status}" + (f": {shown}" if shown else ""),
         failure=classify_status(status), service=service, status=status,
         upstream_code=upstream_code, upstream_message=message, retry_after=retry_after,
     )

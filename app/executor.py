@@ -132,12 +132,16 @@ class GatewayExecutor(Executor[Any]):
     ) -> Any:
         field_def = info.parent_type.fields[info.field_name]
         if field_def.extensions and FALLBACK in field_def.extensions:
+            settled = asyncio.get_running_loop().create_future()
             try:
-                value = await result
-            except UpstreamError as error:
+                settled.set_result(await result)
+            except Exception as error:
                 value = self.fallback(error, field_def, field_details_list, path)
-            result = asyncio.get_running_loop().create_future()
-            result.set_result(value)
+                if value is _NO_FALLBACK:
+                    settled.set_exception(error)  # graphql-core's own handling, as before
+                else:
+                    settled.set_result(value)
+            result = settled
         return await super().complete_awaitable_value(
             return_type, field_details_list, info, path, result, position_context)
 

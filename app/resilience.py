@@ -126,19 +126,19 @@ class CircuitBreaker:
         self._probe_in_flight = False
         self._probe_successes = 0
 
-    def allow(self) -> bool:
-        """Whether an attempt may go out now; a True in half-open state is the probe, and
-        its outcome must be recorded."""
+    def allow(self) -> bool | None:
+        """None when no attempt may go out now; else whether the attempt is the half-open
+        state's probe (whose outcome decides the state, and must be recorded as such)."""
         if self.state is State.CLOSED:
-            return True
+            return False
         if self.state is State.OPEN:
             if time.monotonic() - self.opened_at < self.open_s:
-                return False
+                return None
             self.state = State.HALF_OPEN
             self._probe_successes = 0
             self._probe_in_flight = False
         if self._probe_in_flight:
-            return False
+            return None
         self._probe_in_flight = True
         return True
 
@@ -146,8 +146,10 @@ class CircuitBreaker:
         """Seconds until an open breaker lets a probe through."""
         return max(0.0, self.open_s - (time.monotonic() - self.opened_at))
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool, probe: bool = False) -> None:
         if self.state is State.HALF_OPEN:
+            if not probe:
+                return  # an attempt from before the breaker opened: not the probe's answer
             self._probe_in_flight = False
             if not ok:
                 self._open()
@@ -157,8 +159,8 @@ class CircuitBreaker:
                 self.state = State.CLOSED
                 self._window.reset()
             return
-        if self.state is State.OPEN:
-            return  # an attempt that started before the breaker opened
+        if self.state is State.OPEN or probe:
+            return  # an attempt that started before the breaker opened, or a stale probe
         self._window.add(self.OK if ok else self.FAILED)
         if not ok:
             calls_ok, failed = self._window.counts()
@@ -168,7 +170,7 @@ class CircuitBreaker:
 
     def release(self) -> None:
         """A probe ended without a verdict on the service (the request's own deadline cut
-        it): let the next call probe instead."""
+        it, or it was cancelled): let the next call probe instead."""
         if self.state is State.HALF_OPEN:
             self._probe_in_flight = False
 

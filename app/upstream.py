@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,14 +22,14 @@ import backoff
 import orjson
 
 from app import metrics
-from app.errors import FAILURES, UpstreamError, status_failure, upstream_failure
+from app.errors import NO_VERDICT, UpstreamError, status_failure, upstream_failure
 from app.resilience import CircuitBreaker, Deadline, RetryBudget, State
 from app.settings import SERVICES, Settings
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 Check = Callable[[Any], "str | None"]  # what is off-contract in a decoded body, or None
-NO_VERDICT = (FAILURES["deadline"], FAILURES["circuit_open"])
-MIN_ATTEMPT_S = 0.002  # below this much time left, an attempt could not finish: don't start it
+MIN_ATTEMPT_S = 0.005  # below this much time left, an attempt could not finish: don't start it
+MAX_UNSCOPED_WAIT_S = 5.0  # the longest Retry-After honoured outside a request's deadline
 
 
 @dataclass(slots=True)
@@ -78,20 +79,26 @@ class ServiceGuard:
         self._state_gauge = metrics.BREAKER_STATE.labels(service)
         self._state_gauge.set(0)
 
-    def allow(self) -> bool:
+    def allow(self) -> bool | None:
+        """None when the breaker refuses the attempt; else whether the attempt is its probe."""
         if self.breaker is None:
-            return True
+            return False
         before = self.breaker.state
-        allowed = self.breaker.allow()
+        permit = self.breaker.allow()
         if self.breaker.state is not before:
             self._state_gauge.set(self.breaker.state)
-        return allowed
+        return permit
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool | None, probe: bool) -> None:
+        """An attempt's outcome: ok, failed, or None when it says nothing of the service."""
         if self.breaker is None:
             return
         before = self.breaker.state
-        self.breaker.record(ok)
+        if ok is None:
+            if probe:
+                self.breaker.release()
+            return
+        self.breaker.record(ok, probe)
         if self.breaker.state is not before:
             self._state_gauge.set(self.breaker.state)
             if self.breaker.state is State.OPEN:
@@ -168,15 +175,26 @@ class UpstreamClient:
         hdrs = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
         route = route or path
         started = time.monotonic()
-        retries = 0
+        sent = 0  # attempts that went out; retries are the ones after the first
         waits: Iterator[float] | None = None
         previous: UpstreamError | None = None
-        guard.budget.record_call()
         while True:
             try:
-                body = await self._attempt(guard, method, url, params, data, hdrs, deadline,
-                                           check)
+                timeout, cut_by_deadline = self._admit(guard, deadline)
+                probe = guard.allow()
+                if probe is None:
+                    assert guard.breaker is not None
+                    raise upstream_failure("circuit_open", service,
+                                           f"{guard.breaker.retry_in():.1f} s")
+                if sent == 0:
+                    guard.budget.record_call()  # the budget counts calls that went out
+                else:
+                    metrics.UPSTREAM_RETRIES.labels(service).inc()
+                sent += 1
+                body = await self._send(guard, probe, method, url, params, data, hdrs,
+                                        timeout, cut_by_deadline, deadline, check)
             except UpstreamError as err:
+                retries = max(0, sent - 1)
                 if waits is None and err.failure.retry and idempotent:
                     waits = self._waits()
                 wait = self._retry_wait(guard, err, idempotent, retries, deadline, waits)
@@ -188,64 +206,72 @@ class UpstreamClient:
                     self._done(scope, service, route, started, retries, err.code)
                     raise err.settle(retries) from err.__cause__
                 previous = err
-                retries += 1
-                metrics.UPSTREAM_RETRIES.labels(service).inc()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 continue
-            self._done(scope, service, route, started, retries, None)
+            self._done(scope, service, route, started, max(0, sent - 1), None)
             return body
 
     # -- one attempt ------------------------------------------------------------------------
-    async def _attempt(self, guard: ServiceGuard, method: str, url: str,
-                       params: Mapping[str, str] | None, data: bytes | None,
-                       hdrs: Mapping[str, str], deadline: Deadline | None,
-                       check: Check | None) -> Any:
-        service = guard.service
-        timeout = guard.timeout
-        cut_by_deadline = False
-        if deadline is not None:
-            left = deadline.remaining()
-            if left < MIN_ATTEMPT_S:
-                raise upstream_failure("deadline", service)
-            if left < guard.total:
-                # The deadline comes first: the attempt gets what is left of it.
-                timeout = aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left))
-                cut_by_deadline = True
-        if not guard.allow():
-            assert guard.breaker is not None
-            raise upstream_failure("circuit_open", service,
-                                   f"{guard.breaker.retry_in():.1f} s")
-        assert self._session is not None
-        try:
-            async with self._session.request(method, url, params=params, data=data,
-                                             headers=hdrs, timeout=timeout) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After") if status == 429 else None
-        except TimeoutError:
-            if cut_by_deadline:
-                # The request ran out of time before the service's own timeout: no verdict
-                # on the service.
-                if guard.breaker is not None:
-                    guard.breaker.release()
-                raise upstream_failure("deadline", service) from None
-            guard.record(False)
-            raise upstream_failure("timeout", service) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as err:
-            guard.record(False)
-            raise upstream_failure("connection", service) from err
-        try:
-            value = _decode(service, status, body, retry_after)
-            wrong = check(value) if check is not None else None
-            if wrong is not None:
-                raise upstream_failure("bad_body", service, wrong)
-        except UpstreamError as err:
-            guard.record(not err.failure.trips)
-            raise
-        guard.record(True)
-        return value
+    @staticmethod
+    def _admit(guard: ServiceGuard, deadline: Deadline | None) -> tuple[aiohttp.ClientTimeout,
+                                                                      bool]:
+        """The attempt's timeout, and whether the deadline (not the service's timeout) sets
+        it; or the deadline error when too little time is left to try."""
+        if deadline is None:
+            return guard.timeout, False
+        left = deadline.remaining()
+        if left < MIN_ATTEMPT_S:
+            raise upstream_failure("deadline", guard.service)
+        if left < guard.total:
+            # The deadline comes first: the attempt gets what is left of it.
+            return aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left)), True
+        return guard.timeout, False
 
+    async def _send(self, guard: ServiceGuard, probe: bool, method: str, url: str,
+                    params: Mapping[str, str] | None, data: bytes | None,
+                    hdrs: Mapping[str, str], limits: aiohttp.ClientTimeout,
+                    cut_by_deadline: bool, deadline: Deadline | None,
+                    check: Check | None) -> Any:
+        service = guard.service
+        assert self._session is not None
+        verdict: bool | None = None  # the attempt's outcome for the breaker; None: no verdict
+        try:
+            try:
+                async with self._session.request(method, url, params=params, data=data,
+                                                 headers=hdrs, timeout=limits) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After") if status == 429 else None
+            except TimeoutError:
+                if (cut_by_deadline and deadline is not None
+                        and deadline.remaining() < MIN_ATTEMPT_S):
+                    # The request ran out of time before the service's own timeout: no
+                    # verdict on the service.
+                    raise upstream_failure("deadline", service) from None
+                verdict = False
+                raise upstream_failure("timeout", service) from None
+            except aiohttp.ClientResponseError as err:
+                # A reply that is not valid HTTP (a bad status line, oversized headers).
+                verdict = False
+                raise upstream_failure("bad_body", service, "not a valid HTTP reply") from err
+            except (aiohttp.ClientError, OSError) as err:
+                verdict = False
+                raise upstream_failure("connection", service) from err
+            try:
+                value = _decode(service, status, body, retry_after)
+                wrong = check(value) if check is not None else None
+                if wrong is not None:
+                    raise upstream_failure("bad_body", service, wrong)
+            except UpstreamError as err:
+                verdict = not err.failure.trips
+                raise
+            verdict = True
+            return value
+        finally:
+            # Every attempt ends here, whatever ended it (a cancelled request, an error of
+            # aiohttp's own): a probe that ends without a verdict frees the probe slot.
+            guard.record(verdict, probe)
     # -- retries ----------------------------------------------------------------------------
     def _waits(self) -> Iterator[float]:
         # backoff's own generator: base * 2^n, capped; full jitter is applied per wait. The
@@ -265,11 +291,13 @@ class UpstreamClient:
         if retries + 1 >= self.settings.retry_max_attempts:
             return None
         if err.retry_after is not None:
-            wait = err.retry_after  # the service said when: no jitter, no cap
+            wait = err.retry_after  # the service said when: no jitter
         else:
             wait = backoff.full_jitter(next(waits))
         if deadline is not None and deadline.remaining() - wait < MIN_ATTEMPT_S:
             return None  # the retry could not finish before the deadline
+        if deadline is None and wait > MAX_UNSCOPED_WAIT_S:
+            return None  # work outside a request (event handling) does not wait for long
         if not guard.budget.try_spend():
             metrics.RETRY_BUDGET_REFUSALS.labels(guard.service).inc()
             return None
@@ -317,9 +345,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

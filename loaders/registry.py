@@ -72,6 +72,7 @@ class Loaders:
         policy: RequestPolicy | None = None,
     ) -> None:
         self._client = client
+        self._deadline = client.scope.deadline if isinstance(client, ScopedClient) else None
         self._fanout = fanout_concurrency
         self._cache = cache
         self._namespaces = namespaces or {}
@@ -129,7 +130,9 @@ class Loaders:
             values = await fetch(keys)
         else:
             values = await self._cache.read_through(
-                namespace, keys, fetch, viewer=self._viewer, policy=self._policy
+                namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
+                deadline=self._deadline,
+                service=spec.service,
             )
         if isinstance(spec, ListSpec) and spec.primes is not None:
             # Listed items fill the by-id loader, cached listings as much as fresh ones.

@@ -65,10 +65,12 @@ async def place_order(info: Info, input: PlaceOrderInput) -> Item:
                 user_error("BAD_USER_INPUT", "Quantity must be at least 1",
                            f"items.{i}.quantity")
             )
-    if not 0 < len(input.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+    if not (0 < len(input.idempotency_key) <= MAX_IDEMPOTENCY_KEY
+            and input.idempotency_key.isprintable() and input.idempotency_key.isascii()):
         errors.append(
             user_error("BAD_USER_INPUT",
-                       f"idempotencyKey must have 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                       f"idempotencyKey must have 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                       "ASCII characters",
                        "idempotencyKey")
         )
     if errors:

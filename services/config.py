@@ -41,6 +41,8 @@ def _fault_value(name: str, raw: str) -> Any:
         return int(raw)
     if name == "bad_body":
         return raw.strip()
+    if name == "seed":
+        return int(raw)
     return float(raw)
 
 

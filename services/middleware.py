@@ -36,6 +36,9 @@ class Faults:
     # not allow: an HTML error page, JSON cut in half, or JSON with every value's type swapped.
     bad_body_rate: float = 0.0
     bad_body: str = "html"
+    # Given in a PUT, restarts the fault dice from this seed: the same sequence of requests
+    # then meets the same faults (tests that must not depend on luck).
+    seed: int | None = None
 
     @property
     def active(self) -> bool:
@@ -73,6 +76,7 @@ _VALIDATORS: dict[str, Any] = {
     "rate_limit_rps": lambda v: v is None or (_number(v) and v > 0),
     "bad_body_rate": lambda v: _number(v) and 0 <= v <= 1,
     "bad_body": lambda v: v in BAD_BODIES,
+    "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
 }
 FAULT_FIELDS = tuple(_VALIDATORS)
 
@@ -257,6 +261,8 @@ def hook_routes(control: Control) -> list[Route]:
         except ValueError as err:
             raise bad_input(str(err)) from None
         control.set_faults(faults)
+        if isinstance(body, dict) and body.get("seed") is not None:
+            control.rng = random.Random(body["seed"])
         return JSONResponse(faults.to_dict())
 
     return [

@@ -26,7 +26,9 @@ import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.errors import NO_VERDICT, UpstreamError, upstream_failure
 from app.metrics import CACHE_EVENTS
+from app.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
@@ -117,7 +119,11 @@ class EntityCache:
     # -- reading -----------------------------------------------------------------------------
     async def read_through(self, ns: Namespace, keys: Sequence[Any], fetch: Fetch, *,
                            viewer: str | None = None, policy: RequestPolicy | None = None,
+                           deadline: Deadline | None = None, service: str = "",
                            ) -> list[Any]:
+        """`keys`' values: from the cache, else from `fetch` (which is the caller's: it
+        carries the caller's deadline). A key another request is already fetching is
+        waited for, but only until the caller's own `deadline` (named for `service`)."""
         if ns.ttl <= 0 or (ns.private and viewer is None):
             return await fetch(list(keys))
         now = time.time()
@@ -153,7 +159,8 @@ class EntityCache:
             self._revalidate(ns, [keys[i] for i in refresh], [full[i] for i in refresh], fetch)
         if missing:
             CACHE_EVENTS.labels(ns.entity, "miss").inc(len(missing))
-            await self._fill(ns, keys, full, missing, results, stale, fetch, epoch, policy)
+            await self._fill(ns, keys, full, missing, results, stale, fetch, epoch, policy,
+                             deadline, service)
         return results
 
     def _classify(self, ns: Namespace, i: int, entry: list[Any], now: float,
@@ -172,7 +179,8 @@ class EntityCache:
 
     async def _fill(self, ns: Namespace, keys: Sequence[Any], full: list[str],
                     missing: list[int], results: list[Any], stale: dict[int, Any],
-                    fetch: Fetch, epoch: int, policy: RequestPolicy | None) -> None:
+                    fetch: Fetch, epoch: int, policy: RequestPolicy | None,
+                    deadline: Deadline | None, service: str) -> None:
         # Each missing key's future: another request's fetch in flight, or one of ours.
         futures: dict[int, asyncio.Future[Any]] = {}
         mine: list[int] = []
@@ -190,17 +198,45 @@ class EntityCache:
             finally:
                 for i in mine:
                     self._inflight.pop(full[i], None)
+        own = set(mine)
+        again: list[int] = []  # borrowed fetches that failed for their own request's reasons
         for i in missing:
             try:
-                results[i] = await futures[i]
+                if i in own or deadline is None:
+                    results[i] = await futures[i]
+                else:
+                    # Another request's fetch: wait for it no longer than our own deadline.
+                    results[i] = await asyncio.wait_for(asyncio.shield(futures[i]),
+                                                        max(0.0, deadline.remaining()))
+            except TimeoutError:
+                self._failed(ns, i, upstream_failure("deadline", service), results, stale,
+                             policy)
             except Exception as err:
-                if i not in stale:
-                    results[i] = err  # aiodataloader fails just this key's field
+                if i not in own and isinstance(err, UpstreamError) and err.failure in NO_VERDICT:
+                    again.append(i)  # its deadline or an open breaker, not necessarily ours
                     continue
-                results[i] = stale[i]
-                CACHE_EVENTS.labels(ns.entity, "stale").inc(1)
-                if policy is not None:
-                    policy.stale = True
+                self._failed(ns, i, err, results, stale, policy)
+        if again:
+            try:
+                values = await fetch([keys[i] for i in again])
+            except Exception as err:
+                values = [err] * len(again)
+            for i, value in zip(again, values, strict=True):
+                if isinstance(value, Exception):
+                    self._failed(ns, i, value, results, stale, policy)
+                else:
+                    results[i] = value
+
+    @staticmethod
+    def _failed(ns: Namespace, i: int, err: Exception, results: list[Any],
+                stale: dict[int, Any], policy: RequestPolicy | None) -> None:
+        if i not in stale:
+            results[i] = err  # aiodataloader fails just this key's field
+            return
+        results[i] = stale[i]
+        CACHE_EVENTS.labels(ns.entity, "stale").inc(1)
+        if policy is not None:
+            policy.stale = True
 
     async def _fetch_and_store(self, ns: Namespace, keys: list[Any], full: list[str],
                                fetch: Fetch, epoch: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from tests.conftest import QUERIES
@@ -65,12 +66,46 @@ async def test_client_may_ask_for_a_shorter_deadline(
 async def test_after_the_deadline_no_upstream_call_starts(
     start: Callable[..., Gateway], faults: Services, post: Post
 ) -> None:
-    # The user answers after the deadline has nearly passed (latency 190 ms of a 200 ms
-    # budget, no time for the next level): the user's reviews are never asked for.
-    gateway = start()
-    faults.set_faults("users", latency_ms=195)
-    reply = await post(gateway, '{ user(id: "u1") { id reviews { id } } }',
-                       headers={"X-Request-Timeout-Ms": "200"})
-    assert reply.elapsed < 0.2 + MARGIN_S
-    assert faults.stats("reviews")["requests"] == {}
-    assert set(reply.codes()) <= {"DEADLINE_EXCEEDED"} and reply.codes()
+    # 50 categories' product lists, one call at a time (FANOUT_CONCURRENCY=1), 50 ms each,
+    # within a 300 ms deadline: the lists that fit are fetched, the rest are not even asked
+    # for, and the answer comes at the deadline with them empty and DEADLINE_EXCEEDED.
+    gateway = start(FANOUT_CONCURRENCY="1")
+    faults.set_faults("catalog", latency_ms=50)
+    reply = await post(gateway, "{ categories { id products(first: 1) { edges { node { id } } } } }",
+                       headers={"X-Request-Timeout-Ms": "300"})
+    assert reply.elapsed < 0.3 + MARGIN_S, reply.elapsed
+    categories = reply.body["data"]["categories"]
+    assert len(categories) == 50
+    listed = faults.stats("catalog")["requests"]["GET /products"]
+    assert 1 <= listed <= 6, listed  # 300 ms / 50 ms, less the categories call
+    assert sum(1 for c in categories if c["products"]["edges"]) <= listed
+    # Each listing is a call of its own (no batch endpoint): one error per call not made
+    # (and for the one the deadline cut short).
+    assert set(reply.codes()) == {"DEADLINE_EXCEEDED"}
+    assert 50 - listed <= len(reply.codes()) <= 50 - listed + 1
+
+
+async def test_a_shared_cache_fill_keeps_each_requests_own_deadline(
+    start: Callable[..., Gateway], faults: Services, post: Post
+) -> None:
+    # With the entity cache, concurrent requests for the same user share one fetch. A
+    # request with 150 ms left does not wait for a fetch started by a patient one, and the
+    # patient one is not failed by the hasty one's deadline.
+    gateway = start(CACHE_ENABLED="true")
+    faults.set_faults("users", latency_ms=600)
+    query = '{ user(id: "%s") { id } }'
+    for uid, hasty_first in (("u31", True), ("u32", False)):
+        hasty = post(gateway, query % uid, headers={"X-Request-Timeout-Ms": "150"})
+        patient = post(gateway, query % uid)
+        if hasty_first:
+            fast = asyncio.ensure_future(hasty)
+            await asyncio.sleep(0.02)
+            slow = asyncio.ensure_future(patient)
+        else:
+            slow = asyncio.ensure_future(patient)
+            await asyncio.sleep(0.02)
+            fast = asyncio.ensure_future(hasty)
+        quick, full = await fast, await slow
+        assert quick.elapsed < 0.15 + MARGIN_S, (uid, quick.elapsed)
+        assert quick.codes() == ["DEADLINE_EXCEEDED"], quick.body
+        assert "errors" not in full.body and full.body["data"]["user"]["id"] == uid, full.body

@@ -14,7 +14,7 @@ from tests.services.test_reads import assert_error
 
 DEFAULT_FAULTS = {"latency_ms": 0, "jitter_ms": 0, "error_rate": 0.0, "error_status": 503,
                   "hang_rate": 0.0, "rate_limit_rps": None, "bad_body_rate": 0.0,
-                  "bad_body": "html"}
+                  "bad_body": "html", "seed": None}
 
 
 async def test_stats_per_route_template(svc: Services, call: Call) -> None:
