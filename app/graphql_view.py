@@ -33,7 +33,7 @@ from loaders.registry import Loaders
 
 USER_HEADER = "x-user-id"
 # A client's own, shorter, time budget for its request (the setting is the maximum).
-DEADLINE_HEADER = "x-request-timeout-ms"
+DEADLINE_HEADER = "X-Request-Timeout-Ms"
 DEBUG_HEADER = "x-gateway-debug"
 
 
