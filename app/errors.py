@@ -78,15 +78,9 @@ class UpstreamError(GatewayError):
         self.upstream_code = upstream_code
         self.upstream_message = upstream_message
         self.retry_after = retry_after
-        self.retries = 0
-
-    @property
-    def retryable(self) -> bool:
-        return self.failure.transient
 
     def settle(self, retries: int) -> UpstreamError:
         """The error as the caller sees it once the client gives up: with its retry count."""
-        self.retries = retries
         self.extensions["retries"] = retries
         return self
 

@@ -13,10 +13,9 @@ from enum import IntEnum
 class Deadline:
     """When a request's time is up: every upstream call and retry stops there."""
 
-    __slots__ = ("at", "seconds")
+    __slots__ = ("at",)
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.at = time.monotonic() + seconds
 
     def remaining(self) -> float:
@@ -121,7 +120,6 @@ class CircuitBreaker:
         self.probes = probes
         self.state = State.CLOSED
         self.opened_at = 0.0
-        self.opened_times = 0
         self._window = Window(window_s, 2)
         self._probe_in_flight = False
         self._probe_successes = 0
@@ -177,4 +175,3 @@ class CircuitBreaker:
     def _open(self) -> None:
         self.state = State.OPEN
         self.opened_at = time.monotonic()
-        self.opened_times += 1

@@ -85,24 +85,29 @@ class ServiceGuard:
             return False
         before = self.breaker.state
         permit = self.breaker.allow()
-        if self.breaker.state is not before:
-            self._state_gauge.set(self.breaker.state)
+        self._publish(before)
         return permit
 
     def record(self, ok: bool | None, probe: bool) -> None:
         """An attempt's outcome: ok, failed, or None when it says nothing of the service."""
         if self.breaker is None:
             return
-        before = self.breaker.state
         if ok is None:
             if probe:
                 self.breaker.release()
             return
+        before = self.breaker.state
         self.breaker.record(ok, probe)
-        if self.breaker.state is not before:
-            self._state_gauge.set(self.breaker.state)
-            if self.breaker.state is State.OPEN:
-                metrics.BREAKER_OPENED.labels(self.service).inc()
+        self._publish(before)
+
+    def _publish(self, before: State) -> None:
+        """Metrics of a state change, if the last step made one."""
+        assert self.breaker is not None
+        if self.breaker.state is before:
+            return
+        self._state_gauge.set(self.breaker.state)
+        if self.breaker.state is State.OPEN:
+            metrics.BREAKER_OPENED.labels(self.service).inc()
 
     @property
     def state(self) -> str:
@@ -180,7 +185,7 @@ class UpstreamClient:
         previous: UpstreamError | None = None
         while True:
             try:
-                timeout, cut_by_deadline = self._admit(guard, deadline)
+                limits = self._admit(guard, deadline)
                 probe = guard.allow()
                 if probe is None:
                     assert guard.breaker is not None
@@ -192,12 +197,12 @@ class UpstreamClient:
                     metrics.UPSTREAM_RETRIES.labels(service).inc()
                 sent += 1
                 body = await self._send(guard, probe, method, url, params, data, hdrs,
-                                        timeout, cut_by_deadline, deadline, check)
+                                        limits, deadline, check)
             except UpstreamError as err:
                 retries = max(0, sent - 1)
                 if waits is None and err.failure.retry and idempotent:
-                    waits = self._waits()
-                wait = self._retry_wait(guard, err, idempotent, retries, deadline, waits)
+                    waits = self._waits()  # the first retryable failure of a repeatable call
+                wait = self._retry_wait(guard, err, retries, deadline, waits)
                 if wait is None:
                     if previous is not None and err.failure in NO_VERDICT:
                         # A retry that the deadline cut short, or that the breaker (opened by
@@ -214,25 +219,22 @@ class UpstreamClient:
 
     # -- one attempt ------------------------------------------------------------------------
     @staticmethod
-    def _admit(guard: ServiceGuard, deadline: Deadline | None) -> tuple[aiohttp.ClientTimeout,
-                                                                      bool]:
-        """The attempt's timeout, and whether the deadline (not the service's timeout) sets
-        it; or the deadline error when too little time is left to try."""
+    def _admit(guard: ServiceGuard, deadline: Deadline | None) -> aiohttp.ClientTimeout:
+        """The attempt's timeouts; or the deadline error when too little time is left."""
         if deadline is None:
-            return guard.timeout, False
+            return guard.timeout
         left = deadline.remaining()
         if left < MIN_ATTEMPT_S:
             raise upstream_failure("deadline", guard.service)
         if left < guard.total:
             # The deadline comes first: the attempt gets what is left of it.
-            return aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left)), True
-        return guard.timeout, False
+            return aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left))
+        return guard.timeout
 
     async def _send(self, guard: ServiceGuard, probe: bool, method: str, url: str,
                     params: Mapping[str, str] | None, data: bytes | None,
                     hdrs: Mapping[str, str], limits: aiohttp.ClientTimeout,
-                    cut_by_deadline: bool, deadline: Deadline | None,
-                    check: Check | None) -> Any:
+                    deadline: Deadline | None, check: Check | None) -> Any:
         service = guard.service
         assert self._session is not None
         verdict: bool | None = None  # the attempt's outcome for the breaker; None: no verdict
@@ -244,10 +246,9 @@ class UpstreamClient:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After") if status == 429 else None
             except TimeoutError:
-                if (cut_by_deadline and deadline is not None
-                        and deadline.remaining() < MIN_ATTEMPT_S):
-                    # The request ran out of time before the service's own timeout: no
-                    # verdict on the service.
+                if deadline is not None and deadline.remaining() < MIN_ATTEMPT_S:
+                    # The request ran out of time, not the service (a connect timeout ends
+                    # with time left): no verdict on the service.
                     raise upstream_failure("deadline", service) from None
                 verdict = False
                 raise upstream_failure("timeout", service) from None
@@ -272,6 +273,7 @@ class UpstreamClient:
             # Every attempt ends here, whatever ended it (a cancelled request, an error of
             # aiohttp's own): a probe that ends without a verdict frees the probe slot.
             guard.record(verdict, probe)
+
     # -- retries ----------------------------------------------------------------------------
     def _waits(self) -> Iterator[float]:
         # backoff's own generator: base * 2^n, capped; full jitter is applied per wait. The
@@ -282,11 +284,11 @@ class UpstreamClient:
         next(waits)  # backoff's generators yield None first, to be primed
         return waits
 
-    def _retry_wait(self, guard: ServiceGuard, err: UpstreamError, idempotent: bool,
-                    retries: int, deadline: Deadline | None,
-                    waits: Iterator[float] | None) -> float | None:
-        """How long to wait before the next attempt, or None to give up with `err`."""
-        if waits is None or not (err.failure.retry and idempotent):
+    def _retry_wait(self, guard: ServiceGuard, err: UpstreamError, retries: int,
+                    deadline: Deadline | None, waits: Iterator[float] | None) -> float | None:
+        """How long to wait before the next attempt, or None to give up with `err`. `waits`
+        exist only for a call that may be repeated."""
+        if waits is None or not err.failure.retry:
             return None
         if retries + 1 >= self.settings.retry_max_attempts:
             return None
