@@ -17,7 +17,7 @@ from app.cache.entity import EntityCache, Fetch, Namespace
 from app.cache.hints import RequestPolicy
 from app.errors import BadUserInput, UpstreamError
 from app.upstream import ScopedClient, UpstreamClient
-from loaders.spec import BatchSpec, Item, ListSpec, items_problem
+from loaders.spec import BatchSpec, Item, ListSpec
 
 Spec = BatchSpec | ListSpec
 
@@ -147,16 +147,15 @@ class Loaders:
         valid = [k for k in keys if isinstance(k, str) and k and "," not in k]
         if not valid:
             return [[] if spec.many else None for _ in keys]
-        check = partial(items_problem, spec.key_field)
         if spec.method == "GET":
             body = await self._client.request(
                 spec.service, "GET", spec.path, params={spec.param: ",".join(valid)},
-                check=check,
+                check=spec.check,
             )
         else:
             body = await self._client.request(
-                spec.service, spec.method, spec.path, json={spec.param: valid}, check=check,
-                idempotent=True,  # a read that sends its keys in a POST body
+                spec.service, spec.method, spec.path, json={spec.param: valid},
+                check=spec.check, idempotent=True,  # a read that sends its keys in a POST body
             )
         items: list[Item] = body["items"]
         if not spec.many:

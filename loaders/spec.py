@@ -33,6 +33,10 @@ class BatchSpec:
     sort: Callable[[Item], Any] | None = None  # order of a `many` list (reverse=True)
     cache: str | None = None  # the schema coordinate whose cache hint sets the TTL
 
+    def check(self, body: Any) -> str | None:
+        """What is off-contract in a batch's body, as far as the gateway relies on it."""
+        return items_problem(self.key_field, body)
+
 
 @dataclass(frozen=True)
 class ListSpec:
