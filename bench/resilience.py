@@ -19,22 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import replace_section
 from bench.run import GATEWAY_CPU, OTHERS_CPU, loadgen, set_latency, upstream_counts
-from tests.harness import Gateway, Services, http, start_gateway, start_services
+from tests.harness import Gateway, Services, metric_total, start_gateway, start_services
 
 BENCH = Path(__file__).resolve().parent
 SERVICES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
 LATENCY_MS = 5
 CONCURRENCY = 8
-
-
-def metric_sum(gateway: Gateway, name: str) -> float:
-    _, _, text = http("GET", gateway.url + "/metrics")
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == name)
 
 
 def scenario(gateway: Gateway, services: Services, label: str, seconds: float,
@@ -43,7 +36,7 @@ def scenario(gateway: Gateway, services: Services, label: str, seconds: float,
     for name, settings in faults.items():
         services.set_faults(name, **settings)
     services.reset_stats()
-    retries_before = metric_sum(gateway, "gateway_upstream_retries_total")
+    retries_before = metric_total(gateway.url, "gateway_upstream_retries_total")
     res = loadgen(gateway, "deep", CONCURRENCY, seconds=seconds, requests=None, start_index=0)
     upstream = sum(upstream_counts(services).values())
     ok = res["requests"] - res["failures"] - res["responses_with_errors"]
@@ -52,7 +45,7 @@ def scenario(gateway: Gateway, services: Services, label: str, seconds: float,
         "partial_rate": res["partial_responses"] / res["requests"],
         "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
         "upstream_per_query": upstream / res["requests"],
-        "retries_per_query": (metric_sum(gateway, "gateway_upstream_retries_total")
+        "retries_per_query": (metric_total(gateway.url, "gateway_upstream_retries_total")
                               - retries_before) / res["requests"],
     }
     print(row, flush=True)

@@ -19,31 +19,18 @@ import uuid
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import replace_section
-from bench.run import OTHERS_CPU, loadgen
-from tests.harness import Gateway, http, start_gateway, start_redis, start_services
+from bench.run import OTHERS_CPU, loadgen, upstream_counts
+from tests.harness import Gateway, metric_total, start_gateway, start_redis, start_services
 
 BENCH = Path(__file__).resolve().parent
 WORKING_SET = 100
 
 
 def cache_counts(gateway: Gateway) -> dict[str, float]:
-    _, _, text = http("GET", gateway.url + "/metrics")
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "gateway_cache_events":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels["outcome"]
-                    counts[outcome] = counts.get(outcome, 0) + sample.value
-    return counts
-
-
-def upstream_total(services: object) -> int:
-    stats = services.all_stats()  # type: ignore[attr-defined]
-    return sum(sum(s["requests"].values()) for s in stats.values())
+    return {outcome: metric_total(gateway.url, "gateway_cache_events_total", outcome=outcome)
+            for outcome in ("hit", "miss")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             result["second_replica"] = {
                 "lookups": hits + misses, "hits": hits,
                 "hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
-                "upstream_requests": upstream_total(services), "queries": WORKING_SET,
+                "upstream_requests": sum(upstream_counts(services).values()),
+                "queries": WORKING_SET,
             }
         finally:
             a.stop()

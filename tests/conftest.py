@@ -55,10 +55,8 @@ def gateway(
 @pytest.fixture
 def clean_services(services: Services) -> Iterator[Services]:
     """Services with zeroed stats and no faults, restored after the test."""
-    services.clear_faults()
-    services.reset_stats()
-    yield services
-    services.clear_faults()
+    with services.cleaned() as clean:
+        yield clean
 
 
 @pytest.fixture(scope="session")

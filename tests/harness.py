@@ -17,10 +17,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
@@ -58,6 +61,18 @@ def http(
     except ValueError:
         decoded = raw.decode(errors="replace")
     return status, rh, decoded
+
+
+def metric_total(base_url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `base_url`/metrics named `name` whose labels include
+    `labels` (0 when there are none), read with prometheus-client's own parser."""
+    _, _, text = http("GET", base_url + "/metrics")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -151,6 +166,16 @@ class Services:
     def set_faults(self, name: str, **faults: Any) -> None:
         status, _, body = http("PUT", self.url(name) + "/_faults", faults)
         assert status == 200, body
+
+    @contextmanager
+    def cleaned(self) -> Iterator[Services]:
+        """The services with no faults and zeroed stats, and no faults again afterwards."""
+        self.clear_faults()
+        self.reset_stats()
+        try:
+            yield self
+        finally:
+            self.clear_faults()
 
     def clear_faults(self) -> None:
         for n in SERVICE_NAMES:

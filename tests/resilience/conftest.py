@@ -4,17 +4,15 @@ so that injected faults and breaker states cannot leak into other tests."""
 from __future__ import annotations
 
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Gateway, Services, http, start_gateway, start_services
+from tests.harness import Gateway, Services, http, metric_total, start_gateway, start_services
 
 DEBUG = {"X-Gateway-Debug": "1"}
 
@@ -53,10 +51,8 @@ def rservices(rtmp: Path) -> Iterator[Services]:
 @pytest.fixture
 def faults(rservices: Services) -> Iterator[Services]:
     """The services with no faults and zeroed stats, restored after the test."""
-    rservices.clear_faults()
-    rservices.reset_stats()
-    yield rservices
-    rservices.clear_faults()
+    with rservices.cleaned() as clean:
+        yield clean
 
 
 @pytest.fixture(scope="package")
@@ -74,20 +70,12 @@ def start(rtmp: Path, rservices: Services) -> Iterator[Callable[..., Gateway]]:
         gw.stop()
 
 
-@pytest.fixture(scope="package")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(keepalive_timeout=2, limit=64)
-    ) as s:
-        yield s
-
-
 @pytest.fixture
-def post(session: aiohttp.ClientSession) -> Post:
+def post(http_session: aiohttp.ClientSession) -> Post:
     async def _post(gateway: Gateway, query: str, variables: dict[str, Any] | None = None,
                     headers: dict[str, str] | None = None) -> Reply:
         began = time.perf_counter()
-        async with session.post(gateway.url + "/graphql",
+        async with http_session.post(gateway.url + "/graphql",
                                 json={"query": query, "variables": variables or {}},
                                 headers={**DEBUG, **(headers or {})}) as resp:
             body = await resp.json(content_type=None)
@@ -101,12 +89,5 @@ def readyz(gateway: Gateway) -> dict[str, Any]:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    """One sample of the gateway's /metrics, by name and labels (0 when absent)."""
-    with urllib.request.urlopen(gateway.url + "/metrics") as resp:
-        text = resp.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    """A sample of the gateway's /metrics, by name and labels (0 when absent)."""
+    return metric_total(gateway.url, name, **labels)
