@@ -1,18 +1,31 @@
-"""`python -m app`: run the gateway with uvicorn on the configured address."""
+"""`python -m app`: run the gateway with uvicorn on the configured address.
+
+`python -m app trace QUERY_FILE`: run a query against a running gateway and print its
+waterfall (app/telemetry/waterfall.py).
+"""
 
 from __future__ import annotations
 
-import logging
+import argparse
+import os
+import shutil
 import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 
+import orjson
 import uvicorn
 
 from app.cache.hints import CacheHints
 from app.settings import Settings, SettingsError
+from app.telemetry import logs
+from app.telemetry.metrics import MULTIPROC_ENV
 from schema import build_schema
 
 
-def main() -> int:
+def serve() -> int:
     try:
         settings = Settings.from_env()
         # Cache-hint overrides name schema coordinates: check them against the schema now,
@@ -21,25 +34,94 @@ def main() -> int:
     except SettingsError as err:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
     if settings.workers > 1 and not settings.redis_url:
         print("gateway: several workers without REDIS_URL: each has its own cache, and a "
               "change event reaches only one of them", file=sys.stderr)
+    own_metrics_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Each worker writes its metrics here and /metrics sums them; set before any worker
+        # imports prometheus_client, which reads it then.
+        own_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = own_metrics_dir
     print(f"gateway: GraphQL IDE at http://{settings.host}:{settings.port}/graphql", flush=True)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            workers=settings.workers,
+            log_config=logs.logging_config(settings),
+            log_level=settings.log_level,
+            access_log=False,  # app/telemetry/requests.py writes the access log
+        )
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
     return 0
+
+
+def trace(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app trace",
+        description="Run a query against a running gateway and print its waterfall: each "
+                    "resolver's start, duration, upstream calls, retries and errors, with "
+                    "the slowest path marked.")
+    parser.add_argument("query_file", help="a file holding the GraphQL document")
+    parser.add_argument("--url", default="http://127.0.0.1:8000/graphql")
+    parser.add_argument("--variables", default="{}", help="variables, as JSON")
+    parser.add_argument("--operation", default=None, help="the operation to run")
+    parser.add_argument("--debug-token", default=os.environ.get("DEBUG_TOKEN", "1"),
+                        help="the gateway's DEBUG_TOKEN (any value in development mode)")
+    parser.add_argument("-H", "--header", action="append", default=[],
+                        help="an extra header, 'Name: value' (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the raw response")
+    args = parser.parse_args(argv)
+    from app.telemetry.waterfall import render
+
+    try:
+        with open(args.query_file, encoding="utf-8") as f:
+            query = f.read()
+        variables = orjson.loads(args.variables)
+    except (OSError, orjson.JSONDecodeError) as err:
+        print(f"trace: {err}", file=sys.stderr)
+        return 2
+    headers = {"Content-Type": "application/json", "X-Gateway-Debug": args.debug_token}
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers[name.strip()] = value.strip()
+    body = orjson.dumps({"query": query, "variables": variables,
+                         "operationName": args.operation})
+    request = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = orjson.loads(response.read())
+    except urllib.error.HTTPError as err:
+        payload = orjson.loads(err.read() or b"{}")
+    except (urllib.error.URLError, OSError) as err:
+        print(f"trace: cannot reach {args.url}: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if "debug" not in (payload.get("extensions") or {}):
+        print("trace: the gateway sent no waterfall: it needs DEV_MODE, or --debug-token "
+              "equal to its DEBUG_TOKEN", file=sys.stderr)
+        for error in payload.get("errors") or []:
+            print(f"error: {error.get('message')}", file=sys.stderr)
+        return 1
+    width = shutil.get_terminal_size((120, 40)).columns
+    print(render(payload, width=width, color=sys.stdout.isatty()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["trace"]:
+        return trace(argv[1:])
+    return serve()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ class RequestContext:
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None
     operation_policy: Policy | None = None
+    operation_name: str | None = None
+    # For telemetry: the request's trace, whether its caller gets the waterfall, and how it
+    # ended (ok, partial, error), set once the result is built.
+    trace_id: int = 0
+    debug: bool = False
+    outcome: str | None = None
 
     def response_policy(self, failed: bool) -> Policy:
         """The response's cache policy: the operation's, lowered by dynamic hints; nothing

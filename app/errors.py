@@ -230,9 +230,20 @@ def classify_errors(errors: list[GraphQLError]) -> None:
             continue
         code, extra, mask = _classify(error)
         if mask:
-            log.error("unexpected error at %s", error.path, exc_info=error.original_error)
+            log.error("unexpected error at %s", error.path, exc_info=error.original_error,
+                      extra={"code": code})
             error.message = "Internal server error"
         error.extensions = {**(error.extensions or {}), **extra, "code": code}
+        if not mask:
+            # Upstream failures are the operator's news; a client's own mistakes are not.
+            fields: dict[str, Any] = {"code": code,
+                                      "path": ".".join(map(str, error.path or ())) or None}
+            level = logging.INFO
+            if isinstance(original, UpstreamError):
+                level = logging.WARNING
+                fields.update(service=original.service,
+                              retries=original.extensions.get("retries"))
+            log.log(level, "graphql error: %s", error.message, extra=fields)
         if id(original) in by_failure:
             error.extensions["paths"] = [error.path]
     errors[:] = kept

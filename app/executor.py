@@ -37,12 +37,10 @@ from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import Executor
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path
-from prometheus_client import Counter
 
 from app.errors import UpstreamError
+from app.telemetry.metrics import PLANNED
 
-PLANNED = Counter("gateway_planned_operations_total",
-                  "Operations run by the breadth-first executor (the rest: graphql-core's).")
 DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
 KEY = "_gateway_key"  # attribute of key-reading resolvers: the source key they read
 FALLBACK = "gateway_fallback"  # key of a field's extensions: its value when its upstream failed
@@ -75,6 +73,24 @@ class _Info:
 
     def __init__(self, context: Any) -> None:
         self.context = context
+
+
+class _FieldInfo:
+    """The resolve info a field gets when resolver middleware (tracing) wraps it: the
+    context, the field's coordinate and its path (`keys`, the tuple this executor keeps)."""
+
+    __slots__ = ("context", "field_name", "keys", "parent_type")
+
+    def __init__(self, context: Any, parent_type: GraphQLObjectType, field_name: str,
+                 keys: tuple[Any, ...]) -> None:
+        self.context = context
+        self.parent_type = parent_type
+        self.field_name = field_name
+        self.keys = keys
+
+    @property
+    def path(self) -> Path | None:
+        return _graphql_path(self.keys)
 
 
 class _Slot:
@@ -192,6 +208,9 @@ class PlanExecutor(GatewayExecutor):
         data: dict[str, Any] = {}
         root = _Slot({"data": data}, "data", True, None)
         info = _Info(self.context_value)
+        # Resolver middleware (the tracing extension) wraps resolvers, never key reads.
+        middleware = self.middleware_manager
+        wrap = middleware.get_field_resolver if middleware and middleware.middlewares else None
         arguments: dict[int, dict[str, Any]] = {}
         is_awaitable = self.is_awaitable
         level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]
@@ -218,7 +237,12 @@ class PlanExecutor(GatewayExecutor):
                                 args = (get_argument_values(field_def, node, self.variable_values)
                                         if field_def.args or node.arguments else {})
                                 arguments[id(node)] = args
-                            value = resolve(source, info, **args)
+                            if wrap is None:
+                                value = resolve(source, info, **args)
+                            else:
+                                value = wrap(resolve)(
+                                    source, _FieldInfo(info.context, parent_type, name,
+                                                       (*path, key)), **args)
                             if is_awaitable(value):
                                 awaiting.append(len(calls))
                     except Exception as error:

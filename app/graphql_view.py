@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import strawberry
 from cross_web import HTTPException
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,13 +29,16 @@ from app.context import RequestContext
 from app.errors import HTTPRefusal, http_refusal_body
 from app.resilience import Deadline
 from app.settings import Settings
+from app.telemetry.logs import OPERATION
+from app.telemetry.requests import DEBUG_HEADER, debug_allowed
+from app.telemetry.tracing import Telemetry, trace_id_of
+from app.telemetry.waterfall import waterfall
 from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
 
 USER_HEADER = "x-user-id"
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
-DEBUG_HEADER = "x-gateway-debug"
 
 
 @dataclass
@@ -55,7 +59,9 @@ class OperationPolicy(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         context = ctx.context
+        OPERATION.set(ctx.operation_name)  # for log lines
         if isinstance(context, RequestContext) and ctx.graphql_document is not None:
+            context.operation_name = ctx.operation_name
             context.document = ctx.graphql_document
             context.operation_policy = context.hints.operation_policy(
                 ctx.graphql_document, ctx.operation_name)
@@ -65,12 +71,13 @@ class OperationPolicy(SchemaExtension):
 class GatewayGraphQL(GraphQL[RequestContext, None]):
     def __init__(
         self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient,
-        caching: Caching,
+        caching: Caching, telemetry: Telemetry,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.settings = settings
         self.client = client
         self.caching = caching
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,7 +89,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         try:
             response = await self.run(request)
         except HTTPException as error:
-            response = Response(orjson.dumps(http_refusal_body(error)),
+            body = http_refusal_body(error)
+            trace_id = trace_id_of()
+            if trace_id:
+                for item in body["errors"]:
+                    item["extensions"]["traceId"] = trace_id
+            response = Response(orjson.dumps(body),
                                 status_code=error.status_code, media_type="application/json")
         await response(scope, receive, send)
 
@@ -102,12 +114,18 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             upstream=upstream,
             scope=scope,
             loaders=Loaders(upstream, self.settings.fanout_concurrency, caching.entities,
-                            caching.namespaces, viewer=user_id, policy=policy),
+                            caching.namespaces, viewer=user_id, policy=policy,
+                            tracer=self.telemetry.tracer),
             policy=policy,
             hints=caching.hints,
             invalidator=caching.invalidator,
             user_id=user_id,
         )
+        span_context = trace.get_current_span().get_span_context()
+        context.trace_id = span_context.trace_id
+        if debug_allowed(self.settings, request.headers.get(DEBUG_HEADER)):
+            context.debug = True
+            self.telemetry.requests.watch(span_context.trace_id)
         request.state.gateway = (context, response)
         return context
 
@@ -158,11 +176,19 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context, response = request.state.gateway
         context.loaders.release()  # the result is built: the request's loaded data can go
         response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
-        if self.settings.dev_mode and request.headers.get(DEBUG_HEADER):
-            # The request's upstream calls, for a developer (and the tests) to see retries
-            # and failures per call. Development only until callers are authenticated.
+        context.outcome = ("ok" if not result.errors
+                           else "partial" if result.data is not None else "error")
+        trace_id = format(context.trace_id, "032x") if context.trace_id else None
+        if trace_id and processed.get("errors"):
+            # A support ticket quoting an error leads straight to its trace.
+            for error in processed["errors"]:
+                error.setdefault("extensions", {})["traceId"] = trace_id
+        if context.debug:
+            # The waterfall: resolver and upstream timings, retries and error classes, from
+            # the request's spans (recorded for this caller whatever the sampling).
+            spans = self.telemetry.requests.take(context.trace_id)
             processed["extensions"] = {**(processed.get("extensions") or {}),
-                                       "debug": {"upstream": context.scope.report()}}
+                                       "debug": {"traceId": trace_id, **waterfall(spans)}}
         if context.policy.stale:
             # Data older than its TTL was served because an upstream failed.
             processed["extensions"] = {**(processed.get("extensions") or {}),

@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from app.cache.entity import EntityCache, Staleness
@@ -23,6 +21,9 @@ from app.events import receive_event
 from app.graphql_view import Caching, GatewayGraphQL
 from app.health import Readiness, healthz
 from app.settings import Settings
+from app.telemetry import metrics
+from app.telemetry.requests import middleware as request_telemetry
+from app.telemetry.tracing import build_telemetry
 from app.upstream import UpstreamClient
 from loaders import declarations
 from loaders.registry import namespaces as loader_namespaces
@@ -42,10 +43,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 5, 5)
-
-
-async def metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Caching:
@@ -71,12 +68,15 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Cachi
                    responses)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, exporter: SpanExporter | None = None
+               ) -> Starlette:
+    """The gateway. `exporter` (tests) receives every exported span, synchronously."""
     settings = settings or Settings.from_env()
-    client = UpstreamClient(settings)
-    schema = build_schema(plan_executor=settings.plan_executor)
+    telemetry = build_telemetry(settings, exporter)
+    client = UpstreamClient(settings, telemetry)
+    schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry)
     caching = build_caching(settings, schema.as_str(), client)
-    graphql = GatewayGraphQL(schema, settings, client, caching)
+    graphql = GatewayGraphQL(schema, settings, client, caching, telemetry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
+            telemetry.shutdown()  # exports the spans still queued
 
     app = Starlette(
         routes=[
@@ -100,13 +101,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz",
                   Readiness(client, caching.entities.l2 if caching.entities else None).endpoint),
-            Route("/metrics", metrics),
+            Route("/metrics", metrics.endpoint),
             Route("/events", receive_event, methods=["POST"]),
         ],
         lifespan=lifespan,
+        middleware=request_telemetry(settings, telemetry),
     )
     app.state.settings = settings
     app.state.client = client
     app.state.caching = caching
+    app.state.telemetry = telemetry
     app.state.events_received = 0
     return app

@@ -191,6 +191,52 @@ class Settings:
         "their max-age; invalidated by the same change events.",
     )
 
+    # -- telemetry (app/telemetry) -----------------------------------------------------------
+    traces_exporter: str = setting(
+        "",
+        "OTEL_TRACES_EXPORTER",
+        "Where spans go: none, otlp (OTLP over HTTP, configured by the standard "
+        "OTEL_EXPORTER_OTLP_* variables) or console; empty: otlp when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set, else none.",
+    )
+    traces_sample_ratio: float = setting(
+        1.0,
+        "OTEL_TRACES_SAMPLER_ARG",
+        "Share of traces exported, decided at the root and followed downstream (parent-based "
+        "ratio sampling); a sampled incoming traceparent is always followed.",
+    )
+    traces_keep_failed: bool = setting(
+        True,
+        "TRACES_KEEP_FAILED",
+        "Export the trace of every failed request (errors in the response, or a 5xx) even when "
+        "the ratio did not sample it. Costs recording spans for every request while an "
+        "exporter is set.",
+    )
+    trace_all_fields: bool = setting(
+        False,
+        "TRACE_ALL_FIELDS",
+        "A span for every field, trivial ones (a key read from the parent) included; off: "
+        "only resolvers that do work (call a loader or an upstream, or are async).",
+    )
+    resolver_metrics: bool = setting(
+        True,
+        "RESOLVER_METRICS",
+        "Time every resolver that does work into gateway_resolver_duration_seconds.",
+    )
+    service_name: str = setting(
+        "gateway", "OTEL_SERVICE_NAME", "The service.name of the gateway's spans."
+    )
+    log_format: str = setting(
+        "json", "LOG_FORMAT",
+        "json: one JSON object per line, with the trace id; text: plain lines for a terminal.",
+    )
+    debug_token: str = setting(
+        "",
+        "DEBUG_TOKEN",
+        "A caller sending X-Gateway-Debug with this value gets the request's waterfall in "
+        "extensions.debug; in DEV_MODE any value does. Empty: development mode only.",
+    )
+
     def service_url(self, service: str) -> str:
         return str(getattr(self, f"{service}_url")).rstrip("/")
 
@@ -255,6 +301,13 @@ class Settings:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
             raise SettingsError(f"REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
+        if self.traces_exporter not in ("", "none", "otlp", "console"):
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER must be none, otlp or console, got {self.traces_exporter!r}")
+        if not 0 <= self.traces_sample_ratio <= 1:
+            raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be in [0, 1]")
+        if self.log_format not in ("json", "text"):
+            raise SettingsError(f"LOG_FORMAT must be json or text, got {self.log_format!r}")
         for name in ("cache_hints", "cache_stale"):
             raw = getattr(self, name)
             if raw:

@@ -20,11 +20,15 @@ from typing import Any
 import aiohttp
 import backoff
 import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 
-from app import metrics
 from app.errors import NO_VERDICT, UpstreamError, status_failure, upstream_failure
 from app.resilience import CircuitBreaker, Deadline, RetryBudget, State
 from app.settings import SERVICES, Settings
+from app.telemetry import metrics
+from app.telemetry.tracing import Telemetry
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 Check = Callable[[Any], "str | None"]  # what is off-contract in a decoded body, or None
@@ -34,12 +38,11 @@ MAX_UNSCOPED_WAIT_S = 5.0  # the longest Retry-After honoured outside a request'
 
 @dataclass(slots=True)
 class CallRecord:
-    """One logical upstream call of a request (its retries included), for telemetry."""
+    """One logical upstream call of a request (its retries included): the access log counts
+    them; their timings are in the call's span."""
 
     service: str
     route: str
-    start: float  # seconds since the request began
-    duration: float
     retries: int
     code: str | None  # None when it succeeded
 
@@ -49,15 +52,7 @@ class CallScope:
     """What a request's upstream calls share: its deadline, and the record of its calls."""
 
     deadline: Deadline | None = None
-    began: float = field(default_factory=time.monotonic)
     calls: list[CallRecord] = field(default_factory=list)
-
-    def report(self) -> list[dict[str, Any]]:
-        return [
-            {"service": c.service, "route": c.route, "startMs": round(c.start * 1000, 3),
-             "durationMs": round(c.duration * 1000, 3), "retries": c.retries, "code": c.code}
-            for c in self.calls
-        ]
 
 
 class ServiceGuard:
@@ -76,6 +71,8 @@ class ServiceGuard:
                            settings.breaker_probes)
             if settings.breaker_enabled else None
         )
+        if self.breaker is not None:
+            metrics.BREAKER_STATE.labels(service).set(0)  # the series exists from the start
         self._state_gauge = metrics.BREAKER_STATE.labels(service)
         self._state_gauge.set(0)
 
@@ -115,8 +112,10 @@ class ServiceGuard:
 
 
 class UpstreamClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry
+        self._tracer = telemetry.tracer if telemetry is not None else trace.get_tracer("gateway")
         self.base_urls = {s: settings.service_url(s) for s in SERVICES}
         self.guards = {
             service: ServiceGuard(service, settings, total, connect)
@@ -137,6 +136,8 @@ class UpstreamClient:
             connector=connector,
             json_serialize=lambda o: orjson.dumps(o).decode(),
             skip_auto_headers=("User-Agent",),
+            trace_configs=([self.telemetry.aiohttp_trace_config()]
+                           if self.telemetry is not None else None),
         )
 
     async def close(self) -> None:
@@ -179,6 +180,31 @@ class UpstreamClient:
         data = orjson.dumps(json) if json is not None else None
         hdrs = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
         route = route or path
+        span = self._span(service, method, route)
+        token = otel_context.attach(trace.set_span_in_context(span)) if span else None
+        try:
+            return await self._call(guard, span, method, url, params, data, hdrs, route,
+                                    idempotent, deadline, check, scope)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    def _span(self, service: str, method: str, route: str) -> Span | None:
+        """The logical call's span (its attempts are aiohttp's client spans under it); none
+        when the request is not recorded."""
+        if not trace.get_current_span().is_recording():
+            return None
+        return self._tracer.start_span(
+            f"{service} {method} {route}",
+            attributes={"gateway.upstream.service": service, "http.request.method": method,
+                        "url.template": route})
+
+    async def _call(self, guard: ServiceGuard, span: Span | None, method: str, url: str,
+                    params: Mapping[str, str] | None, data: bytes | None,
+                    hdrs: Mapping[str, str], route: str, idempotent: bool,
+                    deadline: Deadline | None, check: Check | None,
+                    scope: CallScope | None) -> Any:
+        service = guard.service
         started = time.monotonic()
         sent = 0  # attempts that went out; retries are the ones after the first
         waits: Iterator[float] | None = None
@@ -208,13 +234,16 @@ class UpstreamClient:
                         # A retry that the deadline cut short, or that the breaker (opened by
                         # the failure before it) refused: that failure is the news.
                         err = previous
-                    self._done(scope, service, route, started, retries, err.code)
+                    self._done(scope, span, service, route, started, retries, err)
                     raise err.settle(retries) from err.__cause__
                 previous = err
+                if span is not None:
+                    span.add_event("retry", {"attempt": sent + 1, "error.type": err.code,
+                                             "wait_ms": round(wait * 1000, 3)})
                 if wait > 0:
                     await asyncio.sleep(wait)
                 continue
-            self._done(scope, service, route, started, max(0, sent - 1), None)
+            self._done(scope, span, service, route, started, max(0, sent - 1), None)
             return body
 
     # -- one attempt ------------------------------------------------------------------------
@@ -306,13 +335,20 @@ class UpstreamClient:
         return wait
 
     @staticmethod
-    def _done(scope: CallScope | None, service: str, route: str, started: float,
-              retries: int, code: str | None) -> None:
+    def _done(scope: CallScope | None, span: Span | None, service: str, route: str,
+              started: float, retries: int, error: UpstreamError | None) -> None:
         now = time.monotonic()
+        code = error.code if error is not None else None
         metrics.UPSTREAM_CALLS.labels(service, route, code or "OK").inc()
+        metrics.UPSTREAM_LATENCY.labels(service, route).observe(now - started)
+        if span is not None:
+            span.set_attribute("gateway.upstream.retries", retries)
+            if error is not None:
+                span.set_attribute("error.type", error.code)
+                span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+            span.end()
         if scope is not None:
-            scope.calls.append(CallRecord(service, route, started - scope.began,
-                                          now - started, retries, code))
+            scope.calls.append(CallRecord(service, route, retries, code))
 
     # -- readiness --------------------------------------------------------------------------
     async def probe(self, service: str, within_s: float) -> bool:

@@ -12,10 +12,12 @@ from functools import partial
 from typing import Any
 
 from aiodataloader import DataLoader
+from opentelemetry import trace
 
 from app.cache.entity import EntityCache, Fetch, Namespace
 from app.cache.hints import RequestPolicy
 from app.errors import BadUserInput, UpstreamError
+from app.telemetry.metrics import LOADER_BATCH_SIZE
 from app.upstream import ScopedClient, UpstreamClient
 from loaders.spec import BatchSpec, Item, ListSpec
 
@@ -70,8 +72,10 @@ class Loaders:
         namespaces: Mapping[str, Namespace] | None = None,
         viewer: str | None = None,
         policy: RequestPolicy | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._client = client
+        self._tracer = tracer or trace.get_tracer("gateway")
         self._deadline = client.scope.deadline if isinstance(client, ScopedClient) else None
         self._fanout = fanout_concurrency
         self._cache = cache
@@ -124,16 +128,26 @@ class Loaders:
         return loader
 
     async def _cached(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
-        """The entity cache first; the upstream for what it lacks."""
-        namespace = self._namespaces.get(spec.name)
-        if self._cache is None or namespace is None:
-            values = await fetch(keys)
-        else:
-            values = await self._cache.read_through(
-                namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
-                deadline=self._deadline,
-                service=spec.service,
-            )
+        """The entity cache first; the upstream for what it lacks. One span per batch: it
+        runs in the context of the resolver whose lookup started the batch, so it is that
+        resolver's child, and the upstream calls it makes are its own children."""
+        LOADER_BATCH_SIZE.labels(spec.name).observe(len(keys))
+        with self._tracer.start_as_current_span(
+            f"{spec.name} batch",
+            attributes={"graphql.dataloader.name": spec.name,
+                        "graphql.dataloader.batch.size": len(keys)},
+        ) as span:
+            namespace = self._namespaces.get(spec.name)
+            if self._cache is None or namespace is None:
+                span.set_attribute("gateway.cache.misses", len(keys))
+                values = await fetch(keys)
+            else:
+                # read_through notes its hits and misses on this span.
+                values = await self._cache.read_through(
+                    namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
+                    deadline=self._deadline,
+                    service=spec.service,
+                )
         if isinstance(spec, ListSpec) and spec.primes is not None:
             # Listed items fill the by-id loader, cached listings as much as fresh ones.
             for body in values:

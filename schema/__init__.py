@@ -13,6 +13,8 @@ from strawberry.types import ExecutionContext
 from app.errors import classify_errors
 from app.executor import GatewayExecutor, PlanExecutor
 from app.graphql_view import OperationPolicy
+from app.telemetry.extension import tracing_factory
+from app.telemetry.tracing import Telemetry
 from schema.direct_resolvers import install_direct_resolvers
 from schema.partial import install_fallbacks
 from schema.root import Mutation, Query
@@ -27,7 +29,9 @@ class GatewaySchema(strawberry.Schema):
         classify_errors(errors)
 
 
-def build_schema(plan_executor: bool = True) -> GatewaySchema:
+def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None
+                 ) -> GatewaySchema:
+    """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -40,6 +44,10 @@ def build_schema(plan_executor: bool = True) -> GatewaySchema:
             OperationPolicy,
         ],
     )
-    install_direct_resolvers(schema)
+    all_fields = telemetry is not None and telemetry.all_fields
+    install_direct_resolvers(schema, inline_keys=not all_fields)
     install_fallbacks(schema._schema)
+    if telemetry is not None:
+        # Added once the schema exists: the extension precomputes which fields it traces.
+        schema.extensions = (*schema.extensions, tracing_factory(telemetry, schema._schema))
     return schema

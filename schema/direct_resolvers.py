@@ -25,21 +25,23 @@ from app.executor import DIRECT, KEY
 Resolve = Callable[..., Any]
 
 
-def _key_reader(key: str) -> Resolve:
+def _key_reader(key: str, inline: bool) -> Resolve:
     def resolve(source: Any, info: Any) -> Any:
         return source[key]
 
-    setattr(resolve, KEY, key)  # the plan executor reads the key itself
+    if inline:
+        setattr(resolve, KEY, key)  # the plan executor reads the key itself
     return resolve
 
 
-def _direct(field: GraphQLField, definition: StrawberryField) -> Resolve | None:
+def _direct(field: GraphQLField, definition: StrawberryField, inline_keys: bool
+            ) -> Resolve | None:
     if definition.extensions or any(
         is_input_object_type(get_named_type(arg.type)) for arg in field.args.values()
     ):
         return None
     if definition.base_resolver is None:
-        return _key_reader(definition.python_name)
+        return _key_reader(definition.python_name, inline_keys)
     fn = definition.base_resolver.wrapped_func
     params = list(inspect.signature(fn).parameters)
     if any(a.python_name != (a.graphql_name or a.python_name) for a in definition.arguments):
@@ -53,8 +55,10 @@ def _direct(field: GraphQLField, definition: StrawberryField) -> Resolve | None:
     return None
 
 
-def install_direct_resolvers(schema: strawberry.Schema) -> int:
-    """Replace Strawberry's wrappers where they add nothing; returns how many were replaced."""
+def install_direct_resolvers(schema: strawberry.Schema, inline_keys: bool = True) -> int:
+    """Replace Strawberry's wrappers where they add nothing; returns how many were replaced.
+    With `inline_keys` off (every field traced), key reads are called like any resolver, so
+    that resolver middleware sees them."""
     replaced = 0
     for name, graphql_type in schema._schema.type_map.items():
         if name.startswith("__") or not isinstance(graphql_type, GraphQLObjectType):
@@ -63,7 +67,7 @@ def install_direct_resolvers(schema: strawberry.Schema) -> int:
             definition = (field.extensions or {}).get("strawberry-definition")
             if not isinstance(definition, StrawberryField):
                 continue
-            resolve = _direct(field, definition)
+            resolve = _direct(field, definition, inline_keys)
             if resolve is not None:
                 # Marked for the plan executor (app/executor.py): it may call this resolver
                 # with an info object that carries only the context.

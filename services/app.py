@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 from starlette.applications import Starlette
@@ -30,4 +31,22 @@ def build(ctx: Context, stopping: asyncio.Event) -> tuple[ASGIApp, Control]:
     app = Starlette(routes=[*hook_routes(control), *service_routes],
                     exception_handlers=EXCEPTION_HANDLERS)
     app.router.redirect_slashes = False  # "/users/" is an unknown route (404), not a 307
-    return ControlMiddleware(app, service_routes, control), control
+    return traced(ControlMiddleware(app, service_routes, control), ctx.name), control
+
+
+def traced(app: ASGIApp, name: str) -> ASGIApp:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, the service continues the gateway's traces: a
+    server span per request, the child of the gateway's call (from `traceparent`), exported
+    under the service's own name. Without it, nothing is added."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return app
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return OpenTelemetryMiddleware(app, tracer_provider=provider, exclude_spans=["receive", "send"],
+                                   excluded_urls="/healthz,/_stats,/_faults")

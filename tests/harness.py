@@ -125,7 +125,7 @@ def pinned(cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
 
 
-def _spawn(
+def spawn(
     args: list[str], env: dict[str, str], log_path: Path, cpus: str | None = None
 ) -> Process:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -209,7 +209,7 @@ def start_services(
         e["DATA_DIR"] = str(data_dir)
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = _spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
+    process = spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
     services = Services(process=process, ports=port_map)
     try:
         for n in port_map:  # all six, or the subset given (with ONLY=...)
@@ -251,7 +251,7 @@ def start_gateway(
     }
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = _spawn(["-m", "app"], e, tmp / f"gateway-{port}.log", cpus)
+    process = spawn(["-m", "app"], e, tmp / f"gateway-{port}.log", cpus)
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)

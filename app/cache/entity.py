@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
 from app.errors import NO_VERDICT, UpstreamError, upstream_failure
-from app.metrics import CACHE_EVENTS
 from app.resilience import Deadline
+from app.telemetry.metrics import CACHE_EVENTS
 
 log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
@@ -124,7 +125,9 @@ class EntityCache:
         """`keys`' values: from the cache, else from `fetch` (which is the caller's: it
         carries the caller's deadline). A key another request is already fetching is
         waited for, but only until the caller's own `deadline` (named for `service`)."""
+        span = trace.get_current_span()
         if ns.ttl <= 0 or (ns.private and viewer is None):
+            span.set_attribute("gateway.cache.misses", len(keys))
             return await fetch(list(keys))
         now = time.time()
         full = [self._full(ns, k, viewer) for k in keys]
@@ -152,6 +155,9 @@ class EntityCache:
             missing = still
         # `missing` includes the entries kept only as stale-if-error fallbacks.
         hits = len(keys) - len(missing) - len(refresh)
+        if span.is_recording():
+            span.set_attributes({"gateway.cache.hits": hits, "gateway.cache.misses": len(missing),
+                                 "gateway.cache.stale": len(refresh)})
         if hits:
             CACHE_EVENTS.labels(ns.entity, "hit").inc(hits)
         if refresh:

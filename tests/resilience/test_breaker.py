@@ -42,6 +42,7 @@ async def test_down_service_opens_the_breaker_which_closes_when_it_is_back(
     assert call["code"] == "CIRCUIT_OPEN" and call["retries"] == 0
     assert call["durationMs"] < 5, call  # no network call: no time
     ext = opened.body["errors"][0]["extensions"]
+    assert len(ext.pop("traceId")) == 32
     assert ext == {"code": "CIRCUIT_OPEN", "service": "users", "retryable": True, "retries": 0,
                    "paths": [["user"]]}
     await asyncio.sleep(0.3)  # readiness probes are reused for 0.25 s

@@ -1,0 +1,221 @@
+"""Resolver telemetry: one Strawberry schema extension makes the operation's span, a span per
+resolver that does work, and the resolver latency metric. No resolver has tracing code.
+
+The `resolve` hook is synchronous, on purpose: an async hook would turn every field into a
+coroutine, which multiplies execution time on big lists. A field that is not traced costs
+one dictionary lookup here. A traced one gets a span, named by its schema coordinate and
+nested under the span of its nearest traced ancestor (so the trace reads as the query does),
+made current while the resolver runs so that the DataLoader batch it starts, and the upstream
+calls under that, become its children. The span ends when the resolver's value is ready: at
+once, when its loader future settles (a done callback, no coroutine), or when its coroutine
+returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from graphql import GraphQLObjectType, GraphQLSchema
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
+from strawberry.extensions import SchemaExtension
+from strawberry.types.field import StrawberryField
+
+from app.errors import GatewayError
+from app.executor import Then
+from app.telemetry.metrics import RESOLVER_LATENCY
+from app.telemetry.tracing import Telemetry
+
+COORDINATE = "graphql.selection.field.coordinate"
+PATH = "graphql.selection.path"
+MAX_DOCUMENT = 4096  # longer documents are recorded by their hash alone
+
+
+class _Field:
+    """What the hook needs of a traced field, computed once per schema."""
+
+    __slots__ = ("coordinate", "latency")
+
+    def __init__(self, coordinate: str) -> None:
+        self.coordinate = coordinate
+        self.latency = RESOLVER_LATENCY.labels(coordinate)
+
+
+def does_work(definition: Any) -> bool:
+    """Whether a field's resolver may wait on something: it is async, or it takes `info`,
+    the only way to reach the request's loaders and upstream client. A resolver of the parent
+    alone (a price formatted from cents) is as trivial as a key read."""
+    if not isinstance(definition, StrawberryField) or definition.base_resolver is None:
+        return False
+    fn = definition.base_resolver.wrapped_func
+    return inspect.iscoroutinefunction(fn) or "info" in inspect.signature(fn).parameters
+
+
+def traced_fields(schema: GraphQLSchema, all_fields: bool) -> dict[tuple[str, str], _Field]:
+    """The fields that get spans: the ones whose resolvers do work, or every field."""
+    out: dict[tuple[str, str], _Field] = {}
+    for type_name, graphql_type in schema.type_map.items():
+        if type_name.startswith("__") or not isinstance(graphql_type, GraphQLObjectType):
+            continue
+        for field_name, field in graphql_type.fields.items():
+            if all_fields or does_work((field.extensions or {}).get("strawberry-definition")):
+                out[(type_name, field_name)] = _Field(f"{type_name}.{field_name}")
+    return out
+
+
+def error_class(error: BaseException) -> str:
+    """The error's class as clients see it: its `extensions.code`."""
+    original = getattr(error, "original_error", None)
+    if isinstance(original, GatewayError):
+        return original.code
+    if isinstance(error, GatewayError):
+        return error.code
+    code = (getattr(error, "extensions", None) or {}).get("code")
+    return str(code) if code else type(original or error).__name__
+
+
+def _path_keys(info: Any) -> tuple[Any, ...]:
+    keys = getattr(info, "keys", None)  # the plan executor's info carries them
+    return keys if keys is not None else tuple(info.path.as_list())
+
+
+class Tracing(SchemaExtension):
+    def __init__(self, *, telemetry: Telemetry, fields: dict[tuple[str, str], _Field]) -> None:
+        super().__init__()
+        self._tracer = telemetry.tracer
+        self._requests = telemetry.requests
+        self._fields = fields
+        self._metrics = telemetry.resolver_metrics
+        self._recording = False
+        self._active = False
+        self._root: Context | None = None
+        self._spans: dict[tuple[Any, ...], Context] = {}
+
+    # -- the operation ----------------------------------------------------------------------
+    def on_operation(self) -> Iterator[None]:
+        ec = self.execution_context
+        span = self._tracer.start_span("graphql.operation")
+        self._recording = span.is_recording()
+        self._active = self._recording or self._metrics
+        self._root = trace.set_span_in_context(span)
+        token = otel_context.attach(self._root)
+        try:
+            yield
+        finally:
+            errors = (ec.result.errors if ec.result is not None else None) \
+                or ec.pre_execution_errors
+            if self._recording:
+                self._describe(span)
+                if errors:
+                    span.set_status(Status(StatusCode.ERROR, "the response has errors"))
+                    span.set_attribute("graphql.errors.count", len(errors))
+                    span.set_attribute("error.type", error_class(errors[0]))
+            if errors:
+                self._requests.fail(span.get_span_context().trace_id)
+            otel_context.detach(token)
+            span.end()
+            self._spans.clear()
+
+    def _describe(self, span: Span) -> None:
+        ec = self.execution_context
+        name = ec.operation_name
+        kind = None
+        if ec.graphql_document is not None:
+            try:
+                kind = ec.operation_type.value
+            except Exception:  # no such operation: validation reports it
+                kind = None
+        span.update_name(" ".join(p for p in (kind, name) if p) or "graphql.operation")
+        if name:
+            span.set_attribute("graphql.operation.name", name)
+        if kind:
+            span.set_attribute("graphql.operation.type", kind)
+        if ec.query:
+            if len(ec.query) <= MAX_DOCUMENT:
+                span.set_attribute("graphql.document", ec.query)
+            span.set_attribute("graphql.document.sha256",
+                               hashlib.sha256(ec.query.encode()).hexdigest())
+
+    # -- resolvers --------------------------------------------------------------------------
+    def resolve(self, _next: Callable[..., Any], root: Any, info: Any, *args: Any,
+                **kwargs: Any) -> Any:
+        field = self._fields.get((info.parent_type.name, info.field_name))
+        if field is None or not self._active:
+            return _next(root, info, *args, **kwargs)
+        start = time.perf_counter()
+        span: Span | None = None
+        token = None
+        if self._recording:
+            keys = _path_keys(info)
+            span = self._tracer.start_span(
+                field.coordinate, context=self._parent(keys),
+                attributes={COORDINATE: field.coordinate, PATH: ".".join(map(str, keys))})
+            ctx = trace.set_span_in_context(span, self._root)
+            self._spans[keys] = ctx
+            token = otel_context.attach(ctx)
+        try:
+            value = _next(root, info, *args, **kwargs)
+        except Exception as error:
+            self._end(field, span, start, error)
+            raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        if isinstance(value, Then):
+            value.future.add_done_callback(partial(self._settled, field, span, start))
+        elif isinstance(value, asyncio.Future):
+            value.add_done_callback(partial(self._settled, field, span, start))
+        elif asyncio.iscoroutine(value) or hasattr(value, "__await__"):
+            return self._awaited(value, field, span, start)
+        else:
+            self._end(field, span, start, None)
+        return value
+
+    def _parent(self, keys: tuple[Any, ...]) -> Context | None:
+        spans = self._spans
+        for end in range(len(keys) - 1, 0, -1):
+            ctx = spans.get(keys[:end])
+            if ctx is not None:
+                return ctx
+        return self._root
+
+    async def _awaited(self, value: Any, field: _Field, span: Span | None, start: float) -> Any:
+        token = otel_context.attach(trace.set_span_in_context(span)) if span else None
+        try:
+            result = await value
+        except Exception as error:
+            self._end(field, span, start, error)
+            raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self._end(field, span, start, None)
+        return result
+
+    def _settled(self, field: _Field, span: Span | None, start: float,
+                 future: asyncio.Future[Any]) -> None:
+        error = None if future.cancelled() else future.exception()
+        self._end(field, span, start, error)
+
+    def _end(self, field: _Field, span: Span | None, start: float,
+             error: BaseException | None) -> None:
+        if self._metrics:
+            field.latency.observe(time.perf_counter() - start)
+        if span is not None:
+            if error is not None:
+                span.set_attribute("error.type", error_class(error))
+                span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+            span.end()
+
+
+def tracing_factory(telemetry: Telemetry, schema: GraphQLSchema) -> Callable[[], Tracing]:
+    fields = traced_fields(schema, telemetry.all_fields)
+    return partial(Tracing, telemetry=telemetry, fields=fields)

@@ -1,0 +1,119 @@
+"""Prometheus metrics, all in one place, and the `/metrics` endpoint.
+
+With several worker processes (GATEWAY_WORKERS > 1), `python -m app` points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker starts: each process writes
+its samples there and `/metrics`, whichever worker answers it, sums them. Labels are bounded:
+schema coordinates, services, route templates, error codes, and at most
+`MAX_OPERATION_NAMES` operation names (clients choose those), never ids or raw paths.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MAX_OPERATION_NAMES = 200
+# Seconds: from a cache hit (well under a millisecond) to a request at its deadline (2 s).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "GraphQL requests by operation name and outcome (ok, partial: data with errors, error: "
+    "no data, refused: rejected before execution).",
+    ["operation", "outcome"],
+)
+REQUEST_LATENCY = Histogram(
+    "gateway_request_duration_seconds",
+    "Time to answer a GraphQL request, by operation name and outcome.",
+    ["operation", "outcome"], buckets=LATENCY_BUCKETS,
+)
+RESOLVER_LATENCY = Histogram(
+    "gateway_resolver_duration_seconds",
+    "Time from a resolver's call to its value, by schema coordinate (resolvers that do work: "
+    "the ones traced).",
+    ["coordinate"], buckets=LATENCY_BUCKETS,
+)
+LOADER_BATCH_SIZE = Histogram(
+    "gateway_loader_batch_size",
+    "Keys per DataLoader batch, by loader.",
+    ["loader"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+CACHE_EVENTS = Counter(
+    "gateway_cache_events_total",
+    "Entity cache lookups and evictions, by entity type and outcome "
+    "(hit, miss, stale, eviction).",
+    ["entity", "outcome"],
+)
+UPSTREAM_CALLS = Counter(
+    "gateway_upstream_calls_total",
+    "Logical upstream calls (retries included in one), by service, route template and outcome "
+    "(OK or the error code: these are the upstream errors by class).",
+    ["service", "route", "outcome"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Time of a logical upstream call, retries and their waits included, by service and route "
+    "template.",
+    ["service", "route"], buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total", "Upstream attempts that were retries, by service.",
+    ["service"],
+)
+RETRY_BUDGET_REFUSALS = Counter(
+    "gateway_retry_budget_refusals_total",
+    "Retries not made because the service's retry budget was spent, by service.",
+    ["service"],
+)
+BREAKER_STATE = Gauge(
+    "gateway_circuit_state",
+    "Circuit breaker state per service: 0 closed, 1 half-open, 2 open (with several workers: "
+    "the worst among live processes).",
+    ["service"], multiprocess_mode="livemax",
+)
+BREAKER_OPENED = Counter(
+    "gateway_circuit_opened_total", "Times a service's circuit breaker opened.", ["service"],
+)
+PLANNED = Counter(
+    "gateway_planned_operations_total",
+    "Operations run by the breadth-first executor (the rest: graphql-core's).",
+)
+
+_operations: set[str] = set()
+_operations_lock = threading.Lock()
+
+
+def operation_label(name: str | None) -> str:
+    """The operation name as a label value: bounded, since clients choose names."""
+    if not name:
+        return "anonymous"
+    if name in _operations:
+        return name
+    with _operations_lock:
+        if len(_operations) >= MAX_OPERATION_NAMES:
+            return "other"
+        _operations.add(name)
+    return name
+
+
+async def endpoint(_: Request) -> Response:
+    if os.environ.get(MULTIPROC_ENV):
+        # Every worker's samples, whichever worker answers.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,111 @@
+"""Per-request telemetry around the whole app, as ASGI middleware (no per-field cost):
+
+    DebugRecording -> OpenTelemetry's ASGI middleware (the server span) -> AccessLog -> app
+
+`DebugRecording` marks a request whose caller may see its waterfall before its server span
+is sampled, so that it is recorded whatever the sampling ratio. `AccessLog` writes one line per
+request (inside the server span, so the line has its trace id) and counts GraphQL requests
+and their latency by operation and outcome.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.settings import Settings
+from app.telemetry import metrics
+from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
+
+access_log = logging.getLogger("gateway.access")
+DEBUG_HEADER = "x-gateway-debug"
+GRAPHQL_PATH = "/graphql"
+
+
+def debug_allowed(settings: Settings, value: str | None) -> bool:
+    """Whether a caller sending `X-Gateway-Debug: value` may see the request's waterfall:
+    anyone in development mode; elsewhere only with the configured DEBUG_TOKEN."""
+    if not value:
+        return False
+    if settings.dev_mode:
+        return True
+    token = settings.debug_token
+    return bool(token) and hmac.compare_digest(value.encode(), token.encode())
+
+
+class DebugRecording:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-gateway-debug":
+                    if debug_allowed(self.settings, value.decode("latin-1")):
+                        RECORD_REQUEST.set(True)  # this request's task only
+                    break
+        await self.app(scope, receive, send)
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app fails before it answers
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, duration: float) -> None:
+        path = scope["path"]
+        fields: dict[str, Any] = {
+            "method": scope["method"], "path": path, "status": status,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        gateway = scope.get("state", {}).get("gateway")
+        if gateway is not None:
+            context = gateway[0]
+            fields["operation"] = context.operation_name
+            fields["outcome"] = context.outcome
+            fields["upstream_calls"] = len(context.scope.calls)
+        if path == GRAPHQL_PATH:
+            outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
+            operation = metrics.operation_label(fields.get("operation"))
+            metrics.REQUESTS.labels(operation, outcome).inc()
+            metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)
+            access_log.info("request", extra=fields)
+        else:
+            access_log.debug("request", extra=fields)
+
+
+def middleware(settings: Settings, telemetry: Telemetry) -> list[Middleware]:
+    """The request-level telemetry, outermost first (for Starlette's `middleware=`)."""
+    return [
+        Middleware(DebugRecording, settings=settings),
+        Middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS,
+                   tracer_provider=telemetry.provider,
+                   # No internal span per ASGI message: they would double a request's spans.
+                   exclude_spans=["receive", "send"]),
+        Middleware(AccessLog),
+    ]

@@ -1,0 +1,119 @@
+"""`/metrics`, parsed with prometheus-client's own parser, after a few real queries; and the
+same totals from two worker processes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import Gateway, Services
+from tests.telemetry.conftest import DEEP, post
+
+PRODUCT_REVIEWS = '{ product(id: "p451") { id reviews(first: 3) { id author { id name } } } }'
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def samples(self, family: str, suffix: str = "") -> list[Any]:
+        return [s for s in self.families[family].samples if s.name == family + suffix]
+
+    def value(self, family: str, suffix: str = "", **labels: str) -> float:
+        return sum(s.value for s in self.samples(family, suffix)
+                   if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+async def scrape(session: aiohttp.ClientSession, gateway: Gateway) -> Scrape:
+    async with session.get(gateway.url + "/metrics") as resp:
+        assert resp.status == 200
+        return Scrape(await resp.text())
+
+
+async def test_metrics_cover_requests_resolvers_upstreams_cache_and_batches(
+    processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
+) -> None:
+    gateway = processes(CACHE_ENABLED="true", RETRY_BASE_S="0.001",
+                        RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
+    for _ in range(2):  # the second is served by the entity cache
+        status, body = await post(http_session, gateway.url, DEEP)
+        assert status == 200 and "errors" not in body
+    status, _ = await post(http_session, gateway.url, "{ nope }")
+    assert status == 200  # a validation error: no data
+    async with http_session.post(gateway.url + "/graphql", data=b"{not json",
+                                 headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+    faults.set_faults("users", error_rate=1.0, error_status=503)
+    status, body = await post(http_session, gateway.url, PRODUCT_REVIEWS)
+    assert body["data"]["product"] and body["errors"]
+
+    m = await scrape(http_session, gateway)
+    # Requests and latency by operation and outcome.
+    assert m.value("gateway_requests", "_total", operation="Deep", outcome="ok") == 2
+    assert m.value("gateway_request_duration_seconds", "_count", operation="Deep",
+                   outcome="ok") == 2
+    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="error") == 1
+    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="refused") == 1
+    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="partial") == 1
+    # Resolver latency by schema coordinate only: no ids, no paths.
+    coordinates = {s.labels["coordinate"] for s in
+                   m.samples("gateway_resolver_duration_seconds", "_count")}
+    assert {"Query.topProducts", "Review.author", "Product.inStock"} <= coordinates
+    assert all(re.fullmatch(r"[A-Z]\w*\.\w+", c) for c in coordinates), coordinates
+    assert m.value("gateway_resolver_duration_seconds", "_count",
+                   coordinate="Query.topProducts") == 2
+    # Upstream calls, latency and errors by service, route and class; retries and refusals.
+    assert m.value("gateway_upstream_calls", "_total", service="users", route="/users",
+                   outcome="OK") >= 2
+    assert m.value("gateway_upstream_calls", "_total", service="users", route="/users",
+                   outcome="UPSTREAM_UNAVAILABLE") == 1
+    assert m.value("gateway_upstream_duration_seconds", "_count", service="catalog",
+                   route="/products") >= 2
+    assert m.value("gateway_upstream_retries", "_total", service="users") == 1
+    assert m.value("gateway_retry_budget_refusals", "_total", service="users") == 1
+    assert m.value("gateway_circuit_state", service="users") == 0
+    assert {s.labels["service"] for s in m.samples("gateway_circuit_state")} == {
+        "users", "catalog", "inventory", "orders", "reviews", "recommendations"}
+    # The entity cache by type, and batch sizes by loader.
+    assert m.value("gateway_cache_events", "_total", entity="User", outcome="miss") > 0
+    assert m.value("gateway_cache_events", "_total", entity="User", outcome="hit") > 0
+    assert m.value("gateway_loader_batch_size", "_count", loader="user") >= 2
+    assert m.value("gateway_loader_batch_size", "_sum", loader="user") > m.value(
+        "gateway_loader_batch_size", "_count", loader="user")
+
+
+async def test_two_workers_report_the_totals_of_both(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    gateway = processes(GATEWAY_WORKERS="2")
+    pids: set[int] = set()
+    sent = 0
+    # A new connection per request: the kernel spreads them over both workers' accepts.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        while sent < 200 and (len(pids) < 2 or sent < 20):
+            status, _ = await post(s, gateway.url, "query Two { topProducts(first: 2) { id } }")
+            assert status == 200
+            sent += 1
+            if sent % 10 == 0:
+                pids = {line["pid"] for line in _access_lines(gateway)}
+    assert len(pids) == 2, "one worker answered everything"
+    for _ in range(3):  # whichever worker answers the scrape, it reports both
+        m = await scrape(http_session, gateway)
+        assert m.value("gateway_requests", "_total", operation="Two", outcome="ok") == sent
+        assert m.value("gateway_resolver_duration_seconds", "_count",
+                       coordinate="Query.topProducts") == sent
+
+
+def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
+    lines = []
+    for raw in gateway.process.log().splitlines():
+        if raw.startswith("{"):
+            line = json.loads(raw)
+            if line.get("logger") == "gateway.access":
+                lines.append(line)
+    return lines

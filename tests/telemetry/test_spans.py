@@ -1,0 +1,213 @@
+"""Spans of a request, read from an in-memory exporter: operation -> resolvers (nested by
+path) -> DataLoader batches -> upstream calls -> HTTP attempts, with retries and error
+classes under injected faults, and the sampling rules."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import aiohttp
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from app.telemetry.extension import COORDINATE, PATH
+from tests.harness import Services
+from tests.telemetry.conftest import DEEP, InProcess, post
+
+PRODUCT_REVIEWS = '{ product(id: "p451") { id name reviews(first: 3) { id author { id name } } } }'
+
+
+class Tree:
+    def __init__(self, spans: list[ReadableSpan]) -> None:
+        self.spans = spans
+        self.by_id = {s.context.span_id: s for s in spans}
+
+    def parent(self, span: ReadableSpan) -> ReadableSpan | None:
+        return self.by_id.get(span.parent.span_id) if span.parent else None
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans if s.name == name]
+
+    def with_attr(self, key: str) -> list[ReadableSpan]:
+        return [s for s in self.spans if key in (s.attributes or {})]
+
+    def children(self, span: ReadableSpan) -> list[ReadableSpan]:
+        return [s for s in self.spans if s.parent and s.parent.span_id == span.context.span_id]
+
+
+async def traced_query(gw: InProcess, session: aiohttp.ClientSession, query: str,
+                       headers: dict[str, str] | None = None) -> tuple[dict[str, Any], Tree]:
+    gw.exporter.clear()
+    status, body = await post(session, gw.url, query, headers)
+    assert status == 200, body
+    return body, Tree(gw.spans())
+
+
+def review_count(data: dict[str, Any]) -> tuple[int, int]:
+    """Reviews at the deep query's first and third level."""
+    first = [r for p in data["topProducts"] for r in p["reviews"]]
+    third = [r for f in first for ar in f["author"]["reviews"] for r in ar["product"]["reviews"]]
+    return len(first), len(third)
+
+
+async def test_the_deep_query_traces_as_a_tree_from_operation_to_http_calls(
+    launch: Any, http_session: aiohttp.ClientSession, faults: Services
+) -> None:
+    gw = await launch()
+    faults.reset_stats()
+    body, tree = await traced_query(gw, http_session, DEEP)
+    assert "errors" not in body
+    assert len({s.context.trace_id for s in tree.spans}) == 1
+
+    [server] = [s for s in tree.spans if s.kind is SpanKind.SERVER]
+    assert server.parent is None and server.name == "POST /graphql"
+    [operation] = tree.named("query Deep")
+    assert tree.parent(operation) is server
+    assert operation.attributes["graphql.operation.name"] == "Deep"
+    assert operation.attributes["graphql.operation.type"] == "query"
+    assert operation.attributes["graphql.document"] == DEEP
+    assert len(operation.attributes["graphql.document.sha256"]) == 64
+
+    # Resolvers: named by coordinate, nested under the nearest traced ancestor by path.
+    resolvers = tree.with_attr(COORDINATE)
+    for span in resolvers:
+        assert span.name == span.attributes[COORDINATE]
+        up = tree.parent(span)
+        if "." not in span.attributes[PATH]:
+            assert up is operation
+        else:
+            assert COORDINATE in up.attributes, span.name
+            assert span.attributes[PATH].startswith(up.attributes[PATH] + ".")
+    [top] = tree.named("Query.topProducts")
+    assert top.attributes[PATH] == "topProducts"
+    products = body["data"]["topProducts"]
+    assert len(tree.named("Product.reviews")) == len(products) + sum(
+        len(ar["product"]["reviews"]) >= 0 for p in products for r in p["reviews"]
+        for ar in r["author"]["reviews"])
+    first, third = review_count(body["data"])
+    assert len(tree.named("Review.author")) == first + third
+    # Trivial fields (key reads, a price formatted from its parent) have no spans.
+    names = Counter(s.name for s in tree.spans)
+    for trivial in ("Product.name", "Product.price", "Review.rating", "User.name"):
+        assert trivial not in names
+
+    # Batches: children of the resolver whose lookup started them.
+    batches = tree.with_attr("graphql.dataloader.name")
+    assert {b.attributes["graphql.dataloader.name"] for b in batches} >= {
+        "top_products", "stock", "category", "reviews_by_product", "user",
+        "reviews_by_author", "product"}
+    for batch in batches:
+        assert COORDINATE in tree.parent(batch).attributes
+        assert batch.attributes["graphql.dataloader.batch.size"] >= 1
+    [users] = [b for b in batches if b.attributes["graphql.dataloader.name"] == "user"][:1]
+    assert tree.parent(users).name == "Review.author"
+    assert users.attributes["graphql.dataloader.batch.size"] == len(
+        {r["author"]["id"] for p in products for r in p["reviews"]})
+
+    # Upstream calls under batches; HTTP attempts (aiohttp's client spans) under calls.
+    calls = tree.with_attr("gateway.upstream.service")
+    for call in calls:
+        assert "graphql.dataloader.name" in tree.parent(call).attributes
+        assert call.attributes["gateway.upstream.retries"] == 0
+        [attempt] = tree.children(call)
+        assert attempt.kind is SpanKind.CLIENT
+        assert attempt.attributes["http.request.method"] in ("GET", "POST")
+        assert attempt.attributes["http.response.status_code"] == 200
+    sent = sum(sum(faults.stats(n)["requests"].values()) for n in
+               ("users", "catalog", "inventory", "reviews"))
+    assert len([s for s in tree.spans if s.kind is SpanKind.CLIENT]) == len(calls) == sent
+
+
+async def test_retries_are_events_on_the_call_and_failures_carry_their_class(
+    launch: Any, http_session: aiohttp.ClientSession, faults: Services
+) -> None:
+    gw = await launch(RETRY_BASE_S="0.001")
+    faults.set_faults("users", error_rate=1.0, error_status=503)
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    assert body["data"]["product"]["id"] == "p451"  # a partial result
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"UPSTREAM_UNAVAILABLE"}
+
+    [call] = [c for c in tree.with_attr("gateway.upstream.service")
+              if c.attributes["gateway.upstream.service"] == "users"]
+    assert call.attributes["gateway.upstream.retries"] == 2  # three attempts
+    assert call.attributes["error.type"] == "UPSTREAM_UNAVAILABLE"
+    assert call.status.status_code is StatusCode.ERROR
+    retries = [e for e in call.events if e.name == "retry"]
+    assert [e.attributes["attempt"] for e in retries] == [2, 3]
+    assert all(e.attributes["error.type"] == "UPSTREAM_UNAVAILABLE" for e in retries)
+    attempts = tree.children(call)
+    assert len(attempts) == 3
+    assert all(a.attributes["http.response.status_code"] == 503 for a in attempts)
+
+    authors = tree.named("Review.author")
+    assert authors and all(a.attributes["error.type"] == "UPSTREAM_UNAVAILABLE"
+                           and a.status.status_code is StatusCode.ERROR for a in authors)
+    [operation] = tree.with_attr("graphql.operation.type")
+    assert operation.status.status_code is StatusCode.ERROR
+    assert operation.attributes["error.type"] == "UPSTREAM_UNAVAILABLE"
+
+    # An answer off the contract is classified as such, and not retried.
+    faults.set_faults("users", error_rate=0, bad_body_rate=1.0, bad_body="html")
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    [call] = [c for c in tree.with_attr("gateway.upstream.service")
+              if c.attributes["gateway.upstream.service"] == "users"]
+    assert call.attributes["error.type"] == "UPSTREAM_BAD_RESPONSE"
+    assert call.attributes["gateway.upstream.retries"] == 0
+    assert not [e for e in call.events if e.name == "retry"]
+
+
+async def test_every_field_gets_a_span_when_the_setting_asks(
+    launch: Any, http_session: aiohttp.ClientSession
+) -> None:
+    gw = await launch(TRACE_ALL_FIELDS="true")
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    names = Counter(s.name for s in tree.spans)
+    reviews = body["data"]["product"]["reviews"]
+    assert names["Product.name"] == 1 and names["Review.id"] == len(reviews)
+    assert names["User.name"] == len(reviews)
+    [name] = tree.named("Product.name")
+    assert tree.parent(name).name == "Query.product"
+
+
+async def test_unsampled_traces_are_exported_only_when_the_request_failed(
+    launch: Any, http_session: aiohttp.ClientSession, faults: Services
+) -> None:
+    gw = await launch(OTEL_TRACES_SAMPLER_ARG="0")
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    assert "errors" not in body and tree.spans == []
+
+    faults.set_faults("users", error_rate=1.0, error_status=500)
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    assert body["errors"]
+    assert len(tree.named("query")) == 1  # the anonymous operation
+    assert tree.with_attr(COORDINATE) and tree.with_attr("gateway.upstream.service")
+    assert all(s.context.trace_flags.sampled for s in tree.spans)
+    # The exported trace is whole: the server span is its root.
+    assert next(s for s in tree.spans if s.parent is None).kind is SpanKind.SERVER
+    trace_id = format(tree.spans[0].context.trace_id, "032x")
+    assert {e["extensions"]["traceId"] for e in body["errors"]} == {trace_id}
+
+    gw = await launch(OTEL_TRACES_SAMPLER_ARG="0", TRACES_KEEP_FAILED="false")
+    body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
+    assert body["errors"] and tree.spans == []
+
+
+async def test_a_sampled_incoming_traceparent_is_continued_and_an_unsampled_one_followed(
+    launch: Any, http_session: aiohttp.ClientSession
+) -> None:
+    gw = await launch(OTEL_TRACES_SAMPLER_ARG="0", TRACES_KEEP_FAILED="false")
+    parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    _, tree = await traced_query(
+        gw, http_session, PRODUCT_REVIEWS,
+        headers={"traceparent": f"00-{parent_trace}-{parent_span}-01"})
+    assert tree.spans
+    assert {format(s.context.trace_id, "032x") for s in tree.spans} == {parent_trace}
+    [server] = [s for s in tree.spans if s.kind is SpanKind.SERVER]
+    assert server.parent.is_remote and format(server.parent.span_id, "016x") == parent_span
+
+    gw = await launch(OTEL_TRACES_SAMPLER_ARG="1")
+    _, tree = await traced_query(
+        gw, http_session, PRODUCT_REVIEWS,
+        headers={"traceparent": f"00-{parent_trace}-{parent_span}-00"})
+    assert tree.spans == []
