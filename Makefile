@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 
-.PHONY: venv run services gateway test lint bench bench-resilience soak clean
+.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ bench: $(STAMP)
 # writes the Resilience section of bench/RESULTS.md and bench/resilience.json.
 bench-resilience: $(STAMP)
 	$(PY) -m bench.resilience
+
+# What tracing costs: the deep query with tracing off, resolver spans, every field (~3 min):
+# writes the Tracing section of bench/RESULTS.md and bench/tracing.json.
+bench-tracing: $(STAMP)
+	$(PY) -m bench.tracing
+
+# The waterfall of a query against the running gateway: make trace QUERY=bench/queries/deep.graphql
+QUERY ?= bench/queries/deep.graphql
+trace: $(STAMP)
+	$(PY) -m app trace $(QUERY)
 
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)

@@ -34,6 +34,7 @@ class RequestContext:
     # ended (ok, partial, error), set once the result is built.
     trace_id: int = 0
     debug: bool = False
+    resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
     outcome: str | None = None
 
     def response_policy(self, failed: bool) -> Policy:

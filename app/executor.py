@@ -208,9 +208,12 @@ class PlanExecutor(GatewayExecutor):
         data: dict[str, Any] = {}
         root = _Slot({"data": data}, "data", True, None)
         info = _Info(self.context_value)
-        # Resolver middleware (the tracing extension) wraps resolvers, never key reads.
+        # Resolver middleware (the telemetry extension) wraps resolvers, never key reads,
+        # and only in requests it has work in (a recorded trace, sampled metrics).
         middleware = self.middleware_manager
-        wrap = middleware.get_field_resolver if middleware and middleware.middlewares else None
+        wrap = (middleware.get_field_resolver
+                if middleware and middleware.middlewares
+                and getattr(self.context_value, "resolver_hooks", True) else None)
         arguments: dict[int, dict[str, Any]] = {}
         is_awaitable = self.is_awaitable
         level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]

@@ -218,10 +218,12 @@ class Settings:
         "A span for every field, trivial ones (a key read from the parent) included; off: "
         "only resolvers that do work (call a loader or an upstream, or are async).",
     )
-    resolver_metrics: bool = setting(
-        True,
-        "RESOLVER_METRICS",
-        "Time every resolver that does work into gateway_resolver_duration_seconds.",
+    resolver_metrics_ratio: float = setting(
+        0.1,
+        "RESOLVER_METRICS_RATIO",
+        "Share of requests whose resolvers (those that do work) are timed into "
+        "gateway_resolver_duration_seconds; 0: none. Timing every call costs about a "
+        "microsecond per resolver call, a fifth of a deep query's CPU.",
     )
     service_name: str = setting(
         "gateway", "OTEL_SERVICE_NAME", "The service.name of the gateway's spans."
@@ -304,6 +306,8 @@ class Settings:
         if self.traces_exporter not in ("", "none", "otlp", "console"):
             raise SettingsError(
                 f"OTEL_TRACES_EXPORTER must be none, otlp or console, got {self.traces_exporter!r}")
+        if not 0 <= self.resolver_metrics_ratio <= 1:
+            raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:
             raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be in [0, 1]")
         if self.log_format not in ("json", "text"):

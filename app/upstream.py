@@ -136,9 +136,12 @@ class UpstreamClient:
             connector=connector,
             json_serialize=lambda o: orjson.dumps(o).decode(),
             skip_auto_headers=("User-Agent",),
-            trace_configs=([self.telemetry.aiohttp_trace_config()]
-                           if self.telemetry is not None else None),
+            trace_configs=self._trace_configs(),
         )
+
+    def _trace_configs(self) -> list[aiohttp.TraceConfig] | None:
+        config = self.telemetry.aiohttp_trace_config() if self.telemetry is not None else None
+        return [config] if config is not None else None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -128,26 +128,32 @@ class Loaders:
         return loader
 
     async def _cached(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
-        """The entity cache first; the upstream for what it lacks. One span per batch: it
-        runs in the context of the resolver whose lookup started the batch, so it is that
-        resolver's child, and the upstream calls it makes are its own children."""
+        """One batch: a span (in a recorded trace) around the lookup. The batch runs in the
+        context of the resolver whose lookup started it, so its span is that resolver's
+        child, and the upstream calls it makes are its own children."""
         LOADER_BATCH_SIZE.labels(spec.name).observe(len(keys))
+        if not trace.get_current_span().is_recording():
+            return await self._lookup(spec, fetch, keys)
         with self._tracer.start_as_current_span(
             f"{spec.name} batch",
             attributes={"graphql.dataloader.name": spec.name,
                         "graphql.dataloader.batch.size": len(keys)},
-        ) as span:
-            namespace = self._namespaces.get(spec.name)
-            if self._cache is None or namespace is None:
-                span.set_attribute("gateway.cache.misses", len(keys))
-                values = await fetch(keys)
-            else:
-                # read_through notes its hits and misses on this span.
-                values = await self._cache.read_through(
-                    namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
-                    deadline=self._deadline,
-                    service=spec.service,
-                )
+        ):
+            return await self._lookup(spec, fetch, keys)
+
+    async def _lookup(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
+        """The entity cache first; the upstream for what it lacks."""
+        namespace = self._namespaces.get(spec.name)
+        if self._cache is None or namespace is None:
+            trace.get_current_span().set_attribute("gateway.cache.misses", len(keys))
+            values = await fetch(keys)
+        else:
+            # read_through notes its hits and misses on the batch's span.
+            values = await self._cache.read_through(
+                namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
+                deadline=self._deadline,
+                service=spec.service,
+            )
         if isinstance(spec, ListSpec) and spec.primes is not None:
             # Listed items fill the by-id loader, cached listings as much as fresh ones.
             for body in values:

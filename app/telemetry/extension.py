@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import random
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -29,10 +30,11 @@ from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
 from strawberry.types.field import StrawberryField
 
+from app.context import RequestContext
 from app.errors import GatewayError
 from app.executor import Then
 from app.telemetry.metrics import RESOLVER_LATENCY
-from app.telemetry.tracing import Telemetry
+from app.telemetry.tracing import RECORD_REQUEST, Telemetry
 
 COORDINATE = "graphql.selection.field.coordinate"
 PATH = "graphql.selection.path"
@@ -93,7 +95,8 @@ class Tracing(SchemaExtension):
         self._tracer = telemetry.tracer
         self._requests = telemetry.requests
         self._fields = fields
-        self._metrics = telemetry.resolver_metrics
+        self._metrics_ratio = telemetry.resolver_metrics_ratio
+        self._metrics = False
         self._recording = False
         self._active = False
         self._root: Context | None = None
@@ -103,8 +106,18 @@ class Tracing(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         ec = self.execution_context
         span = self._tracer.start_span("graphql.operation")
-        self._recording = span.is_recording()
+        # Resolver spans are most of a trace's cost (hundreds on a big list): they are made
+        # for sampled traces and for debug callers. A trace recorded only in case its request
+        # fails (TRACES_KEEP_FAILED) keeps its operation, batches and calls, which carry the
+        # failure, its retries and its timing.
+        self._recording = span.is_recording() and (
+            span.get_span_context().trace_flags.sampled or RECORD_REQUEST.get())
+        self._metrics = self._metrics_ratio > 0 and random.random() < self._metrics_ratio
         self._active = self._recording or self._metrics
+        context = ec.context
+        if isinstance(context, RequestContext):
+            # The plan executor skips the resolver hook altogether for this request.
+            context.resolver_hooks = self._active
         self._root = trace.set_span_in_context(span)
         token = otel_context.attach(self._root)
         try:
@@ -112,7 +125,7 @@ class Tracing(SchemaExtension):
         finally:
             errors = (ec.result.errors if ec.result is not None else None) \
                 or ec.pre_execution_errors
-            if self._recording:
+            if span.is_recording():
                 self._describe(span)
                 if errors:
                     span.set_status(Status(StatusCode.ERROR, "the response has errors"))

@@ -207,11 +207,14 @@ class Telemetry:
     requests: RequestSpans
     exporting: bool
     all_fields: bool
-    resolver_metrics: bool
+    resolver_metrics_ratio: float
 
-    def aiohttp_trace_config(self) -> aiohttp.TraceConfig:
-        # A CLIENT span per upstream attempt, with traceparent injected, under the logical
-        # call's span (app/upstream.py); the stable HTTP attribute names.
+    def aiohttp_trace_config(self) -> aiohttp.TraceConfig | None:
+        """A CLIENT span per upstream attempt, with traceparent injected, under the logical
+        call's span (app/upstream.py); the stable HTTP attribute names. None without an
+        exporter: nobody would see those spans, and they cost 20 us an attempt."""
+        if not self.exporting:
+            return None
         return create_trace_config(tracer_provider=self.provider,
                                    sem_conv_opt_in_mode=_StabilityMode.HTTP)
 
@@ -255,7 +258,7 @@ def build_telemetry(settings: Settings, exporter: SpanExporter | None = None) ->
         requests=requests,
         exporting=exporting,
         all_fields=settings.trace_all_fields,
-        resolver_metrics=settings.resolver_metrics,
+        resolver_metrics_ratio=settings.resolver_metrics_ratio,
     )
 
 

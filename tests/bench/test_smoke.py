@@ -80,3 +80,12 @@ def test_resilience_bench_smoke(tmp_path: Path) -> None:
     assert res["outage"]["requests"]["retries off"] == 100
     assert res["breaker"]["requests_reaching_users"] <= 20  # the breaker opened
     assert "## Resilience" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_tracing_cost_smoke(tmp_path: Path) -> None:
+    run_module("bench.tracing", "--smoke", "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "tracing.json").read_bytes())
+    assert set(result["configs"]) >= {"off (default)", "resolver spans, all exported",
+                                      "every field traced, all exported"}
+    assert all(c["1"]["rps"] > 0 for c in result["configs"].values())
+    assert result["spans_exported"] > 0  # the exporting gateways reached the sink

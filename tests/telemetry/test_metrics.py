@@ -38,7 +38,7 @@ async def scrape(session: aiohttp.ClientSession, gateway: Gateway) -> Scrape:
 async def test_metrics_cover_requests_resolvers_upstreams_cache_and_batches(
     processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
 ) -> None:
-    gateway = processes(CACHE_ENABLED="true", RETRY_BASE_S="0.001",
+    gateway = processes(CACHE_ENABLED="true", RETRY_BASE_S="0.001", RESOLVER_METRICS_RATIO="1",
                         RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
     for _ in range(2):  # the second is served by the entity cache
         status, body = await post(http_session, gateway.url, DEEP)
@@ -90,7 +90,7 @@ async def test_metrics_cover_requests_resolvers_upstreams_cache_and_batches(
 async def test_two_workers_report_the_totals_of_both(
     processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
 ) -> None:
-    gateway = processes(GATEWAY_WORKERS="2")
+    gateway = processes(GATEWAY_WORKERS="2", RESOLVER_METRICS_RATIO="1")
     pids: set[int] = set()
     sent = 0
     # A new connection per request: the kernel spreads them over both workers' accepts.
@@ -117,3 +117,23 @@ def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
             if line.get("logger") == "gateway.access":
                 lines.append(line)
     return lines
+
+
+async def test_resolver_timings_are_sampled_per_request_by_setting(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    query = "query Top { topProducts(first: 2) { id inStock } }"
+    for ratio, expected in (("0", 0), ("0.5", None)):
+        gateway = processes(RESOLVER_METRICS_RATIO=ratio)
+        for _ in range(40):
+            await post(http_session, gateway.url, query)
+        m = await scrape(http_session, gateway)
+        timed = m.value("gateway_resolver_duration_seconds", "_count",
+                        coordinate="Query.topProducts")
+        assert m.value("gateway_requests", "_total", operation="Top") == 40
+        if expected is not None:
+            assert timed == expected
+        else:  # about half of the requests; each times its one topProducts call
+            assert 5 <= timed <= 35, timed
+            assert m.value("gateway_resolver_duration_seconds", "_count",
+                           coordinate="Product.inStock") == 2 * timed

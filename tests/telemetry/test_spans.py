@@ -180,8 +180,14 @@ async def test_unsampled_traces_are_exported_only_when_the_request_failed(
     faults.set_faults("users", error_rate=1.0, error_status=500)
     body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
     assert body["errors"]
-    assert len(tree.named("query")) == 1  # the anonymous operation
-    assert tree.with_attr(COORDINATE) and tree.with_attr("gateway.upstream.service")
+    [operation] = tree.named("query")  # the anonymous operation
+    # Kept without its resolver spans (most of a trace's cost), with what tells the failure.
+    assert tree.with_attr(COORDINATE) == []
+    batches = tree.with_attr("graphql.dataloader.name")
+    assert batches and all(tree.parent(b) is operation for b in batches)
+    [call] = [c for c in tree.with_attr("gateway.upstream.service")
+              if c.attributes["gateway.upstream.service"] == "users"]
+    assert call.attributes["error.type"] == "UPSTREAM_UNAVAILABLE"
     assert all(s.context.trace_flags.sampled for s in tree.spans)
     # The exported trace is whole: the server span is its root.
     assert next(s for s in tree.spans if s.parent is None).kind is SpanKind.SERVER
