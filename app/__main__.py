@@ -99,7 +99,11 @@ def trace(argv: Sequence[str]) -> int:
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = orjson.loads(response.read())
     except urllib.error.HTTPError as err:
-        payload = orjson.loads(err.read() or b"{}")
+        try:
+            payload = orjson.loads(err.read() or b"{}")
+        except orjson.JSONDecodeError:
+            print(f"trace: {args.url} answered {err.code}, not GraphQL", file=sys.stderr)
+            return 1
     except (urllib.error.URLError, OSError) as err:
         print(f"trace: cannot reach {args.url}: {err}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ class RequestContext:
     # For telemetry: the request's trace, whether its caller gets the waterfall, and how it
     # ended (ok, partial, error), set once the result is built.
     trace_id: int = 0
+    trace_root: int = 0  # the span id of the request's server span
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
     outcome: str | None = None

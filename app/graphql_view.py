@@ -121,11 +121,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             invalidator=caching.invalidator,
             user_id=user_id,
         )
-        span_context = trace.get_current_span().get_span_context()
+        span_context = trace.get_current_span().get_span_context()  # the server span
         context.trace_id = span_context.trace_id
-        if debug_allowed(self.settings, request.headers.get(DEBUG_HEADER)):
-            context.debug = True
-            self.telemetry.requests.watch(span_context.trace_id)
+        context.trace_root = span_context.span_id
+        context.debug = debug_allowed(self.settings, request.headers.get(DEBUG_HEADER))
         request.state.gateway = (context, response)
         return context
 
@@ -176,6 +175,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context, response = request.state.gateway
         context.loaders.release()  # the result is built: the request's loaded data can go
         response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
+        if context.debug:
+            # A waterfall is for its caller alone: no shared cache may keep it for others.
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Vary"] = DEBUG_HEADER
         context.outcome = ("ok" if not result.errors
                            else "partial" if result.data is not None else "error")
         trace_id = format(context.trace_id, "032x") if context.trace_id else None
@@ -186,7 +189,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if context.debug:
             # The waterfall: resolver and upstream timings, retries and error classes, from
             # the request's spans (recorded for this caller whatever the sampling).
-            spans = self.telemetry.requests.take(context.trace_id)
+            spans = self.telemetry.requests.take(context.trace_root)
             processed["extensions"] = {**(processed.get("extensions") or {}),
                                        "debug": {"traceId": trace_id, **waterfall(spans)}}
         if context.policy.stale:

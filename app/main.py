@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
                 await caching.entities.close()
             await client.close()
             telemetry.shutdown()  # exports the spans still queued
+            metrics.process_exit()
 
     app = Starlette(
         routes=[

@@ -239,6 +239,9 @@ class Settings:
         "extensions.debug; in DEV_MODE any value does. Empty: development mode only.",
     )
 
+    def exporters(self) -> list[str]:
+        return [k.strip() for k in self.traces_exporter.split(",") if k.strip()]
+
     def service_url(self, service: str) -> str:
         return str(getattr(self, f"{service}_url")).rstrip("/")
 
@@ -303,9 +306,9 @@ class Settings:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
             raise SettingsError(f"REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
-        if self.traces_exporter not in ("", "none", "otlp", "console"):
-            raise SettingsError(
-                f"OTEL_TRACES_EXPORTER must be none, otlp or console, got {self.traces_exporter!r}")
+        if not set(self.exporters()) <= {"none", "otlp", "console"}:
+            raise SettingsError("OTEL_TRACES_EXPORTER must list none, otlp or console, got "
+                                f"{self.traces_exporter!r}")
         if not 0 <= self.resolver_metrics_ratio <= 1:
             raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:

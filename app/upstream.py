@@ -22,6 +22,7 @@ import backoff
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import Span, Status, StatusCode
 
 from app.errors import NO_VERDICT, UpstreamError, status_failure, upstream_failure
@@ -71,8 +72,6 @@ class ServiceGuard:
                            settings.breaker_probes)
             if settings.breaker_enabled else None
         )
-        if self.breaker is not None:
-            metrics.BREAKER_STATE.labels(service).set(0)  # the series exists from the start
         self._state_gauge = metrics.BREAKER_STATE.labels(service)
         self._state_gauge.set(0)
 
@@ -188,6 +187,14 @@ class UpstreamClient:
         try:
             return await self._call(guard, span, method, url, params, data, hdrs, route,
                                     idempotent, deadline, check, scope)
+        except BaseException as err:
+            if span is not None and not isinstance(err, UpstreamError):
+                # Cancelled (a sibling field failed, the server shut down) or a bug: the
+                # span still ends, saying so. An UpstreamError's span ended in _done.
+                span.set_attribute("error.type", type(err).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(err).__name__))
+                span.end()
+            raise
         finally:
             if token is not None:
                 otel_context.detach(token)
@@ -358,12 +365,14 @@ class UpstreamClient:
         """Whether `service` answers its health check; outside the breaker and the budget."""
         assert self._session is not None
         try:
-            async with self._session.get(
-                self.base_urls[service] + "/healthz",
-                timeout=aiohttp.ClientTimeout(total=within_s),
-            ) as resp:
-                await resp.read()
-                return resp.status == 200
+            # Probes are not requests: no client span (each would be a trace of its own).
+            with suppress_http_instrumentation():
+                async with self._session.get(
+                    self.base_urls[service] + "/healthz",
+                    timeout=aiohttp.ClientTimeout(total=within_s),
+                ) as resp:
+                    await resp.read()
+                    return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 

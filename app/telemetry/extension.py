@@ -123,19 +123,25 @@ class Tracing(SchemaExtension):
         try:
             yield
         finally:
-            errors = (ec.result.errors if ec.result is not None else None) \
-                or ec.pre_execution_errors
-            if span.is_recording():
-                self._describe(span)
-                if errors:
-                    span.set_status(Status(StatusCode.ERROR, "the response has errors"))
-                    span.set_attribute("graphql.errors.count", len(errors))
-                    span.set_attribute("error.type", error_class(errors[0]))
+            try:
+                self._settle_operation(span)
+            finally:
+                otel_context.detach(token)
+                span.end()
+                self._spans.clear()
+
+    def _settle_operation(self, span: Span) -> None:
+        ec = self.execution_context
+        errors = (ec.result.errors if ec.result is not None else None) \
+            or ec.pre_execution_errors
+        if span.is_recording():
+            self._describe(span)
             if errors:
-                self._requests.fail(span.get_span_context().trace_id)
-            otel_context.detach(token)
-            span.end()
-            self._spans.clear()
+                span.set_status(Status(StatusCode.ERROR, "the response has errors"))
+                span.set_attribute("graphql.errors.count", len(errors))
+                span.set_attribute("error.type", error_class(errors[0]))
+        if errors:
+            self._requests.fail(span)
 
     def _describe(self, span: Span) -> None:
         ec = self.execution_context
@@ -204,7 +210,7 @@ class Tracing(SchemaExtension):
         token = otel_context.attach(trace.set_span_in_context(span)) if span else None
         try:
             result = await value
-        except Exception as error:
+        except BaseException as error:  # cancelled too (graphql-core cancels siblings)
             self._end(field, span, start, error)
             raise
         finally:
@@ -215,7 +221,8 @@ class Tracing(SchemaExtension):
 
     def _settled(self, field: _Field, span: Span | None, start: float,
                  future: asyncio.Future[Any]) -> None:
-        error = None if future.cancelled() else future.exception()
+        error = (asyncio.CancelledError() if future.cancelled()
+                 else future.exception())
         self._end(field, span, start, error)
 
     def _end(self, field: _Field, span: Span | None, start: float,

@@ -6,7 +6,6 @@ trace and a trace to its lines. `LOG_FORMAT=text` gives plain lines for a termin
 from __future__ import annotations
 
 import logging
-import logging.config
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -68,7 +67,3 @@ def logging_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
         },
     }
-
-
-def configure(settings: Settings) -> None:
-    logging.config.dictConfig(logging_config(settings))

@@ -110,6 +110,12 @@ def operation_label(name: str | None) -> str:
     return name
 
 
+def process_exit() -> None:
+    """With several workers: this one's live gauges (breaker states) stop counting."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())
+
+
 async def endpoint(_: Request) -> Response:
     if os.environ.get(MULTIPROC_ENV):
         # Every worker's samples, whichever worker answers.

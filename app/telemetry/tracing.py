@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from opentelemetry import trace
@@ -50,22 +50,21 @@ log = logging.getLogger("gateway.telemetry")
 
 # Set (per request, before its server span starts) when the caller may see its waterfall.
 RECORD_REQUEST: ContextVar[bool] = ContextVar("gateway_record_request", default=False)
-# Spans are not exported for these paths: probes and scrapes would drown the requests.
-UNTRACED_PATHS = "/healthz,/readyz,/metrics"
-MAX_HELD_TRACES = 2_000  # unsampled traces held until their request ends
-MAX_SPANS_PER_TRACE = 20_000
+# No spans for these paths: probes and scrapes would drown the requests. The instrumentation
+# searches these patterns in scheme://Host/path: anchored at the end, so that a Host header
+# cannot switch tracing off for /graphql.
+UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
+MAX_HELD_REQUESTS = 2_000  # requests whose spans are held until they end
+MAX_SPANS_PER_REQUEST = 20_000
 
 
 class GatewaySampler(Sampler):
     """Parent-based ratio sampling that can record what it does not export."""
 
-    def __init__(self, ratio: float, record_unsampled: bool, recorded: set[int]) -> None:
+    def __init__(self, ratio: float, exporting: bool, record_unsampled: bool) -> None:
         self._ratio = TraceIdRatioBased(ratio)
+        self._exporting = exporting
         self._record_unsampled = record_unsampled
-        # Traces recorded but not sampled, until their local root ends (RequestSpans). Their
-        # spans' contexts say "not sampled", and a parent that has ended no longer says it
-        # is recording: this set is what tells their later spans to record.
-        self._recorded = recorded
 
     def should_sample(
         self, parent_context: Context | None, trace_id: int, name: str,
@@ -75,15 +74,18 @@ class GatewaySampler(Sampler):
         parent = trace.get_current_span(parent_context)
         parent_ctx = parent.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote:
-            # Inside the gateway: follow the local parent, recorded or not.
+            # Inside the gateway: follow the local parent. A recorded parent is an SDK span
+            # (a dropped one is a NonRecordingSpan), which stays so after it has ended.
             if parent_ctx.trace_flags.sampled:
                 decision = Decision.RECORD_AND_SAMPLE
-            elif trace_id in self._recorded:
+            elif isinstance(parent, ReadableSpan):
                 decision = Decision.RECORD_ONLY
             else:
                 decision = Decision.DROP
         else:
-            if parent_ctx.is_valid:
+            if not self._exporting:
+                sampled = False  # a caller's sampled flag must not make us record for nothing
+            elif parent_ctx.is_valid:
                 sampled = parent_ctx.trace_flags.sampled
             else:
                 sampled = self._ratio.should_sample(
@@ -92,9 +94,6 @@ class GatewaySampler(Sampler):
                 decision = Decision.RECORD_AND_SAMPLE
             elif self._record_unsampled or RECORD_REQUEST.get():
                 decision = Decision.RECORD_ONLY
-                if len(self._recorded) >= MAX_HELD_TRACES:
-                    self._recorded.pop()  # a lost root's: never grow without bound
-                self._recorded.add(trace_id)
             else:
                 decision = Decision.DROP
         return SamplingResult(
@@ -106,71 +105,91 @@ class GatewaySampler(Sampler):
 
 
 @dataclass
-class _Held:
+class _Request:
+    """The spans of one request (one local root), held until the root ends."""
+
     spans: list[ReadableSpan]
+    hold: bool  # unsampled, kept in case it fails: export it if it does
     failed: bool = False
+    ids: list[int] = field(default_factory=list)  # its spans' ids, forgotten when it ends
 
 
 class RequestSpans(SpanProcessor):
-    """Holds a request's recorded spans until its local root span ends.
+    """Holds each request's recorded spans until its local root span ends.
 
-    Two uses: the debug waterfall (`watch` a trace, `take` its spans before the response is
-    sent) and keeping failed requests (an unsampled trace whose request failed is handed to
-    the exporting processor when its root ends, as if it had been sampled). Both are bounded.
-    Spans end on the event loop's thread, so there is no locking.
+    Two uses: the debug waterfall (`take` a request's spans before its response is sent) and
+    keeping failed requests (an unsampled request that failed is handed to the exporting
+    processor when its root ends, as if it had been sampled). A request is its local root
+    span (the server span), not its trace: concurrent requests may share a trace id (a page
+    making several calls under one `traceparent`). Both uses are bounded. Spans start and end
+    on the event loop's thread, so there is no locking.
     """
 
     def __init__(self, export: SpanProcessor | None, keep_failed: bool) -> None:
         self._export = export
         self._keep_failed = keep_failed and export is not None
-        self._held: dict[int, _Held] = {}
-        self._watched: dict[int, list[ReadableSpan]] = {}
-        self.recorded: set[int] = set()  # shared with the sampler
+        self._requests: dict[int, _Request] = {}  # by root span id
+        self._root_of: dict[int, int] = {}  # span id -> its request's root span id
 
-    def watch(self, trace_id: int) -> None:
-        self._watched.setdefault(trace_id, [])
+    @staticmethod
+    def root_id(span: trace.Span) -> int:
+        return span.get_span_context().span_id
 
-    def take(self, trace_id: int) -> list[ReadableSpan]:
-        return self._watched.pop(trace_id, [])
+    def take(self, root_id: int) -> list[ReadableSpan]:
+        """The request's spans that have ended so far (for its waterfall)."""
+        request = self._requests.get(root_id)
+        return list(request.spans) if request is not None else []
 
-    def fail(self, trace_id: int) -> None:
-        """The request of `trace_id` failed: export its trace even if it was not sampled."""
-        held = self._held.get(trace_id)
-        if held is not None:
-            held.failed = True
+    def fail(self, span: trace.Span) -> None:
+        """The request `span` belongs to failed: export it even if it was not sampled."""
+        root = self._root_of.get(span.get_span_context().span_id)
+        request = self._requests.get(root) if root is not None else None
+        if request is not None:
+            request.failed = True
 
     def on_start(self, span: trace.Span, parent_context: Context | None = None) -> None:
-        if not self._keep_failed or span.get_span_context().trace_flags.sampled:
+        ctx = span.get_span_context()
+        parent = getattr(span, "parent", None)
+        if parent is None or parent.is_remote:  # a request's root
+            hold = self._keep_failed and not ctx.trace_flags.sampled
+            if hold or RECORD_REQUEST.get():
+                if len(self._requests) >= MAX_HELD_REQUESTS:
+                    self._forget(next(iter(self._requests)))  # the oldest is lost
+                self._requests[ctx.span_id] = _Request([], hold, ids=[ctx.span_id])
+                self._root_of[ctx.span_id] = ctx.span_id
             return
-        trace_id = span.get_span_context().trace_id
-        if trace_id not in self._held:
-            if len(self._held) >= MAX_HELD_TRACES:
-                self._held.pop(next(iter(self._held)))  # the oldest: its request is lost
-            self._held[trace_id] = _Held([])
+        # Its parent may have ended already (a resolver's children start after it has its
+        # value): ids are kept until the request ends.
+        root = self._root_of.get(parent.span_id)
+        request = self._requests.get(root) if root is not None else None
+        if request is not None and len(request.ids) < MAX_SPANS_PER_REQUEST:
+            self._root_of[ctx.span_id] = root  # type: ignore[assignment]
+            request.ids.append(ctx.span_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
         if ctx is None:
             return
-        watched = self._watched.get(ctx.trace_id)
-        if watched is not None and len(watched) < MAX_SPANS_PER_TRACE:
-            watched.append(span)
-        held = self._held.get(ctx.trace_id) if not ctx.trace_flags.sampled else None
-        if held is not None and len(held.spans) < MAX_SPANS_PER_TRACE:
-            held.spans.append(span)
-        if span.parent is None or span.parent.is_remote:  # the request's local root
-            self.recorded.discard(ctx.trace_id)
-            self._watched.pop(ctx.trace_id, None)
-            held = self._held.pop(ctx.trace_id, None)
-            if held is not None and (held.failed or span.status.status_code
-                                     is trace.StatusCode.ERROR):
-                assert self._export is not None
-                for kept in held.spans:
+        root = self._root_of.get(ctx.span_id)
+        request = self._requests.get(root) if root is not None else None
+        if request is None:
+            return
+        request.spans.append(span)
+        if root == ctx.span_id:  # the request is over
+            self._forget(root)
+            failed = request.failed or span.status.status_code is trace.StatusCode.ERROR
+            if request.hold and failed and self._export is not None:
+                for kept in request.spans:
                     self._export.on_end(_as_sampled(kept))
 
+    def _forget(self, root: int) -> None:
+        request = self._requests.pop(root)
+        for span_id in request.ids:
+            self._root_of.pop(span_id, None)
+
     def shutdown(self) -> None:
-        self._held.clear()
-        self._watched.clear()
+        self._requests.clear()
+        self._root_of.clear()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -190,12 +209,24 @@ def _as_sampled(span: ReadableSpan) -> ReadableSpan:
     )
 
 
-def exporter_kind(settings: Settings) -> str:
+def exporter_kinds(settings: Settings) -> list[str]:
+    """The exporters asked for (OTEL_TRACES_EXPORTER is a comma-separated list)."""
     if settings.traces_exporter:
-        return settings.traces_exporter
+        return [k for k in settings.exporters() if k != "none"]
     endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    return "otlp" if endpoint else "none"
+    return ["otlp"] if endpoint else []
+
+
+class _Fanout(SpanProcessor):
+    """Several exporting processors as one (what RequestSpans hands kept traces to)."""
+
+    def __init__(self, processors: list[SpanProcessor]) -> None:
+        self.processors = processors
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            processor.on_end(span)
 
 
 @dataclass
@@ -227,30 +258,35 @@ def build_telemetry(settings: Settings, exporter: SpanExporter | None = None) ->
     is fed synchronously."""
     # The ASGI instrumentation reads this once: the stable HTTP attribute names.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-    kind = "test" if exporter is not None else exporter_kind(settings)
-    export: SpanProcessor | None = None
-    if exporter is not None:
-        export = SimpleSpanProcessor(exporter)
-    elif kind == "otlp":
-        # Imported here: the exporter pulls in protobuf and requests, needed only when used.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    kinds = ["test"] if exporter is not None else exporter_kinds(settings)
+    processors: list[SpanProcessor] = []
+    for kind in kinds:
+        if kind == "test":
+            assert exporter is not None
+            processors.append(SimpleSpanProcessor(exporter))
+        elif kind == "otlp":
+            # Imported here: it pulls in protobuf and requests, needed only when used.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
 
-        export = BatchSpanProcessor(OTLPSpanExporter())
-    elif kind == "console":
-        export = SimpleSpanProcessor(ConsoleSpanExporter())
+            processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+        elif kind == "console":
+            processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
+    export = _Fanout(processors) if processors else None
     exporting = export is not None
     ratio = settings.traces_sample_ratio if exporting else 0.0
     keep_failed = settings.traces_keep_failed and exporting
     requests = RequestSpans(export, keep_failed)
     provider = TracerProvider(
-        sampler=GatewaySampler(ratio, record_unsampled=keep_failed, recorded=requests.recorded),
+        sampler=GatewaySampler(ratio, exporting, record_unsampled=keep_failed),
         resource=Resource.create({"service.name": settings.service_name}),
     )
     provider.add_span_processor(requests)
-    if export is not None:
-        provider.add_span_processor(export)
+    for processor in processors:
+        provider.add_span_processor(processor)
     if exporting:
-        log.info("tracing", extra={"exporter": kind, "sample_ratio": ratio,
+        log.info("tracing", extra={"exporters": kinds, "sample_ratio": ratio,
                                    "keep_failed": keep_failed})
     return Telemetry(
         provider=provider,

@@ -115,9 +115,15 @@ async def test_the_waterfall_is_for_authorized_callers_only_outside_development(
     for headers in ({}, DEBUG, {"X-Gateway-Debug": "s3cret-debug-tokeN"}):
         _, body = await post(http_session, gateway.url, query, headers=headers)
         assert "extensions" not in body, headers
-    _, body = await post(http_session, gateway.url, query,
-                         headers={"X-Gateway-Debug": "s3cret-debug-token"})
+    async with http_session.get(gateway.url + "/graphql", params={"query": query},
+                                headers={"X-Gateway-Debug": "s3cret-debug-token"}) as resp:
+        body = await resp.json()
+        # The waterfall is its caller's: no shared cache may keep it (the query is PUBLIC).
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["Vary"] == "x-gateway-debug"
     assert body["extensions"]["debug"]["resolvers"][0]["path"] == "topProducts"
+    async with http_session.get(gateway.url + "/graphql", params={"query": query}) as resp:
+        assert "public" in resp.headers["Cache-Control"] and "Vary" not in resp.headers
 
     anonymous = processes(DEV_MODE="false")  # no token configured: nobody
     _, body = await post(http_session, anonymous.url, query, headers=DEBUG)

@@ -4,14 +4,22 @@ classes under injected faults, and the sampling rules."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 import aiohttp
+import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
+from app.settings import Settings
 from app.telemetry.extension import COORDINATE, PATH
+from app.telemetry.tracing import GatewaySampler, build_telemetry
+from app.upstream import UpstreamClient
 from tests.harness import Services
 from tests.telemetry.conftest import DEEP, InProcess, post
 
@@ -188,7 +196,6 @@ async def test_unsampled_traces_are_exported_only_when_the_request_failed(
     [call] = [c for c in tree.with_attr("gateway.upstream.service")
               if c.attributes["gateway.upstream.service"] == "users"]
     assert call.attributes["error.type"] == "UPSTREAM_UNAVAILABLE"
-    assert all(s.context.trace_flags.sampled for s in tree.spans)
     # The exported trace is whole: the server span is its root.
     assert next(s for s in tree.spans if s.parent is None).kind is SpanKind.SERVER
     trace_id = format(tree.spans[0].context.trace_id, "032x")
@@ -217,3 +224,78 @@ async def test_a_sampled_incoming_traceparent_is_continued_and_an_unsampled_one_
         gw, http_session, PRODUCT_REVIEWS,
         headers={"traceparent": f"00-{parent_trace}-{parent_span}-00"})
     assert tree.spans == []
+
+
+async def test_concurrent_requests_sharing_a_trace_keep_apart(
+    launch: Any, http_session: aiohttp.ClientSession, faults: Services
+) -> None:
+    # A page makes several calls under one traceparent (unsampled): each request is held,
+    # kept or dropped, and given its waterfall, on its own.
+    gw = await launch(OTEL_TRACES_SAMPLER_ARG="0")
+    faults.set_faults("users", latency_ms=100)
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    gw.exporter.clear()
+    ok, failing = await asyncio.gather(
+        post(http_session, gw.url, PRODUCT_REVIEWS,
+             {"traceparent": parent, "X-Gateway-Debug": "1"}),
+        post(http_session, gw.url, '{ product(id: "p451") { id } topProducts(first: -1) { id } }',
+             {"traceparent": parent, "X-Gateway-Debug": "1"}))
+    assert "errors" not in ok[1] and failing[1]["errors"]
+    ok_rows = ok[1]["extensions"]["debug"]["resolvers"]
+    failing_rows = failing[1]["extensions"]["debug"]["resolvers"]
+    assert {r["coordinate"] for r in ok_rows} == {"Query.product", "Product.reviews",
+                                                  "Review.author"}
+    assert {r["coordinate"] for r in failing_rows} == {"Query.product", "Query.topProducts"}
+    # Only the failed request was exported: one server span, the failing one's.
+    tree = Tree(gw.spans())
+    assert len([s for s in tree.spans if s.kind is SpanKind.SERVER]) == 1
+    assert {s.context.trace_id for s in tree.spans} == {0x4bf92f3577b34da6a3ce929d0e0e4736}
+    assert not tree.named("Review.author")
+
+
+async def test_probes_and_scrapes_are_not_traced_whatever_the_host_header(
+    launch: Any, http_session: aiohttp.ClientSession
+) -> None:
+    gw = await launch()
+    gw.exporter.clear()
+    for path in ("/readyz", "/healthz", "/metrics"):
+        async with http_session.get(gw.url + path) as resp:
+            assert resp.status == 200
+    assert gw.spans() == []  # not even the readiness probes' calls to the services
+    # A Host header cannot switch tracing off for a GraphQL request.
+    _, body = await post(http_session, gw.url, "{ nope }", headers={"Host": "x/metrics"})
+    assert body["errors"][0]["extensions"]["traceId"]
+    assert [s for s in gw.spans() if s.kind is SpanKind.SERVER]
+
+
+async def test_a_cancelled_call_still_ends_its_span(faults: Services) -> None:
+    faults.set_faults("users", hang_rate=1.0)
+    exporter = InMemorySpanExporter()
+    settings = Settings.from_env(faults.gateway_env())
+    telemetry = build_telemetry(settings, exporter)
+    client = UpstreamClient(settings, telemetry)
+    await client.start()
+    try:
+        with telemetry.tracer.start_as_current_span("request"):
+            call = asyncio.create_task(client.request("users", "GET", "/users",
+                                                      params={"ids": "u1"}))
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+    finally:
+        await client.close()
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "users GET /users"]
+    assert span.attributes["error.type"] == "CancelledError"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_without_an_exporter_a_callers_sampled_flag_records_nothing() -> None:
+    parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+    quiet = GatewaySampler(1.0, exporting=False, record_unsampled=False)
+    assert quiet.should_sample(parent, 1, "POST /graphql").decision is Decision.DROP
+    exporting = GatewaySampler(0.0, exporting=True, record_unsampled=False)
+    assert exporting.should_sample(parent, 1, "POST /graphql").decision is \
+        Decision.RECORD_AND_SAMPLE
