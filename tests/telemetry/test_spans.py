@@ -49,6 +49,11 @@ async def traced_query(gw: InProcess, session: aiohttp.ClientSession, query: str
     gw.exporter.clear()
     status, body = await post(session, gw.url, query, headers)
     assert status == 200, body
+    # The server span ends just after the response is sent: give it a moment to.
+    for _ in range(50):
+        if any(s.kind is SpanKind.SERVER for s in gw.spans()):
+            break
+        await asyncio.sleep(0.01)
     return body, Tree(gw.spans())
 
 
