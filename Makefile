@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
+# Development bearer tokens are signed with this (make token); never in production.
+AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
+export AUTH_JWT_SECRET
 
-.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace clean
+.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace token clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +59,12 @@ bench-tracing: $(STAMP)
 QUERY ?= bench/queries/deep.graphql
 trace: $(STAMP)
 	$(PY) -m app trace $(QUERY)
+
+# A development bearer token: make token SUB=u1 SCOPE="read:orders write:orders"
+SUB ?= u1
+SCOPE ?= read:catalog read:orders write:orders write:reviews
+token: $(STAMP)
+	@$(PY) -m app token --sub "$(SUB)" --scope "$(SCOPE)"
 
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)

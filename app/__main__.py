@@ -121,10 +121,34 @@ def trace(argv: Sequence[str]) -> int:
     return 0
 
 
+def token(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app token",
+        description="Print a development bearer token (HS256, signed with AUTH_JWT_SECRET) "
+                    "to paste into the IDE's headers: {\"Authorization\": \"Bearer ...\"}.")
+    parser.add_argument("--sub", default="u1", help="the user id the token acts as")
+    parser.add_argument("--scope", default="read:catalog read:orders write:orders write:reviews",
+                        help="space-separated scopes (add admin for everything)")
+    parser.add_argument("--tier", default=None, help="gold for the gold rate-limit tier")
+    parser.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds")
+    args = parser.parse_args(argv)
+    from app.auth import development_token
+
+    try:
+        settings = Settings.from_env()
+        print(development_token(settings, args.sub, args.scope, args.ttl, args.tier))
+    except (SettingsError, ValueError) as err:
+        print(f"token: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["trace"]:
         return trace(argv[1:])
+    if argv[:1] == ["token"]:
+        return token(argv[1:])
     return serve()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from graphql import DocumentNode
 from strawberry.types import Info as StrawberryInfo
 
+from app.auth import ANONYMOUS, Viewer
 from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.errors import Unauthenticated
@@ -26,6 +27,7 @@ class RequestContext:
     hints: CacheHints
     invalidator: Invalidator | None = None
     user_id: str | None = None
+    viewer: Viewer = ANONYMOUS
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None
     operation_policy: Policy | None = None
@@ -36,6 +38,7 @@ class RequestContext:
     trace_root: int = 0  # the span id of the request's server span
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
+    cost: int = 0  # the operation's cost (schema/limits.py), what rate limits count
     outcome: str | None = None
 
     def response_policy(self, failed: bool) -> Policy:

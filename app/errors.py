@@ -36,12 +36,20 @@ class Unauthenticated(GatewayError):
     code = "UNAUTHENTICATED"
 
 
+class Forbidden(GatewayError):
+    """The caller may not read this field or make this change."""
+
+    code = "FORBIDDEN"
+
+
 class HTTPRefusal(HTTPException):
     """A request refused before GraphQL runs (a bad header), with its `extensions.code`."""
 
-    def __init__(self, status_code: int, reason: str, code: str) -> None:
+    def __init__(self, status_code: int, reason: str, code: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code, reason)
         self.code = code
+        self.headers = headers
 
 
 # A request refused at the HTTP level -> its `extensions.code` (Apollo Server's names).

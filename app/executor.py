@@ -38,7 +38,7 @@ from graphql.execution.executor import Executor
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path
 
-from app.errors import UpstreamError
+from app.errors import Forbidden, UpstreamError
 from app.telemetry.metrics import PLANNED
 
 DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
@@ -129,7 +129,7 @@ class GatewayExecutor(Executor[Any]):
         """The field's fallback value when `error` is an upstream failure and the field has
         one, with the error recorded at the field's path; else `_NO_FALLBACK`."""
         extensions = field_def.extensions
-        if not extensions or not isinstance(error, UpstreamError):
+        if not extensions or not isinstance(error, UpstreamError | Forbidden):
             return _NO_FALLBACK
         make = extensions.get(FALLBACK)
         if make is None:

@@ -14,13 +14,14 @@ from cross_web import HTTPException
 from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from app.auth import Authenticator
 from app.cache.entity import EntityCache, Namespace
 from app.cache.hints import CacheHints, RequestPolicy
 from app.cache.invalidation import Invalidator
@@ -36,7 +37,7 @@ from app.telemetry.waterfall import waterfall
 from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
 
-USER_HEADER = "x-user-id"
+POST_MEDIA_TYPES = frozenset({"application/json", "multipart/form-data"})
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
@@ -78,6 +79,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.client = client
         self.caching = caching
         self.telemetry = telemetry
+        self.auth = Authenticator(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,25 +87,68 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             return
         # Strawberry answers a refused request (bad JSON, a bad header) in plain text; here
         # it gets the same JSON error shape, with a code, as every other error.
-        request = Request(scope=scope, receive=receive)
+        request = Request(scope=scope, receive=self._bounded(scope, receive))
         try:
+            self._check_length(request)
+            self._check_media_type(request)
             response = await self.run(request)
         except HTTPException as error:
+            if (error.status_code == 400 and request.method == "GET"
+                    and "mutations are not allowed" in error.reason):
+                # GraphQL over HTTP: a mutation over GET is 405 (Strawberry says 400).
+                error = HTTPRefusal(405, "Mutations must be sent with POST",
+                                    "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
             body = http_refusal_body(error)
             trace_id = trace_id_of()
             if trace_id:
                 for item in body["errors"]:
                     item["extensions"]["traceId"] = trace_id
-            response = Response(orjson.dumps(body),
+            response = Response(orjson.dumps(body), headers=getattr(error, "headers", None),
                                 status_code=error.status_code, media_type="application/json")
         await response(scope, receive, send)
+
+    def _check_length(self, request: Request) -> None:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() \
+                and int(declared) > self.settings.max_body_bytes:
+            raise self._too_large()
+
+    @staticmethod
+    def _check_media_type(request: Request) -> None:
+        # GraphQL over HTTP: a POST body is JSON (multipart for uploads); anything else is
+        # 415, not Strawberry's 400.
+        if request.method != "POST":
+            return
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in POST_MEDIA_TYPES:
+            raise HTTPRefusal(415, "A POST body must be application/json",
+                              "UNSUPPORTED_MEDIA_TYPE")
+
+    def _too_large(self) -> HTTPRefusal:
+        return HTTPRefusal(413, f"The request body is over {self.settings.max_body_bytes} bytes",
+                           "PAYLOAD_TOO_LARGE")
+
+    def _bounded(self, scope: Scope, receive: Receive) -> Receive:
+        """`receive`, refusing a body (chunked, or longer than it said) past the limit."""
+        limit = self.settings.max_body_bytes
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise self._too_large()
+            return message
+
+        return bounded
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
         # the loop it was created in, and a loader shared across requests would leak data.
-        user_id = None
-        if self.settings.dev_mode:
-            user_id = request.headers.get(USER_HEADER) or None
+        viewer = await self.auth.viewer(request.headers)  # a bad token: 401 here
+        user_id = viewer.id
         policy = RequestPolicy()
         caching = self.caching
         scope = CallScope(deadline=Deadline(self._deadline_s(request)))
@@ -120,6 +165,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             hints=caching.hints,
             invalidator=caching.invalidator,
             user_id=user_id,
+            viewer=viewer,
         )
         span_context = trace.get_current_span().get_span_context()  # the server span
         context.trace_id = span_context.trace_id
@@ -197,6 +243,22 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             processed["extensions"] = {**(processed.get("extensions") or {}),
                                        "cache": {"stale": True}}
         return processed
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """The body as Strawberry expects it: a JSON object (or a list, a batch, which it
+        refuses), with a string or null operation name. Anything else is the client's 400,
+        not a crash inside Strawberry."""
+        body = super().parse_json(data)
+        if isinstance(body, list):
+            return body
+        if not isinstance(body, dict):
+            raise HTTPRefusal(400, "The request body must be a JSON object", "BAD_REQUEST")
+        if not isinstance(body.get("operationName"), str | None):
+            raise HTTPRefusal(400, "`operationName` must be a string or null", "BAD_REQUEST")
+        return body
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

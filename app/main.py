@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     settings = settings or Settings.from_env()
     telemetry = build_telemetry(settings, exporter)
     client = UpstreamClient(settings, telemetry)
-    schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry)
+    schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry,
+                          settings=settings)
     caching = build_caching(settings, schema.as_str(), client)
     graphql = GatewayGraphQL(schema, settings, client, caching, telemetry)
 

@@ -191,6 +191,45 @@ class Settings:
         "their max-age; invalidated by the same change events.",
     )
 
+    # -- query limits (schema/limits.py) and request size ------------------------------------
+    max_query_depth: int = setting(
+        12, "MAX_QUERY_DEPTH", "Deepest field nesting an operation may have."
+    )
+    max_aliases: int = setting(30, "MAX_ALIASES", "Aliased fields an operation may have.")
+    max_query_tokens: int = setting(
+        3000, "MAX_QUERY_TOKENS", "Lexical tokens a document may have (checked while parsing)."
+    )
+    max_query_cost: int = setting(
+        10000,
+        "MAX_QUERY_COST",
+        "Cost an operation may have: each field costs 1, times the `first` (or number of "
+        "`ids`) of every list above it, `first`'s default when not given.",
+    )
+    max_body_bytes: int = setting(
+        1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
+    )
+    # -- authentication (app/auth.py) ---------------------------------------------------------
+    auth_jwt_secret: str = setting(
+        "",
+        "AUTH_JWT_SECRET",
+        "HS256 secret that signs bearer tokens (development; `make token` prints one); at "
+        "least 32 bytes. Empty: HS256 tokens are refused.",
+    )
+    auth_jwks_url: str = setting(
+        "",
+        "AUTH_JWKS_URL",
+        "JWKS URL of the identity provider: RS256 and ES256 tokens are checked against its "
+        "keys (fetched once, cached, refetched for an unknown key id).",
+    )
+    auth_issuer: str = setting(
+        "", "AUTH_ISSUER", "Required `iss` of bearer tokens; empty: not checked."
+    )
+    auth_audience: str = setting(
+        "", "AUTH_AUDIENCE", "Required `aud` of bearer tokens; empty: not checked."
+    )
+    auth_leeway_s: float = setting(
+        30.0, "AUTH_LEEWAY_S", "Clock skew allowed on `exp` and `nbf`, in seconds."
+    )
     # -- telemetry (app/telemetry) -----------------------------------------------------------
     traces_exporter: str = setting(
         "",
@@ -299,7 +338,9 @@ class Settings:
                 raise SettingsError(f"{_env_of(name)} must not be negative")
         if not 0 < self.breaker_failure_rate <= 1:
             raise SettingsError("BREAKER_FAILURE_RATE must be in (0, 1]")
-        for name in ("upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
+        for name in ("max_query_depth", "max_aliases", "max_query_tokens", "max_query_cost",
+                     "max_body_bytes",
+                     "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
@@ -313,6 +354,12 @@ class Settings:
             raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:
             raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be in [0, 1]")
+        if self.auth_jwt_secret and len(self.auth_jwt_secret.encode()) < 32:
+            raise SettingsError("AUTH_JWT_SECRET must be at least 32 bytes (HS256)")
+        if self.auth_jwks_url and not self.auth_jwks_url.startswith(("http://", "https://")):
+            raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
+        if self.auth_leeway_s < 0:
+            raise SettingsError("AUTH_LEEWAY_S must not be negative")
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"LOG_FORMAT must be json or text, got {self.log_format!r}")
         for name in ("cache_hints", "cache_stale"):

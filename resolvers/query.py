@@ -8,6 +8,7 @@ from app.context import Info
 from loaders.declarations import ALL_CATEGORIES, CATEGORY, ORDER, PRODUCT, TOP_PRODUCTS, USER
 from loaders.spec import Item
 from resolvers.pagination import check_first
+from schema.permissions import may_read_order
 
 
 async def me(info: Info) -> Item | None:
@@ -49,6 +50,6 @@ async def categories(info: Info) -> list[Item]:
 async def order(info: Info, id: strawberry.ID) -> Item | None:
     found = await info.context.loaders.load(ORDER, id)
     # Someone else's order answers as if it did not exist.
-    if found is None or found["user_id"] != info.context.user_id:
+    if found is None or not may_read_order(info.context.viewer, found):
         return None
     return found

@@ -6,16 +6,18 @@ import operator
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.errors import classify_errors
 from app.executor import GatewayExecutor, PlanExecutor
 from app.graphql_view import OperationPolicy
+from app.settings import Settings
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema.direct_resolvers import install_direct_resolvers
+from schema.limits import QueryLimits
 from schema.partial import install_fallbacks
 from schema.root import Mutation, Query
 
@@ -29,9 +31,10 @@ class GatewaySchema(strawberry.Schema):
         classify_errors(errors)
 
 
-def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None
-                 ) -> GatewaySchema:
+def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
+                 settings: Settings | None = None) -> GatewaySchema:
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
+    settings = settings or Settings()
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -39,8 +42,13 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None
         config=StrawberryConfig(default_resolver=operator.getitem),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
         extensions=[
+            # Before the parser cache: it sets the parser's token limit for this request.
+            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
+            lambda: QueryLimits(max_depth=settings.max_query_depth,
+                                max_aliases=settings.max_aliases,
+                                max_cost=settings.max_query_cost),
             OperationPolicy,
         ],
     )

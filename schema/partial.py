@@ -5,17 +5,19 @@ query over products whose reviews service is down would lose the products, since
 `Product.reviews` is `[Review!]!`. So each non-null list field gets a fallback here, an empty
 list (or, for `users(ids)`/`products(ids)`, a null per id; for a connection, an empty page),
 which the executors (`app.executor`) use when the field's upstream call failed. The error is
-reported all the same, at the field's path; only upstream failures are covered, never a
-client's bad argument or a bug.
+reported all the same, at the field's path; only upstream failures and fields the caller may
+not read (FORBIDDEN) are covered, never a client's bad argument or a bug.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema
+from graphql import GraphQLField, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema
 
+from app.errors import Forbidden
 from app.executor import FALLBACK
 
 Fallback = Callable[[dict[str, Any]], Any]
@@ -57,3 +59,26 @@ def install_fallbacks(schema: GraphQLSchema) -> None:
             fallback = fallback_for(field.type, set(field.args))
             if fallback is not None:
                 field.extensions = {**(field.extensions or {}), FALLBACK: fallback}
+                if field.resolve is not None and _has_permissions(field):
+                    field.resolve = _denial_awaitable(field.resolve)
+
+
+def _has_permissions(field: GraphQLField) -> bool:
+    definition = (field.extensions or {}).get("strawberry-definition")
+    return bool(getattr(definition, "permission_classes", None))
+
+
+def _denial_awaitable(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    """A denied field's error, raised at once by its permission check, as a failed future:
+    the executors then give the field its fallback (an empty list or page) instead of
+    nulling its parent, as they do for an upstream failure."""
+
+    def guarded(source: Any, info: Any, **args: Any) -> Any:
+        try:
+            return resolve(source, info, **args)
+        except Forbidden as error:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+
+    return guarded

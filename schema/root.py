@@ -7,6 +7,7 @@ import strawberry
 from resolvers import mutations as m
 from resolvers import query as q
 from schema.directives import PRIVATE, cache
+from schema.permissions import requires
 from schema.types import (
     AddReviewPayload,
     CancelOrderPayload,
@@ -44,19 +45,23 @@ class Query:
         resolver=q.categories, directives=cache(3600),
         description="Every category, sorted by name."
     )
-    order: Order | None = strawberry.field(resolver=q.order, description="An order by id.")
+    order: Order | None = strawberry.field(
+        resolver=q.order, permission_classes=[requires("read:orders")],
+        description="An order by id: the caller's own (an admin: any); another's reads as "
+        "null.")
 
 
 @strawberry.type(description="Change the shop's data.")
 class Mutation:
     place_order: PlaceOrderPayload = strawberry.field(
-        resolver=m.place_order,
+        resolver=m.place_order, permission_classes=[requires("write:orders")],
         description="Place an order as the signed-in user; reserves stock.",
     )
     cancel_order: CancelOrderPayload = strawberry.field(
-        resolver=m.cancel_order,
+        resolver=m.cancel_order, permission_classes=[requires("write:orders")],
         description="Cancel one of the signed-in user's orders; releases stock.",
     )
     add_review: AddReviewPayload = strawberry.field(
-        resolver=m.add_review, description="Review a product as the signed-in user."
+        resolver=m.add_review, permission_classes=[requires("write:reviews")],
+        description="Review a product as the signed-in user."
     )

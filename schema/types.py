@@ -13,7 +13,7 @@ import strawberry
 
 from resolvers import entities as r
 from schema.directives import PRIVATE, cache
-from schema.permissions import IsSelf
+from schema.permissions import IsSelf, OwnOrders
 
 
 @strawberry.type(
@@ -66,7 +66,7 @@ class User:
     )
     orders: OrderConnection = strawberry.field(
         resolver=r.user_orders,
-        permission_classes=[IsSelf], directives=cache(0, PRIVATE),
+        permission_classes=[OwnOrders], directives=cache(0, PRIVATE),
         description="The user's orders, newest first."
     )
     recommendations: list[Product] = strawberry.field(

@@ -30,6 +30,22 @@ SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommen
 EVENT_SECRET = "test-event-secret-0123456789abcdef0123456789"
 
 
+# The tests' gateways accept HS256 tokens signed with this (tests.harness.token).
+JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
+
+
+def token(sub: str, scope: str = "", **claims: Any) -> str:
+    """A bearer token for the tests' gateways: valid for an hour unless `claims` say else."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    body = {"sub": sub, "scope": scope, "iat": now, "exp": now + 3600, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, JWT_SECRET,
+                      algorithm="HS256")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -248,6 +264,7 @@ def start_gateway(
         "GATEWAY_PORT": str(port),
         "EVENT_SECRET": EVENT_SECRET,
         "DEV_MODE": "true",
+        "AUTH_JWT_SECRET": JWT_SECRET,
     }
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)

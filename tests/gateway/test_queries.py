@@ -24,7 +24,8 @@ async def test_missing_ids_are_null_in_place(gql: GQL, dataset: Dataset) -> None
             """{ products(ids: ["p1", "p-missing", "p2", "p1"]) { id name }
                  users(ids: ["u-missing", "u3"]) { id username }
                  product(id: "nope") { id }
-                 category(id: "c-none") { id } order(id: "o-none") { id } }"""
+                 category(id: "c-none") { id } order(id: "o-none") { id } }""",
+            user="u3",
         )
     )
     assert data["products"] == [
@@ -272,7 +273,9 @@ async def test_private_fields_are_the_viewers_own(gql: GQL, dataset: Dataset) ->
     assert data_of(await gql(q, {"id": order["id"]}, user=order["user_id"]))["order"] == {
         "id": order["id"]}
     assert data_of(await gql(q, {"id": order["id"]}, user="u-other"))["order"] is None
-    assert data_of(await gql(q, {"id": order["id"]}))["order"] is None
+    anonymous = await gql(q, {"id": order["id"]})
+    assert anonymous["data"]["order"] is None
+    assert [e["extensions"]["code"] for e in anonymous["errors"]] == ["UNAUTHENTICATED"]
 
 
 async def test_me(gql: GQL, dataset: Dataset) -> None:

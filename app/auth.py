@@ -1,0 +1,128 @@
+"""Who is calling: the bearer token's subject and scopes, checked with pyjwt.
+
+`Authorization: Bearer <JWT>`: HS256 with `AUTH_JWT_SECRET` (development), RS256/ES256 with
+the keys of `AUTH_JWKS_URL` (production); issuer, audience, expiry and not-before are checked
+with `AUTH_LEEWAY_S` of leeway. No token: anonymous. A token that does not verify is refused
+(401 UNAUTHENTICATED), never downgraded to anonymous: a client must learn its token is bad.
+With DEV_MODE, `X-User-Id` names the caller instead (development only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from app.errors import HTTPRefusal
+from app.settings import Settings
+
+SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:reviews", "admin"})
+# What the development X-User-Id caller may do: a signed-in customer, not an admin.
+DEV_SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:reviews"})
+ASYMMETRIC = ["RS256", "ES256"]
+USER_HEADER = "x-user-id"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The caller. `id` is None for an anonymous one."""
+
+    id: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    tier: str = "anonymous"  # rate-limit tier: anonymous, authenticated or gold
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or self.admin
+
+
+ANONYMOUS = Viewer()
+
+
+def _refuse(reason: str) -> HTTPRefusal:
+    return HTTPRefusal(401, reason, "UNAUTHENTICATED",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._jwks = (jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300,
+                                      timeout=5)
+                      if settings.auth_jwks_url else None)
+
+    async def viewer(self, headers: Any) -> Viewer:
+        """The caller named by the request's headers; raises a 401 refusal for a bad token."""
+        authorization = headers.get("authorization")
+        if authorization is None:
+            if self.settings.dev_mode and headers.get(USER_HEADER):
+                return Viewer(headers.get(USER_HEADER), DEV_SCOPES, "authenticated")
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _refuse("The Authorization header must be `Bearer <token>`")
+        claims = await self.claims(token.strip())
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _refuse("The token has no subject (`sub`)")
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise _refuse("The token's `scope` must be a space-separated string")
+        scopes = frozenset(scope.split()) & SCOPES
+        tier = "gold" if claims.get("tier") == "gold" else "authenticated"
+        return Viewer(subject, scopes, tier)
+
+    async def claims(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _refuse("The bearer token is not a JWT") from None
+        algorithm = header.get("alg")
+        if algorithm == "HS256" and self.settings.auth_jwt_secret:
+            key: Any = self.settings.auth_jwt_secret
+        elif algorithm in ASYMMETRIC and self._jwks is not None:
+            try:
+                # PyJWKClient fetches over blocking HTTP when a key id is new: off the loop.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientError as err:
+                raise _refuse(f"The token's signing key is unknown: {err}") from None
+        else:
+            raise _refuse(f"Tokens signed with {algorithm!r} are not accepted here")
+        try:
+            return jwt.decode(
+                token, key, algorithms=[algorithm],
+                audience=self.settings.auth_audience or None,
+                issuer=self.settings.auth_issuer or None,
+                leeway=self.settings.auth_leeway_s,
+                options={"require": ["exp", "sub"],
+                         "verify_aud": bool(self.settings.auth_audience)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _refuse("The bearer token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _refuse("The bearer token is not valid yet") from None
+        except jwt.PyJWTError as err:
+            raise _refuse(f"The bearer token is not valid: {err}") from None
+
+
+def development_token(settings: Settings, subject: str, scopes: str, ttl_s: int = 86_400,
+                      tier: str | None = None) -> str:
+    """An HS256 token for trying the graph (`make token`)."""
+    if not settings.auth_jwt_secret:
+        raise ValueError("AUTH_JWT_SECRET is not set")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "scope": scopes, "iat": now, "nbf": now,
+                              "exp": now + ttl_s}
+    if settings.auth_issuer:
+        claims["iss"] = settings.auth_issuer
+    if settings.auth_audience:
+        claims["aud"] = settings.auth_audience
+    if tier:
+        claims["tier"] = tier
+    return jwt.encode(claims, settings.auth_jwt_secret, algorithm="HS256")
