@@ -11,6 +11,7 @@ from app.auth import ANONYMOUS, Viewer
 from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.errors import Unauthenticated
+from app.ratelimit import Decision
 from app.settings import Settings
 from app.upstream import CallScope, ScopedClient, UpstreamClient
 from loaders.registry import Loaders
@@ -39,6 +40,8 @@ class RequestContext:
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
     cost: int = 0  # the operation's cost (schema/limits.py), what rate limits count
+    client_address: str = ""  # who an anonymous caller is, for its rate limit
+    rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
 
     def response_policy(self, failed: bool) -> Policy:

@@ -166,6 +166,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             invalidator=caching.invalidator,
             user_id=user_id,
             viewer=viewer,
+            client_address=request.client.host if request.client else "unknown",
         )
         span_context = trace.get_current_span().get_span_context()  # the server span
         context.trace_id = span_context.trace_id
@@ -225,6 +226,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             # A waterfall is for its caller alone: no shared cache may keep it for others.
             response.headers["Cache-Control"] = "no-store"
             response.headers["Vary"] = DEBUG_HEADER
+        if context.rate_limit is not None:
+            response.headers.update(context.rate_limit.headers())
+            if not context.rate_limit.allowed:
+                response.status_code = 429
         context.outcome = ("ok" if not result.errors
                            else "partial" if result.data is not None else "error")
         trace_id = format(context.trace_id, "032x") if context.trace_id else None

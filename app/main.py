@@ -20,6 +20,7 @@ from app.cache.response import ResponseCache
 from app.events import receive_event
 from app.graphql_view import Caching, GatewayGraphQL
 from app.health import Readiness, healthz
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.telemetry import metrics
 from app.telemetry.requests import middleware as request_telemetry
@@ -74,8 +75,9 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     settings = settings or Settings.from_env()
     telemetry = build_telemetry(settings, exporter)
     client = UpstreamClient(settings, telemetry)
+    limiter = RateLimiter(settings) if settings.rate_limit_enabled else None
     schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry,
-                          settings=settings)
+                          settings=settings, limiter=limiter)
     caching = build_caching(settings, schema.as_str(), client)
     graphql = GatewayGraphQL(schema, settings, client, caching, telemetry)
 
@@ -93,6 +95,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
+            if limiter is not None:
+                await limiter.close()
             telemetry.shutdown()  # exports the spans still queued
             metrics.process_exit()
 

@@ -208,6 +208,27 @@ class Settings:
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
     )
+    # -- rate limits (app/ratelimit.py) ------------------------------------------------------
+    rate_limit_enabled: bool = setting(
+        True, "RATE_LIMIT_ENABLED", "Rate limits per client, counted in query cost."
+    )
+    rate_limit_window_s: float = setting(
+        60.0, "RATE_LIMIT_WINDOW_S",
+        "The window the tier budgets below are per: a client's bucket holds one window's "
+        "budget and refills at budget/window per second.",
+    )
+    rate_limit_anonymous: int = setting(
+        20000, "RATE_LIMIT_ANONYMOUS",
+        "Query cost an anonymous client (by address) may spend per window.",
+    )
+    rate_limit_authenticated: int = setting(
+        100000, "RATE_LIMIT_AUTHENTICATED",
+        "Query cost a signed-in client (by token subject) may spend per window.",
+    )
+    rate_limit_gold: int = setting(
+        500000, "RATE_LIMIT_GOLD",
+        "Query cost a gold client (a token with tier: gold) may spend per window.",
+    )
     # -- authentication (app/auth.py) ---------------------------------------------------------
     auth_jwt_secret: str = setting(
         "",
@@ -328,7 +349,8 @@ class Settings:
             url = self.service_url(service)
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{service.upper()}_URL must be an http(s) URL, got {url!r}")
-        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
+        for name in ("rate_limit_window_s",
+                     "upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s"):
             if getattr(self, name) <= 0:
@@ -339,7 +361,8 @@ class Settings:
         if not 0 < self.breaker_failure_rate <= 1:
             raise SettingsError("BREAKER_FAILURE_RATE must be in (0, 1]")
         for name in ("max_query_depth", "max_aliases", "max_query_tokens", "max_query_cost",
-                     "max_body_bytes",
+                     "max_body_bytes", "rate_limit_anonymous", "rate_limit_authenticated",
+                     "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes"):
             if getattr(self, name) < 1:

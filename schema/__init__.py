@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 from app.errors import classify_errors
 from app.executor import GatewayExecutor, PlanExecutor
 from app.graphql_view import OperationPolicy
+from app.ratelimit import RateLimit, RateLimiter
 from app.settings import Settings
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
@@ -32,7 +33,8 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
-                 settings: Settings | None = None) -> GatewaySchema:
+                 settings: Settings | None = None, limiter: RateLimiter | None = None
+                 ) -> GatewaySchema:
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     settings = settings or Settings()
     schema = GatewaySchema(
@@ -49,6 +51,8 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             lambda: QueryLimits(max_depth=settings.max_query_depth,
                                 max_aliases=settings.max_aliases,
                                 max_cost=settings.max_query_cost),
+            # After QueryLimits: it spends the cost QueryLimits computed.
+            *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
         ],
     )

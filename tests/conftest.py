@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,14 @@ import aiohttp
 import pytest
 
 from services.seed import Dataset, generate
-from tests.harness import Gateway, Services, free_port, start_gateway, start_services
+from tests.harness import (
+    Gateway,
+    Services,
+    free_port,
+    start_gateway,
+    start_redis,
+    start_services,
+)
 
 SEED = 42
 GQL = Callable[..., Awaitable[dict[str, Any]]]
@@ -50,6 +58,17 @@ def gateway(
                        env={"CACHE_ENABLED": "false", "BREAKER_ENABLED": "false"})
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL when set, else a private redis-server for the session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -265,6 +265,8 @@ def start_gateway(
         "EVENT_SECRET": EVENT_SECRET,
         "DEV_MODE": "true",
         "AUTH_JWT_SECRET": JWT_SECRET,
+        # Tests and benchmarks send far more than a client may: limits are tested on their own.
+        "RATE_LIMIT_ENABLED": "false",
     }
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@ events reach them, and a real Redis: REDIS_URL when set, else a private redis-se
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,19 +17,8 @@ from tests.harness import (
     Services,
     free_port,
     start_gateway,
-    start_redis,
     start_services,
 )
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server.url
-    server.stop()
 
 
 @dataclass

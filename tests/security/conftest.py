@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from services.seed import Dataset, generate
 from tests.harness import Gateway, Services, start_gateway, start_services
@@ -55,7 +56,7 @@ def prod(start: Callable[..., Gateway]) -> Gateway:
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP's are
     body: dict[str, Any]
 
     def codes(self) -> list[str]:
@@ -71,4 +72,4 @@ async def call(session: aiohttp.ClientSession, gateway: Gateway, query: str,
     async with session.post(gateway.url + "/graphql",
                             json={"query": query, "variables": variables or {}},
                             headers=hdrs) as resp:
-        return Answer(resp.status, dict(resp.headers), await resp.json(content_type=None))
+        return Answer(resp.status, CIMultiDict(resp.headers), await resp.json(content_type=None))

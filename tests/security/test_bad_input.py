@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from services.seed import Dataset
 from tests.harness import Gateway, Services, token
@@ -27,7 +28,7 @@ async def raw(session: aiohttp.ClientSession, gateway: Gateway, method: str = "P
             body = json.loads(text)
         except ValueError:
             pytest.fail(f"not JSON ({resp.status}): {text[:200]}")
-        return Answer(resp.status, dict(resp.headers), body)
+        return Answer(resp.status, CIMultiDict(resp.headers), body)
 
 
 def assert_refused(answer: Answer, status: int, code: str) -> None:

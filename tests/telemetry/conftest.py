@@ -66,7 +66,8 @@ async def launch(tservices: Services) -> AsyncIterator[Callable[..., Awaitable[I
         port = free_port()
         settings = Settings.from_env({
             **tservices.gateway_env(), "GATEWAY_PORT": str(port), "DEV_MODE": "true",
-            "CACHE_ENABLED": "false", "BREAKER_ENABLED": "false", **env,
+            "CACHE_ENABLED": "false", "BREAKER_ENABLED": "false",
+            "RATE_LIMIT_ENABLED": "false", **env,
         })
         exporter = InMemorySpanExporter()
         app = create_app(settings, exporter)

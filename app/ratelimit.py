@@ -1,0 +1,146 @@
+"""Rate limits per client, counted in query cost: a token bucket per client (the token's
+subject, else the client's address) whose size is its tier's budget per window
+(anonymous, authenticated, gold) and which refills continuously.
+
+With REDIS_URL the buckets live in Redis and one Lua script reads, refills and spends a
+bucket atomically, on Redis's clock, so replicas share them exactly; without it they live in
+this process. If Redis cannot be reached the request is let through (and logged): the
+limiter protects the graph, it must not take it down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from graphql import GraphQLError
+from redis.exceptions import RedisError
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionResult
+
+from app.settings import Settings
+
+log = logging.getLogger("gateway.ratelimit")
+MAX_LOCAL_CLIENTS = 100_000
+
+# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost.
+# Returns: allowed (0/1), tokens left, seconds until full, seconds until `cost` would fit.
+SPEND = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(data[1]) or capacity
+local ts = tonumber(data[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+local wait = 0
+if allowed == 0 then wait = (cost - tokens) / rate end
+return {allowed, tostring(tokens), tostring((capacity - tokens) / rate), tostring(wait)}
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # until the bucket is full again
+    retry_after_s: int  # until this request's cost would fit (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        out = {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
+               "RateLimit-Reset": str(self.reset_s)}
+        if not self.allowed:
+            out["Retry-After"] = str(self.retry_after_s)
+        return out
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.budgets = {"anonymous": settings.rate_limit_anonymous,
+                        "authenticated": settings.rate_limit_authenticated,
+                        "gold": settings.rate_limit_gold}
+        self._redis = (aioredis.from_url(settings.redis_url) if settings.redis_url else None)
+        self._spend = self._redis.register_script(SPEND) if self._redis is not None else None
+        self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def spend(self, client: str, tier: str, cost: int) -> Decision:
+        capacity = self.budgets.get(tier, self.budgets["anonymous"])
+        rate = capacity / self.settings.rate_limit_window_s
+        cost = max(1, cost)
+        if self._spend is not None:
+            key = f"{self.settings.redis_prefix}:rl:{tier}:{client}"
+            try:
+                allowed, tokens, full, wait = await self._spend(
+                    keys=[key], args=[capacity, rate, cost])
+            except RedisError as err:
+                log.warning("rate limit not applied: redis failed", extra={"error": str(err)})
+                return Decision(True, capacity, capacity, 0, 0)
+            return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
+                             float(wait))
+        return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
+
+    def _spend_locally(self, key: str, capacity: int, rate: float, cost: int) -> Decision:
+        now = time.monotonic()
+        tokens, ts = self._local.pop(key, (float(capacity), now))
+        tokens = min(capacity, tokens + max(0.0, now - ts) * rate)
+        allowed = tokens >= cost
+        if allowed:
+            tokens -= cost
+        self._local[key] = (tokens, now)
+        if len(self._local) > MAX_LOCAL_CLIENTS:
+            self._local.popitem(last=False)  # the longest idle: its bucket is full anyway
+        wait = 0.0 if allowed else (cost - tokens) / rate
+        return _decision(allowed, capacity, tokens, (capacity - tokens) / rate, wait)
+
+
+def _decision(allowed: bool, capacity: int, tokens: float, full_s: float,
+              wait_s: float) -> Decision:
+    return Decision(allowed, capacity, max(0, math.floor(tokens)), math.ceil(full_s),
+                    math.ceil(wait_s))
+
+
+class RateLimit(SchemaExtension):
+    """Spends the operation's cost (computed by schema/limits.py, which runs first) from the
+    caller's bucket before anything executes; over the limit, nothing runs: RATE_LIMITED,
+    and the view answers 429 with Retry-After."""
+
+    def __init__(self, *, limiter: RateLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
+    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+        ec = self.execution_context
+        context = ec.context
+        viewer = getattr(context, "viewer", None)
+        if ec.result is None and viewer is not None:
+            client = viewer.id or context.client_address
+            decision = await self.limiter.spend(client, viewer.tier, context.cost)
+            context.rate_limit = decision
+            if not decision.allowed:
+                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
+                    f"Rate limit exceeded: this operation costs {max(1, context.cost)}, "
+                    f"{decision.remaining} of {decision.limit} left; retry in "
+                    f"{decision.retry_after_s} s", extensions={
+                        "code": "RATE_LIMITED", "retryAfter": decision.retry_after_s,
+                        "cost": max(1, context.cost)})])
+        yield

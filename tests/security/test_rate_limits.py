@@ -1,0 +1,78 @@
+"""Rate limits per client and tier, counted in query cost, with the RateLimit headers on
+every response; shared by two gateway processes through one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import aiohttp
+
+from tests.harness import Gateway, token
+from tests.security.conftest import Answer, call
+
+CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
+DEARER = "{ topProducts(first: 5) { id name } }"  # cost 1 + 5 x 2 = 11
+LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": "30",
+           "RATE_LIMIT_AUTHENTICATED": "60", "RATE_LIMIT_GOLD": "600",
+           "RATE_LIMIT_WINDOW_S": "600"}  # refills 0.05/s: nothing refills during a test
+
+
+def remaining(answer: Answer) -> int:
+    return int(answer.headers["RateLimit-Remaining"])
+
+
+async def test_a_client_spends_its_tiers_budget_in_query_cost(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    gateway = start(**LIMITED)
+    first = await call(http_session, gateway, CHEAP)
+    assert first.status == 200 and first.headers["RateLimit-Limit"] == "30"
+    assert remaining(first) == 27
+    dearer = await call(http_session, gateway, DEARER)
+    assert remaining(dearer) == 16  # the cost, not the request, is what counts
+    answers = [await call(http_session, gateway, CHEAP) for _ in range(6)]
+    assert [a.status for a in answers] == [200] * 5 + [429]
+    refused = answers[-1]
+    assert refused.codes() == ["RATE_LIMITED"] and refused.body["data"] is None
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.body["errors"][0]["extensions"]["retryAfter"] == int(
+        refused.headers["Retry-After"])
+    assert remaining(refused) == 1 and refused.headers["RateLimit-Reset"]
+
+    # Each signed-in client has a bucket of its own, sized by its tier.
+    alice = await call(http_session, gateway, CHEAP, token=token("alice", "read:catalog"))
+    assert alice.status == 200 and alice.headers["RateLimit-Limit"] == "60"
+    gold = await call(http_session, gateway, CHEAP, token=token("goldie", "", tier="gold"))
+    assert gold.headers["RateLimit-Limit"] == "600" and remaining(gold) == 597
+    assert (await call(http_session, gateway, CHEAP,
+                       token=token("bob", "read:catalog"))).status == 200
+
+
+async def test_the_bucket_refills_over_its_window(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    gateway = start(**{**LIMITED, "RATE_LIMIT_WINDOW_S": "2"})  # 30 per 2 s: 15 a second
+    answers = [await call(http_session, gateway, CHEAP) for _ in range(11)]
+    assert answers[-1].status == 429
+    await asyncio.sleep(int(answers[-1].headers["Retry-After"]))
+    assert (await call(http_session, gateway, CHEAP)).status == 200
+
+
+async def test_two_gateways_share_the_limit_through_redis(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, redis_url: str
+) -> None:
+    shared = {**LIMITED, "REDIS_URL": redis_url, "REDIS_PREFIX": f"rl-{uuid.uuid4().hex[:8]}"}
+    a, b = start(**shared), start(**shared)
+    statuses = []
+    for i in range(14):  # alternating: 30 / 3 = 10 fit, across both
+        answer = await call(http_session, a if i % 2 == 0 else b, CHEAP)
+        statuses.append(answer.status)
+    assert statuses == [200] * 10 + [429] * 4
+    # Concurrent spending from both is exact too: the script is atomic.
+    fresh = {**shared, "REDIS_PREFIX": f"rl-{uuid.uuid4().hex[:8]}"}
+    c, d = start(**fresh), start(**fresh)
+    answers = await asyncio.gather(*(call(http_session, c if i % 2 else d, CHEAP)
+                                     for i in range(24)))
+    assert sorted(a.status for a in answers) == [200] * 10 + [429] * 14
