@@ -19,6 +19,7 @@ import orjson
 import uvicorn
 
 from app.cache.hints import CacheHints
+from app.persisted import load_manifest
 from app.settings import Settings, SettingsError
 from app.telemetry import logs
 from app.telemetry.metrics import MULTIPROC_ENV
@@ -31,6 +32,8 @@ def serve() -> int:
         # Cache-hint overrides name schema coordinates: check them against the schema now,
         # with a clear message, rather than fail inside the server's start-up.
         CacheHints(build_schema().as_str(), settings.cache_hints)
+        if settings.persisted_queries_file:
+            load_manifest(settings.persisted_queries_file)  # a bad manifest: say so now
     except SettingsError as err:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import strawberry
 from cross_web import HTTPException
+from graphql import GraphQLError
 from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,7 @@ from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.context import RequestContext
 from app.errors import HTTPRefusal, http_refusal_body
+from app.persisted import NotFound, PersistedQueries
 from app.resilience import Deadline
 from app.settings import Settings
 from app.telemetry.logs import OPERATION
@@ -74,12 +76,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient,
         caching: Caching, telemetry: Telemetry,
     ) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
+                         allow_queries_via_get=True)
         self.settings = settings
         self.client = client
         self.caching = caching
         self.telemetry = telemetry
         self.auth = Authenticator(settings)
+        self.persisted = PersistedQueries(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -195,6 +199,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
         root_value: Any, request_data: Any,
     ) -> ExecutionResult:
+        try:
+            request_data.query = await self.persisted.resolve(request_data.query,
+                                                              request_data.extensions)
+        except NotFound:
+            return ExecutionResult(data=None, errors=[GraphQLError(
+                "PersistedQueryNotFound",
+                extensions={"code": "PERSISTED_QUERY_NOT_FOUND"})])
         responses = self.caching.responses
         key = None
         if (responses is not None and request_data.query

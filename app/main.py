@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from app import transport
 from app.cache.entity import EntityCache, Staleness
 from app.cache.hints import CacheHints
 from app.cache.invalidation import EVICTS, Invalidator, response_namespace
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             await client.close()
             if limiter is not None:
                 await limiter.close()
+            await graphql.persisted.close()
             telemetry.shutdown()  # exports the spans still queued
             metrics.process_exit()
 
@@ -111,7 +113,9 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             Route("/events", receive_event, methods=["POST"]),
         ],
         lifespan=lifespan,
-        middleware=request_telemetry(settings, telemetry),
+        # Telemetry outermost (a refused or failed request is traced and logged too), then
+        # the security headers and CORS.
+        middleware=[*request_telemetry(settings, telemetry), *transport.middleware(settings)],
     )
     app.state.settings = settings
     app.state.client = client

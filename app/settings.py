@@ -208,6 +208,38 @@ class Settings:
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
     )
+    # -- transport (app/transport.py) -----------------------------------------------------------
+    cors_origins: str = setting(
+        "",
+        "CORS_ORIGINS",
+        "Origins a browser may call the gateway from, comma-separated (* for any); empty: "
+        "no cross-origin calls.",
+    )
+    introspection: bool = setting(
+        True, "INTROSPECTION",
+        "Answer introspection queries (the IDE's docs need them); off for a production "
+        "graph that should not publish its schema.",
+    )
+    graphql_ide: bool = setting(
+        True, "GRAPHQL_IDE", "Serve the GraphiQL IDE on GET /graphql from a browser."
+    )
+    hsts: bool = setting(
+        False, "HSTS",
+        "Send Strict-Transport-Security (only behind HTTPS).",
+    )
+    # -- persisted queries (app/persisted.py) ------------------------------------------------
+    persisted_queries_file: str = setting(
+        "",
+        "PERSISTED_QUERIES_FILE",
+        "A JSON manifest of operations clients may send by hash: {\"<sha256>\": \"query ...\"} "
+        "or Apollo's persisted-query manifest (operations with id and body).",
+    )
+    persisted_queries_only: bool = setting(
+        False,
+        "PERSISTED_QUERIES_ONLY",
+        "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
+        "registered before); a query text is refused. For third-party production traffic.",
+    )
     # -- rate limits (app/ratelimit.py) ------------------------------------------------------
     rate_limit_enabled: bool = setting(
         True, "RATE_LIMIT_ENABLED", "Rate limits per client, counted in query cost."

@@ -6,7 +6,13 @@ import operator
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -54,6 +60,9 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
+            # Introspection off by setting: graphql-core's own validation rule refuses it.
+            *([] if settings.introspection else [
+                lambda: AddValidationRules([NoSchemaIntrospectionCustomRule])]),
         ],
     )
     all_fields = telemetry is not None and telemetry.all_fields

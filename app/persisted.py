@@ -1,0 +1,129 @@
+"""Automatic persisted queries (Apollo's protocol): a client sends
+`extensions.persistedQuery = {"version": 1, "sha256Hash": ...}` instead of the document; the
+gateway answers PERSISTED_QUERY_NOT_FOUND the first time, the client sends the document with
+its hash once, and from then on the hash alone. Registered documents live in Redis when it is
+configured (shared by replicas), else in this process; a manifest file holds the ones known
+at deploy time. With PERSISTED_QUERIES_ONLY, query texts are refused and nothing new is
+registered: only the manifest's (and already registered) operations run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.errors import HTTPRefusal
+from app.settings import Settings, SettingsError
+
+log = logging.getLogger("gateway.persisted")
+MAX_LOCAL = 10_000
+TTL_S = 30 * 86_400
+
+
+class NotFound(Exception):
+    """The hash names no document this gateway knows."""
+
+
+def sha256(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()
+
+
+def load_manifest(path: str) -> dict[str, str]:
+    try:
+        raw = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise SettingsError(f"PERSISTED_QUERIES_FILE cannot be read: {err}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("operations"), list):
+        pairs = [(op.get("id"), op.get("body")) for op in raw["operations"]
+                 if isinstance(op, dict)]
+    elif isinstance(raw, dict):
+        pairs = list(raw.items())
+    else:
+        raise SettingsError("PERSISTED_QUERIES_FILE must be a JSON object")
+    manifest = {}
+    for digest, body in pairs:
+        if not isinstance(body, str) or digest != sha256(body):
+            raise SettingsError(f"PERSISTED_QUERIES_FILE: {digest!r} is not the sha256 of "
+                                "its document")
+        manifest[digest] = body
+    return manifest
+
+
+class PersistedQueries:
+    def __init__(self, settings: Settings) -> None:
+        self.only = settings.persisted_queries_only
+        self.manifest = (load_manifest(settings.persisted_queries_file)
+                         if settings.persisted_queries_file else {})
+        self._prefix = f"{settings.redis_prefix}:apq:"
+        self._redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        self._local: OrderedDict[str, str] = OrderedDict()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
+        """The document to run: `query`, or the persisted one its hash names. Raises
+        NotFound for an unknown hash, an HTTPRefusal for a request the protocol refuses."""
+        persisted = (extensions or {}).get("persistedQuery")
+        if persisted is None:
+            if self.only and query is not None:
+                raise HTTPRefusal(400, "Only persisted operations are accepted: send "
+                                  "extensions.persistedQuery with the sha256Hash of one",
+                                  "PERSISTED_QUERY_REQUIRED")
+            return query
+        if not isinstance(persisted, dict) or persisted.get("version") != 1 \
+                or not isinstance(persisted.get("sha256Hash"), str):
+            raise HTTPRefusal(400, "extensions.persistedQuery must be "
+                              '{"version": 1, "sha256Hash": "<hex>"}', "BAD_REQUEST")
+        digest = persisted["sha256Hash"].lower()
+        known = await self._get(digest)
+        if query is None:
+            if known is None:
+                raise NotFound(digest)
+            return known
+        if sha256(query) != digest:
+            raise HTTPRefusal(400, "persistedQuery.sha256Hash is not the sha256 of the query",
+                              "BAD_REQUEST")
+        if known is None:
+            if self.only:
+                raise HTTPRefusal(400, "Only persisted operations are accepted: this one is "
+                                  "not, and none may be added", "PERSISTED_QUERY_REQUIRED")
+            await self._put(digest, query)
+        return query
+
+    async def _get(self, digest: str) -> str | None:
+        found = self.manifest.get(digest) or self._local.get(digest)
+        if found is not None or self._redis is None:
+            return found
+        try:
+            raw = await self._redis.get(self._prefix + digest)
+        except RedisError as err:
+            log.warning("persisted query lookup failed", extra={"error": str(err)})
+            return None
+        if raw is None:
+            return None
+        query = raw.decode()
+        self._remember(digest, query)
+        return query
+
+    async def _put(self, digest: str, query: str) -> None:
+        self._remember(digest, query)
+        if self._redis is not None:
+            try:
+                await self._redis.set(self._prefix + digest, query, ex=TTL_S)
+            except RedisError as err:
+                log.warning("persisted query not shared", extra={"error": str(err)})
+
+    def _remember(self, digest: str, query: str) -> None:
+        self._local[digest] = query
+        self._local.move_to_end(digest)
+        if len(self._local) > MAX_LOCAL:
+            self._local.popitem(last=False)
