@@ -175,7 +175,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         span_context = trace.get_current_span().get_span_context()  # the server span
         context.trace_id = span_context.trace_id
         context.trace_root = span_context.span_id
-        context.debug = debug_allowed(self.settings, request.headers.get(DEBUG_HEADER))
+        asked = request.headers.get(DEBUG_HEADER)
+        context.debug = debug_allowed(self.settings, asked) or bool(asked and viewer.admin)
         request.state.gateway = (context, response)
         return context
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.harness import ROOT, Gateway, Services
+from tests.harness import ROOT, Gateway, Services, token
 from tests.telemetry.conftest import DEEP, post
 
 REVIEWS = ('query Reviews { product(id: "p451") { id reviews(first: 3) '
@@ -125,9 +125,15 @@ async def test_the_waterfall_is_for_authorized_callers_only_outside_development(
     async with http_session.get(gateway.url + "/graphql", params={"query": query}) as resp:
         assert "public" in resp.headers["Cache-Control"] and "Vary" not in resp.headers
 
-    anonymous = processes(DEV_MODE="false")  # no token configured: nobody
+    anonymous = processes(DEV_MODE="false")  # no token configured: nobody but an admin
     _, body = await post(http_session, anonymous.url, query, headers=DEBUG)
     assert "extensions" not in body
+    customer = {**DEBUG, "Authorization": f"Bearer {token('u1', 'read:orders')}"}
+    _, body = await post(http_session, anonymous.url, query, headers=customer)
+    assert "extensions" not in body
+    admin = {**DEBUG, "Authorization": f"Bearer {token('staff', 'admin')}"}
+    _, body = await post(http_session, anonymous.url, query, headers=admin)
+    assert body["extensions"]["debug"]["resolvers"][0]["path"] == "topProducts"
 
 
 async def test_the_trace_command_prints_the_waterfall_with_the_slowest_path(
