@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +247,33 @@ class Gateway:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+@contextmanager
+def gateways(tmp: Path, services: Services, **defaults: str) -> Iterator[Callable[..., Gateway]]:
+    """A factory of gateways against `services` (settings: `defaults`, then its own),
+    all stopped on leaving: what each test package's `start` fixture hands out."""
+    started: list[Gateway] = []
+
+    def start(services_: Services | None = None, **env: str) -> Gateway:
+        gateway = start_gateway(tmp, services_ or services, env={**defaults, **env})
+        started.append(gateway)
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+@contextmanager
+def running_services(tmp: Path, **kwargs: Any) -> Iterator[Services]:
+    services = start_services(tmp, **kwargs)
+    try:
+        yield services
+    finally:
+        services.stop()
 
 
 def start_gateway(

@@ -12,7 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import Gateway, Services, http, metric_total, start_gateway, start_services
+from tests.harness import (
+    Gateway,
+    Services,
+    gateways,
+    http,
+    metric_total,
+    running_services,
+)
 
 DEBUG = {"X-Gateway-Debug": "1"}
 
@@ -43,9 +50,8 @@ def rtmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def rservices(rtmp: Path) -> Iterator[Services]:
-    svc = start_services(rtmp)
-    yield svc
-    svc.stop()
+    with running_services(rtmp) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -58,16 +64,8 @@ def faults(rservices: Services) -> Iterator[Services]:
 @pytest.fixture(scope="package")
 def start(rtmp: Path, rservices: Services) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway with the given settings (the cache off unless asked for)."""
-    started: list[Gateway] = []
-
-    def _start(services: Services | None = None, **env: str) -> Gateway:
-        gw = start_gateway(rtmp, services or rservices, env={"CACHE_ENABLED": "false", **env})
-        started.append(gw)
-        return gw
-
-    yield _start
-    for gw in started:
-        gw.stop()
+    with gateways(rtmp, rservices, CACHE_ENABLED="false") as start_:
+        yield start_
 
 
 @pytest.fixture

@@ -13,7 +13,12 @@ import pytest
 from multidict import CIMultiDict
 
 from services.seed import Dataset, generate
-from tests.harness import Gateway, Services, start_gateway, start_services
+from tests.harness import (
+    Gateway,
+    Services,
+    gateways,
+    running_services,
+)
 
 
 @pytest.fixture(scope="package")
@@ -23,9 +28,8 @@ def stmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def sservices(stmp: Path) -> Iterator[Services]:
-    svc = start_services(stmp)
-    yield svc
-    svc.stop()
+    with running_services(stmp) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="package")
@@ -35,16 +39,8 @@ def seed() -> Dataset:
 
 @pytest.fixture(scope="package")
 def start(stmp: Path, sservices: Services) -> Iterator[Callable[..., Gateway]]:
-    started: list[Gateway] = []
-
-    def _start(**env: str) -> Gateway:
-        gw = start_gateway(stmp, sservices, env={"DEV_MODE": "false", **env})
-        started.append(gw)
-        return gw
-
-    yield _start
-    for gw in started:
-        gw.stop()
+    with gateways(stmp, sservices, DEV_MODE="false") as start_:
+        yield start_
 
 
 @pytest.fixture(scope="package")

@@ -19,7 +19,13 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
-from tests.harness import Gateway, Services, free_port, start_gateway, start_services
+from tests.harness import (
+    Gateway,
+    Services,
+    free_port,
+    gateways,
+    running_services,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEEP = (ROOT / "bench" / "queries" / "deep.graphql").read_text()
@@ -32,9 +38,8 @@ def ttmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def tservices(ttmp: Path) -> Iterator[Services]:
-    svc = start_services(ttmp)
-    yield svc
-    svc.stop()
+    with running_services(ttmp) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -91,16 +96,8 @@ async def launch(tservices: Services) -> AsyncIterator[Callable[..., Awaitable[I
 
 @pytest.fixture(scope="package")
 def processes(ttmp: Path, tservices: Services) -> Iterator[Callable[..., Gateway]]:
-    started: list[Gateway] = []
-
-    def _start(**env: str) -> Gateway:
-        gw = start_gateway(ttmp, tservices, env={"CACHE_ENABLED": "false", **env})
-        started.append(gw)
-        return gw
-
-    yield _start
-    for gw in started:
-        gw.stop()
+    with gateways(ttmp, tservices, CACHE_ENABLED="false") as start:
+        yield start
 
 
 async def post(session: aiohttp.ClientSession, url: str, query: str,
