@@ -38,8 +38,9 @@ def serve() -> int:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2
     if settings.workers > 1 and not settings.redis_url:
-        print("gateway: several workers without REDIS_URL: each has its own cache, and a "
-              "change event reaches only one of them", file=sys.stderr)
+        print("gateway: several workers without REDIS_URL: each has its own cache, rate "
+              "limits and persisted queries, and a change event reaches only one of them",
+              file=sys.stderr)
     own_metrics_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Each worker writes its metrics here and /metrics sums them; set before any worker

@@ -53,8 +53,10 @@ def _refuse(reason: str) -> HTTPRefusal:
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._jwks = (jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300,
-                                      timeout=5)
+        # The key set is cached for 5 minutes and refetched for an unknown key id; no per-key
+        # cache (PyJWT's never expires, so a key the provider revoked would stay trusted).
+        self._jwks = (jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False, lifespan=300,
+                                      timeout=5, cooldown_duration=settings.auth_jwks_cooldown_s)
                       if settings.auth_jwks_url else None)
 
     async def viewer(self, headers: Any) -> Viewer:
@@ -90,6 +92,10 @@ class Authenticator:
             try:
                 # PyJWKClient fetches over blocking HTTP when a key id is new: off the loop.
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError) as err:
+                # The identity provider's fault, not the token's: say so, and not 401.
+                raise HTTPRefusal(503, f"The identity provider's keys are unavailable: {err}",
+                                  "AUTHENTICATION_UNAVAILABLE") from None
             except jwt.PyJWKClientError as err:
                 raise _refuse(f"The token's signing key is unknown: {err}") from None
         else:

@@ -30,6 +30,7 @@ from app.cache.response import ResponseCache
 from app.context import RequestContext
 from app.errors import HTTPRefusal, http_refusal_body
 from app.persisted import NotFound, PersistedQueries
+from app.ratelimit import RateLimiter, rate_limited
 from app.resilience import Deadline
 from app.settings import Settings
 from app.telemetry.logs import OPERATION
@@ -39,7 +40,7 @@ from app.telemetry.waterfall import waterfall
 from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
 
-POST_MEDIA_TYPES = frozenset({"application/json", "multipart/form-data"})
+POST_MEDIA_TYPES = frozenset({"application/json"})  # (no multipart uploads in this graph)
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
@@ -63,8 +64,11 @@ class OperationPolicy(SchemaExtension):
         ctx = self.execution_context
         context = ctx.context
         OPERATION.set(ctx.operation_name)  # for log lines
-        if isinstance(context, RequestContext) and ctx.graphql_document is not None:
+        if isinstance(context, RequestContext):
             context.operation_name = ctx.operation_name
+        # (Not for an operation already refused by the limits: its walk could be costly.)
+        if isinstance(context, RequestContext) and ctx.graphql_document is not None \
+                and ctx.result is None:
             context.document = ctx.graphql_document
             context.operation_policy = context.hints.operation_policy(
                 ctx.graphql_document, ctx.operation_name)
@@ -74,7 +78,7 @@ class OperationPolicy(SchemaExtension):
 class GatewayGraphQL(GraphQL[RequestContext, None]):
     def __init__(
         self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient,
-        caching: Caching, telemetry: Telemetry,
+        caching: Caching, telemetry: Telemetry, limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
                          allow_queries_via_get=True)
@@ -84,6 +88,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.telemetry = telemetry
         self.auth = Authenticator(settings)
         self.persisted = PersistedQueries(settings)
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -201,8 +206,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         root_value: Any, request_data: Any,
     ) -> ExecutionResult:
         try:
-            request_data.query = await self.persisted.resolve(request_data.query,
-                                                              request_data.extensions)
+            request_data.query, register = await self.persisted.resolve(
+                request_data.query, request_data.extensions)
         except NotFound:
             return ExecutionResult(data=None, errors=[GraphQLError(
                 "PersistedQueryNotFound",
@@ -213,7 +218,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 and OperationType.QUERY in OperationType.from_http(request_adapter.method)):
             key = responses.key(request_data.query, request_data.operation_name,
                                 request_data.variables)
-            hit = responses.get(key)
+            hit = responses.get(key) if key is not None else None
+            if hit is not None and self.limiter is not None:
+                # A cached answer is cheap, not free: it costs the minimum, and a client
+                # over its limit is not served.
+                refused = await self._spend(context, 1)
+                if refused is not None:
+                    return refused
             if hit is not None:
                 context.operation_policy = hit.policy
                 # Age (RFC 9111): how long ago this answer was computed.
@@ -221,11 +232,21 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 return ExecutionResult(data=hit.data, errors=None)
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
+        if register is not None and context.document is not None and request_data.query:
+            # It parsed, validated and fit the limits: only now is it worth keeping.
+            await self.persisted.register(register, request_data.query)
         if key is not None and responses is not None and context.document is not None:
             # put() keeps only PUBLIC policies with a max-age: never a failed or stale answer.
             responses.put(key, context.document, result.data,
                           context.response_policy(bool(result.errors)))
         return result
+
+    async def _spend(self, context: RequestContext, cost: int) -> ExecutionResult | None:
+        """Charge `cost` to the caller; the refusal to answer with when over its limit."""
+        assert self.limiter is not None
+        decision = await self.limiter.spend_for(context.viewer, context.client_address, cost)
+        context.rate_limit = decision
+        return None if decision.allowed else rate_limited(decision, cost)
 
     async def process_result(  # type: ignore[override]
         self, request: Request, result: ExecutionResult
@@ -238,6 +259,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             # A waterfall is for its caller alone: no shared cache may keep it for others.
             response.headers["Cache-Control"] = "no-store"
             response.headers["Vary"] = DEBUG_HEADER
+        if context.rate_limit is None and self.limiter is not None:
+            # Refused before it ran (a document that does not parse, validate, or fit the
+            # limits): it still costs the minimum, and gets the headers.
+            await self._spend(context, 1)
         if context.rate_limit is not None:
             response.headers.update(context.rate_limit.headers())
             if not context.rate_limit.allowed:

@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry,
                           settings=settings, limiter=limiter)
     caching = build_caching(settings, schema.as_str(), client)
-    graphql = GatewayGraphQL(schema, settings, client, caching, telemetry)
+    graphql = GatewayGraphQL(schema, settings, client, caching, telemetry, limiter)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         lifespan=lifespan,
         # Telemetry outermost (a refused or failed request is traced and logged too), then
         # the security headers and CORS.
-        middleware=[*request_telemetry(settings, telemetry), *transport.middleware(settings)],
+        middleware=[*request_telemetry(settings, telemetry, graphql.auth),
+                    *transport.middleware(settings)],
     )
     app.state.settings = settings
     app.state.client = client

@@ -23,7 +23,8 @@ from app.errors import HTTPRefusal
 from app.settings import Settings, SettingsError
 
 log = logging.getLogger("gateway.persisted")
-MAX_LOCAL = 10_000
+MAX_LOCAL_BYTES = 32_000_000  # the in-process store, by the size of its documents
+MAX_DOCUMENT_BYTES = 100_000  # a longer document runs, but is not registered
 TTL_S = 30 * 86_400
 
 
@@ -64,21 +65,25 @@ class PersistedQueries:
         self._prefix = f"{settings.redis_prefix}:apq:"
         self._redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
         self._local: OrderedDict[str, str] = OrderedDict()
+        self._local_bytes = 0
 
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
-        """The document to run: `query`, or the persisted one its hash names. Raises
-        NotFound for an unknown hash, an HTTPRefusal for a request the protocol refuses."""
+    async def resolve(self, query: str | None, extensions: dict[str, Any] | None
+                      ) -> tuple[str | None, str | None]:
+        """The document to run (`query`, or the persisted one its hash names) and the hash
+        to register it under once it has proved to be a valid operation (None: nothing to
+        register). Raises NotFound for an unknown hash, an HTTPRefusal for a request the
+        protocol refuses."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             if self.only and query is not None:
                 raise HTTPRefusal(400, "Only persisted operations are accepted: send "
                                   "extensions.persistedQuery with the sha256Hash of one",
                                   "PERSISTED_QUERY_REQUIRED")
-            return query
+            return query, None
         if not isinstance(persisted, dict) or persisted.get("version") != 1 \
                 or not isinstance(persisted.get("sha256Hash"), str):
             raise HTTPRefusal(400, "extensions.persistedQuery must be "
@@ -88,16 +93,20 @@ class PersistedQueries:
         if query is None:
             if known is None:
                 raise NotFound(digest)
-            return known
+            return known, None
         if sha256(query) != digest:
             raise HTTPRefusal(400, "persistedQuery.sha256Hash is not the sha256 of the query",
                               "BAD_REQUEST")
-        if known is None:
-            if self.only:
-                raise HTTPRefusal(400, "Only persisted operations are accepted: this one is "
-                                  "not, and none may be added", "PERSISTED_QUERY_REQUIRED")
-            await self._put(digest, query)
-        return query
+        if known is None and self.only:
+            raise HTTPRefusal(400, "Only persisted operations are accepted: this one is "
+                              "not, and none may be added", "PERSISTED_QUERY_REQUIRED")
+        register = digest if known is None and len(query) <= MAX_DOCUMENT_BYTES else None
+        return query, register
+
+    async def register(self, digest: str, query: str) -> None:
+        """Keep `query` under its hash: called once it parsed and validated, so that text
+        that is not an operation is never stored."""
+        await self._put(digest, query)
 
     async def _get(self, digest: str) -> str | None:
         found = self.manifest.get(digest) or self._local.get(digest)
@@ -123,7 +132,10 @@ class PersistedQueries:
                 log.warning("persisted query not shared", extra={"error": str(err)})
 
     def _remember(self, digest: str, query: str) -> None:
+        old = self._local.pop(digest, None)
+        self._local_bytes -= len(old) if old is not None else 0
         self._local[digest] = query
-        self._local.move_to_end(digest)
-        if len(self._local) > MAX_LOCAL:
-            self._local.popitem(last=False)
+        self._local_bytes += len(query)
+        while self._local_bytes > MAX_LOCAL_BYTES and self._local:
+            _, evicted = self._local.popitem(last=False)
+            self._local_bytes -= len(evicted)

@@ -10,6 +10,7 @@ limiter protects the graph, it must not take it down.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
+from app.auth import Viewer
 from app.settings import Settings
 
 log = logging.getLogger("gateway.ratelimit")
@@ -75,7 +77,10 @@ class RateLimiter:
         self.budgets = {"anonymous": settings.rate_limit_anonymous,
                         "authenticated": settings.rate_limit_authenticated,
                         "gold": settings.rate_limit_gold}
-        self._redis = (aioredis.from_url(settings.redis_url) if settings.redis_url else None)
+        # Short timeouts: a stalled Redis must not add seconds to every request.
+        self._redis = (aioredis.from_url(settings.redis_url, socket_timeout=0.25,
+                                         socket_connect_timeout=0.25)
+                       if settings.redis_url else None)
         self._spend = self._redis.register_script(SPEND) if self._redis is not None else None
         self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
@@ -92,12 +97,18 @@ class RateLimiter:
             try:
                 allowed, tokens, full, wait = await self._spend(
                     keys=[key], args=[capacity, rate, cost])
-            except RedisError as err:
-                log.warning("rate limit not applied: redis failed", extra={"error": str(err)})
-                return Decision(True, capacity, capacity, 0, 0)
+            except (RedisError, OSError, TimeoutError) as err:
+                # This replica's own buckets meanwhile: limits stay, per replica.
+                log.warning("rate limit kept in process: redis failed",
+                            extra={"error": str(err)})
             return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
                              float(wait))
         return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
+
+    async def spend_for(self, viewer: Viewer, address: str, cost: int) -> Decision:
+        """Charge `cost` to the caller: its token's subject, else its address (an IPv6
+        one by its /64, which one host can rotate through)."""
+        return await self.spend(viewer.id or client_of(address), viewer.tier, cost)
 
     def _spend_locally(self, key: str, capacity: int, rate: float, cost: int) -> Decision:
         now = time.monotonic()
@@ -133,14 +144,27 @@ class RateLimit(SchemaExtension):
         context = ec.context
         viewer = getattr(context, "viewer", None)
         if ec.result is None and viewer is not None:
-            client = viewer.id or context.client_address
-            decision = await self.limiter.spend(client, viewer.tier, context.cost)
+            decision = await self.limiter.spend_for(viewer, context.client_address,
+                                                    context.cost)
             context.rate_limit = decision
             if not decision.allowed:
-                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                    f"Rate limit exceeded: this operation costs {max(1, context.cost)}, "
-                    f"{decision.remaining} of {decision.limit} left; retry in "
-                    f"{decision.retry_after_s} s", extensions={
-                        "code": "RATE_LIMITED", "retryAfter": decision.retry_after_s,
-                        "cost": max(1, context.cost)})])
+                ec.result = rate_limited(decision, context.cost)
         yield
+
+
+def rate_limited(decision: Decision, cost: int) -> ExecutionResult:
+    cost = max(1, cost)
+    return ExecutionResult(data=None, errors=[GraphQLError(
+        f"Rate limit exceeded: this operation costs {cost}, {decision.remaining} of "
+        f"{decision.limit} left; retry in {decision.retry_after_s} s",
+        extensions={"code": "RATE_LIMITED", "retryAfter": decision.retry_after_s,
+                    "cost": cost})])
+
+
+def client_of(address: str) -> str:
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    except ValueError:
+        return address

@@ -274,6 +274,11 @@ class Settings:
         "JWKS URL of the identity provider: RS256 and ES256 tokens are checked against its "
         "keys (fetched once, cached, refetched for an unknown key id).",
     )
+    auth_jwks_cooldown_s: float = setting(
+        30.0, "AUTH_JWKS_COOLDOWN_S",
+        "Least time between two fetches of the key set caused by unknown key ids (tokens "
+        "with made-up ids must not make the gateway hammer the provider).",
+    )
     auth_issuer: str = setting(
         "", "AUTH_ISSUER", "Required `iss` of bearer tokens; empty: not checked."
     )
@@ -413,8 +418,18 @@ class Settings:
             raise SettingsError("AUTH_JWT_SECRET must be at least 32 bytes (HS256)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("http://", "https://")):
             raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
+        if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
+            # The provider signs tokens for other applications too: without these, any of
+            # them would be accepted here.
+            raise SettingsError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
         if self.auth_leeway_s < 0:
             raise SettingsError("AUTH_LEEWAY_S must not be negative")
+        smallest = min(self.rate_limit_anonymous, self.rate_limit_authenticated,
+                       self.rate_limit_gold)
+        if self.rate_limit_enabled and self.max_query_cost > smallest:
+            raise SettingsError(f"MAX_QUERY_COST ({self.max_query_cost}) must not exceed the "
+                                f"smallest rate-limit budget ({smallest}): such a query could "
+                                "never run")
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"LOG_FORMAT must be json or text, got {self.log_format!r}")
         for name in ("cache_hints", "cache_stale"):

@@ -4,9 +4,9 @@ token limit is Strawberry's MaxTokensLimiter (it stops the parser itself).
 
 Cost: every field costs 1; a field with a `first` or `ids` argument multiplies the cost of
 the selections under it by that number (`first`'s schema default when the query does not
-give it), so `topProducts(first: 10) { reviews(first: 5) { author { name } } }` costs
-1 + 10 x (1 + 5 x (1 + 1)) = 111. Lists without such an argument (an order's items, a
-connection's edges) are bounded by what they belong to and count once.
+give it, or gives null), so `topProducts(first: 10) { reviews(first: 5) { author { name } } }`
+costs 1 + 10 x (1 + 5 x (1 + 1)) = 111. Other lists count as LIST_SIZE items (a
+connection's edges are counted by its `first`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,26 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    SchemaMetaFieldDef,
     SelectionSetNode,
+    TypeMetaFieldDef,
+    TypeNameMetaFieldDef,
     get_named_type,
+    get_nullable_type,
+    is_list_type,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 MULTIPLIERS = ("first", "ids")
+# A list with no `first` or `ids` (an order's items, a product's images...) is assumed to
+# hold this many; a few are known to hold more. A connection's edges are counted by its
+# `first`, above them.
+LIST_SIZE = 10
+LIST_SIZES = {"Query.categories": 100}
+META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef,
+               "__typename": TypeNameMetaFieldDef}
 
 
 @dataclass
@@ -42,56 +54,87 @@ class Measure:
 
 
 class Measurer:
+    """One walk of an operation. Each fragment is measured once (per type it is spread
+    on), so a document whose fragments spread each other twice over costs its size to
+    measure, not 2^n; introspection is measured like the rest (its lists count once: the
+    schema bounds them), except for depth (the IDE's own query nests `ofType` deeply)."""
+
     def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
                  variables: Any) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
-        self.aliases = 0
-        self.depth = 0
+        self._memo: dict[tuple[str, str], Measure] = {}
+        self._open: set[str] = set()
 
-    def selection_cost(self, selection_set: SelectionSetNode | None, parent: Any,
-                       depth: int, spreads: tuple[str, ...] = ()) -> int:
+    def selections(self, selection_set: SelectionSetNode | None, parent: Any,
+                   meta: bool) -> Measure:
+        """Cost, depth (levels of fields) and aliases of a selection set."""
+        total = Measure()
         if selection_set is None:
-            return 0
-        total = 0
+            return total
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                total += self.field_cost(selection, parent, depth)
+                part = self.field(selection, parent, meta)
             elif isinstance(selection, InlineFragmentNode):
                 on = (self.schema.get_type(selection.type_condition.name.value)
                       if selection.type_condition else parent)
-                total += self.selection_cost(selection.selection_set, on, depth, spreads)
+                part = self.selections(selection.selection_set, on, meta)
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.fragments.get(name)
-                if fragment is None or name in spreads:
-                    continue  # validation reports unknown fragments and cycles
-                on = self.schema.get_type(fragment.type_condition.name.value)
-                total += self.selection_cost(fragment.selection_set, on, depth,
-                                             (*spreads, name))
+                part = self.spread(selection.name.value, meta)
+            else:
+                continue
+            total.cost += part.cost
+            total.aliases += part.aliases
+            total.depth = max(total.depth, part.depth)
         return total
 
-    def field_cost(self, node: FieldNode, parent: Any, depth: int) -> int:
-        if node.alias is not None and node.alias.value != node.name.value:
-            self.aliases += 1
-        self.depth = max(self.depth, depth + 1)
-        fields = getattr(parent, "fields", None)
-        field_def = fields.get(node.name.value) if fields else None
-        if field_def is None:  # __typename, introspection
-            return 1
-        multiplier = 1
-        if any(name in field_def.args for name in MULTIPLIERS):
+    def spread(self, name: str, meta: bool) -> Measure:
+        fragment = self.fragments.get(name)
+        if fragment is None or name in self._open:
+            return Measure()  # validation reports unknown fragments and cycles
+        key = (name, "meta" if meta else "")
+        found = self._memo.get(key)
+        if found is None:
+            self._open.add(name)
+            on = self.schema.get_type(fragment.type_condition.name.value)
+            found = self._memo[key] = self.selections(fragment.selection_set, on, meta)
+            self._open.discard(name)
+        return found
+
+    def field(self, node: FieldNode, parent: Any, meta: bool) -> Measure:
+        name = node.name.value
+        aliases = 1 if node.alias is not None and node.alias.value != name else 0
+        field_def = META_FIELDS.get(name) or (getattr(parent, "fields", None) or {}).get(name)
+        if field_def is None:
+            return Measure(1, aliases, 1)
+        meta = meta or name.startswith("__")
+        multiplier = 1 if meta else self.multiplier(node, field_def, parent, name)
+        children = self.selections(node.selection_set, get_named_type(field_def.type), meta)
+        return Measure(0 if meta else 1 + children.depth, aliases + children.aliases,
+                       1 + multiplier * children.cost)
+
+    def multiplier(self, node: FieldNode, field_def: Any, parent: Any, name: str) -> int:
+        if any(arg in field_def.args for arg in MULTIPLIERS):
             args = get_argument_values(field_def, node, self.variables)
-            for name in MULTIPLIERS:
-                value = args.get(name)
+            multiplier = 1
+            for arg in MULTIPLIERS:
+                if arg not in field_def.args:
+                    continue
+                value = args.get(arg)
+                if value is None:  # an explicit null: the resolver uses the default
+                    value = field_def.args[arg].default_value
                 if isinstance(value, int) and not isinstance(value, bool):
                     multiplier = max(multiplier, value)
                 elif isinstance(value, list):
                     multiplier = max(multiplier, len(value))
-        named = get_named_type(field_def.type)
-        children = self.selection_cost(node.selection_set, named, depth + 1)
-        return 1 + multiplier * children
+                elif arg == "first":
+                    multiplier = max(multiplier, LIST_SIZE)
+            return multiplier
+        if is_list_type(get_nullable_type(field_def.type)) \
+                and not str(getattr(parent, "name", "")).endswith("Connection"):
+            return LIST_SIZES.get(f"{parent.name}.{name}", LIST_SIZE)
+        return 1
 
 
 def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
@@ -103,9 +146,8 @@ def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
     if isinstance(variables, list):
         return None
     root: GraphQLObjectType | None = schema.get_root_type(operation.operation)
-    measurer = Measurer(schema, fragments, variables)
-    cost = measurer.selection_cost(operation.selection_set, root, 0)
-    return Measure(measurer.depth, measurer.aliases, cost)
+    return Measurer(schema, fragments, variables).selections(operation.selection_set, root,
+                                                             False)
 
 
 class QueryLimits(SchemaExtension):

@@ -48,10 +48,14 @@ class ResponseCache:
         self._types = lru_cache(maxsize=512)(self._operation_types)
 
     @staticmethod
-    def key(query: str, operation_name: str | None, variables: Mapping[str, Any] | None) -> str:
+    def key(query: str, operation_name: str | None, variables: Mapping[str, Any] | None
+            ) -> str | None:
         digest = hashlib.sha256(query.encode()).hexdigest()
-        return f"{digest}:{operation_name or ''}:" + orjson.dumps(
-            variables or {}, option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            return None  # nested past orjson's depth: not worth caching (nor a 500)
+        return f"{digest}:{operation_name or ''}:" + encoded
 
     def get(self, key: str) -> CachedResponse | None:
         now = time.time()

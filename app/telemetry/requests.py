@@ -16,9 +16,12 @@ import time
 from typing import Any
 
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import Authenticator
+from app.errors import HTTPRefusal
 from app.settings import Settings
 from app.telemetry import metrics
 from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
@@ -40,21 +43,31 @@ def debug_allowed(settings: Settings, value: str | None) -> bool:
 
 
 class DebugRecording:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, auth: Authenticator) -> None:
         self.app = app
         self.settings = settings
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            value = headers.get(b"x-gateway-debug")
-            # An admin's token is checked later (app/auth.py): a debug request with a bearer
-            # token is recorded, and gets its waterfall only if the token says admin.
-            if value is not None and (debug_allowed(self.settings, value.decode("latin-1"))
-                                      or headers.get(b"authorization", b"")[:7].lower()
-                                      == b"bearer "):
-                RECORD_REQUEST.set(True)  # this request's task only
+        if scope["type"] == "http" and await self._may_debug(scope):
+            RECORD_REQUEST.set(True)  # this request's task only
         await self.app(scope, receive, send)
+
+    async def _may_debug(self, scope: Scope) -> bool:
+        headers = Headers(scope=scope)
+        value = headers.get(DEBUG_HEADER)
+        if not value:
+            return False
+        if debug_allowed(self.settings, value):
+            return True
+        if "authorization" not in headers:
+            return False
+        # An admin may: the token is verified here (and again by the view), only for
+        # requests asking to be debugged, so that nobody else can make a request costly.
+        try:
+            return (await self.auth.viewer(headers)).admin
+        except HTTPRefusal:
+            return False
 
 
 class AccessLog:
@@ -103,10 +116,11 @@ class AccessLog:
             access_log.debug("request", extra=fields)
 
 
-def middleware(settings: Settings, telemetry: Telemetry) -> list[Middleware]:
+def middleware(settings: Settings, telemetry: Telemetry, auth: Authenticator
+               ) -> list[Middleware]:
     """The request-level telemetry, outermost first (for Starlette's `middleware=`)."""
     return [
-        Middleware(DebugRecording, settings=settings),
+        Middleware(DebugRecording, settings=settings, auth=auth),
         Middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS,
                    tracer_provider=telemetry.provider,
                    # No internal span per ASGI message: they would double a request's spans.

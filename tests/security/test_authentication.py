@@ -3,6 +3,7 @@ server; a bad token is a 401, never a silent anonymous."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -103,10 +104,11 @@ async def key_server() -> AsyncIterator[dict[str, Any]]:
             private.public_key()))
         keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
     served = {"count": 0}
+    published = {"keys": keys}
 
     async def jwks(_: web.Request) -> web.Response:
         served["count"] += 1
-        return web.json_response({"keys": keys})
+        return web.json_response({"keys": published["keys"]})
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", jwks)
@@ -115,12 +117,16 @@ async def key_server() -> AsyncIterator[dict[str, Any]]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield {"url": f"http://127.0.0.1:{port}/.well-known/jwks.json", "rsa": rsa_key,
-           "ec": ec_key, "served": served}
+           "ec": ec_key, "served": served, "published": published}
     await runner.cleanup()
 
 
+PROVIDER = {"AUTH_ISSUER": "https://id.example", "AUTH_AUDIENCE": "gateway"}
+
+
 def signed(private: Any, alg: str, kid: str, **claims: Any) -> str:
-    body = {"sub": "u9", "scope": "read:orders", "exp": int(time.time()) + 600, **claims}
+    body = {"sub": "u9", "scope": "read:orders", "exp": int(time.time()) + 600,
+            "iss": "https://id.example", "aud": "gateway", **claims}
     return jwt.encode(body, private, algorithm=alg, headers={"kid": kid})
 
 
@@ -128,7 +134,7 @@ async def test_rs256_and_es256_tokens_verify_against_the_jwks(
     start: Callable[..., Gateway], key_server: dict[str, Any],
     http_session: aiohttp.ClientSession
 ) -> None:
-    gateway = start(AUTH_JWKS_URL=key_server["url"], AUTH_JWT_SECRET="")
+    gateway = start(AUTH_JWKS_URL=key_server["url"], AUTH_JWT_SECRET="", **PROVIDER)
     for private, alg, kid in ((key_server["rsa"], "RS256", "rsa-1"),
                               (key_server["ec"], "ES256", "ec-1")):
         answer = await call(http_session, gateway, ME, token=signed(private, alg, kid))
@@ -142,9 +148,36 @@ async def test_rs256_and_es256_tokens_verify_against_the_jwks(
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for bad in (signed(key_server["rsa"], "RS256", "rsa-unknown"),
                 signed(other, "RS256", "rsa-1"),
+                signed(key_server["rsa"], "RS256", "rsa-1", aud="another-app"),
+                signed(key_server["rsa"], "RS256", "rsa-1", iss="https://evil.example"),
                 token("u9")):
         answer = await call(http_session, gateway, ME, token=bad)
         assert answer.status == 401 and answer.codes() == ["UNAUTHENTICATED"]
+
+
+async def test_a_revoked_key_stops_verifying_and_a_down_provider_is_a_503(
+    start: Callable[..., Gateway], key_server: dict[str, Any],
+    http_session: aiohttp.ClientSession
+) -> None:
+    gateway = start(AUTH_JWKS_URL=key_server["url"], AUTH_JWT_SECRET="",
+                    AUTH_JWKS_COOLDOWN_S="0.2", **PROVIDER)
+    old = signed(key_server["rsa"], "RS256", "rsa-1")
+    assert (await call(http_session, gateway, ME, token=old)).status == 200
+    # The provider rotates: rsa-1 is gone, rsa-2 arrives. A token naming rsa-2 makes the
+    # gateway fetch the set again, after which rsa-1 is no longer trusted.
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(
+        new_key.public_key()))
+    key_server["published"]["keys"] = [{**jwk, "kid": "rsa-2", "alg": "RS256", "use": "sig"}]
+    await asyncio.sleep(0.3)  # past the cooldown between refetches
+    fresh = await call(http_session, gateway, ME, token=signed(new_key, "RS256", "rsa-2"))
+    assert fresh.status == 200
+    assert (await call(http_session, gateway, ME, token=old)).status == 401
+
+    down = start(AUTH_JWKS_URL=f"http://127.0.0.1:{free_port()}/jwks.json",
+                 AUTH_JWT_SECRET="", **PROVIDER)
+    answer = await call(http_session, down, ME, token=old)
+    assert answer.status == 503 and answer.codes() == ["AUTHENTICATION_UNAVAILABLE"]
 
 
 def test_the_token_command_prints_a_token_the_gateway_accepts() -> None:

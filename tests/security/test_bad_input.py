@@ -4,6 +4,7 @@ documents are checked before any resolver runs (the services see no request)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -120,10 +121,43 @@ async def test_limits_refuse_before_any_resolver_runs(
     assert answer.codes() == ["GRAPHQL_PARSE_FAILED"]
     assert "tokens" in answer.body["errors"][0]["message"]
     assert all(not sservices.stats(n)["requests"] for n in ("catalog", "reviews", "users"))
-    # The figure counts `first`'s default and variables: 1 + 5 x (1 + 1) here.
     ok = await call(http_session, prod, "query($n: Int) { topProducts(first: $n) { id } }",
                     {"n": 3})
     assert "errors" not in ok.body
+
+
+async def test_cost_counts_defaults_nulls_lists_and_introspection(
+    prod: Gateway, http_session: aiohttp.ClientSession
+) -> None:
+    async def refused(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = await call(http_session, prod, query, variables)
+        assert answer.codes() == ["QUERY_TOO_COMPLEX"], answer.body
+        return answer.body["errors"][0]["extensions"]
+
+    # An explicit null `first` is its default (the resolvers' too), not a 1.
+    nested = ("query($n: Int) { topProducts(first: 100) { reviews(first: $n) { author { "
+              "reviews(first: $n) { product { reviews(first: $n) { id } } } } } } }")
+    assert (await refused(nested, {"n": None}))["measure"] == "cost"
+    # A list without `first` counts many items (categories: 100).
+    listing = "{ categories { products(first: 100) { edges { node { id name } } } } }"
+    assert (await refused(listing))["actual"] > 10_000
+    # Introspection is measured: aliases inside __schema count.
+    aliases = "{ __schema { " + " ".join(f"t{i}: types {{ name }}" for i in range(40)) + " } }"
+    assert (await refused(aliases))["measure"] == "aliases"
+
+
+async def test_a_fragment_bomb_is_measured_in_no_time(
+    prod: Gateway, http_session: aiohttp.ClientSession
+) -> None:
+    # Each fragment spreads the one before twice: 2^40 fields if walked naively.
+    fragments = ["fragment F0 on Query { __typename }"] + [
+        f"fragment F{i} on Query {{ ...F{i - 1} a{i}: __typename ...F{i - 1} }}"
+        for i in range(1, 41)]
+    query = "{ ...F40 }\n" + "\n".join(fragments)
+    began = time.perf_counter()
+    answer = await call(http_session, prod, query)
+    assert time.perf_counter() - began < 2
+    assert answer.codes() == ["QUERY_TOO_COMPLEX"]
 
 
 async def test_a_million_ids_is_refused_by_cost(

@@ -16,7 +16,8 @@ CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
 DEARER = "{ topProducts(first: 5) { id name } }"  # cost 1 + 5 x 2 = 11
 LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": "30",
            "RATE_LIMIT_AUTHENTICATED": "60", "RATE_LIMIT_GOLD": "600",
-           "RATE_LIMIT_WINDOW_S": "600"}  # refills 0.05/s: nothing refills during a test
+           "RATE_LIMIT_WINDOW_S": "600",  # refills 0.05/s: nothing refills during a test
+           "MAX_QUERY_COST": "30"}
 
 
 def remaining(answer: Answer) -> int:
@@ -40,6 +41,11 @@ async def test_a_client_spends_its_tiers_budget_in_query_cost(
     assert refused.body["errors"][0]["extensions"]["retryAfter"] == int(
         refused.headers["Retry-After"])
     assert remaining(refused) == 1 and refused.headers["RateLimit-Reset"]
+
+    # Refusals that reach GraphQL cost the minimum and carry the headers too.
+    invalid = await call(http_session, gateway, "{ nope }")
+    assert invalid.status == 429 or remaining(invalid) == 0
+    assert "RateLimit-Limit" in invalid.headers
 
     # Each signed-in client has a bucket of its own, sized by its tier.
     alice = await call(http_session, gateway, CHEAP, token=token("alice", "read:catalog"))
@@ -76,3 +82,21 @@ async def test_two_gateways_share_the_limit_through_redis(
     answers = await asyncio.gather(*(call(http_session, c if i % 2 else d, CHEAP)
                                      for i in range(24)))
     assert sorted(a.status for a in answers) == [200] * 10 + [429] * 14
+
+
+async def test_answers_from_the_response_cache_are_charged_too(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    gateway = start(**LIMITED, RESPONSE_CACHE="true", CACHE_ENABLED="true")
+    answers = [await call(http_session, gateway, CHEAP) for _ in range(12)]
+    # The first spends 3, the cached ones 1 each: 30 - 3 - 26 x 1 ... until it runs out.
+    assert [remaining(a) for a in answers[:3]] == [27, 26, 25]
+    assert all("RateLimit-Limit" in a.headers for a in answers)
+    more = [await call(http_session, gateway, CHEAP) for _ in range(20)]
+    assert more[-1].status == 429 and more[-1].codes() == ["RATE_LIMITED"]
+    # Variables nested past what JSON encoders take are the client's odd input, not a 500.
+    deep: object = 1
+    for _ in range(600):
+        deep = [deep]
+    answer = await call(http_session, gateway, "query($x: Int) { __typename }", {"x": deep})
+    assert answer.status in (200, 400, 429) and answer.codes()

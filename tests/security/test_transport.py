@@ -53,6 +53,12 @@ async def test_automatic_persisted_queries_register_once_and_are_shared_through_
     assert wrong.status == 400 and wrong.codes() == ["BAD_REQUEST"]
     bad = await send(http_session, a, {"extensions": {"persistedQuery": {"version": 2}}})
     assert bad.status == 400 and bad.codes() == ["BAD_REQUEST"]
+    # Text that is not a valid operation is never registered.
+    garbage = "this is not GraphQL"
+    digest = hashlib.sha256(garbage.encode()).hexdigest()
+    await send(http_session, a, {"query": garbage, "extensions": by_hash(digest)})
+    again = await send(http_session, a, {"extensions": by_hash(digest)})
+    assert again.codes() == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
 async def test_persisted_only_mode_runs_only_the_manifests_operations(
