@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.harness import JWT_SECRET, ROOT, Gateway, free_port, token
+from tests.harness import JWT_SECRET, ROOT, Gateway, free_port, local_server, token
 from tests.security.conftest import call
 
 ME = "{ me { id } }"
@@ -112,13 +112,9 @@ async def key_server() -> AsyncIterator[dict[str, Any]]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield {"url": f"http://127.0.0.1:{port}/.well-known/jwks.json", "rsa": rsa_key,
-           "ec": ec_key, "served": served, "published": published}
-    await runner.cleanup()
+    async with local_server(app) as url:
+        yield {"url": f"{url}/.well-known/jwks.json", "rsa": rsa_key, "ec": ec_key,
+               "served": served, "published": published}
 
 
 PROVIDER = {"AUTH_ISSUER": "https://id.example", "AUTH_AUDIENCE": "gateway"}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import orjson
 
 from services.seed import Dataset
-from tests.harness import Services
+from tests.harness import Services, local_server
 from tests.services.conftest import Call, Received, Receiver
 
 Fresh = Callable[[str], str]
@@ -81,7 +81,7 @@ async def test_failed_deliveries_are_retried() -> None:
     from aiohttp import ClientSession, web
 
     from services.events import Emitter, sign
-    from tests.harness import EVENT_SECRET, free_port
+    from tests.harness import EVENT_SECRET
 
     attempts: list[bytes] = []
 
@@ -93,16 +93,9 @@ async def test_failed_deliveries_are_retried() -> None:
 
     app = web.Application()
     app.router.add_post("/events", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with ClientSession() as session:
-            emitter = Emitter(session, [f"http://127.0.0.1:{port}/events"], EVENT_SECRET)
-            emitter.emit("Product", "p1", "update", 9)
-            await asyncio.wait(set(emitter.tasks), timeout=5)
-            assert len(attempts) == 3 and len(set(attempts)) == 1
-            assert orjson.loads(attempts[0])["version"] == 9
-    finally:
-        await runner.cleanup()
+    async with local_server(app) as url, ClientSession() as session:
+        emitter = Emitter(session, [f"{url}/events"], EVENT_SECRET)
+        emitter.emit("Product", "p1", "update", 9)
+        await asyncio.wait(set(emitter.tasks), timeout=5)
+        assert len(attempts) == 3 and len(set(attempts)) == 1
+        assert orjson.loads(attempts[0])["version"] == 9

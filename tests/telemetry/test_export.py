@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.harness import free_port, start_gateway, start_services
+from tests.harness import local_server, start_gateway, start_services
 from tests.telemetry.conftest import DEEP, post
 
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
@@ -49,8 +49,7 @@ class Receiver:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    received = Receiver(f"http://127.0.0.1:{port}")
+    received = Receiver("")
 
     async def traces(request: web.Request) -> web.Response:
         assert request.content_type == "application/x-protobuf"
@@ -69,11 +68,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield received
-    await runner.cleanup()
+    async with local_server(app) as url:
+        received.url = url
+        yield received
 
 
 async def test_otlp_export_carries_the_trace_through_the_services(
