@@ -10,7 +10,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace token clean
+.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ token: $(STAMP)
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)
 	$(PY) -m bench.soak --minutes 10
+
+# Regenerate the README's table of settings from app/settings.py.
+settings-doc: $(STAMP)
+	$(PY) -c "from pathlib import Path; from app.settings import readme_with_table as r; p = Path('README.md'); p.write_text(r(p.read_text()))"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
