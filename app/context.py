@@ -27,7 +27,6 @@ class RequestContext:
     policy: RequestPolicy
     hints: CacheHints
     invalidator: Invalidator | None = None
-    user_id: str | None = None
     viewer: Viewer = ANONYMOUS
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None
@@ -50,6 +49,11 @@ class RequestContext:
         if failed or self.operation_policy is None or self.policy.stale:
             return NO_STORE
         return self.operation_policy.merge(self.policy.dynamic)
+
+    @property
+    def user_id(self) -> str | None:
+        """The caller's user id; None for an anonymous caller."""
+        return self.viewer.id
 
     def require_user(self) -> str:
         if self.user_id is None:

@@ -54,7 +54,6 @@ class HTTPRefusal(HTTPException):
 
 # A request refused at the HTTP level -> its `extensions.code` (Apollo Server's names).
 HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-              503: "AUTHENTICATION_UNAVAILABLE",
               413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 

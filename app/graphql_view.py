@@ -157,7 +157,6 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
         # the loop it was created in, and a loader shared across requests would leak data.
         viewer = await self.auth.viewer(request.headers)  # a bad token: 401 here
-        user_id = viewer.id
         policy = RequestPolicy()
         caching = self.caching
         scope = CallScope(deadline=Deadline(self._deadline_s(request)))
@@ -168,12 +167,11 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             upstream=upstream,
             scope=scope,
             loaders=Loaders(upstream, self.settings.fanout_concurrency, caching.entities,
-                            caching.namespaces, viewer=user_id, policy=policy,
+                            caching.namespaces, viewer=viewer.id, policy=policy,
                             tracer=self.telemetry.tracer),
             policy=policy,
             hints=caching.hints,
             invalidator=caching.invalidator,
-            user_id=user_id,
             viewer=viewer,
             client_address=request.client.host if request.client else "unknown",
         )

@@ -14,7 +14,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -37,23 +37,13 @@ MIN_ATTEMPT_S = 0.005  # below this much time left, an attempt could not finish:
 MAX_UNSCOPED_WAIT_S = 5.0  # the longest Retry-After honoured outside a request's deadline
 
 
-@dataclass(slots=True)
-class CallRecord:
-    """One logical upstream call of a request (its retries included): the access log counts
-    them; their timings are in the call's span."""
-
-    service: str
-    route: str
-    retries: int
-    code: str | None  # None when it succeeded
-
-
 @dataclass
 class CallScope:
-    """What a request's upstream calls share: its deadline, and the record of its calls."""
+    """What a request's upstream calls share: its deadline, and how many were made (for the
+    access log; each call's detail is in its span)."""
 
     deadline: Deadline | None = None
-    calls: list[CallRecord] = field(default_factory=list)
+    calls: int = 0
 
 
 class ServiceGuard:
@@ -358,7 +348,7 @@ class UpstreamClient:
                 span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
             span.end()
         if scope is not None:
-            scope.calls.append(CallRecord(service, route, retries, code))
+            scope.calls += 1
 
     # -- readiness --------------------------------------------------------------------------
     async def probe(self, service: str, within_s: float) -> bool:

@@ -104,7 +104,7 @@ class AccessLog:
             context = gateway[0]
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
-            fields["upstream_calls"] = len(context.scope.calls)
+            fields["upstream_calls"] = context.scope.calls
         if path == GRAPHQL_PATH and (gateway is not None or status >= 400):
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
