@@ -46,6 +46,17 @@ def token(sub: str, scope: str = "", **claims: Any) -> str:
                       algorithm="HS256")
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports. (Each free_port() is released at once, so two calls may
+    name the same one: a services process then failed to bind its second service.)"""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -83,6 +94,12 @@ def metric_total(base_url: str, name: str, **labels: str) -> float:
     """The sum of the samples of `base_url`/metrics named `name` whose labels include
     `labels` (0 when there are none), read with prometheus-client's own parser."""
     _, _, text = http("GET", base_url + "/metrics")
+    return sample_total(text, name, **labels)
+
+
+def sample_total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples in a /metrics text named `name` whose labels include
+    `labels`."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -213,7 +230,8 @@ def start_services(
     ports: Mapping[str, int] | None = None,
     cpus: str | None = None,
 ) -> Services:
-    port_map = dict(ports or {n: free_port() for n in SERVICE_NAMES})
+    port_map = dict(ports or dict(zip(SERVICE_NAMES, free_ports(len(SERVICE_NAMES)),
+                                      strict=True)))
     e: dict[str, str] = {f"{n.upper()}_PORT": str(p) for n, p in port_map.items()}
     e.update(
         SEED=str(seed),

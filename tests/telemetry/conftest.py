@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import QUERIES
 from tests.harness import (
     Gateway,
     Services,
@@ -27,8 +28,7 @@ from tests.harness import (
     running_services,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-DEEP = (ROOT / "bench" / "queries" / "deep.graphql").read_text()
+DEEP = (QUERIES / "deep.graphql").read_text()
 
 
 @pytest.fixture(scope="package")
