@@ -101,8 +101,9 @@ class RateLimiter:
                 # This replica's own buckets meanwhile: limits stay, per replica.
                 log.warning("rate limit kept in process: redis failed",
                             extra={"error": str(err)})
-            return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
-                             float(wait))
+            else:
+                return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
+                                 float(wait))
         return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
 
     async def spend_for(self, viewer: Viewer, address: str, cost: int) -> Decision:

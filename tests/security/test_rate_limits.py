@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 
-from tests.harness import Gateway, token
+from tests.harness import Gateway, start_redis, token
 from tests.security.conftest import Answer, call
 
 CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
@@ -100,3 +101,19 @@ async def test_answers_from_the_response_cache_are_charged_too(
         deep = [deep]
     answer = await call(http_session, gateway, "query($x: Int) { __typename }", {"x": deep})
     assert answer.status in (200, 400, 429) and answer.codes()
+
+
+async def test_when_redis_fails_each_gateway_keeps_limiting_on_its_own(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    try:
+        gateway = start(**LIMITED, REDIS_URL=redis.url, CACHE_ENABLED="false")
+        assert remaining(await call(http_session, gateway, CHEAP)) == 27  # in Redis
+    finally:
+        redis.stop()
+    # Redis is gone: the limit is still applied, by this process, never a failure.
+    answers = [await call(http_session, gateway, CHEAP) for _ in range(11)]
+    assert [a.status for a in answers] == [200] * 10 + [429]
+    assert answers[-1].codes() == ["RATE_LIMITED"]
+    assert "rate limit kept in process: redis failed" in gateway.process.log()
