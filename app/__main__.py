@@ -47,7 +47,9 @@ def serve() -> int:
         # imports prometheus_client, which reads it then.
         own_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ[MULTIPROC_ENV] = own_metrics_dir
-    print(f"gateway: GraphQL IDE at http://{settings.host}:{settings.port}/graphql", flush=True)
+    endpoint = f"http://{settings.host}:{settings.port}/graphql"
+    print(f"gateway: GraphQL IDE at {endpoint}" if settings.graphql_ide
+          else f"gateway: GraphQL at {endpoint} (the IDE is off: GRAPHQL_IDE)", flush=True)
     try:
         uvicorn.run(
             "app.main:create_app",
@@ -147,12 +149,34 @@ def token(argv: Sequence[str]) -> int:
     return 0
 
 
+def write_schema(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app schema",
+        description="Write the served schema's SDL to schema/schema.graphql (make schema).")
+    parser.add_argument("--check", action="store_true",
+                        help="only say whether the file is current (exit 1 when stale)")
+    args = parser.parse_args(argv)
+    from schema import SDL_FILE, printed_sdl
+
+    sdl = printed_sdl()
+    current = SDL_FILE.exists() and SDL_FILE.read_text() == sdl
+    if args.check:
+        print(f"schema: {SDL_FILE} is {'current' if current else 'stale: run make schema'}")
+        return 0 if current else 1
+    if not current:
+        SDL_FILE.write_text(sdl)
+    print(f"schema: {SDL_FILE} {'unchanged' if current else 'written'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["trace"]:
         return trace(argv[1:])
     if argv[:1] == ["token"]:
         return token(argv[1:])
+    if argv[:1] == ["schema"]:
+        return write_schema(argv[1:])
     return serve()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 
 import strawberry
 from graphql import GraphQLError
@@ -72,3 +73,13 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
         # Added once the schema exists: the extension precomputes which fields it traces.
         schema.extensions = (*schema.extensions, tracing_factory(telemetry, schema._schema))
     return schema
+
+
+# The printed schema, checked in for client teams' tooling (codegen, linters, review of a
+# change in a pull request): `make schema` writes it, and a test fails when it is stale.
+SDL_FILE = Path(__file__).with_name("schema.graphql")
+
+
+def printed_sdl() -> str:
+    """The served schema as SDL, with the @cacheControl hints and every description."""
+    return build_schema().as_str() + "\n"

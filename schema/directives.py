@@ -16,14 +16,29 @@ from strawberry.schema_directive import Location
 
 @strawberry.enum(description="Who may cache a response: any cache, or only the caller's own.")
 class CacheControlScope(Enum):
-    PUBLIC = "PUBLIC"
-    PRIVATE = "PRIVATE"
+    PUBLIC = strawberry.enum_value(
+        "PUBLIC",
+        description="Any cache may keep it, shared ones (a CDN, a proxy) included: the data is "
+        "the same whoever asks.",
+    )
+    PRIVATE = strawberry.enum_value(
+        "PRIVATE",
+        description="Only the caller's own cache (such as the browser's) may keep it: the data "
+        "depends on who asks.",
+    )
 
 
+# Strawberry gives a schema directive's arguments no description of their own, so the
+# directive's description explains each of them.
 @strawberry.schema_directive(
     name="cacheControl",
     locations=[Location.FIELD_DEFINITION, Location.OBJECT, Location.INTERFACE, Location.UNION],
-    description="How long, and by whom, data of this type or field may be cached.",
+    description="How long, and by whom, data of this type or field may be cached (Apollo "
+    "Server's cache hints). `maxAge`: seconds the data may be reused (0: not cached). `scope`: "
+    "PUBLIC (any cache) or PRIVATE (only the caller's own). `inheritMaxAge`: take the parent "
+    "field's maxAge instead of a default. A field without a hint takes its type's; a "
+    "response's Cache-Control header has the smallest maxAge of the fields it holds, and is "
+    "private if any of them is PRIVATE. These are defaults: the operator may change them.",
 )
 class CacheControl:
     max_age: int | None = UNSET

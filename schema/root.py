@@ -16,52 +16,126 @@ from schema.types import (
     PlaceOrderPayload,
     Product,
     User,
+    documented,
+    first_argument,
 )
 
 
-@strawberry.type(description="Read the shop's graph.")
+@strawberry.type(
+    description="Read the shop's graph: users, the catalog, reviews and orders. Anyone may "
+    "query; fields that need a signed-in caller (a bearer token in the Authorization header) "
+    "say so. A field whose service fails is null (a required list: empty, or a null per id) "
+    "with an error at its path in `errors`, and the rest of the response stands. Operations "
+    "are limited in depth, aliases and cost: each field costs 1, times the `first` (or number "
+    "of `ids`) of every list above it; an operation over a limit is refused with "
+    "QUERY_TOO_COMPLEX."
+)
 class Query:
-    me: User | None = strawberry.field(resolver=q.me, directives=cache(60, PRIVATE),
-        description="The signed-in user.")
-    user: User | None = strawberry.field(resolver=q.user, description="A user by id.")
-    users: list[User | None] = strawberry.field(
-        resolver=q.users, description="Users by id, in the order asked; null where not found."
+    me: User | None = strawberry.field(
+        resolver=q.me, directives=cache(60, PRIVATE),
+        description="The signed-in user (who the bearer token names); null for an anonymous "
+        "caller, without an error."
     )
-    product: Product | None = strawberry.field(
-        resolver=q.product, description="A product by id."
+    user: User | None = documented(
+        strawberry.field(
+            resolver=q.user,
+            description="A user by id; null when there is no such user."
+        ),
+        id="The user's id, such as u1.",
     )
-    products: list[Product | None] = strawberry.field(
-        resolver=q.products,
-        description="Products by id, in the order asked; null where not found.",
+    users: list[User | None] = documented(
+        strawberry.field(
+            resolver=q.users,
+            description="Users by id, in the order asked, one entry per id (repeats included): "
+            "null where there is no such user.",
+        ),
+        ids="The users' ids, such as [\"u1\", \"u2\"]. Each id multiplies the query cost of "
+        "the selection.",
     )
-    top_products: list[Product] = strawberry.field(
-        resolver=q.top_products, directives=cache(60),
-        description="The best-rated products."
+    product: Product | None = documented(
+        strawberry.field(
+            resolver=q.product,
+            description="A product by id; null when there is no such product."
+        ),
+        id="The product's id, such as p42.",
     )
-    category: Category | None = strawberry.field(
-        resolver=q.category, description="A category by id."
+    products: list[Product | None] = documented(
+        strawberry.field(
+            resolver=q.products,
+            description="Products by id, in the order asked, one entry per id (repeats "
+            "included): null where there is no such product.",
+        ),
+        ids="The products' ids, such as [\"p1\", \"p42\"]. Each id multiplies the query cost "
+        "of the selection.",
+    )
+    top_products: list[Product] = documented(
+        strawberry.field(
+            resolver=q.top_products, directives=cache(60),
+            description="The best-rated products: highest `averageRating` first, ties by id."
+        ),
+        first=first_argument(5, 100, "products"),
+    )
+    category: Category | None = documented(
+        strawberry.field(
+            resolver=q.category,
+            description="A category by id; null when there is no such category."
+        ),
+        id="The category's id, such as c3.",
     )
     categories: list[Category] = strawberry.field(
         resolver=q.categories, directives=cache(3600),
-        description="Every category, sorted by name."
+        description="Every category of the catalog, top-level and nested, sorted by name "
+        "(then id). Rebuild the tree from each category's `parent`."
     )
-    order: Order | None = strawberry.field(
-        resolver=q.order, permission_classes=[requires("read:orders")],
-        description="An order by id: the caller's own (an admin: any); another's reads as "
-        "null.")
+    order: Order | None = documented(
+        strawberry.field(
+            resolver=q.order, permission_classes=[requires("read:orders")],
+            description="An order by id. Needs a signed-in caller with the read:orders scope "
+            "(UNAUTHENTICATED without a token, FORBIDDEN without the scope). Returns the "
+            "caller's own order (an admin: anyone's); null when there is no such order, and "
+            "also for someone else's order, which reads as if it did not exist.",
+        ),
+        id="The order's id, such as o7.",
+    )
 
 
-@strawberry.type(description="Change the shop's data.")
+@strawberry.type(
+    description="Change the shop's data. Every mutation acts as the signed-in caller (a bearer "
+    "token in the Authorization header) and needs the scope its field names: without a token "
+    "the result is null with an UNAUTHENTICATED error, without the scope FORBIDDEN. A refusal "
+    "of the input comes back in the payload's `errors`; a failing service is a GraphQL error "
+    "with an `extensions.code`, and `extensions.retryable` says whether trying again may "
+    "succeed."
+)
 class Mutation:
-    place_order: PlaceOrderPayload = strawberry.field(
-        resolver=m.place_order, permission_classes=[requires("write:orders")],
-        description="Place an order as the signed-in user; reserves stock.",
+    place_order: PlaceOrderPayload = documented(
+        strawberry.field(
+            resolver=m.place_order, permission_classes=[requires("write:orders")],
+            description="Place an order as the signed-in user, at the products' current "
+            "prices, reserving their stock. Needs the write:orders scope. Safe to retry with "
+            "the same `idempotencyKey`: the order is placed once. Refusals in `errors`: "
+            "BAD_USER_INPUT (no items, a quantity under 1, an unknown product, a bad key), "
+            "INSUFFICIENT_STOCK, IDEMPOTENCY_CONFLICT (the key was used for other items).",
+        ),
+        input="The order's lines and its idempotency key.",
     )
-    cancel_order: CancelOrderPayload = strawberry.field(
-        resolver=m.cancel_order, permission_classes=[requires("write:orders")],
-        description="Cancel one of the signed-in user's orders; releases stock.",
+    cancel_order: CancelOrderPayload = documented(
+        strawberry.field(
+            resolver=m.cancel_order, permission_classes=[requires("write:orders")],
+            description="Cancel one of the signed-in user's own orders (admins too can cancel "
+            "only their own) and release its stock. Needs the write:orders scope. Cancelling a "
+            "cancelled order returns it unchanged. Refusals in `errors`: NOT_FOUND (no such "
+            "order, or someone else's), ALREADY_SHIPPED.",
+        ),
+        id="The id of the order to cancel, such as o7.",
     )
-    add_review: AddReviewPayload = strawberry.field(
-        resolver=m.add_review, permission_classes=[requires("write:reviews")],
-        description="Review a product as the signed-in user."
+    add_review: AddReviewPayload = documented(
+        strawberry.field(
+            resolver=m.add_review, permission_classes=[requires("write:reviews")],
+            description="Review a product as the signed-in user; the product's "
+            "`averageRating` and `reviewCount` include it at once. Needs the write:reviews "
+            "scope. Refusals in `errors`: INVALID_RATING (not 1 to 5), BAD_USER_INPUT (an empty "
+            "or too long body), NOT_FOUND (no such product).",
+        ),
+        input="The product, the rating and the text of the review.",
     )

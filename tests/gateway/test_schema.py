@@ -10,8 +10,11 @@ from graphql import (
     GraphQLInputObjectType,
     GraphQLObjectType,
     build_schema,
+    find_breaking_changes,
+    find_dangerous_changes,
 )
 
+from schema import SDL_FILE, printed_sdl
 from schema import build_schema as build_gateway_schema
 
 CONTRACT = Path(__file__).resolve().parents[3] / "shared" / "contract" / "schema.graphql"
@@ -87,3 +90,20 @@ def test_cache_hints_are_the_contracts_defaults(contract, served) -> None:
     got = _hints(served)
     assert {k: got.get(k) for k in expected} == expected
     assert {k for k, v in got.items() if v} == set(expected)
+
+
+def test_the_checked_in_sdl_is_the_served_schema() -> None:
+    assert SDL_FILE.read_text() == printed_sdl(), "stale: run `make schema`"
+    assert "@cacheControl(maxAge:" in SDL_FILE.read_text()
+
+
+def test_the_served_schema_breaks_no_client_of_the_contract(contract, served) -> None:
+    """graphql-core's own finder: nothing removed, retyped or newly required."""
+    breaking = find_breaking_changes(contract, served)
+    assert not breaking, "\n".join(f"{c.type.name}: {c.description}" for c in breaking)
+    dangerous = find_dangerous_changes(contract, served)
+    assert not dangerous, "\n".join(f"{c.type.name}: {c.description}" for c in dangerous)
+    # The finder does see a break in these schemas: drop a field the contract has.
+    narrowed = build_schema(printed_sdl().replace("  topProducts(", "  _gone(", 1))
+    assert any("Query.topProducts was removed" in c.description
+               for c in find_breaking_changes(contract, narrowed))
