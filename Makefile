@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The IDE's pinned scripts and the GraphQL over HTTP audit (package.json), when npm exists.
+ASSETS := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 # Development bearer tokens are signed with this (make token); never in production.
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv run services gateway test lint bench bench-resilience bench-tracing soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test lint bench bench-resilience bench-tracing soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,21 +22,33 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(ASSETS): package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+	  echo "npm not found: the IDE will load its scripts from a CDN (internet needed)," \
+	       "and the GraphQL over HTTP audit cannot run"; \
+	fi
+
+assets: $(ASSETS)
+
 # The six reference services on 8001-8006 and the gateway on 8000; Ctrl-C stops them all.
-run: $(STAMP)
+run: $(STAMP) $(ASSETS)
 	@EVENT_WEBHOOKS=http://127.0.0.1:8000/events EVENT_SECRET=$(EVENT_SECRET) \
 	  $(PY) -m services & svc=$$!; \
-	DEV_MODE=true EVENT_SECRET=$(EVENT_SECRET) $(PY) -m app & gw=$$!; \
+	GATEWAY_SETTINGS_FILE=$${GATEWAY_SETTINGS_FILE:-config/development.toml} \
+	  EVENT_SECRET=$(EVENT_SECRET) $(PY) -m app & gw=$$!; \
 	trap 'kill -INT $$svc $$gw 2>/dev/null; wait; exit 0' INT TERM; \
 	wait -n $$svc $$gw; kill -INT $$svc $$gw 2>/dev/null; wait
 
 services: $(STAMP)
 	EVENT_WEBHOOKS=http://127.0.0.1:8000/events EVENT_SECRET=$(EVENT_SECRET) $(PY) -m services
 
-gateway: $(STAMP)
-	DEV_MODE=true EVENT_SECRET=$(EVENT_SECRET) $(PY) -m app
+gateway: $(STAMP) $(ASSETS)
+	GATEWAY_SETTINGS_FILE=$${GATEWAY_SETTINGS_FILE:-config/development.toml} \
+	  EVENT_SECRET=$(EVENT_SECRET) $(PY) -m app
 
-test: $(STAMP)
+test: $(STAMP) $(ASSETS)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -70,6 +84,10 @@ token: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m bench.soak --minutes 10
 
+# The served schema's SDL (with its cache hints), checked in as schema/schema.graphql.
+schema: $(STAMP)
+	$(PY) -m app schema
+
 # Regenerate the README's table of settings from app/settings.py.
 settings-doc: $(STAMP)
 	$(PY) -c "from pathlib import Path; from app.settings import readme_with_table as r; p = Path('README.md'); p.write_text(r(p.read_text()))"
@@ -78,4 +96,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.context import RequestContext
 from app.errors import HTTPRefusal, http_refusal_body
+from app.ide import DEFAULT_MODULES, Ide
 from app.persisted import NotFound, PersistedQueries
 from app.ratelimit import RateLimiter, rate_limited
 from app.resilience import Deadline
@@ -41,6 +43,10 @@ from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
 
 POST_MEDIA_TYPES = frozenset({"application/json"})  # (no multipart uploads in this graph)
+# GraphQL over HTTP: the answer's media type. The newer one has status codes that say what
+# happened (400 for a request that never ran); plain JSON is always 200 (legacy clients).
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+LEGACY_JSON = "application/json"
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
@@ -54,6 +60,36 @@ class Caching:
     namespaces: dict[str, Namespace] | None = None
     invalidator: Invalidator | None = None
     responses: ResponseCache | None = None
+
+
+def answer_media_type(accept: str | None) -> str:
+    """The media type to answer in: application/graphql-response+json when the client's
+    Accept prefers it (or ranks it with plain JSON), else application/json, which is also the
+    answer to no Accept at all (clients older than the specification)."""
+    if not accept:
+        return LEGACY_JSON
+    ranks: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        ranks[media.lower()] = max(weight, ranks.get(media.lower(), 0.0))
+    preferred = ranks.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= ranks.get(LEGACY_JSON, 0.0) \
+        else LEGACY_JSON
+
+
+def is_request_error(result: ExecutionResult) -> bool:
+    """Refused before execution (parse, validation, variables, limits): no data, and no
+    error with a path, which only field errors have."""
+    return result.data is None and bool(result.errors) \
+        and not any(error.path for error in result.errors)
 
 
 class OperationPolicy(SchemaExtension):
@@ -89,6 +125,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.auth = Authenticator(settings)
         self.persisted = PersistedQueries(settings)
         self.limiter = limiter
+        self.ide = (Ide(Path(settings.ide_assets_dir) if settings.ide_assets_dir else
+                        DEFAULT_MODULES) if settings.graphql_ide else None)
+
+    @property
+    def graphql_ide_html(self) -> str:
+        assert self.ide is not None  # (Strawberry asks only when the IDE is on)
+        return self.ide.html
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +156,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 for item in body["errors"]:
                     item["extensions"]["traceId"] = trace_id
             response = Response(orjson.dumps(body), headers=getattr(error, "headers", None),
-                                status_code=error.status_code, media_type="application/json")
+                                status_code=error.status_code,
+                                media_type=answer_media_type(request.headers.get("accept")))
         await response(scope, receive, send)
 
     def _check_length(self, request: Request) -> None:
@@ -265,8 +309,17 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             response.headers.update(context.rate_limit.headers())
             if not context.rate_limit.allowed:
                 response.status_code = 429
+        media_type = answer_media_type(request.headers.get("accept"))
+        response.headers["content-type"] = media_type  # (create_response uses it)
+        if media_type == GRAPHQL_RESPONSE and is_request_error(result):
+            # The specification's status for a request that never ran, and no data entry.
+            processed.pop("data", None)
+            if response.status_code in (None, 200):
+                response.status_code = 400
+        # (Refused: it never ran, the client's to fix; not an error of this gateway's.)
         context.outcome = ("ok" if not result.errors
-                           else "partial" if result.data is not None else "error")
+                           else "partial" if result.data is not None
+                           else "refused" if is_request_error(result) else "error")
         trace_id = format(context.trace_id, "032x") if context.trace_id else None
         if trace_id and processed.get("errors"):
             # A support ticket quoting an error leads straight to its trace.
@@ -283,6 +336,20 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             processed["extensions"] = {**(processed.get("extensions") or {}),
                                        "cache": {"stale": True}}
         return processed
+
+    def create_response(  # type: ignore[override]
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.headers.get("content-type", LEGACY_JSON)
+        if "content-type" in sub_response.headers:
+            del sub_response.headers["content-type"]
+        response = Response(self.encode_json(response_data),
+                            status_code=sub_response.status_code or 200, media_type=media_type)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
 
     def parse_json(self, data: str | bytes) -> Any:
         """The body as Strawberry expects it: a JSON object (or a list, a batch, which it

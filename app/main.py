@@ -21,6 +21,7 @@ from app.cache.response import ResponseCache
 from app.events import receive_event
 from app.graphql_view import Caching, GatewayGraphQL
 from app.health import Readiness, healthz
+from app.ide import ASSET_PATH
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.telemetry import metrics
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         routes=[
             # Route, not Mount: a Mount answers /graphql with a redirect to /graphql/.
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *([Route(f"{ASSET_PATH}{{path:path}}", graphql.ide.asset)] if graphql.ide else []),
             Route("/healthz", healthz),
             Route("/readyz",
                   Readiness(client, caching.entities.l2 if caching.entities else None).endpoint),

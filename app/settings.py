@@ -1,14 +1,16 @@
-"""One typed settings object, read from the environment.
+"""One typed settings object, read from the environment and an optional TOML file.
 
 Each field names its environment variable and says what it means, so that the README's table
 of settings can be generated from this class and a bad value fails at start with a clear
-message instead of deep inside a request.
+message instead of deep inside a request. A file (GATEWAY_SETTINGS_FILE; the profiles in
+config/) uses the same names as keys; the environment overrides it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,11 @@ def setting(default: Any, env: str, help: str) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
+    settings_file: str = setting(
+        "", "GATEWAY_SETTINGS_FILE",
+        "A TOML file of settings (keys: these variable names), such as a profile in config/; "
+        "the environment overrides it.",
+    )
     host: str = setting("127.0.0.1", "GATEWAY_HOST", "Address the gateway listens on.")
     port: int = setting(8000, "GATEWAY_PORT", "Port the gateway listens on.")
     workers: int = setting(
@@ -223,6 +230,11 @@ class Settings:
     graphql_ide: bool = setting(
         True, "GRAPHQL_IDE", "Serve the GraphiQL IDE on GET /graphql from a browser."
     )
+    ide_assets_dir: str = setting(
+        "", "IDE_ASSETS_DIR",
+        "The node_modules folder holding the IDE's pinned scripts (package.json; `make "
+        "assets`). Empty: the repository's. Not installed: the IDE loads them from a CDN.",
+    )
     hsts: bool = setting(
         False, "HSTS",
         "Send Strict-Transport-Security (only behind HTTPS).",
@@ -372,6 +384,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        path = env.get(_env_of("settings_file"), "")
+        if path:
+            env = {**read_file(path), **env}
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
@@ -469,6 +484,33 @@ def readme_with_table(readme: str) -> str:
     if not start or not end:
         raise ValueError("README.md has no settings markers")
     return f"{head}{start}\n{markdown_table()}{end}{tail}"
+
+
+def read_file(path: str) -> dict[str, str]:
+    """A settings file's values as the environment would give them, refusing unknown keys
+    (a misspelt key would otherwise be silently ignored)."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as err:
+        raise SettingsError(f"GATEWAY_SETTINGS_FILE {path!r} cannot be read: "
+                            f"{err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"GATEWAY_SETTINGS_FILE {path!r} is not valid TOML: {err}") from None
+    known = {f.metadata["env"] for f in dataclasses.fields(Settings)} - {"GATEWAY_SETTINGS_FILE"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"GATEWAY_SETTINGS_FILE {path!r} has unknown settings: "
+                            f"{', '.join(unknown)}")
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            out[key] = str(value)
+        else:
+            raise SettingsError(f"{key} in {path!r} must be a string, number or boolean")
+    return out
 
 
 def _env_of(field_name: str) -> str:

@@ -288,7 +288,7 @@ def gateways(tmp: Path, services: Services, **defaults: str) -> Iterator[Callabl
     all stopped on leaving: what each test package's `start` fixture hands out."""
     started: list[Gateway] = []
 
-    def start(services_: Services | None = None, **env: str) -> Gateway:
+    def start(services_: Services | None = None, **env: str | None) -> Gateway:
         gateway = start_gateway(tmp, services_ or services, env={**defaults, **env})
         started.append(gateway)
         return gateway
@@ -314,11 +314,13 @@ def start_gateway(
     services: Services,
     *,
     port: int | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cpus: str | None = None,
 ) -> Gateway:
+    """A gateway process against `services`; `env` adds settings, and a None value removes
+    one of the harness's own (to see a settings file's value, say)."""
     port = port or free_port()
-    e = {
+    e: dict[str, str | None] = {
         **services.gateway_env(),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
@@ -329,8 +331,9 @@ def start_gateway(
         "RATE_LIMIT_ENABLED": "false",
     }
     e.update(env or {})
+    settled = {k: v for k, v in e.items() if v is not None}
     tmp.mkdir(parents=True, exist_ok=True)
-    process = spawn(["-m", "app"], e, tmp / f"gateway-{port}.log", cpus)
+    process = spawn(["-m", "app"], settled, tmp / f"gateway-{port}.log", cpus)
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)

@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 REQUESTS = Counter(
     "gateway_requests_total",
     "GraphQL requests by operation name and outcome (ok, partial: data with errors, error: "
-    "no data, refused: rejected before execution).",
+    "no data, refused: rejected before execution: bad input, limits, rate limit).",
     ["operation", "outcome"],
 )
 REQUEST_LATENCY = Histogram(

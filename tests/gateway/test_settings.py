@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,41 @@ def test_the_gateway_will_not_start_with_a_bad_setting() -> None:
     assert result.returncode == 2
     assert "bad setting: RATE_LIMIT_WINDOW_S must be positive" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_settings_file_sets_what_the_environment_does_not(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('MAX_QUERY_DEPTH = 7\nCORS_ORIGINS = "https://shop.example"\n'
+                    "INTROSPECTION = false\nRETRY_BASE_S = 0.2\n")
+    settings = Settings.from_env({"GATEWAY_SETTINGS_FILE": str(file), "MAX_QUERY_DEPTH": "9"})
+    assert settings.max_query_depth == 9  # the environment wins
+    assert settings.cors_origins == "https://shop.example"
+    assert settings.introspection is False and settings.retry_base_s == 0.2
+    assert Settings.from_env({}).max_query_depth == 12  # and without the file, the default
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("MAX_QUERY_DEPHT = 7\n", "unknown settings: MAX_QUERY_DEPHT"),  # a typo is not ignored
+    ("MAX_QUERY_DEPTH = [7]\n", "MAX_QUERY_DEPTH in .* must be a string, number or boolean"),
+    ("MAX_QUERY_DEPTH = seven\n", "is not valid TOML"),
+    ('MAX_QUERY_DEPTH = "seven"\n', "MAX_QUERY_DEPTH='seven' is not a valid int"),
+    ("REQUEST_DEADLINE_S = 0\n", "REQUEST_DEADLINE_S must be positive"),
+])
+def test_a_bad_settings_file_is_refused_with_what_is_wrong(
+        tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({"GATEWAY_SETTINGS_FILE": str(file)})
+    with pytest.raises(SettingsError, match="cannot be read"):
+        Settings.from_env({"GATEWAY_SETTINGS_FILE": str(tmp_path / "missing.toml")})
+
+
+def test_the_profiles_differ_only_in_settings() -> None:
+    """Development and production run the same code; the profiles are settings files."""
+    profiles = {name: Settings.from_env({"GATEWAY_SETTINGS_FILE": str(
+        ROOT / "config" / f"{name}.toml")}) for name in ("development", "production")}
+    dev, prod = profiles["development"], profiles["production"]
+    assert (dev.dev_mode, dev.graphql_ide, dev.introspection) == (True, True, True)
+    assert (prod.dev_mode, prod.graphql_ide, prod.introspection) == (False, False, False)
+    assert (prod.log_format, prod.hsts, prod.rate_limit_enabled) == ("json", True, True)

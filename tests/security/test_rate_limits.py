@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.harness import Gateway, start_redis, token
+from tests.harness import Gateway, metric_total, start_redis, token
 from tests.security.conftest import Answer, call
 
 CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
@@ -47,6 +47,9 @@ async def test_a_client_spends_its_tiers_budget_in_query_cost(
     invalid = await call(http_session, gateway, "{ nope }")
     assert invalid.status == 429 or remaining(invalid) == 0
     assert "RateLimit-Limit" in invalid.headers
+    # The client's to fix, not the gateway's failure: an SRE's error rate stays clean.
+    assert metric_total(gateway.url, "gateway_requests_total", outcome="refused") == 2
+    assert metric_total(gateway.url, "gateway_requests_total", outcome="error") == 0
 
     # Each signed-in client has a bucket of its own, sized by its tier.
     alice = await call(http_session, gateway, CHEAP, token=token("alice", "read:catalog"))

@@ -59,8 +59,9 @@ async def test_metrics_cover_requests_resolvers_upstreams_cache_and_batches(
     assert m.value("gateway_requests", "_total", operation="Deep", outcome="ok") == 2
     assert m.value("gateway_request_duration_seconds", "_count", operation="Deep",
                    outcome="ok") == 2
-    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="error") == 1
-    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="refused") == 1
+    # Refused: the body that is not JSON, and the document that does not validate.
+    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="refused") == 2
+    assert m.value("gateway_requests", "_total", operation="anonymous", outcome="error") == 0
     assert m.value("gateway_requests", "_total", operation="anonymous", outcome="partial") == 1
     # Resolver latency by schema coordinate only: no ids, no paths.
     coordinates = {s.labels["coordinate"] for s in

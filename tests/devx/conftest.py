@@ -1,0 +1,51 @@
+"""Developer experience: gateways of this package's own, a real browser, and Node tools.
+
+A tool the tests drive (Chromium, npm's packages) may be missing on a developer's machine:
+the test is skipped, saying what to install. In CI (.ci/run sets CI and installs them) a
+missing tool is a failure, so that a skip can never hide a broken check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, Gateway, Services, gateways, running_services
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+NODE_MODULES = ROOT / "node_modules"
+
+
+def require(available: bool, what: str) -> None:
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="package")
+def dtmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("devx")
+
+
+@pytest.fixture(scope="package")
+def dservices(dtmp: Path) -> Iterator[Services]:
+    with running_services(dtmp) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="package")
+def start(dtmp: Path, dservices: Services) -> Iterator[Callable[..., Gateway]]:
+    with gateways(dtmp, dservices) as start_:
+        yield start_
+
+
+@pytest.fixture(scope="package")
+def gateway(start: Callable[..., Gateway]) -> Gateway:
+    """A gateway as `make run` starts it: the development profile."""
+    return start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "development.toml"),
+                 DEV_MODE=None)

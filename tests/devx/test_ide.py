@@ -1,0 +1,150 @@
+"""The GraphQL IDE works with no internet: a real Chromium, every request to anything but the
+gateway refused, runs the deep query and sends a pasted bearer token."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from strawberry.http.ides import get_graphql_ide_html
+
+from tests.conftest import QUERIES
+from tests.devx.conftest import CHROMIUM, NODE_MODULES, require
+from tests.harness import ROOT, Gateway, http, token
+
+BROWSER_ARGS = [
+    # As root in a container, without a GPU; and no calls home (refused here anyway).
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# The result pane's text: CodeMirror draws only the lines in view, its API has them all.
+RESULT = "document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue() ?? ''"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(Path(CHROMIUM).exists(), "Debian's chromium")
+    require((NODE_MODULES / "graphiql").is_dir(), "the IDE's npm packages (make assets)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+class Ide:
+    """One IDE page with the network closed: requests to elsewhere are refused and noted."""
+
+    def __init__(self, browser: Any, gateway: Gateway, query: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.elsewhere: list[str] = []
+        self.page.route("**/*", self._route(gateway.url))
+        self.page.goto(f"{gateway.url}/graphql?q={urllib.parse.quote(query)}")
+        self.page.wait_for_selector(".graphiql-execute-button", timeout=30_000)
+
+    def _route(self, base: str) -> Callable[[Any], None]:
+        def route(route: Any) -> None:
+            if route.request.url.startswith(base + "/"):
+                route.continue_()
+            else:
+                self.elsewhere.append(route.request.url)
+                route.abort("internetdisconnected")
+        return route
+
+    def run(self) -> dict[str, Any]:
+        """Press the run button; the result pane's JSON, once it shows the answer the
+        gateway sent (not the previous one)."""
+        with self.page.expect_response(self._is_operation) as answer:
+            self.page.click(".graphiql-execute-button")
+        sent = answer.value.json()
+        deadline = time.monotonic() + 30
+        while True:
+            shown = self.page.evaluate(RESULT)
+            if shown and json.loads(shown) == sent:
+                return sent
+            assert time.monotonic() < deadline, f"the result pane shows {shown[:300]!r}"
+            self.page.wait_for_timeout(50)
+
+    @staticmethod
+    def _is_operation(response: Any) -> bool:
+        request = response.request  # (the IDE also POSTs its introspection query)
+        return request.method == "POST" and "IntrospectionQuery" not in (request.post_data or "")
+
+
+def test_the_ide_runs_the_deep_query_with_no_internet(
+        browser: Any, gateway: Gateway, tmp_path: Path) -> None:
+    deep = (QUERIES / "deep.graphql").read_text()
+    ide = Ide(browser, gateway, deep)
+    result = ide.run()
+    ide.page.screenshot(path=str(tmp_path / "ide-deep-query.png"))
+    products = result["data"]["topProducts"]
+    assert len(products) == 10 and "errors" not in result
+    assert products[0]["reviews"][0]["author"]["reviews"][0]["product"]["name"]
+    assert ide.elsewhere == []  # nothing was fetched from outside, nothing was needed
+    assert (tmp_path / "ide-deep-query.png").stat().st_size > 10_000
+
+
+def test_a_bearer_token_pasted_in_the_headers_editor_is_sent(
+        browser: Any, gateway: Gateway, tmp_path: Path) -> None:
+    ide = Ide(browser, gateway, "{ me { id email } }")
+    assert ide.run()["data"]["me"] is None  # anonymous
+    ide.page.get_by_text("Headers", exact=True).click()
+    editor = ide.page.locator(".graphiql-editor-tool .graphiql-editor:visible .CodeMirror")
+    editor.click()
+    ide.page.keyboard.insert_text(
+        json.dumps({"Authorization": f"Bearer {token('u7', 'read:orders')}"}))
+    result = ide.run()
+    ide.page.screenshot(path=str(tmp_path / "ide-headers.png"))
+    assert result["data"]["me"]["id"] == "u7"
+    assert result["data"]["me"]["email"]
+
+
+def test_the_docs_panel_shows_the_schema_s_descriptions(
+        browser: Any, gateway: Gateway, tmp_path: Path) -> None:
+    ide = Ide(browser, gateway, "{ __typename }")
+    ide.page.get_by_label("Show Documentation Explorer").click()
+    ide.page.locator(".graphiql-doc-explorer").get_by_text("Query", exact=True).click()
+    panel = ide.page.locator(".graphiql-doc-explorer")
+    panel.get_by_text("Read the shop's graph", exact=False).wait_for(timeout=30_000)
+    assert "topProducts" in panel.inner_text()
+    ide.page.screenshot(path=str(tmp_path / "ide-docs.png"))
+    assert ide.elsewhere == []
+
+
+def test_the_page_names_the_pinned_versions_of_package_json() -> None:
+    """package.json pins what Strawberry's page loads, so the integrity hashes match: a
+    Strawberry upgrade that moves them fails here, not in a browser."""
+    pinned = json.loads((ROOT / "package.json").read_text())["dependencies"]
+    named = re.findall(r"https://unpkg\.com/((?:@[\w.-]+/)?[\w.-]+)@([\w.-]+)/",
+                       get_graphql_ide_html("graphiql"))
+    assert named and all(pinned.get(package) == version for package, version in named), named
+
+
+def test_without_the_assets_the_page_loads_them_from_the_cdn_and_says_so(
+        start: Callable[..., Gateway], tmp_path: Path) -> None:
+    gateway = start(IDE_ASSETS_DIR=str(tmp_path))  # an empty node_modules
+    status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
+    assert status == 200 and "https://unpkg.com/graphiql@" in page
+    assert "/graphql/ide/" not in page
+    log = gateway.process.log()
+    assert "the IDE loads its scripts from unpkg.com" in log and "make assets" in log
+
+
+def test_only_the_pages_own_files_are_served(gateway: Gateway) -> None:
+    status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
+    assets = re.findall(r'"(/graphql/ide/[^"]+)"', page)
+    assert len(assets) >= 5 and "unpkg.com" not in page
+    for path in assets:
+        status, headers, _ = http("GET", gateway.url + path)
+        assert status == 200 and "immutable" in headers["cache-control"], path
+    for path in ("graphiql@3.8.3/package.json", "graphql-http@1.23.1/lib/index.js",
+                 "..%2F..%2Fpackage.json", "react@18.2.0/umd/react.development.js"):
+        status, _, body = http("GET", f"{gateway.url}/graphql/ide/{path}")
+        assert status == 404 and body["errors"][0]["extensions"]["code"] == "NOT_FOUND", path

@@ -1,0 +1,48 @@
+"""The two profiles are settings files for the same code: what a caller sees of each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tests.harness import ROOT, Gateway, http, token
+
+INTROSPECT = "{ __schema { queryType { name } } }"
+
+
+def graphql(gateway: Gateway, query: str, **headers: str) -> tuple[int, dict[str, str], dict]:
+    status, hdrs, body = http("POST", gateway.url + "/graphql", {"query": query},
+                              {k.replace("_", "-"): v for k, v in headers.items()})
+    return status, {k.lower(): v for k, v in hdrs.items()}, body
+
+
+def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
+        start: Callable[..., Gateway]) -> None:
+    gateway = start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "production.toml"),
+                    DEV_MODE=None, RATE_LIMIT_ENABLED=None)
+    status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
+    assert status == 404 and page["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    _, _, body = graphql(gateway, INTROSPECT)
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert graphql(gateway, "{ me { id } }", X_User_Id="u1")[2]["data"] == {"me": None}
+    _, headers, body = graphql(gateway, "{ me { id } }", X_Gateway_Debug="1",
+                               Authorization=f"Bearer {token('u1')}")
+    assert body["data"] == {"me": {"id": "u1"}} and "debug" not in body.get("extensions", {})
+    assert "max-age" in headers["strict-transport-security"]
+    assert "ratelimit-limit" in headers  # rate limits on
+    access = [json.loads(line) for line in gateway.process.log().splitlines()
+              if line.startswith("{") and '"message":"request"' in line]
+    assert access and all(len(entry["trace_id"]) == 32 for entry in access)  # JSON logs
+
+
+def test_development_is_the_ide_with_x_user_id_and_readable_logs(gateway: Gateway) -> None:
+    status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
+    assert status == 200 and "graphiql" in page.lower()
+    assert graphql(gateway, INTROSPECT)[2]["data"]["__schema"]["queryType"]["name"] == "Query"
+    assert graphql(gateway, "{ me { id } }", X_User_Id="u1")[2]["data"] == {"me": {"id": "u1"}}
+    _, headers, body = graphql(gateway, "{ me { id } }", X_Gateway_Debug="1", X_User_Id="u1")
+    assert body["extensions"]["debug"]["resolvers"]
+    assert "strict-transport-security" not in headers
+    log = gateway.process.log()
+    assert "DEVELOPMENT MODE" in log and not any(
+        line.startswith("{") for line in log.splitlines())
