@@ -24,7 +24,8 @@ venv: $(STAMP)
 
 $(ASSETS): package.json package-lock.json
 	@if command -v npm >/dev/null; then \
-	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $@ \
+	    || echo "npm ci failed: the IDE will load its scripts from a CDN (internet needed)"; \
 	else \
 	  echo "npm not found: the IDE will load its scripts from a CDN (internet needed)," \
 	       "and the GraphQL over HTTP audit cannot run"; \

@@ -85,11 +85,30 @@ def answer_media_type(accept: str | None) -> str:
         else LEGACY_JSON
 
 
-def is_request_error(result: ExecutionResult) -> bool:
-    """Refused before execution (parse, validation, variables, limits): no data, and no
-    error with a path, which only field errors have."""
+# The codes of a request refused before it ran for the client's own reasons; anything else
+# without data is this gateway's failure (an exception in an extension, say).
+CLIENT_CODES = frozenset({
+    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "BAD_REQUEST",
+    "QUERY_TOO_COMPLEX", "RATE_LIMITED", "PERSISTED_QUERY_NOT_FOUND",
+    "PERSISTED_QUERY_REQUIRED", "UNAUTHENTICATED", "FORBIDDEN",
+})
+
+
+def never_ran(result: ExecutionResult) -> bool:
+    """Stopped before execution (parse, validation, variables, limits, or a failure on the
+    way): no data, and no error with a path, which only field errors have."""
     return result.data is None and bool(result.errors) \
         and not any(error.path for error in result.errors)
+
+
+def client_fault(errors: list[dict[str, Any]]) -> bool:
+    """Every error is one the client caused (the codes as the client sees them)."""
+    return all((e.get("extensions") or {}).get("code") in CLIENT_CODES for e in errors)
+
+
+def accept_of(request: Request) -> str:
+    """Every Accept header of the request, as one list (a client may send several)."""
+    return ",".join(request.headers.getlist("accept"))
 
 
 class OperationPolicy(SchemaExtension):
@@ -157,7 +176,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                     item["extensions"]["traceId"] = trace_id
             response = Response(orjson.dumps(body), headers=getattr(error, "headers", None),
                                 status_code=error.status_code,
-                                media_type=answer_media_type(request.headers.get("accept")))
+                                media_type=answer_media_type(accept_of(request)))
         await response(scope, receive, send)
 
     def _check_length(self, request: Request) -> None:
@@ -297,10 +316,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context, response = request.state.gateway
         context.loaders.release()  # the result is built: the request's loaded data can go
         response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
+        # The media type follows Accept (below): a shared cache must keep one per Accept.
+        response.headers["Vary"] = "Accept"
         if context.debug:
             # A waterfall is for its caller alone: no shared cache may keep it for others.
             response.headers["Cache-Control"] = "no-store"
-            response.headers["Vary"] = DEBUG_HEADER
+            response.headers["Vary"] = f"Accept, {DEBUG_HEADER}"
         if context.rate_limit is None and self.limiter is not None:
             # Refused before it ran (a document that does not parse, validate, or fit the
             # limits): it still costs the minimum, and gets the headers.
@@ -309,22 +330,25 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             response.headers.update(context.rate_limit.headers())
             if not context.rate_limit.allowed:
                 response.status_code = 429
-        media_type = answer_media_type(request.headers.get("accept"))
+        media_type = answer_media_type(accept_of(request))
         response.headers["content-type"] = media_type  # (create_response uses it)
-        if media_type == GRAPHQL_RESPONSE and is_request_error(result):
+        stopped = never_ran(result)
+        # Refused: it never ran, and the client is to fix it; not an error of this gateway's.
+        refused = stopped and client_fault(processed.get("errors") or [])
+        if media_type == GRAPHQL_RESPONSE and stopped:
             # The specification's status for a request that never ran, and no data entry.
             processed.pop("data", None)
             if response.status_code in (None, 200):
-                response.status_code = 400
-        # (Refused: it never ran, the client's to fix; not an error of this gateway's.)
+                response.status_code = 400 if refused else 500
         context.outcome = ("ok" if not result.errors
                            else "partial" if result.data is not None
-                           else "refused" if is_request_error(result) else "error")
+                           else "refused" if refused else "error")
         trace_id = format(context.trace_id, "032x") if context.trace_id else None
         if trace_id and processed.get("errors"):
-            # A support ticket quoting an error leads straight to its trace.
+            # A support ticket quoting an error leads straight to its trace. (A copy: the
+            # extensions may be those of an error the validation cache shares.)
             for error in processed["errors"]:
-                error.setdefault("extensions", {})["traceId"] = trace_id
+                error["extensions"] = {**(error.get("extensions") or {}), "traceId": trace_id}
         if context.debug:
             # The waterfall: resolver and upstream timings, retries and error classes, from
             # the request's spans (recorded for this caller whatever the sampling).

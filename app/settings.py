@@ -9,6 +9,7 @@ config/) uses the same names as keys; the environment overrides it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -495,7 +496,7 @@ def read_file(path: str) -> dict[str, str]:
     except OSError as err:
         raise SettingsError(f"GATEWAY_SETTINGS_FILE {path!r} cannot be read: "
                             f"{err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SettingsError(f"GATEWAY_SETTINGS_FILE {path!r} is not valid TOML: {err}") from None
     known = {f.metadata["env"] for f in dataclasses.fields(Settings)} - {"GATEWAY_SETTINGS_FILE"}
     unknown = sorted(set(data) - known)
@@ -529,7 +530,10 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         if kind is int:
             return int(raw)
         if kind is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # nan passes every "must be positive" check
+                raise ValueError(raw)
+            return value
         return raw
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None

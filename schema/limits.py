@@ -167,6 +167,14 @@ class QueryLimits(SchemaExtension):
                          if isinstance(d, FragmentDefinitionNode)}
             operation = next((o for o in operations if ec.operation_name is None
                               or (o.name and o.name.value == ec.operation_name)), None)
+            # Strawberry's operation_name falls back to the first operation's; the spec
+            # (GetOperation) asks the client to choose when there are several.
+            named = getattr(ec, "_provided_operation_name", ec.operation_name)
+            if len(operations) > 1 and named is None:
+                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
+                    "Must provide operation name if query contains multiple operations.",
+                    extensions={"code": "BAD_REQUEST"})])
+                operation = None
             if operation is not None:
                 figures = measure(ec.schema._schema, operation, fragments,
                                   ec.variables or {})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,17 @@ def token(sub: str, scope: str = "", **claims: Any) -> str:
     body = {"sub": sub, "scope": scope, "iat": now, "exp": now + 3600, **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, JWT_SECRET,
                       algorithm="HS256")
+
+
+def require(available: bool, what: str) -> None:
+    """Skip a test whose tool (Chromium, Node.js, docker-compose) is not installed, saying
+    which; in CI (.ci/run sets CI and installs them) fail instead, so that a skip can never
+    hide a broken check."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed")
 
 
 def free_ports(n: int) -> list[int]:

@@ -53,7 +53,7 @@ RECORD_REQUEST: ContextVar[bool] = ContextVar("gateway_record_request", default=
 # No spans for these paths: probes and scrapes would drown the requests. The instrumentation
 # searches these patterns in scheme://Host/path: anchored at the end, so that a Host header
 # cannot switch tracing off for /graphql.
-UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$,/graphql/ide/"
+UNTRACED_PATHS = r"/healthz$,/readyz$,/metrics$,/graphql/ide/\S+\.(?:js|css)$"
 MAX_HELD_REQUESTS = 2_000  # requests whose spans are held until they end
 MAX_SPANS_PER_REQUEST = 20_000
 

@@ -1,12 +1,8 @@
-"""Developer experience: gateways of this package's own, a real browser, and Node tools.
-
-A tool the tests drive (Chromium, npm's packages) may be missing on a developer's machine:
-the test is skipped, saying what to install. In CI (.ci/run sets CI and installs them) a
-missing tool is a failure, so that a skip can never hide a broken check."""
+"""Developer experience: gateways of this package's own, a real browser, and Node tools
+(each test asks for its tool with tests.harness.require)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,14 +13,6 @@ from tests.harness import ROOT, Gateway, Services, gateways, running_services
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NODE_MODULES = ROOT / "node_modules"
-
-
-def require(available: bool, what: str) -> None:
-    if available:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing (.ci/run installs it)")
-    pytest.skip(f"{what} is not installed")
 
 
 @pytest.fixture(scope="package")

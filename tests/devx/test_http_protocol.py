@@ -7,11 +7,12 @@ import json
 import shutil
 import subprocess
 import urllib.parse
+from http.client import HTTPConnection
 
 import pytest
 
-from tests.devx.conftest import NODE_MODULES, require
-from tests.harness import ROOT, Gateway, http
+from tests.devx.conftest import NODE_MODULES
+from tests.harness import ROOT, Gateway, http, require
 
 AUDIT = ROOT / "tests" / "devx" / "audit.mjs"
 NEW = "application/graphql-response+json"
@@ -43,6 +44,7 @@ def post(gateway: Gateway, query: str, accept: str | None,
     ("{ product(id: ", None),                        # does not parse
     ("{ nope }", None),                              # does not validate
     ("query ($id: ID!) { product(id: $id) { id } }", {"id": {"not": "an id"}}),  # variables
+    ("query A { __typename } query B { __typename }", None),  # which one? (no operationName)
 ])
 def test_a_request_that_never_ran_is_400_in_the_new_media_type_and_200_in_json(
         gateway: Gateway, query: str, variables: dict[str, object] | None) -> None:
@@ -72,6 +74,23 @@ def test_the_client_s_preference_picks_the_media_type(gateway: Gateway) -> None:
         (f"{NEW};q=0", "application/json"),
     ]:
         assert post(gateway, "{ __typename }", accept)[:2] == (200, expected), accept
+    # The answer depends on Accept: caches must keep one per Accept.
+    product = urllib.parse.quote('{ product(id: "p2") { id name } }')
+    status, headers, _ = http("GET", f"{gateway.url}/graphql?query={product}")
+    assert status == 200 and headers["vary"] == "Accept"
+    assert "public" in headers["cache-control"]
+    # Several Accept headers are one list (RFC 9110): the second names the new type.
+    connection = HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.putrequest("POST", "/graphql")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Accept", "text/plain;q=0.1")
+    connection.putheader("Accept", NEW)
+    body = b'{"query": "{ __typename }"}'
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.getheader("Content-Type") == NEW
+    connection.close()
 
 
 def test_get_runs_queries_and_never_mutations(gateway: Gateway) -> None:

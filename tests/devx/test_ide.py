@@ -15,8 +15,8 @@ import pytest
 from strawberry.http.ides import get_graphql_ide_html
 
 from tests.conftest import QUERIES
-from tests.devx.conftest import CHROMIUM, NODE_MODULES, require
-from tests.harness import ROOT, Gateway, http, token
+from tests.devx.conftest import CHROMIUM, NODE_MODULES
+from tests.harness import ROOT, Gateway, http, require, token
 
 BROWSER_ARGS = [
     # As root in a container, without a GPU; and no calls home (refused here anyway).

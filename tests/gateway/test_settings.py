@@ -79,3 +79,13 @@ def test_the_profiles_differ_only_in_settings() -> None:
     assert (dev.dev_mode, dev.graphql_ide, dev.introspection) == (True, True, True)
     assert (prod.dev_mode, prod.graphql_ide, prod.introspection) == (False, False, False)
     assert (prod.log_format, prod.hsts, prod.rate_limit_enabled) == ("json", True, True)
+
+
+def test_odd_files_and_numbers_are_refused_not_crashed_on(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('CORS_ORIGINS = "https://caf\xe9.example"\n'.encode("latin-1"))
+    with pytest.raises(SettingsError, match="is not valid TOML"):
+        Settings.from_env({"GATEWAY_SETTINGS_FILE": str(latin)})
+    for value in ("nan", "inf"):
+        with pytest.raises(SettingsError, match="REQUEST_DEADLINE_S"):
+            Settings.from_env({"REQUEST_DEADLINE_S": value})

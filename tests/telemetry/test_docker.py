@@ -12,7 +12,6 @@ import subprocess
 from pathlib import PurePosixPath
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -22,7 +21,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from app.ide import CDN_URL
 from app.settings import Settings
 from app.telemetry import metrics
-from tests.harness import ROOT
+from tests.harness import ROOT, require
 
 DOCKER = ROOT / "docker"
 REPLICAS = ("gateway-1", "gateway-2")
@@ -228,8 +227,8 @@ def compose_command() -> list[str] | None:
 
 def test_docker_compose_accepts_the_file() -> None:
     command = compose_command()
-    if command is None:
-        pytest.skip("neither docker compose nor docker-compose is installed")
+    require(command is not None, "docker compose or docker-compose")
+    assert command is not None
     result = subprocess.run([*command, "-f", str(DOCKER / "compose.yaml"), "config", "-q"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

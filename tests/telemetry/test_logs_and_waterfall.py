@@ -120,10 +120,10 @@ async def test_the_waterfall_is_for_authorized_callers_only_outside_development(
         body = await resp.json()
         # The waterfall is its caller's: no shared cache may keep it (the query is PUBLIC).
         assert resp.headers["Cache-Control"] == "no-store"
-        assert resp.headers["Vary"] == "x-gateway-debug"
+        assert resp.headers["Vary"] == "Accept, x-gateway-debug"
     assert body["extensions"]["debug"]["resolvers"][0]["path"] == "topProducts"
     async with http_session.get(gateway.url + "/graphql", params={"query": query}) as resp:
-        assert "public" in resp.headers["Cache-Control"] and "Vary" not in resp.headers
+        assert "public" in resp.headers["Cache-Control"] and resp.headers["Vary"] == "Accept"
 
     anonymous = processes(DEV_MODE="false")  # no token configured: nobody but an admin
     _, body = await post(http_session, anonymous.url, query, headers=DEBUG)
