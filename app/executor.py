@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from math import isfinite
 from typing import Any
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLError,
     GraphQLField,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
+    GraphQLString,
     is_leaf_type,
     located_error,
 )
@@ -44,6 +50,21 @@ from app.telemetry.metrics import PLANNED
 DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
 KEY = "_gateway_key"  # attribute of key-reading resolvers: the source key they read
 FALLBACK = "gateway_fallback"  # key of a field's extensions: its value when its upstream failed
+# Built-in scalars whose serializer returns a value of exactly this Python type unchanged
+# (Int: within 32 bits; Float: finite): such a value is written as it is, with no call.
+VERBATIM: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool,
+                             GraphQLInt: int, GraphQLFloat: float}
+MAX_INT = 2**31 - 1
+MIN_INT = -(2**31)
+
+
+def _verbatim(kind: type | None, value: Any) -> bool:
+    """Whether `value` is its scalar's serialized form already (see VERBATIM)."""
+    if kind is None or type(value) is not kind:
+        return False
+    if kind is int:
+        return MIN_INT <= value <= MAX_INT
+    return kind is not float or isfinite(value)
 
 
 class Then:
@@ -215,6 +236,7 @@ class PlanExecutor(GatewayExecutor):
                 if middleware and middleware.middlewares
                 and getattr(self.context_value, "resolver_hooks", True) else None)
         arguments: dict[int, dict[str, Any]] = {}
+        plans: dict[int, list[tuple[Any, ...]]] = {}
         is_awaitable = self.is_awaitable
         level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]
         level = [(root_type, grouped, root_value, data, root, ())]
@@ -222,18 +244,24 @@ class PlanExecutor(GatewayExecutor):
             calls: list[tuple[Any, ...]] = []
             awaiting: list[int] = []
             for parent_type, fields, source, target, slot, path in level:
-                for key, details in fields.items():
-                    node = details[0].node
-                    name = node.name.value
-                    if name == "__typename":
-                        target[key] = parent_type.name
+                # What each field of this selection needs, worked out once per request for
+                # all the objects that share the selection (hundreds in a list).
+                plan = plans.get(id(fields))
+                if plan is None:
+                    plan = plans[id(fields)] = _plan(parent_type, fields)
+                for key, details, node, name, field_def, source_key, verbatim, nullable in plan:
+                    if field_def is None:
+                        target[key] = parent_type.name  # __typename
                         continue
-                    field_def = parent_type.fields[name]
                     resolve = field_def.resolve
-                    source_key = getattr(resolve, KEY, None)
                     try:
                         if source_key is not None:
                             value = source[source_key]
+                            # A key read of a well-typed scalar: the answer, written now
+                            # (no completion step, no path built).
+                            if (value is None and nullable) or _verbatim(verbatim, value):
+                                target[key] = value
+                                continue
                         else:
                             args = arguments.get(id(node))
                             if args is None:
@@ -326,6 +354,9 @@ class PlanExecutor(GatewayExecutor):
             next_level.append((inner, collected.grouped_field_set, value, result,
                                _Slot(container, key, nullable, parent), path))
             return
+        if _verbatim(VERBATIM.get(inner), value):
+            container[key] = value
+            return
         try:
             serialized = inner.serialize(value)  # type: ignore[union-attr]
             if serialized is None:
@@ -346,6 +377,26 @@ class PlanExecutor(GatewayExecutor):
                 current.container[current.key] = None
                 return
             current = current.parent
+
+
+def _plan(parent_type: GraphQLObjectType, fields: Any) -> list[tuple[Any, ...]]:
+    """Per field of a selection on `parent_type`: its response key, details, node, name,
+    definition (None for __typename), the source key it reads (if a key read), the Python
+    type its value may be written as verbatim (if a built-in scalar), and nullability."""
+    plan = []
+    for key, details in fields.items():
+        node = details[0].node
+        name = node.name.value
+        if name == "__typename":
+            plan.append((key, details, node, name, None, None, None, True))
+            continue
+        field_def = parent_type.fields[name]
+        return_type = field_def.type
+        nullable = not isinstance(return_type, GraphQLNonNull)
+        inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+        plan.append((key, details, node, name, field_def, getattr(field_def.resolve, KEY, None),
+                     VERBATIM.get(inner), nullable))
+    return plan
 
 
 def _graphql_path(path: tuple[Any, ...]) -> Path | None:

@@ -88,3 +88,29 @@ def planned(gateway: Gateway) -> float:
     line = next(line for line in metrics.splitlines()
                 if line.startswith("gateway_planned_operations_total"))
     return float(line.split()[-1])
+
+
+async def test_both_executors_refuse_an_off_contract_value_alike(
+    pair: tuple[Gateway, Gateway], clean_services: Services,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    """A value its scalar cannot represent (a price past Int's 32 bits) is an error at its
+    path in both, not written through by the plan executor's verbatim leaves."""
+    catalog = clean_services.url("catalog")
+    _, _, listed = http("GET", f"{catalog}/products?ids=p77")
+    [before] = listed["items"]
+    assert isinstance(before["price_cents"], int)
+    http("PATCH", f"{catalog}/products/p77", {"price_cents": 3_000_000_000})
+    try:
+        document = '{ product(id: "p77") { id name price { amount currency } } }'
+        answers = []
+        for gateway in pair:
+            async with http_session.post(gateway.url + "/graphql",
+                                         json={"query": document}) as r:
+                answers.append(normalized(await r.json()))
+        assert answers[0] == answers[1]
+        assert answers[0]["data"] == {"product": None}  # (price is non-null, so is amount)
+        [(message, path, _)] = answers[0]["errors"]
+        assert path == ("product", "price", "amount") and "32-bit" in message
+    finally:
+        http("PATCH", f"{catalog}/products/p77", {"price_cents": before["price_cents"]})
