@@ -9,6 +9,8 @@ the page is served as Strawberry ships it (CDN) and the log says so once, at sta
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import logging
 import re
@@ -31,6 +33,7 @@ class Ide:
     def __init__(self, modules: Path = DEFAULT_MODULES) -> None:
         html = get_graphql_ide_html("graphiql")
         self.assets: dict[str, Path] = {}
+        self._gzipped: dict[str, bytes] = {}
         missing = []
         for package, version, file in CDN_URL.findall(html):
             local = modules / package / file
@@ -50,12 +53,24 @@ class Ide:
                                  "<title>GraphQL gateway</title>")
 
     async def asset(self, request: Request) -> Response:
-        """One of the page's pinned files; nothing else under node_modules is served."""
-        file = self.assets.get(request.path_params["path"])
+        """One of the page's pinned files; nothing else under node_modules is served.
+        Gzipped for a client that takes it: the page's files are 4.1 MB, 1.1 MB gzipped."""
+        path = request.path_params["path"]
+        file = self.assets.get(path)
         if file is None:
             return JSONResponse({"errors": [{"message": "Not found",
                                              "extensions": {"code": "NOT_FOUND"}}]}, 404)
-        return FileResponse(file, headers=IMMUTABLE)
+        headers = {**IMMUTABLE, "Vary": "Accept-Encoding"}
+        if "gzip" not in request.headers.get("accept-encoding", ""):
+            return FileResponse(file, headers=headers)
+        body = self._gzipped.get(path)
+        if body is None:
+            # Once per file and process, off the event loop (a few hundred milliseconds).
+            body = self._gzipped[path] = await asyncio.to_thread(
+                lambda: gzip.compress(file.read_bytes(), compresslevel=6, mtime=0))
+        media_type = "text/css" if path.endswith(".css") else "text/javascript"
+        return Response(body, media_type=media_type,
+                        headers={**headers, "Content-Encoding": "gzip"})
 
 
 def _installed_version(package_dir: Path) -> str | None:

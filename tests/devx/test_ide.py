@@ -3,10 +3,12 @@ gateway refused, runs the deep query and sends a pasted bearer token."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,16 @@ def test_only_the_pages_own_files_are_served(gateway: Gateway) -> None:
                  "..%2F..%2Fpackage.json", "react@18.2.0/umd/react.development.js"):
         status, _, body = http("GET", f"{gateway.url}/graphql/ide/{path}")
         assert status == 404 and body["errors"][0]["extensions"]["code"] == "NOT_FOUND", path
+
+
+def test_the_scripts_are_gzipped_for_clients_that_take_it(gateway: Gateway) -> None:
+    path = "graphiql@3.8.3/graphiql.min.js"
+    original = (NODE_MODULES / "graphiql" / "graphiql.min.js").read_bytes()
+    request = urllib.request.Request(f"{gateway.url}/graphql/ide/{path}",
+                                     headers={"Accept-Encoding": "gzip, br"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.headers["Content-Encoding"] == "gzip"
+        assert answer.headers["Content-Type"].startswith("text/javascript")
+        assert answer.headers["Vary"] == "Accept-Encoding"
+        body = answer.read()
+    assert gzip.decompress(body) == original and len(body) < len(original) / 3
