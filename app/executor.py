@@ -24,6 +24,7 @@ from math import isfinite
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     GraphQLBoolean,
     GraphQLError,
     GraphQLField,
@@ -144,6 +145,15 @@ class GatewayExecutor(Executor[Any]):
     def __init__(self, *args: Any, operation_extensions: Any = None, **kwargs: Any) -> None:
         # Strawberry hands its executor class the request's `extensions`; unused here.
         super().__init__(*args, **kwargs)
+
+    def build_response(self, data: dict[str, Any] | None) -> Any:
+        response = super().build_response(data)
+        if isinstance(response, ExecutionResult):
+            # graphql-core keeps bound methods of the executor on it (`async_helpers`): a
+            # cycle through which the request's whole result, its context and its loaders
+            # lived until the cycle collector's next pass (bench/README.md, garbage).
+            self.async_helpers = None  # type: ignore[assignment]
+        return response
 
     def fallback(self, error: BaseException, field_def: GraphQLField,
                  details: FieldDetailsList, path: Path | None) -> Any:

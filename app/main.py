@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         await client.start()
         if caching.entities is not None:
             await caching.entities.start()
+        metrics.watch_gc()  # (first: the start-up's full collection is timed too)
         tune_gc()
         if settings.dev_mode:
             log.warning("DEVELOPMENT MODE: the X-User-Id header is trusted as the acting user")

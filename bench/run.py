@@ -38,6 +38,7 @@ from tests.harness import (
     Services,
     http,
     pinned,
+    sample_total,
     start_gateway,
     start_services,
 )
@@ -74,6 +75,7 @@ class Row:
     upstream_per_query: float
     upstream_by_service: dict[str, float]
     cpu_ms_per_request: float
+    gc_ms_per_request: float  # of it, the cycle collector's pauses
     peak_rss_mb: float
     floor_ms: float | None
     overhead_ms: float | None
@@ -84,6 +86,12 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # utime and stime are fields 14 and 15 of stat; after the ")" they are 12th and 13th.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gc_seconds(gateway: Gateway) -> float:
+    """The gateway's cycle-collector pauses so far (its gateway_gc_pause_seconds)."""
+    _, _, text = http("GET", gateway.url + "/metrics")
+    return sample_total(text, "gateway_gc_pause_seconds_sum")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -156,10 +164,12 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
         loadgen(gateway, workload, concurrency, seconds=60, requests=cycle, start_index=index,
                 cycle=cycle)
     services.reset_stats()
+    gc0 = gc_seconds(gateway)
     cpu0 = cpu_seconds(gateway.process.proc.pid)
     res = loadgen(gateway, workload, concurrency, seconds=seconds, requests=n,
                   start_index=index, cycle=cycle)
     cpu1 = cpu_seconds(gateway.process.proc.pid)
+    gc1 = gc_seconds(gateway)
     counts = upstream_counts(services)
     done = max(1, res["requests"])
     # The floor is the cold path's: a cache answers below it.
@@ -172,6 +182,7 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
         upstream_per_query=sum(counts.values()) / done,
         upstream_by_service={k: v / done for k, v in sorted(counts.items()) if v},
         cpu_ms_per_request=(cpu1 - cpu0) * 1000 / done,
+        gc_ms_per_request=(gc1 - gc0) * 1000 / done,
         peak_rss_mb=peak_rss_mb(gateway.process.proc.pid),
         floor_ms=floor,
         overhead_ms=None if floor is None else res["p50_ms"] - floor,
@@ -234,19 +245,22 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
         "counted by `/_stats` divided by the queries answered; `unbatched` is the lookups a "
         "gateway without batching would make for the same result (one per entity or list "
         "reference); `floor` is the dependent upstream rounds times the injected latency, and "
-        "`overhead` is p50 minus the floor.", "",
+        "`overhead` is p50 minus the floor. `GC ms/req`: the part of the CPU spent in pauses "
+        "of Python's cycle collector (the gateway's `gateway_gc_pause_seconds`).", "",
         "Dependent upstream rounds, measured by injecting "
         f"{PROBE_LATENCY_MS} ms: " + ", ".join(f"{k} {v}" for k, v in meta["rounds"].items())
         + ".", "",
         "| mode | workload | latency | conc. | req/s | p50 ms | p95 ms | p99 ms | upstream/q "
-        "| unbatched | CPU ms/req | peak RSS MB | floor ms | overhead ms | failed | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| unbatched | CPU ms/req | GC ms/req | peak RSS MB | floor ms | overhead ms | failed "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.mode} | {r.workload} | {r.latency_ms} | {r.concurrency} | {r.rps:.0f} | "
             f"{r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.upstream_per_query:.2f} | "
             f"{meta['unbatched'].get(r.workload, '-')} | {r.cpu_ms_per_request:.2f} | "
+            f"{r.gc_ms_per_request:.2f} | "
             f"{r.peak_rss_mb:.0f} | {'-' if r.floor_ms is None else f'{r.floor_ms:.0f}'} | "
             f"{'-' if r.overhead_ms is None else f'{r.overhead_ms:.1f}'} | {r.failures} | "
             f"{r.responses_with_errors} |"

@@ -33,8 +33,11 @@ class LockstepLoader(DataLoader[Any, Any]):
     next level's lookups of hits and misses are queued in the same tick and batched together.
     """
 
-    def __init__(self, batch_load_fn: Any, **kwargs: Any) -> None:
-        super().__init__(partial(self._tracked, batch_load_fn), **kwargs)
+    def __init__(self, fetch: Any, **kwargs: Any) -> None:
+        # The batch function is this class's method, not a partial of a bound method kept on
+        # the instance: such a partial is a cycle, freed only by the cycle collector.
+        super().__init__(None, **kwargs)
+        self._fetch = fetch
         self._in_flight = 0
         self._waiters: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
 
@@ -46,10 +49,10 @@ class LockstepLoader(DataLoader[Any, Any]):
             return waiter
         return future
 
-    async def _tracked(self, batch_load_fn: Any, keys: list[Any]) -> list[Any]:
+    async def batch_load_fn(self, keys: list[Any]) -> list[Any]:  # type: ignore[override]
         self._in_flight += 1
         try:
-            return await batch_load_fn(keys)
+            return await self._fetch(keys)
         finally:
             self._in_flight -= 1
             # Set just before aiodataloader sets this batch's own futures, in the same tick:

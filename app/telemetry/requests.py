@@ -1,6 +1,12 @@
 """Per-request telemetry around the whole app, as ASGI middleware (no per-field cost):
 
-    DebugRecording -> OpenTelemetry's ASGI middleware (the server span) -> AccessLog -> app
+    DebugRecording -> the server span -> AccessLog -> app
+
+The server span is OpenTelemetry's ASGI middleware when spans are exported (its HTTP
+attributes are what a tracing backend shows). Without an exporter nobody reads those
+attributes, and collecting them was a third of the time of a response-cache hit: `ServerSpan`
+starts the same span (its trace id for logs and errors, the caller's traceparent continued,
+the root of a debug waterfall) with no attributes.
 
 `DebugRecording` marks a request whose caller may see its waterfall before its server span
 is sampled, so that it is recorded whatever the sampling ratio. `AccessLog` writes one line per
@@ -12,9 +18,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from typing import Any
 
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -68,6 +76,30 @@ class DebugRecording:
             return (await self.auth.viewer(headers)).admin
         except HTTPRefusal:
             return False
+
+
+class ServerSpan:
+    """The request's SERVER span, without HTTP attributes (no exporter: see the module)."""
+
+    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.tracer = tracer
+        # The same paths as the instrumentation's, matched on the path alone.
+        self.untraced = re.compile("|".join(f"(?:{p})" for p in UNTRACED_PATHS.split(",")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.untraced.search(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        carrier = {key.decode("latin-1"): value.decode("latin-1")
+                   for key, value in scope["headers"] if key in PROPAGATED}
+        parent = propagate.extract(carrier) if carrier else None
+        with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}",
+                                               context=parent, kind=trace.SpanKind.SERVER):
+            await self.app(scope, receive, send)
+
+
+PROPAGATED = frozenset({b"traceparent", b"tracestate"})
 
 
 class AccessLog:
@@ -124,6 +156,7 @@ def middleware(settings: Settings, telemetry: Telemetry, auth: Authenticator
         Middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS,
                    tracer_provider=telemetry.provider,
                    # No internal span per ASGI message: they would double a request's spans.
-                   exclude_spans=["receive", "send"]),
+                   exclude_spans=["receive", "send"])
+        if telemetry.exporting else Middleware(ServerSpan, tracer=telemetry.tracer),
         Middleware(AccessLog),
     ]

@@ -35,6 +35,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
             if r["workload"] == "deep" and r["mode"] == "cold"} == {10.0}
     assert deep["warm"] < 1 and deep["response"] < 1
     assert all(r["cpu_ms_per_request"] >= 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(0 <= r["gc_ms_per_request"] <= r["cpu_ms_per_request"] + 1 for r in rows)
     # An unbatched gateway would make hundreds of lookups for the deep query.
     assert results["unbatched"]["deep"] > 100
     report = (tmp_path / "RESULTS.md").read_text()

@@ -78,6 +78,27 @@ async def test_a_refused_request_names_its_trace_too(
     assert access["trace_id"] == trace_id and access["status"] == 400
 
 
+async def test_without_an_exporter_the_callers_trace_is_continued(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """No exporter: a light server span (no HTTP attributes), still in the caller's trace,
+    so the trace id in the caller's own logs finds this request's log lines."""
+    gateway = processes()
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with http_session.post(
+            gateway.url + "/graphql", json={"query": "{ nope }"},
+            headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"}) as resp:
+        body = await resp.json()
+    assert body["errors"][0]["extensions"]["traceId"] == caller
+    async with http_session.post(gateway.url + "/graphql", json={"query": "{ nope }"}) as resp:
+        own = (await resp.json())["errors"][0]["extensions"]["traceId"]
+    assert len(own) == 32 and own not in (caller, "0" * 32)
+    lines = await log_lines(gateway, lambda ls: sum(
+        line.get("logger") == "gateway.access" for line in ls) >= 2)
+    assert [line["trace_id"] for line in lines if line.get("logger") == "gateway.access"
+            ][-2:] == [caller, own]
+
+
 async def test_the_waterfall_times_every_resolver_with_its_calls_retries_and_errors(
     processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
 ) -> None:

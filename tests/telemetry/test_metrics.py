@@ -142,3 +142,17 @@ async def test_resolver_timings_are_sampled_per_request_by_setting(
             assert 5 <= timed <= 35, timed
             assert m.value("gateway_resolver_duration_seconds", "_count",
                            coordinate="Product.inStock") == 2 * timed
+
+
+async def test_cycle_collector_pauses_are_timed_by_generation(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """The collector stops the loop while it runs: an SRE reading a p99 sees its pauses.
+    Requests leave no cyclic garbage (test_memory.py), so under load it rarely runs; the
+    full pass at start-up (before the start-up heap is frozen) is timed like any other."""
+    gateway = processes()
+    m = await scrape(http_session, gateway)
+    assert m.value("gateway_gc_pause_seconds", "_count", generation="2") >= 1
+    assert m.value("gateway_gc_pause_seconds", "_sum", generation="2") > 0
+    assert {s.labels["generation"] for s in m.samples("gateway_gc_pause_seconds", "_count")
+            } == {"0", "1", "2"}
