@@ -177,6 +177,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             response = Response(orjson.dumps(body), headers=getattr(error, "headers", None),
                                 status_code=error.status_code,
                                 media_type=answer_media_type(accept_of(request)))
+        finally:
+            # A request that ends without a result (cancelled, say) after its loaders were
+            # made: released here too, else only the cycle collector would free them.
+            gateway = getattr(request.state, "gateway", None)
+            if gateway is not None:
+                gateway[0].loaders.release()
         await response(scope, receive, send)
 
     def _check_length(self, request: Request) -> None:

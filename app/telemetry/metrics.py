@@ -103,17 +103,32 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-# The children are made up front: the callback only adds to a value (a float under that
-# value's own lock), so it takes no lock that code interrupted by a collection might hold.
 _GC_CHILDREN = tuple(GC_PAUSE.labels(str(generation)) for generation in range(3))
+# The callback runs inside whatever allocation started the collection, possibly one made
+# while prometheus_client holds its lock (with several workers, one lock for all values):
+# it must not observe there. It notes the pause in a plain list; flush_gc() observes later.
+_gc_pending: list[list[float]] = [[], [], []]
 _gc_started: list[float] = [0.0]
+MAX_PENDING_PAUSES = 10_000  # per generation, if nothing flushes for a long while
 
 
 def _time_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started[0] = time.perf_counter()
-    else:
-        _GC_CHILDREN[info["generation"]].observe(time.perf_counter() - _gc_started[0])
+        return
+    pending = _gc_pending[info["generation"]]
+    if len(pending) < MAX_PENDING_PAUSES:
+        pending.append(time.perf_counter() - _gc_started[0])
+
+
+def flush_gc() -> None:
+    """Observe the pauses noted since the last flush (from the event loop: each request,
+    and each scrape)."""
+    for generation, child in enumerate(_GC_CHILDREN):
+        if _gc_pending[generation]:
+            pauses, _gc_pending[generation] = _gc_pending[generation], []
+            for pause in pauses:
+                child.observe(pause)
 
 
 def watch_gc() -> None:
@@ -146,6 +161,7 @@ def process_exit() -> None:
 
 
 async def endpoint(_: Request) -> Response:
+    flush_gc()
     if os.environ.get(MULTIPROC_ENV):
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()

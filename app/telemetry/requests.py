@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, asgi_getter
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,15 +91,12 @@ class ServerSpan:
         if scope["type"] != "http" or self.untraced.search(scope["path"]):
             await self.app(scope, receive, send)
             return
-        carrier = {key.decode("latin-1"): value.decode("latin-1")
-                   for key, value in scope["headers"] if key in PROPAGATED}
-        parent = propagate.extract(carrier) if carrier else None
+        # The instrumentation's own reading of the headers (first value, any case, every
+        # configured propagator).
+        parent = propagate.extract(scope, getter=asgi_getter)
         with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}",
                                                context=parent, kind=trace.SpanKind.SERVER):
             await self.app(scope, receive, send)
-
-
-PROPAGATED = frozenset({b"traceparent", b"tracestate"})
 
 
 class AccessLog:
@@ -141,6 +138,7 @@ class AccessLog:
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
             operation = metrics.operation_label(fields.get("operation"))
+            metrics.flush_gc()
             metrics.REQUESTS.labels(operation, outcome).inc()
             metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)
             access_log.info("request", extra=fields)

@@ -60,3 +60,4 @@ async def test_requests_leave_no_cyclic_garbage(
     # Before the executor and the loaders broke their cycles: about 600 objects a request.
     assert len(saved_garbage) < requests, kinds[:20]
     capsys.readouterr()  # (the console exporter's spans)
+

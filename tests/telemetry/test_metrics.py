@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Gateway, Services, sample_total
+from tests.harness import ROOT, Gateway, Services, sample_total
 from tests.telemetry.conftest import DEEP, post
 
 PRODUCT_REVIEWS = '{ product(id: "p451") { id reviews(first: 3) { id author { id name } } } }'
@@ -156,3 +160,24 @@ async def test_cycle_collector_pauses_are_timed_by_generation(
     assert m.value("gateway_gc_pause_seconds", "_sum", generation="2") > 0
     assert {s.labels["generation"] for s in m.samples("gateway_gc_pause_seconds", "_count")
             } == {"0", "1", "2"}
+
+
+def test_timing_collections_cannot_deadlock_the_metrics(tmp_path: Path) -> None:
+    """With several workers prometheus_client has one lock for every value, held while it
+    allocates a new series: a collection started there must not wait for that lock."""
+    script = (
+        "import gc\n"
+        "from app.telemetry import metrics\n"
+        "metrics.watch_gc()\n"
+        "gc.set_threshold(1)\n"  # a collection at nearly every allocation
+        "for i in range(300):\n"
+        "    metrics.REQUESTS.labels(f'op{i}', 'ok').inc()\n"
+        "gc.set_threshold(700)\n"
+        "metrics.flush_gc()\n"
+        "print(sum(c._sum.get() > 0 for c in metrics._GC_CHILDREN))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 1  # and the pauses were recorded, once flushed
