@@ -16,8 +16,11 @@ export AUTH_JWT_SECRET
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@echo "installing the Python packages into $(VENV) (log: $(VENV)/install.log)"
+	@# The build backend's warnings are noise on a first run: shown only when it fails.
+	@{ $(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip \
+	   && $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'; \
+	 } > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
