@@ -36,8 +36,8 @@ from app.ratelimit import RateLimiter, rate_limited
 from app.resilience import Deadline
 from app.settings import Settings
 from app.telemetry.logs import OPERATION
-from app.telemetry.requests import DEBUG_HEADER, debug_allowed
-from app.telemetry.tracing import Telemetry, trace_id_of
+from app.telemetry.requests import DEBUG_HEADER
+from app.telemetry.tracing import RECORD_REQUEST, Telemetry, trace_id_of
 from app.telemetry.waterfall import waterfall
 from app.upstream import CallScope, UpstreamClient
 from loaders.registry import Loaders
@@ -144,8 +144,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.auth = Authenticator(settings)
         self.persisted = PersistedQueries(settings)
         self.limiter = limiter
-        self.ide = (Ide(Path(settings.ide_assets_dir) if settings.ide_assets_dir else
-                        DEFAULT_MODULES) if settings.graphql_ide else None)
+        self.ide = (Ide(Path(settings.ide_assets_dir or DEFAULT_MODULES))
+                    if settings.graphql_ide else None)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -178,8 +178,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                                 status_code=error.status_code,
                                 media_type=answer_media_type(accept_of(request)))
         finally:
-            # A request that ends without a result (cancelled, say) after its loaders were
-            # made: released here too, else only the cycle collector would free them.
+            # The response is built (or the request ended without one): the request's loaded
+            # data can go now, not when the cycle collector gets to it.
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 gateway[0].loaders.release()
@@ -247,8 +247,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         span_context = trace.get_current_span().get_span_context()  # the server span
         context.trace_id = span_context.trace_id
         context.trace_root = span_context.span_id
-        asked = request.headers.get(DEBUG_HEADER)
-        context.debug = debug_allowed(self.settings, asked) or bool(asked and viewer.admin)
+        # Decided once, by the middleware that records the request's spans for it.
+        context.debug = RECORD_REQUEST.get()
         request.state.gateway = (context, response)
         return context
 
@@ -320,7 +320,6 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
         context, response = request.state.gateway
-        context.loaders.release()  # the result is built: the request's loaded data can go
         response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
         # The media type follows Accept (below): a shared cache must keep one per Accept.
         response.headers["Vary"] = "Accept"
@@ -371,14 +370,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
+        # Strawberry's response, in the media type process_result chose (it copies the
+        # sub-response's headers, so the choice is taken off them first).
         media_type = sub_response.headers.get("content-type", LEGACY_JSON)
         if "content-type" in sub_response.headers:
             del sub_response.headers["content-type"]
-        response = Response(self.encode_json(response_data),
-                            status_code=sub_response.status_code or 200, media_type=media_type)
-        response.headers.raw.extend(sub_response.headers.raw)
-        if sub_response.background:
-            response.background = sub_response.background
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = media_type
         return response
 
     def parse_json(self, data: str | bytes) -> Any:
