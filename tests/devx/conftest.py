@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness import ROOT, Gateway, Services, gateways, running_services
+from tests.harness import ROOT, Gateway, Services, gateways, http, running_services
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NODE_MODULES = ROOT / "node_modules"
@@ -37,3 +38,11 @@ def gateway(start: Callable[..., Gateway]) -> Gateway:
     """A gateway as `make run` starts it: the development profile."""
     return start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "development.toml"),
                  DEV_MODE=None)
+
+
+def ask(gateway: Gateway, query: str, variables: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    """POST one GraphQL request: the status, the headers (lower-case names), the body."""
+    status, answered, body = http("POST", gateway.url + "/graphql",
+                                  {"query": query, "variables": variables or {}}, headers)
+    return status, {k.lower(): v for k, v in answered.items()}, body

@@ -11,7 +11,7 @@ from http.client import HTTPConnection
 
 import pytest
 
-from tests.devx.conftest import NODE_MODULES
+from tests.devx.conftest import NODE_MODULES, ask
 from tests.harness import ROOT, Gateway, http, require
 
 AUDIT = ROOT / "tests" / "devx" / "audit.mjs"
@@ -34,10 +34,9 @@ def test_the_graphql_http_audit_passes_without_errors_or_warnings(gateway: Gatew
 
 def post(gateway: Gateway, query: str, accept: str | None,
          variables: dict[str, object] | None = None) -> tuple[int, str, dict[str, object]]:
-    headers = {"Accept": accept} if accept else {}
-    status, hdrs, body = http("POST", gateway.url + "/graphql",
-                              {"query": query, "variables": variables or {}}, headers)
-    return status, {k.lower(): v for k, v in hdrs.items()}["content-type"], body
+    """The status, the answer's media type and the body, asking with `accept`."""
+    status, headers, body = ask(gateway, query, variables, {"Accept": accept} if accept else None)
+    return status, headers["content-type"], body
 
 
 @pytest.mark.parametrize(("query", "variables"), [

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from tests.devx.conftest import ask
 from tests.harness import ROOT, Gateway, http, token
 
 INTROSPECT = "{ __schema { queryType { name } } }"
-
-
-def graphql(gateway: Gateway, query: str, **headers: str) -> tuple[int, dict[str, str], dict]:
-    status, hdrs, body = http("POST", gateway.url + "/graphql", {"query": query},
-                              {k.replace("_", "-"): v for k, v in headers.items()})
-    return status, {k.lower(): v for k, v in hdrs.items()}, body
+ME = "{ me { id } }"
 
 
 def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
@@ -22,11 +18,11 @@ def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
                     DEV_MODE=None, RATE_LIMIT_ENABLED=None)
     status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
     assert status == 404 and page["errors"][0]["extensions"]["code"] == "NOT_FOUND"
-    _, _, body = graphql(gateway, INTROSPECT)
+    _, _, body = ask(gateway, INTROSPECT)
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
-    assert graphql(gateway, "{ me { id } }", X_User_Id="u1")[2]["data"] == {"me": None}
-    _, headers, body = graphql(gateway, "{ me { id } }", X_Gateway_Debug="1",
-                               Authorization=f"Bearer {token('u1')}")
+    assert ask(gateway, ME, headers={"X-User-Id": "u1"})[2]["data"] == {"me": None}
+    _, headers, body = ask(gateway, ME, headers={"X-Gateway-Debug": "1",
+                                                 "Authorization": f"Bearer {token('u1')}"})
     assert body["data"] == {"me": {"id": "u1"}} and "debug" not in body.get("extensions", {})
     assert "max-age" in headers["strict-transport-security"]
     assert "ratelimit-limit" in headers  # rate limits on
@@ -38,9 +34,9 @@ def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
 def test_development_is_the_ide_with_x_user_id_and_readable_logs(gateway: Gateway) -> None:
     status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
     assert status == 200 and "graphiql" in page.lower()
-    assert graphql(gateway, INTROSPECT)[2]["data"]["__schema"]["queryType"]["name"] == "Query"
-    assert graphql(gateway, "{ me { id } }", X_User_Id="u1")[2]["data"] == {"me": {"id": "u1"}}
-    _, headers, body = graphql(gateway, "{ me { id } }", X_Gateway_Debug="1", X_User_Id="u1")
+    assert ask(gateway, INTROSPECT)[2]["data"]["__schema"]["queryType"]["name"] == "Query"
+    assert ask(gateway, ME, headers={"X-User-Id": "u1"})[2]["data"] == {"me": {"id": "u1"}}
+    _, headers, body = ask(gateway, ME, headers={"X-Gateway-Debug": "1", "X-User-Id": "u1"})
     assert body["extensions"]["debug"]["resolvers"]
     assert "strict-transport-security" not in headers
     log = gateway.process.log()
