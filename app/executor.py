@@ -263,7 +263,6 @@ class PlanExecutor(GatewayExecutor):
                     if field_def is None:
                         target[key] = parent_type.name  # __typename
                         continue
-                    resolve = field_def.resolve
                     try:
                         if source_key is not None:
                             value = source[source_key]
@@ -278,6 +277,7 @@ class PlanExecutor(GatewayExecutor):
                                 args = (get_argument_values(field_def, node, self.variable_values)
                                         if field_def.args or node.arguments else {})
                                 arguments[id(node)] = args
+                            resolve = field_def.resolve
                             if wrap is None:
                                 value = resolve(source, info, **args)
                             else:
