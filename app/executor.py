@@ -239,6 +239,11 @@ class PlanExecutor(GatewayExecutor):
         data: dict[str, Any] = {}
         root = _Slot({"data": data}, "data", True, None)
         info = _Info(self.context_value)
+        # A level's lookups are all issued before any is completed, so values at hand cannot
+        # run ahead of their siblings: the request's loaders may answer them without a batch.
+        loaders = getattr(self.context_value, "loaders", None)
+        if loaders is not None:
+            loaders.by_level = True
         # Resolver middleware (the telemetry extension) wraps resolvers, never key reads,
         # and only in requests it has work in (a recorded trace, sampled metrics).
         middleware = self.middleware_manager

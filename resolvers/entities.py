@@ -1,8 +1,9 @@
 """Field resolvers of the entity types. Each takes the upstream item it belongs to (`root`)
 and returns upstream items; the schema in `schema/types.py` declares their GraphQL types.
 Every lookup goes through the request's loaders, so sibling fields batch together. A
-resolver that only hands on a loader's answer returns its future rather than awaiting it:
-no coroutine per call on lists of thousands."""
+resolver that only hands on a loader's answer returns it as the loaders give it (the value
+when it is at hand, else its future, or a `Then` of it) rather than awaiting it: no
+coroutine per call on lists of thousands."""
 
 from __future__ import annotations
 
@@ -34,15 +35,14 @@ def money(cents: int, currency: str) -> Item:
 
 
 # -- User --------------------------------------------------------------------------------------
-def user_reviews(root: Item, info: Info, first: int | None = 10) -> Then:
+def user_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item] | Then:
     n = check_first(first, 10)
-    return Then(info.context.loaders.load(REVIEWS_BY_AUTHOR, root["id"]),
-                lambda reviews: reviews[:n])
+    return info.context.loaders.then(REVIEWS_BY_AUTHOR, root["id"], lambda reviews: reviews[:n])
 
 
 def user_orders(
     root: Item, info: Info, first: int | None = 10, after: str | None = UNSET
-) -> Then:
+) -> Item | Then:
     return page(info.context.loaders, USER_ORDERS, root["id"], first, after, 10)
 
 
@@ -62,11 +62,11 @@ def product_price(root: Item) -> Item:
     return money(root["price_cents"], root["currency"])
 
 
-def product_category(root: Item, info: Info) -> Awaitable[Item | None] | None:
+def product_category(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
     category_id = root.get("category_id")
     if category_id is None:
         return None
-    return info.context.loaders.load(CATEGORY, category_id)
+    return info.context.loaders.get(CATEGORY, category_id)
 
 
 LOW_STOCK = 5  # units; below it, stock may run out any second
@@ -79,20 +79,20 @@ def _stock_hint(info: Info, stock: Item | None) -> None:
         info.context.policy.restrict(max_age=1)
 
 
-def product_inventory(root: Item, info: Info) -> Then:
+def product_inventory(root: Item, info: Info) -> Item | Then | None:
     def done(stock: Item | None) -> Item | None:
         _stock_hint(info, stock)
         return stock
 
-    return Then(info.context.loaders.load(STOCK, root["sku"]), done)
+    return info.context.loaders.then(STOCK, root["sku"], done)
 
 
-def product_in_stock(root: Item, info: Info) -> Then:
+def product_in_stock(root: Item, info: Info) -> bool | Then | None:
     def done(stock: Item | None) -> bool | None:
         _stock_hint(info, stock)
         return None if stock is None else bool(stock["in_stock"])
 
-    return Then(info.context.loaders.load(STOCK, root["sku"]), done)
+    return info.context.loaders.then(STOCK, root["sku"], done)
 
 
 def product_average_rating(root: Item) -> float | None:
@@ -105,33 +105,32 @@ def product_review_count(root: Item) -> int:
     return int(root["rating_count"])
 
 
-def product_reviews(root: Item, info: Info, first: int | None = 10) -> Then:
+def product_reviews(root: Item, info: Info, first: int | None = 10) -> list[Item] | Then:
     n = check_first(first, 10)
-    return Then(info.context.loaders.load(REVIEWS_BY_PRODUCT, root["id"]),
-                lambda reviews: reviews[:n])
+    return info.context.loaders.then(REVIEWS_BY_PRODUCT, root["id"], lambda reviews: reviews[:n])
 
 
 # -- Category ----------------------------------------------------------------------------------
-def category_parent(root: Item, info: Info) -> Awaitable[Item | None] | None:
+def category_parent(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
     parent_id = root.get("parent_id")
     if parent_id is None:
         return None
-    return info.context.loaders.load(CATEGORY, parent_id)
+    return info.context.loaders.get(CATEGORY, parent_id)
 
 
 def category_products(
     root: Item, info: Info, first: int | None = 20, after: str | None = UNSET
-) -> Then:
+) -> Item | Then:
     return page(info.context.loaders, CATEGORY_PRODUCTS, root["id"], first, after, 20)
 
 
 # -- Review ------------------------------------------------------------------------------------
-def review_author(root: Item, info: Info) -> Awaitable[Item | None]:
-    return info.context.loaders.load(USER, root["author_id"])
+def review_author(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
+    return info.context.loaders.get(USER, root["author_id"])
 
 
-def review_product(root: Item, info: Info) -> Awaitable[Item | None]:
-    return info.context.loaders.load(PRODUCT, root["product_id"])
+def review_product(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
+    return info.context.loaders.get(PRODUCT, root["product_id"])
 
 
 # -- Order -------------------------------------------------------------------------------------
@@ -144,12 +143,12 @@ def order_total(root: Item) -> Item:
     return money(root["total_cents"], root["currency"])
 
 
-def order_customer(root: Item, info: Info) -> Awaitable[Item | None]:
-    return info.context.loaders.load(USER, root["user_id"])
+def order_customer(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
+    return info.context.loaders.get(USER, root["user_id"])
 
 
-def order_item_product(root: Item, info: Info) -> Awaitable[Item | None]:
-    return info.context.loaders.load(PRODUCT, root["product_id"])
+def order_item_product(root: Item, info: Info) -> Item | Awaitable[Item | None] | None:
+    return info.context.loaders.get(PRODUCT, root["product_id"])
 
 
 def order_item_unit_price(root: Item) -> Item:

@@ -20,7 +20,7 @@ from strawberry import UNSET
 from app.errors import BadUserInput
 from app.executor import Then
 from loaders.registry import Loaders
-from loaders.spec import ListSpec
+from loaders.spec import Item, ListSpec
 
 MAX_FIRST = 100  # also the upstreams' page limit
 
@@ -88,10 +88,10 @@ def connection(
 
 
 def page(loaders: Loaders, spec: ListSpec, parent_id: str, first: int | None, after: str | None,
-         default: int) -> Then:
+         default: int) -> Item | Then:
     """A Relay connection of `parent_id`'s list: the upstream page through the request's
     loaders (deduped and cached), turned into edges with cursors."""
     n = check_first(first, default)
     upstream_after, skip, ask = page_request(parent_id, n, after)
-    return Then(loaders.load(spec, (parent_id, ask, upstream_after)),
-                lambda body: connection(body, parent_id, upstream_after, skip, n))
+    return loaders.then(spec, (parent_id, ask, upstream_after),
+                        lambda body: connection(body, parent_id, upstream_after, skip, n))

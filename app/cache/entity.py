@@ -35,6 +35,7 @@ log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
 REPLICA_ACK_S = 0.25  # how long a write waits for the other replicas to evict
 Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
+MISSING: Any = object()  # `peek`'s answer when it has no fresh value
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,18 @@ class EntityCache:
         return f"{ns.name}:{self._generations.get(ns.name, 0)}:{owner}{_key_text(key)}"
 
     # -- reading -----------------------------------------------------------------------------
+    def peek(self, ns: Namespace, key: Hashable, viewer: str | None, now: float) -> Any:
+        """`key`'s value if this process holds it fresh, else MISSING: what `read_through`
+        would answer from L1 without waiting, read without a future or a batch. Stale,
+        uncached and Redis-only values are left to `read_through` (revalidation, coalescing,
+        stale-if-error)."""
+        if ns.ttl <= 0 or (ns.private and viewer is None):
+            return MISSING
+        entry = self.l1.get(self._full(ns, key, viewer), now)
+        if entry is None or now >= entry[0]:
+            return MISSING
+        return entry[1]
+
     async def read_through(self, ns: Namespace, keys: Sequence[Any], fetch: Fetch, *,
                            viewer: str | None = None, policy: RequestPolicy | None = None,
                            deadline: Deadline | None = None, service: str = "",
