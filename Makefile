@@ -56,10 +56,11 @@ test: $(STAMP) $(ASSETS)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-# The benchmark matrix and the cross-replica invalidation time (under 5 minutes):
-# writes bench/RESULTS.md, bench/results.json and bench/invalidation.json.
+# The benchmark matrix, the idle penalty, the cross-replica invalidation time and scale-out
+# (under 5 minutes): writes bench/RESULTS.md and the JSON files beside it.
 bench: $(STAMP)
 	$(PY) -m bench.run --profile
+	$(PY) -m bench.idle
 	$(PY) -m bench.invalidation
 	$(PY) -m bench.scaleout
 

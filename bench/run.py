@@ -55,6 +55,9 @@ MODES = {
     "warm": {"CACHE_ENABLED": "true"},
     "response": {"CACHE_ENABLED": "true", "RESPONSE_CACHE": "true"},
 }
+# The sections of bench/RESULTS.md that other commands write.
+OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation", "Scale-out", "Resilience",
+                  "Tracing", "Soak")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 
@@ -293,9 +296,10 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
                   "collapsed stacks are in `bench/profile-deep.txt`):", "",
                   "| function | own time |", "|---|---|"]
         lines += [f"| `{frame}` | {share:.1f}% |" for frame, share in meta["profile"]]
-    # The soak runs on its own (make soak): keep its last section.
+    # Other commands own the other sections (make soak, bench-resilience, ...): keep them.
     previous = out / "RESULTS.md"
-    kept = section(previous.read_text(), "Soak") if previous.exists() else ""
+    text = previous.read_text() if previous.exists() else ""
+    kept = "".join(section(text, title) for title in OTHER_SECTIONS)
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n" + kept)
 
 

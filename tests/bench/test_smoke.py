@@ -47,6 +47,22 @@ def run_module(module: str, *args: str) -> None:
                    stdin=subprocess.DEVNULL, capture_output=True)
 
 
+def test_idle_probe_smoke_keeps_the_other_sections(tmp_path: Path) -> None:
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Resilience\n\nkept\n")
+    run_module("bench.idle", "--rounds", "1", "--units", "5", "--out", str(tmp_path))
+    idle = orjson.loads((tmp_path / "idle.json").read_bytes())
+    assert set(idle["ratio"]) >= {"back to back", "after 5 ms idle"}
+    assert idle["ratio"]["back to back"] == 1.0 and idle["median_ms"]["after 5 ms idle"] > 0
+    # The matrix rewrites RESULTS.md: the sections other commands wrote stay.
+    subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--workloads", "product_page",
+         "--modes", "cold", "--latencies", "0", "--concurrency", "1", "--out", str(tmp_path)],
+        cwd=ROOT, check=True, timeout=300, stdin=subprocess.DEVNULL, capture_output=True)
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Idle penalty" in report and "## Resilience\n\nkept" in report
+    assert "| cold | product_page |" in report
+
+
 def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
     run_module("bench.invalidation", "--rounds", "3", "--out", str(tmp_path))
     inv = orjson.loads((tmp_path / "invalidation.json").read_bytes())
