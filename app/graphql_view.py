@@ -160,30 +160,36 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         # it gets the same JSON error shape, with a code, as every other error.
         request = Request(scope=scope, receive=self._bounded(scope, receive))
         try:
-            self._check_length(request)
-            self._check_media_type(request)
-            response = await self.run(request)
-        except HTTPException as error:
-            if (error.status_code == 400 and request.method == "GET"
-                    and "mutations are not allowed" in error.reason):
-                # GraphQL over HTTP: a mutation over GET is 405 (Strawberry says 400).
-                error = HTTPRefusal(405, "Mutations must be sent with POST",
-                                    "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
-            body = http_refusal_body(error)
-            trace_id = trace_id_of()
-            if trace_id:
-                for item in body["errors"]:
-                    item["extensions"]["traceId"] = trace_id
-            response = Response(orjson.dumps(body), headers=getattr(error, "headers", None),
-                                status_code=error.status_code,
-                                media_type=answer_media_type(accept_of(request)))
+            try:
+                self._check_length(request)
+                self._check_media_type(request)
+                response = await self.run(request)
+            except HTTPException as error:
+                response = self._refusal(request, error)
+            await response(scope, receive, send)
         finally:
-            # The response is built (or the request ended without one): the request's loaded
-            # data can go now, not when the cycle collector gets to it.
+            # The answer is sent (or the request ended without one): the request's loaded
+            # data can go now, not when the cycle collector gets to it. Freeing it is a
+            # noticeable part of a deep query's CPU, so the caller does not wait for it.
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 gateway[0].loaders.release()
-        await response(scope, receive, send)
+
+    @staticmethod
+    def _refusal(request: Request, error: HTTPException) -> Response:
+        if (error.status_code == 400 and request.method == "GET"
+                and "mutations are not allowed" in error.reason):
+            # GraphQL over HTTP: a mutation over GET is 405 (Strawberry says 400).
+            error = HTTPRefusal(405, "Mutations must be sent with POST",
+                                "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
+        body = http_refusal_body(error)
+        trace_id = trace_id_of()
+        if trace_id:
+            for item in body["errors"]:
+                item["extensions"]["traceId"] = trace_id
+        return Response(orjson.dumps(body), headers=getattr(error, "headers", None),
+                        status_code=error.status_code,
+                        media_type=answer_media_type(accept_of(request)))
 
     def _check_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")

@@ -29,6 +29,7 @@ from bench.workloads import EXTRA_WORKLOADS, WORKLOADS
 
 ALL_WORKLOADS = {**WORKLOADS, **EXTRA_WORKLOADS}
 ERRORS_KEY = b'"errors":'  # only a key can hold an unescaped quote-colon sequence
+REQUEST_TIMEOUT_S = 60.0  # an answer later than this counts as a failure
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -78,11 +79,20 @@ class Connection(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(err)
 
+    def _timed_out(self) -> None:
+        self.lost = True
+        self._finish(TimeoutError("no answer in time"))
+
     async def send(self, request: bytes) -> tuple[int, bytes]:
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
         self.transport.write(request)
-        return await self.waiter
+        timer = loop.call_later(REQUEST_TIMEOUT_S, self._timed_out)
+        try:
+            return await self.waiter
+        finally:
+            timer.cancel()
 
 
 def prepare(host: str, path: str, workload: str, index: int) -> bytes:
@@ -100,7 +110,7 @@ async def run(
 ) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = parts.path or "/"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     authority = f"{host}:{port}"
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
@@ -110,13 +120,23 @@ async def run(
     counter = start_index
     deadline = time.perf_counter() + seconds
 
-    async def connect() -> Connection:
-        _, conn = await loop.create_connection(Connection, host, port)
-        return conn
+    async def connect() -> Connection | None:
+        """A new connection; a refused one counts as a failed request, retried shortly."""
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            try:
+                _, conn = await loop.create_connection(Connection, host, port)
+                return conn
+            except OSError:
+                failures += 1
+                await asyncio.sleep(0.05)
+        return None
 
     async def worker() -> None:
         nonlocal counter, failures, errors, partial
         conn = await connect()
+        if conn is None:
+            return
         try:
             while time.perf_counter() < deadline:
                 if max_requests is not None and counter - start_index >= max_requests:
@@ -130,7 +150,7 @@ async def run(
                 started = time.perf_counter()
                 try:
                     status, raw = await conn.send(request)
-                except (OSError, httptools.HttpParserError):
+                except (OSError, TimeoutError, httptools.HttpParserError):
                     status, raw = 0, b""
                 latencies.append((time.perf_counter() - started) * 1000)
                 if status != 200:
@@ -143,7 +163,10 @@ async def run(
                             partial += 1
                 if conn.lost or status == 0:
                     conn.transport.close()  # type: ignore[union-attr]
-                    conn = await connect()
+                    reconnected = await connect()
+                    if reconnected is None:
+                        return
+                    conn = reconnected
         finally:
             conn.transport.close()  # type: ignore[union-attr]
 

@@ -43,13 +43,13 @@ class LockstepLoader(DataLoader[Any, Any]):
         self._in_flight = 0
         self._waiters: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
 
-    @property
-    def busy(self) -> bool:
-        """A batch is queued or in flight: a hit now must keep pace with it (see above)."""
-        return bool(self._queue or self._in_flight)
+    def holds(self, key: Any) -> bool:
+        """Whether this request asked this loader for `key` (or primed it) already: then
+        the loader's answer, pending, a value or an error, is the request's."""
+        return key in self._cache
 
     def settled(self, key: Any) -> Any:
-        """The value this loader already resolved for `key` in this request, else MISSING."""
+        """The value this loader resolved for `key`, else MISSING (pending or failed)."""
         future = self._cache.get(key)
         if future is None or not future.done() or future.cancelled() or future.exception():
             return MISSING
@@ -110,9 +110,7 @@ class Loaders:
     # -- the API resolvers use ---------------------------------------------------------------
     def load(self, spec: Spec, key: Hashable) -> Awaitable[Any]:
         loader = self._loader(spec)
-        known = self._known.get(spec.name)
-        if known is not None and key in known and key not in loader._cache:
-            loader.prime(key, known[key])  # what this request already read, it reads again
+        self._adopt(spec, loader, key)
         return loader.load(key)
 
     def get(self, spec: Spec, key: Hashable) -> Any:
@@ -132,7 +130,10 @@ class Loaders:
         return Then(self.load(spec, key), fn) if value is MISSING else fn(value)
 
     def load_many(self, spec: Spec, keys: list[Any]) -> Awaitable[list[Any]]:
-        return self._loader(spec).load_many(keys)
+        loader = self._loader(spec)
+        for key in keys:
+            self._adopt(spec, loader, key)
+        return loader.load_many(keys)
 
     def prime(self, spec: BatchSpec, key: Hashable, value: Any) -> None:
         """Make `value` what this request reads for `key` (a write it just made)."""
@@ -167,24 +168,30 @@ class Loaders:
         for entity, n in hits.items():
             CACHE_EVENTS.labels(entity, "hit").inc(n)
 
+    @property
+    def hits_at_hand(self) -> int:
+        """Lookups answered at hand from the entity cache so far: they have no batch span,
+        so the operation's span carries their number (app/telemetry/extension.py)."""
+        return sum(self._hits.values())
+
+    # -- values at hand ---------------------------------------------------------------------
+    # One key reads one value in a request: its loader's answer once the loader holds the
+    # key, else what `_known` holds; a key enters `_known` only while its loader does not
+    # hold it, and moves into the loader (`_adopt`) before the loader is asked for it.
     def _ready(self, spec: Spec, key: Hashable) -> Any:
         """`key`'s value if it is at hand, else MISSING: what this request's loader resolved
-        already, else a fresh entry of the entity cache's memory level.
+        already, else what the request read without its loader, else a fresh entry of the
+        entity cache's memory level.
 
         Only under the plan executor, which issues a whole level's lookups before it
         completes any of them: graphql-core's executor would run the fields under a value at
         hand at once, and their lookups would leave in a batch of their own, before their
-        siblings' (see LockstepLoader). Never while the loader has a batch queued or in
-        flight, so that what this request reads of a key stays what its loader says."""
+        siblings' (see LockstepLoader)."""
         if not self.by_level:
             return MISSING
         loader = self._loaders.get(spec.name)
-        if loader is not None:
-            if loader.busy:
-                return MISSING
-            value = loader.settled(key)
-            if value is not MISSING:
-                return value
+        if loader is not None and loader.holds(key):
+            return loader.settled(key)  # MISSING while pending, or failed: the loader says
         known = self._known.get(spec.name)
         if known is not None:
             value = known.get(key, MISSING)
@@ -194,12 +201,32 @@ class Loaders:
         if self._cache is None or namespace is None:
             return MISSING
         value = self._cache.peek(namespace, key, self._viewer, time.time())
-        if value is not MISSING:
-            if known is None:
-                known = self._known[spec.name] = {}
-            known[key] = value
-            self._hits[namespace.entity] = self._hits.get(namespace.entity, 0) + 1
+        if value is MISSING:
+            return MISSING
+        if known is None:
+            known = self._known[spec.name] = {}
+        known[key] = value
+        self._hits[namespace.entity] = self._hits.get(namespace.entity, 0) + 1
+        if isinstance(spec, ListSpec) and spec.primes is not None and isinstance(value, dict):
+            self._prime_from(spec.primes, value.get("items", ()))  # as `_lookup` does
         return value
+
+    def _adopt(self, spec: Spec, loader: LockstepLoader, key: Hashable) -> None:
+        """Hand `key`'s value read without the loader to the loader, before it is asked."""
+        known = self._known.get(spec.name)
+        if known is not None and key in known and not loader.holds(key):
+            loader.prime(key, known.pop(key))
+
+    def _prime_from(self, spec: BatchSpec, items: Any) -> None:
+        """Listed items are what this request reads for their ids, unless it read them."""
+        loader = self._loaders.get(spec.name)
+        known = self._known.get(spec.name)
+        if known is None:
+            known = self._known[spec.name] = {}
+        for item in items:
+            key = item[spec.key_field]
+            if key not in known and (loader is None or not loader.holds(key)):
+                known[key] = item
 
     # -- construction -----------------------------------------------------------------------
     def _loader(self, spec: Spec) -> LockstepLoader:
@@ -300,11 +327,6 @@ class Loaders:
 
         # return_exceptions: one failed listing fails only the fields that asked for it.
         return list(await asyncio.gather(*(one(k) for k in keys), return_exceptions=True))
-
-    def _prime_from(self, spec: BatchSpec, items: Any) -> None:
-        loader = self._loader(spec)
-        for item in items:
-            loader.prime(item[spec.key_field], item)
 
 
 def namespaces(cache: EntityCache, specs: tuple[Spec, ...]) -> dict[str, Namespace]:

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from bench.loadgen import run
+from tests.harness import free_port
 
 
 async def test_loadgen_classifies_answers_and_survives_closed_connections() -> None:
@@ -56,3 +57,9 @@ async def test_loadgen_classifies_answers_and_survives_closed_connections() -> N
     # Each request carried its own variables, parsed by the server as JSON.
     assert [body["variables"] for body in seen] == [{"id": f"u{i + 1}"} for i in range(12)]
     assert orjson.dumps(seen[0]["query"])  # the workload's query text
+
+
+async def test_loadgen_counts_a_refused_connection_as_a_failure() -> None:
+    result = await run(f"http://127.0.0.1:{free_port()}/graphql", "user_lookup", 2, 0.3,
+                       max_requests=None, start_index=0)
+    assert result["requests"] == 0 and result["failures"] >= 2

@@ -7,17 +7,24 @@ runs the fields under a value at once) keeps reading through its batches."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.main import Caching, build_caching
+from app.settings import Settings
+from app.upstream import UpstreamClient
+from loaders.declarations import PRODUCT, TOP_PRODUCTS
+from loaders.registry import Loaders
+from schema import build_schema
 from tests.cache.conftest import CacheStack, Query
 from tests.cache.test_entity_cache import post_event
 from tests.conftest import QUERIES
-from tests.harness import Gateway, start_gateway
+from tests.harness import Gateway, http, start_gateway
 
 DEEP = (QUERIES / "deep.graphql").read_text()
 OUTCOMES = ("hit", "miss", "stale")
@@ -104,3 +111,60 @@ async def test_a_level_of_hits_and_misses_costs_one_call_per_service(
     assert catalog["GET /products"] == 1  # the misses, in one batch
     assert set(catalog.values()) == {1}  # and their categories (if any), in one more
     assert stats["inventory"]["requests"] == {"POST /inventory/query": 1}  # every stock
+
+
+async def test_a_cached_listing_answered_at_hand_still_fills_the_by_id_loader(
+    query: Query, cstack: CacheStack
+) -> None:
+    doc = """{ category(id: "c7") { products(first: 5) { edges { node {
+               id name reviews(first: 1) { product { id name } } } } } } }"""
+    _, _, first = await query(cstack.memory, doc)
+    cstack.services.reset_stats()
+    _, _, second = await query(cstack.memory, doc)
+    assert second == first and "errors" not in second
+    # The reviews' products are the listed ones: known from the cached listing itself.
+    assert cstack.services.stats("catalog")["requests"] == {}
+
+
+@pytest_asyncio.fixture
+async def parts(cstack: CacheStack) -> AsyncIterator[tuple[UpstreamClient, Caching]]:
+    """An upstream client and the caches of a gateway, in this process: no change event
+    reaches them, so an upstream change is seen only by what is fetched after it."""
+    settings = Settings.from_env({**cstack.services.gateway_env(), "DEV_MODE": "true"})
+    client = UpstreamClient(settings)
+    await client.start()
+    yield client, build_caching(settings, build_schema().as_str(), client)
+    await client.close()
+
+
+async def test_one_key_reads_one_value_in_a_request(
+    cstack: CacheStack, parts: tuple[UpstreamClient, Caching]
+) -> None:
+    client, caching = parts
+
+    def loaders() -> Loaders:
+        made = Loaders(client, 4, caching.entities, caching.namespaces)
+        made.by_level = True  # as under the plan executor
+        return made
+
+    listing = loaders()
+    [pid] = [p["id"] for p in (await listing.load(TOP_PRODUCTS, 1))["items"]]
+    listing.release()
+    by_id = loaders()
+    await by_id.load(PRODUCT, pid)  # fresh in the memory level now
+    by_id.release()
+    status, _, _ = http("PATCH", cstack.services.url("catalog") + f"/products/{pid}",
+                        {"name": f"Renamed {time.time()}"})
+    assert status == 200
+
+    request = loaders()
+    before = request.get(PRODUCT, pid)
+    assert isinstance(before, dict)  # at hand: the name from before the change
+    # A listing fetched now has the new name; the request keeps reading the one it read.
+    listed = await request.load(TOP_PRODUCTS, 2)
+    assert listed["items"][0]["id"] == pid and listed["items"][0]["name"] != before["name"]
+    assert request.get(PRODUCT, pid) is before
+    assert (await request.load_many(PRODUCT, [pid]))[0] is before
+    assert await request.load(PRODUCT, pid) is before
+    assert request.hits_at_hand == 1  # one key, one hit
+    request.release()

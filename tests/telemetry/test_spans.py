@@ -309,3 +309,20 @@ def test_without_an_exporter_a_callers_sampled_flag_records_nothing() -> None:
     exporting = GatewaySampler(0.0, exporting=True, record_unsampled=False)
     assert exporting.should_sample(parent, 1, "POST /graphql").decision is \
         Decision.RECORD_AND_SAMPLE
+
+
+async def test_a_warm_query_says_how_many_lookups_it_answered_at_hand(
+    launch: Any, http_session: aiohttp.ClientSession, faults: Services
+) -> None:
+    # Lookups answered from the entity cache at hand have no batch span: the operation's
+    # span counts them, and what batches remain say they were hits.
+    gw = await launch(CACHE_ENABLED="true")
+    await traced_query(gw, http_session, DEEP)
+    body, tree = await traced_query(gw, http_session, DEEP)
+    assert "errors" not in body
+    [operation] = tree.named("query Deep")
+    assert operation.attributes["gateway.cache.hits_at_hand"] > 100
+    assert not tree.with_attr("gateway.upstream.service")  # no upstream call at all
+    for batch in tree.with_attr("graphql.dataloader.name"):
+        assert batch.attributes["gateway.cache.hits"] == batch.attributes[
+            "graphql.dataloader.batch.size"], batch.name
