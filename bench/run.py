@@ -82,6 +82,9 @@ class Row:
     peak_rss_mb: float
     floor_ms: float | None
     overhead_ms: float | None
+    # The services' own time answering, per request (their /_timing, injected latency
+    # excluded): at concurrency 1 it is on the critical path, like the gateway's CPU.
+    services_ms: float = 0.0
 
 
 # -- process measurements ------------------------------------------------------------------------
@@ -175,6 +178,7 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
     gc1 = gc_seconds(gateway)
     counts = upstream_counts(services)
     done = max(1, res["requests"])
+    services_ms = services.handling_ms() / done
     # The floor is the cold path's: a cache answers below it.
     floor = rounds[workload] * latency if mode == "cold" and workload in rounds else None
     row = Row(
@@ -189,6 +193,7 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
         peak_rss_mb=peak_rss_mb(gateway.process.proc.pid),
         floor_ms=floor,
         overhead_ms=None if floor is None else res["p50_ms"] - floor,
+        services_ms=services_ms,
     )
     return row, res["next_index"] if cycle is None else index + cycle
 
@@ -268,6 +273,22 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
             f"{'-' if r.overhead_ms is None else f'{r.overhead_ms:.1f}'} | {r.failures} | "
             f"{r.responses_with_errors} |"
         )
+    split = [r for r in rows if r.mode == "cold" and r.concurrency == 1 and r.floor_ms is not None]
+    if split:
+        lines += ["", "## Where a cold request's time goes, at concurrency 1", "",
+                  "One request at a time, so everything is on its critical path: p50 = the "
+                  "floor + the services' own work (their `/_timing`, injected latency "
+                  "excluded) + the gateway's CPU (`/proc`) + the rest (both sides' HTTP in "
+                  "the kernel, loopback, wake-ups and the load generator's share). Means "
+                  "per request over the measured run, except p50. The gateway's CPU grows "
+                  "with the latency: see the Idle penalty section.", "",
+                  "| workload | latency | p50 ms | floor ms | services ms | gateway CPU ms "
+                  "| rest ms |", "|---|---|---|---|---|---|---|"]
+        for r in split:
+            floor = r.floor_ms or 0.0
+            rest = r.p50_ms - floor - r.services_ms - r.cpu_ms_per_request
+            lines.append(f"| {r.workload} | {r.latency_ms} | {r.p50_ms:.1f} | {floor:.0f} | "
+                         f"{r.services_ms:.1f} | {r.cpu_ms_per_request:.1f} | {rest:.1f} |")
     lines += ["", "## Caches against cold, at concurrency 32", "",
               "| workload | latency | cold req/s | warm req/s | warm/cold | response req/s "
               "| response/cold | cold upstream/q | warm upstream/q | response upstream/q |",

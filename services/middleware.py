@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.http import JSONResponse, bad_input, code_for, error_body, read_object
 
-BYPASS = frozenset({"/_stats", "/_stats/reset", "/_faults", "/healthz"})
+BYPASS = frozenset({"/_stats", "/_stats/reset", "/_timing", "/_faults", "/healthz"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ class Control:
     def __init__(self, faults: Faults, stopping: asyncio.Event) -> None:
         self.requests: dict[str, int] = {}
         self.items: dict[str, int] = {}
+        # Seconds spent answering, per route, injected latency excluded (GET /_timing): the
+        # benchmark tells the services' own share of a request's time from the gateway's.
+        self.handling: dict[str, float] = {}
         self.stopping = stopping  # set at shutdown so hanging requests end
         self.rng = random.Random()
         self.set_faults(faults)
@@ -99,6 +102,7 @@ class Control:
     def reset_stats(self) -> None:
         self.requests = {}
         self.items = {}
+        self.handling = {}
 
     def take_token(self) -> int:
         """Token bucket of ``rate_limit_rps`` per second (burst of one second's worth); returns 0
@@ -153,7 +157,11 @@ class ControlMiddleware:
         faults = control.faults
         if faults.active and await self.inject(faults, scope, receive, send):
             return
-        await self.app(scope, receive, send)
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            control.handling[key] = control.handling.get(key, 0.0) + time.perf_counter() - started
 
     async def inject(self, faults: Faults, scope: Scope, receive: Receive, send: Send) -> bool:
         """Apply the fault settings; True when the request was answered (or dropped) here."""
@@ -247,6 +255,10 @@ def hook_routes(control: Control) -> list[Route]:
     async def get_stats(request: Request) -> Response:
         return JSONResponse({"requests": control.requests, "items": control.items})
 
+    async def get_timing(request: Request) -> Response:
+        return JSONResponse({"handling_ms": {k: round(v * 1000, 3)
+                                             for k, v in control.handling.items()}})
+
     async def reset_stats(request: Request) -> Response:
         control.reset_stats()
         return JSONResponse({"requests": {}, "items": {}})
@@ -269,6 +281,7 @@ def hook_routes(control: Control) -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_stats", get_stats, methods=["GET"]),
         Route("/_stats/reset", reset_stats, methods=["POST"]),
+        Route("/_timing", get_timing, methods=["GET"]),
         Route("/_faults", get_faults, methods=["GET"]),
         Route("/_faults", put_faults, methods=["PUT"]),
     ]

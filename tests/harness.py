@@ -204,6 +204,12 @@ class Services:
     def all_stats(self) -> dict[str, dict[str, Any]]:
         return {n: self.stats(n) for n in SERVICE_NAMES}
 
+    def handling_ms(self) -> float:
+        """Milliseconds every service spent answering since the last reset (GET /_timing),
+        injected latency excluded."""
+        return sum(sum(http("GET", self.url(n) + "/_timing")[2]["handling_ms"].values())
+                   for n in SERVICE_NAMES)
+
     def reset_stats(self) -> None:
         for n in SERVICE_NAMES:
             http("POST", self.url(n) + "/_stats/reset")

@@ -36,6 +36,9 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert deep["warm"] < 1 and deep["response"] < 1
     assert all(r["cpu_ms_per_request"] >= 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert all(0 <= r["gc_ms_per_request"] <= r["cpu_ms_per_request"] + 1 for r in rows)
+    # The services' own time per request: some whenever they were called, none otherwise.
+    assert all(r["services_ms"] > 0 for r in rows if r["upstream_per_query"] >= 1)
+    assert all(r["services_ms"] == 0 for r in rows if r["upstream_per_query"] == 0)
     # An unbatched gateway would make hundreds of lookups for the deep query.
     assert results["unbatched"]["deep"] > 100
     report = (tmp_path / "RESULTS.md").read_text()

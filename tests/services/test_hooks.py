@@ -131,3 +131,20 @@ async def test_rate_limit(clean_faults: Services, call: Call) -> None:
     await asyncio.sleep(0.5)  # tokens come back at 5 per second
     assert (await call("GET", url)).status == 200
     assert (await call("GET", clean_faults.url("reviews") + "/healthz")).status == 200
+
+
+async def test_timing_counts_time_spent_answering_without_the_injected_latency(
+    clean_faults: Services, call: Call
+) -> None:
+    url = clean_faults.url("catalog")
+    await call("POST", url + "/_stats/reset")
+    await call("PUT", url + "/_faults", {"latency_ms": 200})
+    started = time.perf_counter()
+    for _ in range(3):
+        assert (await call("GET", url + "/products?ids=p1,p2")).status == 200
+    took_ms = (time.perf_counter() - started) * 1000
+    handling = (await call("GET", url + "/_timing")).body["handling_ms"]
+    assert set(handling) == {"GET /products"}
+    assert 0 < handling["GET /products"] < took_ms - 3 * 200  # the 600 ms of latency excluded
+    await call("POST", url + "/_stats/reset")
+    assert (await call("GET", url + "/_timing")).body == {"handling_ms": {}}
