@@ -115,17 +115,11 @@ class _FieldInfo:
         return _graphql_path(self.keys)
 
 
-class _Slot:
-    """Where a completed value sits: nulling it, or its nearest nullable ancestor, is how a
-    non-null violation propagates."""
-
-    __slots__ = ("container", "key", "nullable", "parent")
-
-    def __init__(self, container: Any, key: Any, nullable: bool, parent: _Slot | None) -> None:
-        self.container = container
-        self.key = key
-        self.nullable = nullable
-        self.parent = parent
+# Where a completed value sits: (container, key, nullable, parent slot). Nulling it, or its
+# nearest nullable ancestor, is how a non-null violation propagates. A tuple, not an object:
+# one is made per object in the result (about 1,500 in the deep query), and a class's
+# __init__ call costs several times a tuple's creation.
+_Slot = tuple[Any, Any, bool, Any]
 
 
 class _Failed:
@@ -237,7 +231,7 @@ class PlanExecutor(GatewayExecutor):
     # -- execution ---------------------------------------------------------------------------
     async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
         data: dict[str, Any] = {}
-        root = _Slot({"data": data}, "data", True, None)
+        root = ({"data": data}, "data", True, None)
         info = _Info(self.context_value)
         # A level's lookups are all issued before any is completed, so values at hand cannot
         # run ahead of their siblings: the request's loaders may answer them without a batch.
@@ -272,9 +266,15 @@ class PlanExecutor(GatewayExecutor):
                         if source_key is not None:
                             value = source[source_key]
                             # A key read of a well-typed scalar: the answer, written now
-                            # (no completion step, no path built).
-                            if (value is None and nullable) or _verbatim(verbatim, value):
-                                target[key] = value
+                            # (no completion step, no path built). Strings and booleans,
+                            # most of them, need no further check.
+                            kind = type(value)
+                            if kind is verbatim:
+                                if kind is str or kind is bool or _verbatim(verbatim, value):
+                                    target[key] = value
+                                    continue
+                            elif value is None and nullable:
+                                target[key] = None
                                 continue
                         else:
                             args = arguments.get(id(node))
@@ -302,7 +302,7 @@ class PlanExecutor(GatewayExecutor):
                 self._complete(return_type, details, value, target, key, slot, path,
                                parent_type, name, next_level)
             level = next_level
-        return root.container["data"]
+        return root[0]["data"]
 
     @staticmethod
     async def _settle(calls: list[tuple[Any, ...]], awaiting: list[int]) -> None:
@@ -337,7 +337,7 @@ class PlanExecutor(GatewayExecutor):
             fallback = self.fallback(value.error, parent_type.fields[name], details,
                                      _graphql_path(path))
             if fallback is _NO_FALLBACK:
-                self._fail(value.error, details, path, _Slot(container, key, nullable, parent))
+                self._fail(value.error, details, path, (container, key, nullable, parent))
                 return
             value = fallback
         if value is None:
@@ -346,18 +346,18 @@ class PlanExecutor(GatewayExecutor):
             else:
                 self._fail(GraphQLError(
                     f"Cannot return null for non-nullable field {parent_type.name}.{name}."),
-                    details, path, _Slot(container, key, False, parent))
+                    details, path, (container, key, False, parent))
             return
         if isinstance(inner, GraphQLList):
             if isinstance(value, str) or not isinstance(value, Sequence):
                 self._fail(GraphQLError(
                     "Expected Iterable, but did not find one for field "
                     f"'{parent_type.name}.{name}'."),
-                    details, path, _Slot(container, key, nullable, parent))
+                    details, path, (container, key, nullable, parent))
                 return
             items: list[Any] = [None] * len(value)
             container[key] = items
-            slot = _Slot(container, key, nullable, parent)
+            slot = (container, key, nullable, parent)
             for index, item in enumerate(value):
                 self._complete(inner.of_type, details, item, items, index, slot,
                                (*path, index), parent_type, name, next_level)
@@ -367,7 +367,7 @@ class PlanExecutor(GatewayExecutor):
             container[key] = result
             collected = self.collect_subfields(inner, details)
             next_level.append((inner, collected.grouped_field_set, value, result,
-                               _Slot(container, key, nullable, parent), path))
+                               (container, key, nullable, parent), path))
             return
         if _verbatim(VERBATIM.get(inner), value):
             container[key] = value
@@ -378,7 +378,7 @@ class PlanExecutor(GatewayExecutor):
                 raise GraphQLError(f"Expected `{inner}.serialize({value!r})` to return "
                                    "non-nullable value, returned: None")
         except Exception as error:
-            self._fail(error, details, path, _Slot(container, key, nullable, parent))
+            self._fail(error, details, path, (container, key, nullable, parent))
             return
         container[key] = serialized
 
@@ -388,10 +388,11 @@ class PlanExecutor(GatewayExecutor):
             located_error(error, [d.node for d in details], list(path)), _graphql_path(path))
         current: _Slot | None = slot
         while current is not None:
-            if current.nullable:
-                current.container[current.key] = None
+            container, key, nullable, parent = current
+            if nullable:
+                container[key] = None
                 return
-            current = current.parent
+            current = parent
 
 
 def _plan(parent_type: GraphQLObjectType, fields: Any) -> list[tuple[Any, ...]]:
