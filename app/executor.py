@@ -7,7 +7,9 @@ level of the query is one pass: every field of every object at that level is res
 reads inline, arguments parsed once per field node, resolvers called with one shared info
 object), then the level's awaitables are awaited together, and completion builds the next
 level. Because every lookup of a level is issued before anything is awaited, loaders batch a
-whole level without depending on event-loop timing.
+whole level without depending on event-loop timing, and the loaders may answer a lookup
+whose value is at hand with the value itself (`loaders.registry.Loaders.get`): nothing
+under it runs before its siblings' lookups have been issued.
 
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
@@ -73,7 +75,8 @@ class Then:
 
     A resolver that needs one lookup and a little work on its result (slice a list, read a
     flag) returns `Then(future, fn)` instead of being `async`: on lists of hundreds of items
-    that saves a coroutine and a Task per call. It is awaitable, so graphql-core's executor
+    that saves a coroutine and a Task per call. (`Loaders.then` makes one, or applies `fn`
+    at once when the value is at hand.) It is awaitable, so graphql-core's executor
     awaits it like any other; this executor awaits the future and applies `fn` inline.
     """
 

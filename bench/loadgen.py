@@ -4,6 +4,8 @@ request as soon as the previous answer arrives, for a fixed time or count.
 Run as its own process (pinned away from the gateway's core) by `bench/run.py`:
     python -m bench.loadgen URL WORKLOAD --concurrency 32 --seconds 5
 It prints one JSON object: counts, elapsed time and latency percentiles in milliseconds.
+`failures` counts answers other than 200, requests that got no answer, and refused
+connection attempts (which are not requests, so failures may exceed requests).
 
 It shares a core with the reference services, so its own cost per request bounds what a
 fast path (a response-cache hit) can show. Hence raw HTTP/1.1 on asyncio protocols under
@@ -84,7 +86,10 @@ class Connection(asyncio.Protocol):
         self._finish(TimeoutError("no answer in time"))
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        assert self.transport is not None
+        if self.transport is None or self.lost or self.transport.is_closing():
+            # Closed by the server without notice (no `Connection: close`): a failure, and
+            # the worker reconnects.
+            raise ConnectionResetError("connection closed")
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
         self.transport.write(request)
@@ -150,7 +155,8 @@ async def run(
                 started = time.perf_counter()
                 try:
                     status, raw = await conn.send(request)
-                except (OSError, TimeoutError, httptools.HttpParserError):
+                except (OSError, TimeoutError, RuntimeError, httptools.HttpParserError):
+                    # RuntimeError: uvloop's write to a transport closed meanwhile.
                     status, raw = 0, b""
                 latencies.append((time.perf_counter() - started) * 1000)
                 if status != 200:

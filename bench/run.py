@@ -276,12 +276,15 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
     split = [r for r in rows if r.mode == "cold" and r.concurrency == 1 and r.floor_ms is not None]
     if split:
         lines += ["", "## Where a cold request's time goes, at concurrency 1", "",
-                  "One request at a time, so everything is on its critical path: p50 = the "
-                  "floor + the services' own work (their `/_timing`, injected latency "
-                  "excluded) + the gateway's CPU (`/proc`) + the rest (both sides' HTTP in "
-                  "the kernel, loopback, wake-ups and the load generator's share). Means "
-                  "per request over the measured run, except p50. The gateway's CPU grows "
-                  "with the latency: see the Idle penalty section.", "",
+                  "One request at a time, so nearly everything is on its critical path: "
+                  "p50 = the floor + the services' own work (their `/_timing`, injected "
+                  "latency excluded) + the gateway's CPU (`/proc`, user and kernel) + the "
+                  "rest (the services' HTTP server and kernel time outside their handlers, "
+                  "loopback, wake-ups, the load generator's share). The services' work can "
+                  "overlap the gateway's when a level's calls run in parallel, so the rest "
+                  "may come out slightly negative. Means per request over the measured run, "
+                  "except p50. The gateway's CPU grows with the latency: see the Idle "
+                  "penalty section.", "",
                   "| workload | latency | p50 ms | floor ms | services ms | gateway CPU ms "
                   "| rest ms |", "|---|---|---|---|---|---|---|"]
         for r in split:

@@ -27,7 +27,9 @@ Spec = BatchSpec | ListSpec
 
 
 class LockstepLoader(DataLoader[Any, Any]):
-    """A DataLoader whose cache hits keep pace with its misses.
+    """A DataLoader whose cache hits keep pace with its misses. (Under the plan executor a
+    value the request already resolved is read without it, `Loaders.get`: this matters for
+    graphql-core's executor and for resolvers that await `load` themselves.)
 
     A hit resolves at once, so the fields under a cached entity would otherwise run ahead of
     their siblings and send their own lookups in a batch of their own. Here a hit made while
@@ -157,9 +159,10 @@ class Loaders:
             loader.clear(key)
 
     def release(self) -> None:
-        """Drop what this request loaded once its response is built. Each loader and this
-        object reference each other, so without this the request's upstream data would
-        live until the cycle collector's next full pass, not until the request ends."""
+        """Drop what this request loaded, once its answer is sent (app/graphql_view.py), and
+        count its lookups answered at hand as cache hits. Each loader and this object
+        reference each other, so without this the request's upstream data would live until
+        the cycle collector's next full pass, not until the request ends."""
         for loader in self._loaders.values():
             loader.clear_all()
         self._loaders.clear()

@@ -3,6 +3,7 @@ and failures, over keep-alive connections that it reopens when the server closes
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import orjson
@@ -63,3 +64,28 @@ async def test_loadgen_counts_a_refused_connection_as_a_failure() -> None:
     result = await run(f"http://127.0.0.1:{free_port()}/graphql", "user_lookup", 2, 0.3,
                        max_requests=None, start_index=0)
     assert result["requests"] == 0 and result["failures"] >= 2
+
+
+async def test_loadgen_survives_a_server_that_closes_without_notice() -> None:
+    # Each connection answers once with keep-alive, then is closed by the server.
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        body = b'{"data":{"a":1}}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run(f"http://127.0.0.1:{port}/graphql", "user_lookup", 2, 1.0,
+                           max_requests=None, start_index=0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result["requests"] > 2  # went on after each close, on new connections
+    assert result["requests"] - result["failures"] > 2
