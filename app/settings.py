@@ -44,7 +44,9 @@ class Settings:
     port: int = setting(8000, "GATEWAY_PORT", "Port the gateway listens on.")
     workers: int = setting(
         1, "GATEWAY_WORKERS",
-        "Gateway processes sharing the port (uvicorn workers); give them a shared REDIS_URL.",
+        "Gateway processes on the port, each with its own socket (SO_REUSEPORT: the kernel "
+        "spreads connections over them), restarted when one ends; give them a shared "
+        "REDIS_URL.",
     )
     users_url: str = setting(
         "http://127.0.0.1:8001", "USERS_URL", "Base URL of the users service."

@@ -355,10 +355,33 @@ def start_gateway(
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)
+        # Several workers each listen on their own socket: wait for all, or the first
+        # would get every connection opened meanwhile.
+        workers = int(settled.get("GATEWAY_WORKERS", "1"))
+        deadline = time.monotonic() + 30
+        while listeners(port) < workers:
+            if time.monotonic() > deadline or process.proc.poll() is not None:
+                raise TimeoutError(f"{listeners(port)} of {workers} workers listening")
+            time.sleep(0.05)
     except Exception:
         process.stop()
         raise RuntimeError("gateway did not start:\n" + process.log()) from None
     return gateway
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on `port` (Linux: one per SO_REUSEPORT socket)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 @dataclass
