@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     (args.out / "scaleout.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     lines = ["`python -m bench.scaleout`: one gateway process on core 0 against two behind one "
-             "port (uvicorn workers) on both cores, sharing Redis, at concurrency 32. The "
-             "services and the load generator share core 1, so this is what a second core "
-             "buys on this 2-core machine.", "",
+             "port (GATEWAY_WORKERS=2: two processes, each with its own SO_REUSEPORT socket) "
+             "on both cores, sharing Redis, at concurrency 32. The services and the load "
+             "generator share core 1, so this is what a second core buys on this 2-core "
+             "machine.", "",
              "| workload | 1 process req/s | 2 processes req/s | ratio |", "|---|---|---|---|"]
     for key, by in result["throughput"].items():  # type: ignore[union-attr]
         lines.append(f"| {key} | {by['1']:.0f} | {by['2']:.0f} | {by['2'] / by['1']:.2f}x |")
