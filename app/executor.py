@@ -57,6 +57,8 @@ FALLBACK = "gateway_fallback"  # key of a field's extensions: its value when its
 # (Int: within 32 bits; Float: finite): such a value is written as it is, with no call.
 VERBATIM: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool,
                              GraphQLInt: int, GraphQLFloat: float}
+# What resolvers return at hand: never awaitable, and told apart with one set lookup.
+_SYNC = frozenset({dict, list, str, bool, int, float, type(None)})
 MAX_INT = 2**31 - 1
 MIN_INT = -(2**31)
 
@@ -200,6 +202,7 @@ class PlanExecutor(GatewayExecutor):
             return super().execute_root_grouped_field_set(
                 root_type, root_value, grouped_field_set, serially, position_context)
         PLANNED.inc()
+        self._subfields: dict[int, Any] = {}
         return self._run(root_type, root_value, grouped_field_set)
 
     # -- planning ----------------------------------------------------------------------------
@@ -287,12 +290,13 @@ class PlanExecutor(GatewayExecutor):
                                 arguments[id(node)] = args
                             resolve = field_def.resolve
                             if wrap is None:
-                                value = resolve(source, info, **args)
+                                value = resolve(source, info, **args) if args \
+                                    else resolve(source, info)
                             else:
                                 value = wrap(resolve)(
                                     source, _FieldInfo(info.context, parent_type, name,
                                                        (*path, key)), **args)
-                            if is_awaitable(value):
+                            if type(value) not in _SYNC and is_awaitable(value):
                                 awaiting.append(len(calls))
                     except Exception as error:
                         value = _Failed(error)
@@ -352,7 +356,8 @@ class PlanExecutor(GatewayExecutor):
                     details, path, (container, key, False, parent))
             return
         if isinstance(inner, GraphQLList):
-            if isinstance(value, str) or not isinstance(value, Sequence):
+            if type(value) is not list and (isinstance(value, str)
+                                            or not isinstance(value, Sequence)):
                 self._fail(GraphQLError(
                     "Expected Iterable, but did not find one for field "
                     f"'{parent_type.name}.{name}'."),
@@ -368,8 +373,13 @@ class PlanExecutor(GatewayExecutor):
         if isinstance(inner, GraphQLObjectType):
             result: dict[str, Any] = {}
             container[key] = result
-            collected = self.collect_subfields(inner, details)
-            next_level.append((inner, collected.grouped_field_set, value, result,
+            # An object type's subfields depend only on the field nodes: one lookup by their
+            # list's identity (kept alive by the selection that holds it) per object.
+            grouped = self._subfields.get(id(details))
+            if grouped is None:
+                grouped = self._subfields[id(details)] = self.collect_subfields(
+                    inner, details).grouped_field_set
+            next_level.append((inner, grouped, value, result,
                                (container, key, nullable, parent), path))
             return
         if _verbatim(VERBATIM.get(inner), value):
