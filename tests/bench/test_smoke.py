@@ -43,6 +43,12 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert results["unbatched"]["deep"] > 100
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| cold | deep |" in report and "## Caches against cold" in report
+    # The cache ratios from gateways run in turns.
+    inter = results["interleaved"]
+    assert inter["workload"] == "deep" and inter["latency_ms"] == 5
+    assert all(len(v) == 1 and v[0] > 0 for v in inter["rps"].values())
+    assert inter["warm_ratio"] > 0 and inter["response_ratio"] > 0
+    assert "## Cache ratios, interleaved" in report
 
 
 def run_module(module: str, *args: str) -> None:
