@@ -7,7 +7,6 @@ waterfall (app/telemetry/waterfall.py).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ import uvicorn
 
 from app.cache.hints import CacheHints
 from app.persisted import load_manifest
+from app.process import die_with_parent
 from app.settings import Settings, SettingsError
 from app.telemetry import logs
 from app.telemetry.metrics import MULTIPROC_ENV
@@ -112,14 +112,6 @@ def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def _die_with_parent() -> None:
-    # Linux: a worker gets SIGTERM when its supervisor dies, so none outlives it.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def supervise(workers: int) -> int:
     """Run `workers` gateway processes on the port; restart one that ends (a crash, a kill),
     stop them all on SIGTERM or SIGINT. Returns a worker's exit code if one could not start
@@ -128,7 +120,7 @@ def supervise(workers: int) -> int:
 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "app"], env=env,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
 
     running = [spawn() for _ in range(workers)]
     stopping = False

@@ -6,11 +6,9 @@ interpreter that runs the tests, so the virtual environment's packages are used.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +23,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from app.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
@@ -59,14 +59,8 @@ def require(available: bool, what: str) -> None:
 
 
 def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports. (Each free_port() is released at once, so two calls may
-    name the same one: a services process then failed to bind its second service.)"""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
+    """`n` distinct free ports (free_port never names one twice)."""
+    return [free_port() for _ in range(n)]
 
 
 _HANDED_OUT: set[int] = set()
@@ -166,15 +160,6 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _die_with_parent() -> None:
-    # Linux: a child gets SIGTERM when the test run dies, so a killed run leaks no servers.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def pinned(cpus: str | None) -> list[str]:
     """A command prefix that pins a process to `cpus` (such as "0"), where taskset exists."""
     return ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
@@ -188,7 +173,7 @@ def spawn(
     # taskset execs the command, so the pid stays the Python process's own.
     proc = subprocess.Popen(
         [*pinned(cpus), sys.executable, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
     return Process(proc=proc, env=env, log_path=log_path)
 
@@ -429,7 +414,7 @@ def _start_redis_process(port: int, directory: Path) -> subprocess.Popen[bytes]:
         [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(directory)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
