@@ -1,8 +1,8 @@
 """What idling costs the next burst of work on this machine, without the gateway.
 
 At concurrency 1 with injected latency, the gateway idles between the dependent upstream
-rounds of a query, and its CPU per deep query nearly doubles (bench/RESULTS.md: 9 ms at
-0 ms latency, 17 ms at 5 ms). This probe shows the cause is the machine, not the gateway: a
+rounds of a query, and its CPU per deep query about doubles (bench/RESULTS.md, "Where a
+cold request's time goes"). This probe shows the cause is the machine, not the gateway: a
 fixed unit of pure-Python work (build 300 small objects from dicts and encode them with
 orjson, the shape of the gateway's work) runs on the gateway's core under uvloop, back to
 back or after each gap of idle time, in alternating rounds. It reports the median time of
@@ -27,10 +27,9 @@ import orjson
 import uvloop
 
 from bench.report import replace_section
+from bench.run import BENCH, GATEWAY_CPU
 from tests.harness import pinned
 
-BENCH = Path(__file__).resolve().parent
-GATEWAY_CPU = "0"
 # (label, gap in seconds, busy): busy gaps spin on the clock instead of sleeping.
 GAPS: tuple[tuple[str, float, bool], ...] = (
     ("back to back", 0.0, False),

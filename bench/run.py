@@ -157,6 +157,12 @@ def measure_rounds(gateway: Gateway, services: Services, workload: str) -> int:
     return round((timings[PROBE_LATENCY_MS] - timings[0]) / PROBE_LATENCY_MS)
 
 
+def fill(gateway: Gateway, workload: str, concurrency: int, index: int, cycle: int) -> None:
+    """One pass over a working set fills the caches; the measured run then repeats it."""
+    loadgen(gateway, workload, concurrency, seconds=60, requests=cycle, start_index=index,
+            cycle=cycle)
+
+
 def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, latency: int,
              concurrency: int, *, seconds: float, warmup: float, smoke: bool,
              rounds: dict[str, int], index: int) -> tuple[Row, int]:
@@ -166,10 +172,8 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
                        start_index=index)
         index, cycle = warm["next_index"], None
     else:
-        # One pass over the working set fills the caches; the measured run repeats it.
         cycle = min(WORKING_SET, n) if n else WORKING_SET
-        loadgen(gateway, workload, concurrency, seconds=60, requests=cycle, start_index=index,
-                cycle=cycle)
+        fill(gateway, workload, concurrency, index, cycle)
     services.reset_stats()
     gc0 = gc_seconds(gateway)
     cpu0 = cpu_seconds(gateway.process.proc.pid)
@@ -220,9 +224,8 @@ def interleaved_ratios(tmp: Path, services: Services, workload: str, *, seconds:
         for _ in range(1 if smoke else INTERLEAVED_ROUNDS):
             for mode, gateway in gateways.items():
                 cycle = None if mode == "cold" else WORKING_SET
-                if cycle is not None:  # as in the matrix: one pass, then the measured run
-                    loadgen(gateway, workload, 32, seconds=60, requests=cycle,
-                            start_index=index, cycle=cycle)
+                if cycle is not None:  # as in the matrix
+                    fill(gateway, workload, 32, index, cycle)
                 res = loadgen(gateway, workload, 32, seconds=seconds, requests=n,
                               start_index=index, cycle=cycle)
                 rps[mode].append(res["rps"])
@@ -232,7 +235,8 @@ def interleaved_ratios(tmp: Path, services: Services, workload: str, *, seconds:
         for gateway in gateways.values():
             gateway.stop()
     medians = {mode: statistics.median(values) for mode, values in rps.items()}
-    return {"workload": workload, "latency_ms": INTERLEAVED_LATENCY_MS, "rps": rps,
+    return {"workload": workload, "latency_ms": INTERLEAVED_LATENCY_MS, "seconds": seconds,
+            "rps": rps,
             "median_rps": medians,
             "warm_ratio": medians["warm"] / medians["cold"] if medians["cold"] else 0.0,
             "response_ratio": medians["response"] / medians["cold"] if medians["cold"] else 0.0}
@@ -360,7 +364,7 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
         lines += ["", "## Cache ratios, interleaved", "",
                   f"The {inter['workload']} query at concurrency 32 and "
                   f"{inter['latency_ms']} ms latency (the targets' setting): a cold, a warm "
-                  "and a response-cache gateway run in turns, 2 s each, "
+                  f"and a response-cache gateway run in turns, {inter['seconds']:g} s each, "
                   f"{len(inter['rps']['cold'])} rounds, the median of each. Cells minutes "
                   "apart (the table above) move with the machine's speed; these do not.", "",
                   "| mode | req/s per round | median req/s | against cold |", "|---|---|---|---|"]
