@@ -136,9 +136,10 @@ class Tracing(SchemaExtension):
             or ec.pre_execution_errors
         if span.is_recording():
             self._describe(span)
-            if isinstance(ec.context, RequestContext) and ec.context.loaders.hits_at_hand:
-                span.set_attribute("gateway.cache.hits_at_hand",
-                                   ec.context.loaders.hits_at_hand)
+            hits = ec.context.loaders.hits_at_hand \
+                if isinstance(ec.context, RequestContext) else 0
+            if hits:
+                span.set_attribute("gateway.cache.hits_at_hand", hits)
             if errors:
                 span.set_status(Status(StatusCode.ERROR, "the response has errors"))
                 span.set_attribute("graphql.errors.count", len(errors))
