@@ -23,9 +23,9 @@ import orjson
 import uvicorn
 
 from app.cache.hints import CacheHints
-from app.persisted import load_manifest
-from app.process import die_with_parent
-from app.settings import Settings, SettingsError
+from app.config.settings import Settings, SettingsError
+from app.core.process import die_with_parent
+from app.security.persisted import load_manifest
 from app.telemetry import logs
 from app.telemetry.metrics import MULTIPROC_ENV
 from schema import build_schema
@@ -61,7 +61,7 @@ def serve() -> int:
         if settings.workers > 1 and not worker:
             return supervise(settings.workers)
         config = uvicorn.Config(
-            "app.main:create_app",
+            "app.http.app:create_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -227,7 +227,7 @@ def token(argv: Sequence[str]) -> int:
     parser.add_argument("--tier", default=None, help="gold for the gold rate-limit tier")
     parser.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds")
     args = parser.parse_args(argv)
-    from app.auth import development_token
+    from app.security.auth import development_token
 
     try:
         settings = Settings.from_env()

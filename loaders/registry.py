@@ -13,15 +13,13 @@ from functools import partial
 from typing import Any
 
 from aiodataloader import DataLoader
-from opentelemetry import trace
 
 from app.cache.entity import MISSING, EntityCache, Fetch, Namespace
 from app.cache.hints import RequestPolicy
-from app.errors import BadUserInput, UpstreamError
-from app.executor import Then
-from app.telemetry.metrics import CACHE_EVENTS, LOADER_BATCH_SIZE
-from app.upstream import ScopedClient, UpstreamClient
+from app.core.observer import NULL_OBSERVER, Observer
+from app.upstream.client import ScopedClient, UpstreamClient
 from loaders.spec import BatchSpec, Item, ListSpec
+from loaders.then import Then
 
 Spec = BatchSpec | ListSpec
 
@@ -91,10 +89,10 @@ class Loaders:
         namespaces: Mapping[str, Namespace] | None = None,
         viewer: str | None = None,
         policy: RequestPolicy | None = None,
-        tracer: trace.Tracer | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._client = client
-        self._tracer = tracer or trace.get_tracer("gateway")
+        self._observer = observer
         self._deadline = client.scope.deadline if isinstance(client, ScopedClient) else None
         self._fanout = fanout_concurrency
         self._cache = cache
@@ -169,7 +167,7 @@ class Loaders:
         self._known.clear()
         hits, self._hits = self._hits, {}
         for entity, n in hits.items():
-            CACHE_EVENTS.labels(entity, "hit").inc(n)
+            self._observer.hits_at_hand(entity, n)
 
     @property
     def hits_at_hand(self) -> int:
@@ -246,24 +244,16 @@ class Loaders:
         return loader
 
     async def _cached(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
-        """One batch: a span (in a recorded trace) around the lookup. The batch runs in the
-        context of the resolver whose lookup started it, so its span is that resolver's
-        child, and the upstream calls it makes are its own children."""
-        LOADER_BATCH_SIZE.labels(spec.name).observe(len(keys))
-        if not trace.get_current_span().is_recording():
-            return await self._lookup(spec, fetch, keys)
-        with self._tracer.start_as_current_span(
-            f"{spec.name} batch",
-            attributes={"graphql.dataloader.name": spec.name,
-                        "graphql.dataloader.batch.size": len(keys)},
-        ):
+        """One batch, reported to the observer (telemetry: a span that is the child of the
+        resolver whose lookup started the batch, and the parent of its upstream calls)."""
+        with self._observer.batch(spec.name, len(keys)):
             return await self._lookup(spec, fetch, keys)
 
     async def _lookup(self, spec: Spec, fetch: Fetch, keys: list[Any]) -> list[Any]:
         """The entity cache first; the upstream for what it lacks."""
         namespace = self._namespaces.get(spec.name)
         if self._cache is None or namespace is None:
-            trace.get_current_span().set_attribute("gateway.cache.misses", len(keys))
+            self._observer.cache_bypassed(len(keys))
             values = await fetch(keys)
         else:
             # read_through notes its hits and misses on the batch's span.
@@ -315,18 +305,10 @@ class Loaders:
     ) -> list[Any]:
         async def one(key: Any) -> Any:
             path, params = spec.request(key)
-            try:
-                async with semaphore:
-                    body = await self._client.request(spec.service, "GET", path, params=params,
-                                                      route=spec.route, check=spec.check)
-            except UpstreamError as err:
-                if err.status == 400 and spec.bad_request_field is not None:
-                    raise BadUserInput(
-                        f"`{spec.bad_request_field}` is not valid for this list",
-                        field=spec.bad_request_field,
-                    ) from err
-                raise
-            return body
+            async with semaphore:
+                return await self._client.request(
+                    spec.service, "GET", path, params=params, route=spec.route,
+                    check=spec.check, client_input=spec.bad_request_field)
 
         # return_exceptions: one failed listing fails only the fields that asked for it.
         return list(await asyncio.gather(*(one(k) for k in keys), return_exceptions=True))

@@ -11,8 +11,7 @@ from collections.abc import Awaitable
 
 from strawberry import UNSET
 
-from app.context import Info
-from app.executor import Then
+from app.execution.context import Info
 from loaders.declarations import (
     CATEGORY,
     CATEGORY_PRODUCTS,
@@ -25,6 +24,7 @@ from loaders.declarations import (
     USER_ORDERS,
 )
 from loaders.spec import Item
+from loaders.then import Then
 from resolvers.pagination import check_first, page
 
 MAX_RECOMMENDATIONS = 50  # the service's own limit

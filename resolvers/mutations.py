@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import strawberry
 
-from app.context import Info
-from app.errors import UpstreamError
+from app.execution.context import Info
+from app.upstream.failures import UpstreamError
 from loaders.declarations import (
     ORDER,
     PRODUCT,
@@ -19,7 +19,7 @@ from loaders.declarations import (
     USER_ORDERS,
 )
 from loaders.spec import Item
-from schema.inputs import AddReviewInput, PlaceOrderInput
+from resolvers.inputs import AddReviewInput, PlaceOrderInput
 
 MAX_IDEMPOTENCY_KEY = 200
 MAX_REVIEW_BODY = 10_000

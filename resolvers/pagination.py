@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from strawberry import UNSET
 
-from app.errors import BadUserInput
-from app.executor import Then
+from app.core.errors import BadUserInput
 from loaders.registry import Loaders
 from loaders.spec import Item, ListSpec
+from loaders.then import Then
 
 MAX_FIRST = 100  # also the upstreams' page limit
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from app.context import Info
+from app.execution.context import Info
 from loaders.declarations import ALL_CATEGORIES, CATEGORY, ORDER, PRODUCT, TOP_PRODUCTS, USER
 from loaders.spec import Item
 from resolvers.pagination import check_first
-from schema.permissions import may_read_order
 
 
 async def me(info: Info) -> Item | None:
@@ -50,6 +49,6 @@ async def categories(info: Info) -> list[Item]:
 async def order(info: Info, id: strawberry.ID) -> Item | None:
     found = await info.context.loaders.load(ORDER, id)
     # Someone else's order answers as if it did not exist.
-    if found is None or not may_read_order(info.context.viewer, found):
+    if found is None or not info.context.viewer.owns(found):
         return None
     return found

@@ -17,15 +17,15 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from app.errors import classify_errors
-from app.executor import GatewayExecutor, PlanExecutor
-from app.graphql_view import OperationPolicy
-from app.ratelimit import RateLimit, RateLimiter
-from app.settings import Settings
+from app.config.settings import Settings
+from app.execution.errors import classify_errors
+from app.execution.executor import GatewayExecutor, PlanExecutor
+from app.execution.limits import QueryLimits
+from app.execution.policy import OperationPolicy
+from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema.direct_resolvers import install_direct_resolvers
-from schema.limits import QueryLimits
 from schema.partial import install_fallbacks
 from schema.root import Mutation, Query
 

@@ -20,7 +20,7 @@ import strawberry
 from graphql import GraphQLField, GraphQLObjectType, get_named_type, is_input_object_type
 from strawberry.types.field import StrawberryField
 
-from app.executor import DIRECT, KEY
+from app.execution.executor import DIRECT, KEY
 
 Resolve = Callable[..., Any]
 

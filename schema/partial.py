@@ -17,8 +17,8 @@ from typing import Any
 
 from graphql import GraphQLField, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema
 
-from app.errors import Forbidden
-from app.executor import FALLBACK
+from app.core.errors import Forbidden
+from app.execution.executor import FALLBACK
 
 Fallback = Callable[[dict[str, Any]], Any]
 

@@ -17,14 +17,12 @@ from typing import Any
 
 from strawberry.permission import BasePermission
 
-from app.auth import Viewer
-from app.context import Info
-from app.errors import Forbidden, Unauthenticated
-from loaders.spec import Item
+from app.core.errors import Forbidden, Unauthenticated
+from app.execution.context import Info
 
 
 class _Permission(BasePermission):
-    error_class = Forbidden  # classified as FORBIDDEN (app/errors.py)
+    error_class = Forbidden  # classified as FORBIDDEN (app/execution/errors.py)
 
 
 class IsSelf(_Permission):
@@ -60,7 +58,3 @@ def requires(scope: str) -> type[BasePermission]:
 
     Requires.__name__ = f"Requires_{scope.replace(':', '_')}"
     return Requires
-
-
-def may_read_order(viewer: Viewer, order: Item) -> bool:
-    return viewer.admin or (viewer.id is not None and order.get("user_id") == viewer.id)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.process import die_with_parent
+from app.core.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")

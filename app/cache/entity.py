@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from opentelemetry import trace
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
-from app.errors import NO_VERDICT, UpstreamError, upstream_failure
-from app.resilience import Deadline
-from app.telemetry.metrics import CACHE_EVENTS
+from app.core.observer import NULL_OBSERVER, Observer
+from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
+from app.upstream.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
@@ -73,8 +72,9 @@ def _key_text(key: Hashable) -> str:
 class EntityCache:
     def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
                  staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
-                 schema_tag: str = "") -> None:
+                 schema_tag: str = "", observer: Observer = NULL_OBSERVER) -> None:
         self.hints = hints
+        self.observer = observer
         self.staleness = {**DEFAULT_STALENESS, **(staleness or {})}
         self.l1 = MemoryLevel(max_entries)
         # Versioned keys: a new format or schema never reads entries written for the old.
@@ -138,9 +138,8 @@ class EntityCache:
         """`keys`' values: from the cache, else from `fetch` (which is the caller's: it
         carries the caller's deadline). A key another request is already fetching is
         waited for, but only until the caller's own `deadline` (named for `service`)."""
-        span = trace.get_current_span()
         if ns.ttl <= 0 or (ns.private and viewer is None):
-            span.set_attribute("gateway.cache.misses", len(keys))
+            self.observer.cache_bypassed(len(keys))
             return await fetch(list(keys))
         now = time.time()
         full = [self._full(ns, k, viewer) for k in keys]
@@ -168,16 +167,10 @@ class EntityCache:
             missing = still
         # `missing` includes the entries kept only as stale-if-error fallbacks.
         hits = len(keys) - len(missing) - len(refresh)
-        if span.is_recording():
-            span.set_attributes({"gateway.cache.hits": hits, "gateway.cache.misses": len(missing),
-                                 "gateway.cache.stale": len(refresh)})
-        if hits:
-            CACHE_EVENTS.labels(ns.entity, "hit").inc(hits)
+        self.observer.cache_read(ns.entity, hits, len(missing), len(refresh))
         if refresh:
-            CACHE_EVENTS.labels(ns.entity, "stale").inc(len(refresh))
             self._revalidate(ns, [keys[i] for i in refresh], [full[i] for i in refresh], fetch)
         if missing:
-            CACHE_EVENTS.labels(ns.entity, "miss").inc(len(missing))
             await self._fill(ns, keys, full, missing, results, stale, fetch, epoch, policy,
                              deadline, service)
         return results
@@ -246,14 +239,13 @@ class EntityCache:
                 else:
                     results[i] = value
 
-    @staticmethod
-    def _failed(ns: Namespace, i: int, err: Exception, results: list[Any],
+    def _failed(self, ns: Namespace, i: int, err: Exception, results: list[Any],
                 stale: dict[int, Any], policy: RequestPolicy | None) -> None:
         if i not in stale:
             results[i] = err  # aiodataloader fails just this key's field
             return
         results[i] = stale[i]
-        CACHE_EVENTS.labels(ns.entity, "stale").inc(1)
+        self.observer.stale_served(ns.entity)
         if policy is not None:
             policy.stale = True
 
@@ -325,7 +317,7 @@ class EntityCache:
         full = [self._full(ns, key, None) for ns, key in keys]
         self._forget(full)
         for ns, _ in keys:
-            CACHE_EVENTS.labels(ns.entity, "eviction").inc(1)
+            self.observer.evicted(ns.entity)
         generations: dict[str, int] = {}
         if namespaces:
             for name in namespaces:

@@ -35,7 +35,7 @@ from graphql import (
     value_from_ast_untyped,
 )
 
-from app.settings import SettingsError
+from app.config.settings import SettingsError
 
 PUBLIC = "PUBLIC"
 PRIVATE = "PRIVATE"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.cache.entity import EntityCache, Namespace
-from app.errors import UpstreamError
-from app.upstream import UpstreamClient
+from app.upstream.client import UpstreamClient
+from app.upstream.failures import UpstreamError
 from loaders.declarations import (
     ALL_CATEGORIES,
     CATEGORY,

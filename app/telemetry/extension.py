@@ -30,11 +30,11 @@ from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
 from strawberry.types.field import StrawberryField
 
-from app.context import RequestContext
-from app.errors import GatewayError
-from app.executor import Then
+from app.core.errors import GatewayError
+from app.execution.context import RequestContext
 from app.telemetry.metrics import RESOLVER_LATENCY
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry
+from loaders.then import Then
 
 COORDINATE = "graphql.selection.field.coordinate"
 PATH = "graphql.selection.path"

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from app.settings import Settings
+from app.config.settings import Settings
 
 # The executing operation's name (set by app/graphql_view.OperationPolicy).
 OPERATION: ContextVar[str | None] = ContextVar("gateway_operation", default=None)

@@ -28,9 +28,9 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import Authenticator
-from app.errors import HTTPRefusal
-from app.settings import Settings
+from app.config.settings import Settings
+from app.core.errors import HTTPRefusal
+from app.security.auth import Authenticator
 from app.telemetry import metrics
 from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
 

@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import aiohttp
 from opentelemetry import trace
@@ -44,7 +45,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
-from app.settings import Settings
+from app.config.settings import Settings
+from app.telemetry.observer import TelemetryObserver
 
 log = logging.getLogger("gateway.telemetry")
 
@@ -240,9 +242,19 @@ class Telemetry:
     all_fields: bool
     resolver_metrics_ratio: float
 
+    @cached_property
+    def observer(self) -> TelemetryObserver:
+        """What the loaders, the cache, the client and the executor report to."""
+        return TelemetryObserver(self.tracer)
+
+    def aiohttp_trace_configs(self) -> list[aiohttp.TraceConfig] | None:
+        """The upstream client's aiohttp hooks (see `aiohttp_trace_config`)."""
+        config = self.aiohttp_trace_config()
+        return [config] if config is not None else None
+
     def aiohttp_trace_config(self) -> aiohttp.TraceConfig | None:
         """A CLIENT span per upstream attempt, with traceparent injected, under the logical
-        call's span (app/upstream.py); the stable HTTP attribute names. None without an
+        call's span (app/upstream/client.py); the stable HTTP attribute names. None without an
         exporter: nobody would see those spans, and they cost 20 us an attempt."""
         if not self.exporting:
             return None
@@ -296,6 +308,12 @@ def build_telemetry(settings: Settings, exporter: SpanExporter | None = None) ->
         all_fields=settings.trace_all_fields,
         resolver_metrics_ratio=settings.resolver_metrics_ratio,
     )
+
+
+def current_span_ids() -> tuple[int, int]:
+    """The current span's trace id and span id (0, 0 outside a trace)."""
+    ctx = trace.get_current_span().get_span_context()
+    return ctx.trace_id, ctx.span_id
 
 
 def trace_id_of(span: trace.Span | None = None) -> str | None:

@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.main import Caching, build_caching
-from app.settings import Settings
-from app.upstream import UpstreamClient
+from app.config.settings import Settings
+from app.http.app import Caching, build_caching
+from app.upstream.client import UpstreamClient
 from loaders.declarations import PRODUCT, TOP_PRODUCTS
 from loaders.registry import Loaders
 from schema import build_schema

@@ -9,7 +9,7 @@ import pytest
 from graphql import parse
 
 from app.cache.hints import CacheHints, Policy
-from app.settings import SettingsError
+from app.config.settings import SettingsError
 from schema import build_schema
 from services.seed import Dataset
 from tests.cache.conftest import CacheStack, Query

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings, SettingsError, readme_with_table
+from app.config.settings import Settings, SettingsError, readme_with_table
 from tests.harness import ROOT
 
 

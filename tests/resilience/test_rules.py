@@ -6,8 +6,8 @@ from __future__ import annotations
 import email.utils
 import time
 
-from app.resilience import RetryBudget, Window
-from app.upstream import _retry_after
+from app.upstream.client import _retry_after
+from app.upstream.resilience import RetryBudget, Window
 
 
 def test_retry_after_in_seconds_or_as_an_http_date() -> None:

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 
-from app.main import create_app
-from app.settings import Settings
+from app.config.settings import Settings
+from app.http.app import create_app
 from tests.conftest import QUERIES
 from tests.harness import (
     Gateway,

@@ -18,8 +18,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from strawberry.http.ides import get_graphql_ide_html
 
-from app.ide import CDN_URL
-from app.settings import Settings
+from app.config.settings import Settings
+from app.http.ide import CDN_URL
 from app.telemetry import metrics
 from tests.harness import ROOT, require
 

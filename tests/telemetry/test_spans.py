@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
-from app.settings import Settings
+from app.config.settings import Settings
 from app.telemetry.extension import COORDINATE, PATH
 from app.telemetry.tracing import GatewaySampler, build_telemetry
-from app.upstream import UpstreamClient
+from app.upstream.client import UpstreamClient
 from tests.harness import Services
 from tests.telemetry.conftest import DEEP, InProcess, post
 
@@ -283,7 +283,7 @@ async def test_a_cancelled_call_still_ends_its_span(faults: Services) -> None:
     exporter = InMemorySpanExporter()
     settings = Settings.from_env(faults.gateway_env())
     telemetry = build_telemetry(settings, exporter)
-    client = UpstreamClient(settings, telemetry)
+    client = UpstreamClient(settings, telemetry.observer, telemetry.aiohttp_trace_configs())
     await client.start()
     try:
         with telemetry.tracer.start_as_current_span("request"):

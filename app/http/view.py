@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,33 +13,30 @@ import orjson
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
-from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from app.auth import Authenticator
 from app.cache.entity import EntityCache, Namespace
 from app.cache.hints import CacheHints, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
-from app.context import RequestContext
-from app.errors import HTTPRefusal, http_refusal_body
-from app.ide import DEFAULT_MODULES, Ide
-from app.persisted import NotFound, PersistedQueries
-from app.ratelimit import RateLimiter, rate_limited
-from app.resilience import Deadline
-from app.settings import Settings
-from app.telemetry.logs import OPERATION
+from app.config.settings import Settings
+from app.core.errors import HTTPRefusal, http_refusal_body
+from app.execution.context import RequestContext
+from app.http.ide import DEFAULT_MODULES, Ide
+from app.security.auth import Authenticator
+from app.security.persisted import NotFound, PersistedQueries
+from app.security.ratelimit import RateLimiter, rate_limited
 from app.telemetry.requests import DEBUG_HEADER
-from app.telemetry.tracing import RECORD_REQUEST, Telemetry, trace_id_of
+from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids, trace_id_of
 from app.telemetry.waterfall import waterfall
-from app.upstream import CallScope, UpstreamClient
+from app.upstream.client import CallScope, UpstreamClient
+from app.upstream.resilience import Deadline
 from loaders.registry import Loaders
 
 POST_MEDIA_TYPES = frozenset({"application/json"})  # (no multipart uploads in this graph)
@@ -110,25 +106,6 @@ def client_fault(errors: list[dict[str, Any]]) -> bool:
 def accept_of(request: Request) -> str:
     """Every Accept header of the request, as one list (a client may send several)."""
     return ",".join(request.headers.getlist("accept"))
-
-
-class OperationPolicy(SchemaExtension):
-    """Notes the executing operation's static cache policy on the request context: one call
-    per operation, no per-field hook."""
-
-    def on_execute(self) -> Iterator[None]:
-        ctx = self.execution_context
-        context = ctx.context
-        OPERATION.set(ctx.operation_name)  # for log lines
-        if isinstance(context, RequestContext):
-            context.operation_name = ctx.operation_name
-        # (Not for an operation already refused by the limits: its walk could be costly.)
-        if isinstance(context, RequestContext) and ctx.graphql_document is not None \
-                and ctx.result is None:
-            context.document = ctx.graphql_document
-            context.operation_policy = context.hints.operation_policy(
-                ctx.graphql_document, ctx.operation_name)
-        yield
 
 
 class GatewayGraphQL(GraphQL[RequestContext, None]):
@@ -246,16 +223,15 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             scope=scope,
             loaders=Loaders(upstream, self.settings.fanout_concurrency, caching.entities,
                             caching.namespaces, viewer=viewer.id, policy=policy,
-                            tracer=self.telemetry.tracer),
+                            observer=self.telemetry.observer),
             policy=policy,
             hints=caching.hints,
             invalidator=caching.invalidator,
+            observer=self.telemetry.observer,
             viewer=viewer,
             client_address=request.client.host if request.client else "unknown",
         )
-        span_context = trace.get_current_span().get_span_context()  # the server span
-        context.trace_id = span_context.trace_id
-        context.trace_root = span_context.span_id
+        context.trace_id, context.trace_root = current_span_ids()  # the server span's
         # Decided once, by the middleware that records the request's spans for it.
         context.debug = RECORD_REQUEST.get()
         request.state.gateway = (context, response)

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from graphql import DocumentNode
 from strawberry.types import Info as StrawberryInfo
 
-from app.auth import ANONYMOUS, Viewer
 from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
 from app.cache.invalidation import Invalidator
-from app.errors import Unauthenticated
-from app.ratelimit import Decision
-from app.settings import Settings
-from app.upstream import CallScope, ScopedClient, UpstreamClient
+from app.config.settings import Settings
+from app.core.errors import Unauthenticated
+from app.core.observer import NULL_OBSERVER, Observer
+from app.security.auth import ANONYMOUS, Viewer
+from app.security.ratelimit import Decision
+from app.upstream.client import CallScope, ScopedClient, UpstreamClient
 from loaders.registry import Loaders
 
 
@@ -27,6 +28,7 @@ class RequestContext:
     policy: RequestPolicy
     hints: CacheHints
     invalidator: Invalidator | None = None
+    observer: Observer = NULL_OBSERVER  # what telemetry hears of this request's work
     viewer: Viewer = ANONYMOUS
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None

@@ -21,7 +21,7 @@ executor unchanged; so does a query in which any of them appears.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Sequence
 from math import isfinite
 from typing import Any
 
@@ -47,8 +47,10 @@ from graphql.execution.executor import Executor
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path
 
-from app.errors import Forbidden, UpstreamError
-from app.telemetry.metrics import PLANNED
+from app.core.errors import Forbidden
+from app.core.observer import NULL_OBSERVER
+from app.upstream.failures import UpstreamError
+from loaders.then import Then
 
 DIRECT = "_gateway_direct"  # attribute set on resolvers that need only `info.context`
 KEY = "_gateway_key"  # attribute of key-reading resolvers: the source key they read
@@ -70,27 +72,6 @@ def _verbatim(kind: type | None, value: Any) -> bool:
     if kind is int:
         return MIN_INT <= value <= MAX_INT
     return kind is not float or isfinite(value)
-
-
-class Then:
-    """A loader's future and what to make of its value, without a coroutine.
-
-    A resolver that needs one lookup and a little work on its result (slice a list, read a
-    flag) returns `Then(future, fn)` instead of being `async`: on lists of hundreds of items
-    that saves a coroutine and a Task per call. (`Loaders.then` makes one, or applies `fn`
-    at once when the value is at hand.) It is awaitable, so graphql-core's executor
-    awaits it like any other; this executor awaits the future and applies `fn` inline.
-    """
-
-    __slots__ = ("fn", "future")
-
-    def __init__(self, future: Awaitable[Any], fn: Callable[[Any], Any]) -> None:
-        self.future = future
-        self.fn = fn
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        value = yield from self.future.__await__()
-        return self.fn(value)
 
 
 class _Info:
@@ -201,7 +182,7 @@ class PlanExecutor(GatewayExecutor):
         if serially or not self._plannable(root_type, grouped_field_set, set()):
             return super().execute_root_grouped_field_set(
                 root_type, root_value, grouped_field_set, serially, position_context)
-        PLANNED.inc()
+        getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
         self._subfields: dict[int, Any] = {}
         return self._run(root_type, root_value, grouped_field_set)
 

@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.settings import Settings
+from app.config.settings import Settings
 from app.telemetry.tracing import trace_id_of
 
 log = logging.getLogger("gateway")

@@ -20,16 +20,12 @@ from typing import Any
 import aiohttp
 import backoff
 import orjson
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-from opentelemetry.trace import Span, Status, StatusCode
 
-from app.errors import NO_VERDICT, UpstreamError, status_failure, upstream_failure
-from app.resilience import CircuitBreaker, Deadline, RetryBudget, State
-from app.settings import SERVICES, Settings
-from app.telemetry import metrics
-from app.telemetry.tracing import Telemetry
+from app.config.settings import SERVICES, Settings
+from app.core.errors import BadUserInput
+from app.core.observer import NULL_OBSERVER, CallObservation, Observer
+from app.upstream.failures import NO_VERDICT, UpstreamError, status_failure, upstream_failure
+from app.upstream.resilience import CircuitBreaker, Deadline, RetryBudget, State
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 Check = Callable[[Any], "str | None"]  # what is off-contract in a decoded body, or None
@@ -49,8 +45,10 @@ class CallScope:
 class ServiceGuard:
     """One service's timeouts, retry budget and circuit breaker."""
 
-    def __init__(self, service: str, settings: Settings, total: float, connect: float) -> None:
+    def __init__(self, service: str, settings: Settings, total: float, connect: float,
+                 observer: Observer = NULL_OBSERVER) -> None:
         self.service = service
+        self.observer = observer
         self.total = total
         self.connect = connect
         self.timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
@@ -62,8 +60,7 @@ class ServiceGuard:
                            settings.breaker_probes)
             if settings.breaker_enabled else None
         )
-        self._state_gauge = metrics.BREAKER_STATE.labels(service)
-        self._state_gauge.set(0)
+        observer.breaker_changed(service, 0, False)
 
     def allow(self) -> bool | None:
         """None when the breaker refuses the attempt; else whether the attempt is its probe."""
@@ -87,13 +84,11 @@ class ServiceGuard:
         self._publish(before)
 
     def _publish(self, before: State) -> None:
-        """Metrics of a state change, if the last step made one."""
+        """Report a state change, if the last step made one."""
         assert self.breaker is not None
-        if self.breaker.state is before:
-            return
-        self._state_gauge.set(self.breaker.state)
-        if self.breaker.state is State.OPEN:
-            metrics.BREAKER_OPENED.labels(self.service).inc()
+        state = self.breaker.state
+        if state is not before:
+            self.observer.breaker_changed(self.service, state, state is State.OPEN)
 
     @property
     def state(self) -> str:
@@ -101,13 +96,15 @@ class ServiceGuard:
 
 
 class UpstreamClient:
-    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, settings: Settings, observer: Observer = NULL_OBSERVER,
+                 trace_configs: list[aiohttp.TraceConfig] | None = None) -> None:
         self.settings = settings
-        self.telemetry = telemetry
-        self._tracer = telemetry.tracer if telemetry is not None else trace.get_tracer("gateway")
+        self.observer = observer
+        # aiohttp's own hooks (app.telemetry: a client span per attempt, with traceparent).
+        self.trace_configs = trace_configs
         self.base_urls = {s: settings.service_url(s) for s in SERVICES}
         self.guards = {
-            service: ServiceGuard(service, settings, total, connect)
+            service: ServiceGuard(service, settings, total, connect, observer)
             for service, (total, connect) in settings.service_timeouts().items()
         }
         self._session: aiohttp.ClientSession | None = None
@@ -125,12 +122,8 @@ class UpstreamClient:
             connector=connector,
             json_serialize=lambda o: orjson.dumps(o).decode(),
             skip_auto_headers=("User-Agent",),
-            trace_configs=self._trace_configs(),
+            trace_configs=self.trace_configs,
         )
-
-    def _trace_configs(self) -> list[aiohttp.TraceConfig] | None:
-        config = self.telemetry.aiohttp_trace_config() if self.telemetry is not None else None
-        return [config] if config is not None else None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -152,6 +145,7 @@ class UpstreamClient:
         route: str | None = None,
         idempotent: bool | None = None,
         check: Check | None = None,
+        client_input: str | None = None,
         scope: CallScope | None = None,
     ) -> Any:
         """Call `service` and return its decoded JSON body, or raise `UpstreamError`.
@@ -160,7 +154,8 @@ class UpstreamClient:
         write only when it carries an Idempotency-Key. `route` names the call in telemetry
         (a path template, never one with ids in it); it defaults to `path`. `check` tells
         what is wrong with a decoded 2xx body (None when it is the contract's shape): such an
-        answer fails like an unparseable one.
+        answer fails like an unparseable one. `client_input` names the client's argument
+        that a 400 answer refuses (a cursor): then the error is the client's BAD_USER_INPUT.
         """
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
@@ -172,40 +167,22 @@ class UpstreamClient:
         data = orjson.dumps(json) if json is not None else None
         hdrs = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
         route = route or path
-        span = self._span(service, method, route)
-        token = otel_context.attach(trace.set_span_in_context(span)) if span else None
-        try:
-            return await self._call(guard, span, method, url, params, data, hdrs, route,
-                                    idempotent, deadline, check, scope)
-        except BaseException as err:
-            if span is not None and not isinstance(err, UpstreamError):
-                # Cancelled (a sibling field failed, the server shut down) or a bug: the
-                # span still ends, saying so. An UpstreamError's span ended in _done.
-                span.set_attribute("error.type", type(err).__name__)
-                span.set_status(Status(StatusCode.ERROR, type(err).__name__))
-                span.end()
-            raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        with self.observer.call(service, method, route) as call:
+            try:
+                return await self._call(guard, call, method, url, params, data, hdrs,
+                                        idempotent, deadline, check, scope)
+            except UpstreamError as err:
+                if err.status == 400 and client_input is not None:
+                    raise BadUserInput(f"`{client_input}` is not valid for this list",
+                                       field=client_input) from err
+                raise
 
-    def _span(self, service: str, method: str, route: str) -> Span | None:
-        """The logical call's span (its attempts are aiohttp's client spans under it); none
-        when the request is not recorded."""
-        if not trace.get_current_span().is_recording():
-            return None
-        return self._tracer.start_span(
-            f"{service} {method} {route}",
-            attributes={"gateway.upstream.service": service, "http.request.method": method,
-                        "url.template": route})
-
-    async def _call(self, guard: ServiceGuard, span: Span | None, method: str, url: str,
+    async def _call(self, guard: ServiceGuard, call: CallObservation, method: str, url: str,
                     params: Mapping[str, str] | None, data: bytes | None,
-                    hdrs: Mapping[str, str], route: str, idempotent: bool,
+                    hdrs: Mapping[str, str], idempotent: bool,
                     deadline: Deadline | None, check: Check | None,
                     scope: CallScope | None) -> Any:
         service = guard.service
-        started = time.monotonic()
         sent = 0  # attempts that went out; retries are the ones after the first
         waits: Iterator[float] | None = None
         previous: UpstreamError | None = None
@@ -219,9 +196,8 @@ class UpstreamClient:
                                            f"{guard.breaker.retry_in():.1f} s")
                 if sent == 0:
                     guard.budget.record_call()  # the budget counts calls that went out
-                else:
-                    metrics.UPSTREAM_RETRIES.labels(service).inc()
                 sent += 1
+                call.attempt(sent)
                 body = await self._send(guard, probe, method, url, params, data, hdrs,
                                         limits, deadline, check)
             except UpstreamError as err:
@@ -234,16 +210,18 @@ class UpstreamClient:
                         # A retry that the deadline cut short, or that the breaker (opened by
                         # the failure before it) refused: that failure is the news.
                         err = previous
-                    self._done(scope, span, service, route, started, retries, err)
+                    call.end(retries, err.code, str(err))
+                    if scope is not None:
+                        scope.calls += 1
                     raise err.settle(retries) from err.__cause__
                 previous = err
-                if span is not None:
-                    span.add_event("retry", {"attempt": sent + 1, "error.type": err.code,
-                                             "wait_ms": round(wait * 1000, 3)})
+                call.retry(sent + 1, err.code, wait)
                 if wait > 0:
                     await asyncio.sleep(wait)
                 continue
-            self._done(scope, span, service, route, started, max(0, sent - 1), None)
+            call.end(max(0, sent - 1), None)
+            if scope is not None:
+                scope.calls += 1
             return body
 
     # -- one attempt ------------------------------------------------------------------------
@@ -330,25 +308,9 @@ class UpstreamClient:
         if deadline is None and wait > MAX_UNSCOPED_WAIT_S:
             return None  # work outside a request (event handling) does not wait for long
         if not guard.budget.try_spend():
-            metrics.RETRY_BUDGET_REFUSALS.labels(guard.service).inc()
+            self.observer.retry_refused(guard.service)
             return None
         return wait
-
-    @staticmethod
-    def _done(scope: CallScope | None, span: Span | None, service: str, route: str,
-              started: float, retries: int, error: UpstreamError | None) -> None:
-        now = time.monotonic()
-        code = error.code if error is not None else None
-        metrics.UPSTREAM_CALLS.labels(service, route, code or "OK").inc()
-        metrics.UPSTREAM_LATENCY.labels(service, route).observe(now - started)
-        if span is not None:
-            span.set_attribute("gateway.upstream.retries", retries)
-            if error is not None:
-                span.set_attribute("error.type", error.code)
-                span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
-            span.end()
-        if scope is not None:
-            scope.calls += 1
 
     # -- readiness --------------------------------------------------------------------------
     async def probe(self, service: str, within_s: float) -> bool:
@@ -356,7 +318,7 @@ class UpstreamClient:
         assert self._session is not None
         try:
             # Probes are not requests: no client span (each would be a trace of its own).
-            with suppress_http_instrumentation():
+            with self.observer.quiet():
                 async with self._session.get(
                     self.base_urls[service] + "/healthz",
                     timeout=aiohttp.ClientTimeout(total=within_s),

@@ -19,8 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.errors import HTTPRefusal
-from app.settings import Settings, SettingsError
+from app.config.settings import Settings, SettingsError
+from app.core.errors import HTTPRefusal
 
 log = logging.getLogger("gateway.persisted")
 MAX_LOCAL_BYTES = 32_000_000  # the in-process store, by the size of its documents

@@ -9,25 +9,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app import transport
 from app.cache.entity import EntityCache, Staleness
 from app.cache.hints import CacheHints
 from app.cache.invalidation import EVICTS, Invalidator, response_namespace
 from app.cache.response import ResponseCache
-from app.events import receive_event
-from app.graphql_view import Caching, GatewayGraphQL
-from app.health import Readiness, healthz
-from app.ide import ASSET_PATH
-from app.ratelimit import RateLimiter
-from app.settings import Settings
+from app.config.settings import Settings
+from app.http import transport
+from app.http.events import receive_event
+from app.http.health import Readiness, healthz
+from app.http.ide import ASSET_PATH
+from app.http.view import Caching, GatewayGraphQL
+from app.security.ratelimit import RateLimiter
 from app.telemetry import metrics
 from app.telemetry.requests import middleware as request_telemetry
-from app.telemetry.tracing import build_telemetry
-from app.upstream import UpstreamClient
+from app.telemetry.tracing import SpanExporter, Telemetry, build_telemetry
+from app.upstream.client import UpstreamClient
 from loaders import declarations
 from loaders.registry import namespaces as loader_namespaces
 from schema import build_schema
@@ -48,7 +47,8 @@ def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 5, 5)
 
 
-def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Caching:
+def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
+                  telemetry: Telemetry | None = None) -> Caching:
     """The caching parts the settings ask for, all driven by the schema's cache hints."""
     hints = CacheHints(sdl, settings.cache_hints)
     if not settings.cache_enabled:
@@ -62,6 +62,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient) -> Cachi
         hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
         staleness=staleness, prefix=settings.redis_prefix,
         schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
+        **({"observer": telemetry.observer} if telemetry is not None else {}),
     )
     entities.track([response_namespace(t) for t in EVICTS])
     namespaces = loader_namespaces(entities, declarations.ALL)
@@ -76,11 +77,11 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     """The gateway. `exporter` (tests) receives every exported span, synchronously."""
     settings = settings or Settings.from_env()
     telemetry = build_telemetry(settings, exporter)
-    client = UpstreamClient(settings, telemetry)
+    client = UpstreamClient(settings, telemetry.observer, telemetry.aiohttp_trace_configs())
     limiter = RateLimiter(settings) if settings.rate_limit_enabled else None
     schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry,
                           settings=settings, limiter=limiter)
-    caching = build_caching(settings, schema.as_str(), client)
+    caching = build_caching(settings, schema.as_str(), client, telemetry)
     graphql = GatewayGraphQL(schema, settings, client, caching, telemetry, limiter)
 
     @asynccontextmanager

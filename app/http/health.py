@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.upstream import UpstreamClient
+from app.upstream.client import UpstreamClient
 
 PROBE_TIMEOUT_S = 0.5
 MEMO_S = 0.25  # probes are reused this long, so frequent polling costs the services little

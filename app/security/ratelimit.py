@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-from app.auth import Viewer
-from app.settings import Settings
+from app.config.settings import Settings
+from app.security.auth import Viewer
 
 log = logging.getLogger("gateway.ratelimit")
 MAX_LOCAL_CLIENTS = 100_000

@@ -1,0 +1,58 @@
+"""The gateway's own errors: each carries the `extensions.code` a client sees.
+
+Upstream failures are classified in `app.upstream.failures`; errors of a GraphQL result are
+given their codes in `app.execution.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cross_web import HTTPException
+
+
+class GatewayError(Exception):
+    """An error whose message is safe to show to a client."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, **extensions: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.extensions = {k: v for k, v in extensions.items() if v is not None}
+
+
+class BadUserInput(GatewayError):
+    code = "BAD_USER_INPUT"
+
+
+class Unauthenticated(GatewayError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(GatewayError):
+    """The caller may not read this field or make this change."""
+
+    code = "FORBIDDEN"
+
+
+class HTTPRefusal(HTTPException):
+    """A request refused before GraphQL runs (a bad header), with its `extensions.code`."""
+
+    def __init__(self, status_code: int, reason: str, code: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+        self.headers = headers
+
+
+# A request refused at the HTTP level -> its `extensions.code` (Apollo Server's names).
+HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+def http_refusal_body(error: HTTPException) -> dict[str, Any]:
+    """The GraphQL-shaped body of a refused request: a client reads one error format."""
+    code = getattr(error, "code", None) or HTTP_CODES.get(error.status_code, "BAD_REQUEST")
+    return {"errors": [{"message": error.reason, "extensions": {"code": code}}]}

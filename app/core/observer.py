@@ -1,0 +1,103 @@
+"""What the gateway's parts report as they work, in one interface.
+
+The loaders, the entity cache, the upstream client and the executor call an `Observer`; they
+know nothing of spans or metrics. `app.telemetry.observer` implements it with OpenTelemetry
+spans, Prometheus metrics and logs, and is handed to each part where the app is wired
+(`app.http.app`). This base class does nothing, so a part built without one (a unit test)
+runs unobserved. Every hook is cheap when nothing records: no span is made outside a recorded
+trace, and the hooks on hot paths are one method call.
+
+The events: a batch dispatched; cache hits, misses and stale values; an upstream call, its
+attempts, retries and failure; a breaker's state and a retry refused by the budget; an
+operation started and planned.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+from typing import Any
+
+_NULL: AbstractContextManager[None] = nullcontext()
+
+
+class CallObservation:
+    """One logical upstream call (its attempts and retries), from start to end.
+
+    Used as a context manager around the call: the attempts run inside it (so a trace shows
+    them under the call). `end` reports how the call ended; leaving the block without it
+    (cancelled, or a bug) reports that instead."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> CallObservation:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+    def attempt(self, number: int) -> None:
+        """Attempt `number` (1 is the first) is about to go out."""
+
+    def retry(self, attempt: int, code: str, wait_s: float) -> None:
+        """The attempt before `attempt` failed with `code`; the next goes out after `wait_s`."""
+
+    def end(self, retries: int, code: str | None, message: str = "") -> None:
+        """The call ended: ok (`code` None) or failed with `code`, after `retries` retries."""
+
+
+_NULL_CALL = CallObservation()
+
+
+class Observer:
+    """The hooks; each does nothing here."""
+
+    # -- loaders ---------------------------------------------------------------------------
+    def batch(self, loader: str, size: int) -> AbstractContextManager[Any]:
+        """A batch of `size` keys dispatched by `loader`: the block that runs it."""
+        return _NULL
+
+    # -- the entity cache ------------------------------------------------------------------
+    def cache_read(self, entity: str, hits: int, misses: int, stale: int) -> None:
+        """A batch read through the entity cache: its hits, misses and stale values served
+        while they are refreshed."""
+
+    def cache_bypassed(self, misses: int) -> None:
+        """A batch read without the cache (a namespace that caches nothing): all misses."""
+
+    def stale_served(self, entity: str) -> None:
+        """A value past its TTL served because its upstream failed (stale-if-error)."""
+
+    def evicted(self, entity: str) -> None:
+        """A cached `entity` evicted by a change."""
+
+    def hits_at_hand(self, entity: str, hits: int) -> None:
+        """Lookups answered from the cache's memory level without a batch (counted once per
+        request, when it ends)."""
+
+    # -- the upstream client ---------------------------------------------------------------
+    def call(self, service: str, method: str, route: str) -> CallObservation:
+        """An upstream call begins."""
+        return _NULL_CALL
+
+    def retry_refused(self, service: str) -> None:
+        """The retry budget refused a retry to `service`."""
+
+    def breaker_changed(self, service: str, state: int, opened: bool) -> None:
+        """`service`'s breaker is now in `state` (0 closed, 1 open, 2 half-open); `opened`
+        when this change opened it."""
+
+    def quiet(self) -> AbstractContextManager[Any]:
+        """A block whose HTTP calls are not traced (health probes, which are not requests)."""
+        return _NULL
+
+    # -- execution -------------------------------------------------------------------------
+    def operation_started(self, name: str | None) -> None:
+        """An operation of this name starts executing (log lines carry its name)."""
+
+    def operation_planned(self) -> None:
+        """An operation runs on the plan executor."""
+
+
+NULL_OBSERVER = Observer()

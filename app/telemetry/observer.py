@@ -1,0 +1,149 @@
+"""The gateway's observer (`app.core.observer`) as spans, metrics and log fields.
+
+The parts it observes (loaders, the entity cache, the upstream client, the executor) report
+events; this turns each into what it always was: a batch span and the batch-size histogram,
+cache-hit attributes on the batch's span and the cache counters, a span per logical upstream
+call with a `retry` event per retry, the call and retry counters, the breaker gauges. Span
+names, attributes and metric names are the ones the dashboards and the waterfall read.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from opentelemetry.trace import Span, Status, StatusCode
+
+from app.core.observer import CallObservation, Observer
+from app.telemetry import metrics
+from app.telemetry.logs import OPERATION
+
+_NULL: AbstractContextManager[None] = nullcontext()
+
+
+class _Call(CallObservation):
+    """A logical upstream call: its metrics always, its span in a recorded trace."""
+
+    __slots__ = ("_route", "_service", "_span", "_started", "_token")
+
+    def __init__(self, tracer: trace.Tracer, service: str, method: str, route: str) -> None:
+        self._service = service
+        self._route = route
+        self._started = time.monotonic()
+        self._token: object | None = None
+        # The call's span (its attempts are aiohttp's client spans under it); none when the
+        # request is not recorded.
+        self._span: Span | None = None
+        if trace.get_current_span().is_recording():
+            self._span = tracer.start_span(
+                f"{service} {method} {route}",
+                attributes={"gateway.upstream.service": service, "http.request.method": method,
+                            "url.template": route})
+
+    def __enter__(self) -> _Call:
+        if self._span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        span = self._span
+        if span is not None and kind is not None:
+            # Cancelled (a sibling field failed, the server shut down) or a bug: the span
+            # still ends, saying so. A call that ended by `end` has no span left here.
+            span.set_attribute("error.type", kind.__name__)
+            span.set_status(Status(StatusCode.ERROR, kind.__name__))
+            span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+    def attempt(self, number: int) -> None:
+        if number > 1:
+            metrics.UPSTREAM_RETRIES.labels(self._service).inc()
+
+    def retry(self, attempt: int, code: str, wait_s: float) -> None:
+        if self._span is not None:
+            self._span.add_event("retry", {"attempt": attempt, "error.type": code,
+                                           "wait_ms": round(wait_s * 1000, 3)})
+
+    def end(self, retries: int, code: str | None, message: str = "") -> None:
+        metrics.UPSTREAM_CALLS.labels(self._service, self._route, code or "OK").inc()
+        metrics.UPSTREAM_LATENCY.labels(self._service, self._route).observe(
+            time.monotonic() - self._started)
+        span, self._span = self._span, None
+        if span is not None:
+            span.set_attribute("gateway.upstream.retries", retries)
+            if code is not None:
+                span.set_attribute("error.type", code)
+                span.set_status(Status(StatusCode.ERROR, message[:200]))
+            span.end()
+
+
+class TelemetryObserver(Observer):
+    def __init__(self, tracer: trace.Tracer | None = None) -> None:
+        self.tracer = tracer or trace.get_tracer("gateway")
+
+    # -- loaders ---------------------------------------------------------------------------
+    def batch(self, loader: str, size: int) -> AbstractContextManager[Any]:
+        """The batch's span, in a recorded trace: it runs in the context of the resolver
+        whose lookup started it, so the span is that resolver's child, and the upstream calls
+        it makes are its own children."""
+        metrics.LOADER_BATCH_SIZE.labels(loader).observe(size)
+        if not trace.get_current_span().is_recording():
+            return _NULL
+        return self.tracer.start_as_current_span(
+            f"{loader} batch",
+            attributes={"graphql.dataloader.name": loader,
+                        "graphql.dataloader.batch.size": size})
+
+    # -- the entity cache ------------------------------------------------------------------
+    def cache_read(self, entity: str, hits: int, misses: int, stale: int) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({"gateway.cache.hits": hits, "gateway.cache.misses": misses,
+                                 "gateway.cache.stale": stale})
+        if hits:
+            metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
+        if stale:
+            metrics.CACHE_EVENTS.labels(entity, "stale").inc(stale)
+        if misses:
+            metrics.CACHE_EVENTS.labels(entity, "miss").inc(misses)
+
+    def cache_bypassed(self, misses: int) -> None:
+        trace.get_current_span().set_attribute("gateway.cache.misses", misses)
+
+    def stale_served(self, entity: str) -> None:
+        metrics.CACHE_EVENTS.labels(entity, "stale").inc(1)
+
+    def evicted(self, entity: str) -> None:
+        metrics.CACHE_EVENTS.labels(entity, "eviction").inc(1)
+
+    def hits_at_hand(self, entity: str, hits: int) -> None:
+        metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
+
+    # -- the upstream client ---------------------------------------------------------------
+    def call(self, service: str, method: str, route: str) -> CallObservation:
+        return _Call(self.tracer, service, method, route)
+
+    def retry_refused(self, service: str) -> None:
+        metrics.RETRY_BUDGET_REFUSALS.labels(service).inc()
+
+    def breaker_changed(self, service: str, state: int, opened: bool) -> None:
+        metrics.BREAKER_STATE.labels(service).set(state)
+        if opened:
+            metrics.BREAKER_OPENED.labels(service).inc()
+
+    def quiet(self) -> AbstractContextManager[Any]:
+        return suppress_http_instrumentation()
+
+    # -- execution -------------------------------------------------------------------------
+    def operation_started(self, name: str | None) -> None:
+        OPERATION.set(name)
+
+    def operation_planned(self) -> None:
+        metrics.PLANNED.inc()
