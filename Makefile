@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test lint bench bench-resilience bench-tracing soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check lint bench bench-resilience bench-tracing soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,9 +52,13 @@ gateway: $(STAMP) $(ASSETS)
 	GATEWAY_SETTINGS_FILE=$${GATEWAY_SETTINGS_FILE:-config/development.toml} \
 	  EVENT_SECRET=$(EVENT_SECRET) $(PY) -m app
 
-test: $(STAMP) $(ASSETS)
-	$(VENV)/bin/ruff check .
+test: $(STAMP) $(ASSETS) check
 	$(PY) -m pytest
+
+# The static checks: lint, the import direction between layers (pyproject.toml), types.
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # The benchmark matrix, the idle penalty, the cross-replica invalidation time and scale-out
 # (under 5 minutes): writes bench/RESULTS.md and the JSON files beside it.
@@ -93,12 +97,11 @@ soak: $(STAMP)
 schema: $(STAMP)
 	$(PY) -m app schema
 
-# Regenerate the README's table of settings from app/settings.py.
+# Regenerate the README's table of settings from app/config/settings.py.
 settings-doc: $(STAMP)
 	$(PY) -c "from pathlib import Path; from app.settings import readme_with_table as r; p = Path('README.md'); p.write_text(r(p.read_text()))"
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check .
+lint: check
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -16,12 +16,15 @@ from aiodataloader import DataLoader
 
 from app.cache.entity import MISSING, EntityCache, Fetch, Namespace
 from app.cache.hints import RequestPolicy
+from app.cache.invalidation import Change
 from app.core.observer import NULL_OBSERVER, Observer
 from app.upstream.client import ScopedClient, UpstreamClient
+from loaders.entities import EVICTIONS, specs_by_name
 from loaders.spec import BatchSpec, Item, ListSpec
 from loaders.then import Then
 
 Spec = BatchSpec | ListSpec
+SPECS = specs_by_name()
 
 
 class LockstepLoader(DataLoader[Any, Any]):
@@ -142,19 +145,40 @@ class Loaders:
 
     def clear(self, spec: Spec, key: Hashable | None = None) -> None:
         """Forget what this request read, so the next read goes upstream again."""
-        known = self._known.get(spec.name)
+        self._clear(spec.name, key)
+
+    def _clear(self, name: str, key: Hashable | None) -> None:
+        known = self._known.get(name)
         if known is not None:
             if key is None:
                 known.clear()
             else:
                 known.pop(key, None)
-        loader = self._loaders.get(spec.name)
+        loader = self._loaders.get(name)
         if loader is None:
             return
         if key is None:
             loader.clear_all()
         else:
             loader.clear(key)
+
+    def written(self, changes: Sequence[Change]) -> None:
+        """This request wrote these entities (type, id, the item if known): forget what it
+        read that they make stale (`loaders.entities`' table, as every replica's cache
+        does), and read each written item as it now is."""
+        for entity_type, entity_id, item in changes:
+            rule = EVICTIONS.get(entity_type)
+            if rule is None:
+                continue
+            keys, whole = rule.keys(entity_id, item)
+            for name, key in keys:
+                self._clear(name, key)
+            for name in whole:
+                self._clear(name, None)
+            if item is not None and rule.own is not None:
+                spec = SPECS[rule.own]
+                assert isinstance(spec, BatchSpec)
+                self.prime(spec, entity_id, item)
 
     def release(self) -> None:
         """Drop what this request loaded, once its answer is sent (app/graphql_view.py), and

@@ -1,23 +1,16 @@
-"""Mutations: they call the services' write routes, turn the services' business refusals into
-the payload's `errors`, and update the request's loaders so the same request reads its write.
-Transport failures are not handled here: they stay GraphQL errors classified by the client."""
+"""Mutations: they call the services' write routes, put the services' business refusals
+(`Refused`, classified by the upstream client from the tables below) in the payload's
+`errors`, and report what they changed (`RequestContext.written`): every replica's cache and
+the request's own loaders then read the write. Transport failures are not handled here: they
+stay GraphQL errors classified by the client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import strawberry
 
+from app.core.errors import Refused
 from app.execution.context import Info
-from app.upstream.failures import UpstreamError
-from loaders.declarations import (
-    ORDER,
-    PRODUCT,
-    REVIEWS_BY_AUTHOR,
-    REVIEWS_BY_PRODUCT,
-    STOCK,
-    USER_ORDERS,
-)
+from loaders.declarations import ORDER, PRODUCT
 from loaders.spec import Item
 from resolvers.inputs import AddReviewInput, PlaceOrderInput
 
@@ -39,18 +32,6 @@ ADD_REVIEW_REFUSALS = {"BAD_INPUT": ("BAD_USER_INPUT", None)}
 
 def user_error(code: str, message: str, field: str | None = None) -> Item:
     return {"code": code, "message": message, "field": field}
-
-
-REFUSAL_STATUSES = frozenset({400, 404, 409})
-
-
-def refusal(err: UpstreamError, table: Mapping[str, tuple[str, str | None]]) -> Item:
-    """The payload error for a service's refusal of the input (400, 404, 409); anything else
-    (401/403 from the service, 429, 5xx, timeouts) stays a classified GraphQL error."""
-    if err.status not in REFUSAL_STATUSES:
-        raise err
-    code, field = table.get(err.upstream_code or "", ("BAD_USER_INPUT", None))
-    return user_error(code, err.upstream_message or str(err), field)
 
 
 async def place_order(info: Info, input: PlaceOrderInput) -> Item:
@@ -83,10 +64,10 @@ async def place_order(info: Info, input: PlaceOrderInput) -> Item:
     try:
         order: Item = await ctx.upstream.request(
             "orders", "POST", "/orders", json=body,
-            headers={"Idempotency-Key": input.idempotency_key},
+            headers={"Idempotency-Key": input.idempotency_key}, refusals=PLACE_ORDER_REFUSALS,
         )
-    except UpstreamError as err:
-        return {"order": None, "errors": [refusal(err, PLACE_ORDER_REFUSALS)]}
+    except Refused as refused:
+        return {"order": None, "errors": [refused.payload()]}
     await _order_written(info, order)
     return {"order": order, "errors": []}
 
@@ -100,28 +81,18 @@ async def cancel_order(info: Info, id: strawberry.ID) -> Item:
         return {"order": None, "errors": [user_error("NOT_FOUND", "No such order", "id")]}
     try:
         order: Item = await ctx.upstream.request("orders", "POST", f"/orders/{id}/cancel",
-                                                 route="/orders/{id}/cancel")
-    except UpstreamError as err:
-        return {"order": None, "errors": [refusal(err, CANCEL_ORDER_REFUSALS)]}
+                                                 route="/orders/{id}/cancel",
+                                                 refusals=CANCEL_ORDER_REFUSALS)
+    except Refused as refused:
+        return {"order": None, "errors": [refused.payload()]}
     await _order_written(info, order)
     return {"order": order, "errors": []}
 
 
 async def _order_written(info: Info, order: Item) -> None:
-    ctx = info.context
-    if ctx.invalidator is not None:
-        # Before answering: once the caller has seen this write, no replica may serve the
-        # stock or orders from before it.
-        await ctx.invalidator.evict_many(
-            [("Order", order["id"], None)]
-            + [("Stock", line["sku"], None) for line in order["items"]],
-            own_write=True,
-        )
-    loaders = ctx.loaders
-    loaders.prime(ORDER, order["id"], order)
-    loaders.clear(USER_ORDERS)
-    for line in order["items"]:
-        loaders.clear(STOCK, line["sku"])
+    # The order, and the stock of each of its lines.
+    await info.context.written([("Order", order["id"], order)]
+                               + [("Stock", line["sku"], None) for line in order["items"]])
 
 
 async def add_review(info: Info, input: AddReviewInput) -> Item:
@@ -145,17 +116,11 @@ async def add_review(info: Info, input: AddReviewInput) -> Item:
     body = {"product_id": input.product_id, "author_id": user_id, "rating": input.rating,
             "body": input.body}
     try:
-        review: Item = await ctx.upstream.request("reviews", "POST", "/reviews", json=body)
-    except UpstreamError as err:
-        return {"review": None, "errors": [refusal(err, ADD_REVIEW_REFUSALS)]}
-    if ctx.invalidator is not None:
-        # The review's lists, and its product, whose rating changed.
-        await ctx.invalidator.evict_many(
-            [("Review", review["id"], review), ("Product", review["product_id"], None)],
-            own_write=True,
-        )
-    loaders = ctx.loaders
-    loaders.clear(REVIEWS_BY_PRODUCT, review["product_id"])
-    loaders.clear(REVIEWS_BY_AUTHOR, review["author_id"])
-    loaders.clear(PRODUCT, review["product_id"])  # its rating aggregate changed
+        review: Item = await ctx.upstream.request("reviews", "POST", "/reviews", json=body,
+                                                  refusals=ADD_REVIEW_REFUSALS)
+    except Refused as refused:
+        return {"review": None, "errors": [refused.payload()]}
+    # The review's lists, and its product, whose rating changed.
+    await ctx.written([("Review", review["id"], review),
+                       ("Product", review["product_id"], None)])
     return {"review": review, "errors": []}

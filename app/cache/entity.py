@@ -55,15 +55,6 @@ class Staleness:
     sie: float = 0.0
 
 
-DEFAULT_STALENESS = {
-    "User": Staleness(30, 600),
-    "Product": Staleness(30, 600),
-    "Category": Staleness(300, 3600),
-    "Review": Staleness(10, 300),
-    # Stock changes with every order: never serve it past its 5 s.
-    "Stock": Staleness(0, 0),
-}
-
 
 def _key_text(key: Hashable) -> str:
     return key if isinstance(key, str) else orjson.dumps(key).decode()
@@ -75,7 +66,8 @@ class EntityCache:
                  schema_tag: str = "", observer: Observer = NULL_OBSERVER) -> None:
         self.hints = hints
         self.observer = observer
-        self.staleness = {**DEFAULT_STALENESS, **(staleness or {})}
+        # Per entity type (defaults: `loaders.entities`); none for a type not named.
+        self.staleness = dict(staleness or {})
         self.l1 = MemoryLevel(max_entries)
         # Versioned keys: a new format or schema never reads entries written for the old.
         key_prefix = f"{prefix}:{FORMAT}:{schema_tag}:"

@@ -1,5 +1,6 @@
 """What a change evicts: one table for the services' change events and the gateway's own
-mutations alike.
+mutations alike. The table (`Evicts` per entity type) is derived from the entity registry
+(`loaders/entities.py`) and handed in where the app is wired.
 
 An entity's change evicts its cached entity and the lists known to contain it (a review's
 lists by product and by author); lists whose members are not tracked (top products, a
@@ -11,28 +12,16 @@ version already seen for their entity are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from app.cache.entity import EntityCache, Namespace
-from app.upstream.client import UpstreamClient
 from app.upstream.failures import UpstreamError
-from loaders.declarations import (
-    ALL_CATEGORIES,
-    CATEGORY,
-    CATEGORY_PRODUCTS,
-    ORDER,
-    PRODUCT,
-    REVIEWS_BY_AUTHOR,
-    REVIEWS_BY_PRODUCT,
-    STOCK,
-    TOP_PRODUCTS,
-    USER,
-    USER_ORDERS,
-)
 
 log = logging.getLogger("gateway.cache")
+Change = tuple[str, str, Mapping[str, Any] | None]  # entity type, id, the item if known
+ReadItem = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 
 def response_namespace(entity_type: str) -> str:
@@ -41,76 +30,76 @@ def response_namespace(entity_type: str) -> str:
 
 @dataclass(frozen=True)
 class Evicts:
+    """What a change of one entity type makes stale (derived in `loaders.entities`)."""
+
     by_id: tuple[str, ...] = ()  # loaders keyed by the entity's own id
+    # Loaders keyed by a field of the changed item (a review's lists by product, by author):
+    # evicted at the item's value, or whole when the item is not known.
+    by_field: tuple[tuple[str, str], ...] = ()
     whole: tuple[str, ...] = ()  # loaders evicted whole: lists whose members are not tracked
+    own: str | None = None  # the entity's by-id loader: a write's item is what it now reads
+    needs_item: bool = False  # an event names only the id: read the item to find by_field keys
 
-
-EVICTS: dict[str, Evicts] = {
-    "Product": Evicts(by_id=(PRODUCT.name, REVIEWS_BY_PRODUCT.name),
-                      whole=(TOP_PRODUCTS.name, CATEGORY_PRODUCTS.name)),
-    "Stock": Evicts(by_id=(STOCK.name,)),
-    "User": Evicts(by_id=(USER.name,)),
-    "Category": Evicts(by_id=(CATEGORY.name,), whole=(ALL_CATEGORIES.name,)),
-    "Order": Evicts(by_id=(ORDER.name,), whole=(USER_ORDERS.name,)),
-    # A review is not cached by id: its product's and author's lists are (keys found below).
-    "Review": Evicts(),
-}
+    def keys(self, entity_id: str, item: Mapping[str, Any] | None
+             ) -> tuple[list[tuple[str, Hashable]], list[str]]:
+        """(loader, key) pairs and whole loaders this change evicts."""
+        keys: list[tuple[str, Hashable]] = [(name, entity_id) for name in self.by_id]
+        whole = list(self.whole)
+        for name, field in self.by_field:
+            if item is not None and field in item:
+                keys.append((name, item[field]))
+            else:  # not known which lists hold it: evict them all
+                whole.append(name)
+        return keys, whole
 
 
 class Invalidator:
     def __init__(self, cache: EntityCache, namespaces: Mapping[str, Namespace],
-                 client: UpstreamClient) -> None:
+                 rules: Mapping[str, Evicts], read_item: ReadItem | None = None) -> None:
         self.cache = cache
-        self.namespaces = namespaces
-        self.client = client
+        self.namespaces = namespaces  # only the cached ones: a disabled one evicts nothing
+        self.rules = rules
+        self.read_item = read_item
 
     async def on_event(self, event: Mapping[str, Any]) -> bool:
         """Apply a change event; False when an equal or newer version was seen already."""
         field = f"{event['type']}:{event['id']}"
         if not await self.cache.accept_version(field, event["version"]):
             return False
-        review = None
-        if event["type"] == "Review":
-            review = await self._review(event["id"])
-        await self.evict(event["type"], event["id"], review=review)
+        item = None
+        rule = self.rules.get(event["type"])
+        if rule is not None and rule.needs_item:
+            item = await self._item(event["type"], event["id"])
+        await self.evict_many([(event["type"], event["id"], item)])
         return True
 
     async def evict(self, entity_type: str, entity_id: str,
-                    review: Mapping[str, Any] | None = None, *, own_write: bool = False,
+                    item: Mapping[str, Any] | None = None, *, own_write: bool = False,
                     ) -> None:
         """Evict what a change of this entity makes stale, on every replica."""
-        await self.evict_many([(entity_type, entity_id, review)], own_write=own_write)
+        await self.evict_many([(entity_type, entity_id, item)], own_write=own_write)
 
-    async def evict_many(
-        self, changes: Sequence[tuple[str, str, Mapping[str, Any] | None]], *,
-        own_write: bool = False,
-    ) -> None:
-        """Evict what these changes (type, id, the review if a review) make stale, on every
+    async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False) -> None:
+        """Evict what these changes (type, id, the item if known) make stale, on every
         replica, in one round; for the gateway's own writes (`own_write`), return only once
         the other replicas have evicted too."""
         keys: list[tuple[Namespace, Hashable]] = []
         whole: list[str] = []
-        for entity_type, entity_id, review in changes:
-            rule = EVICTS.get(entity_type, Evicts())
-            keys += [(self.namespaces[name], entity_id)
-                     for name in rule.by_id if name in self.namespaces]
-            whole += [name for name in rule.whole if name in self.namespaces]
-            if entity_type == "Review":
-                if review is not None:
-                    keys += [(self.namespaces[REVIEWS_BY_PRODUCT.name], review["product_id"]),
-                             (self.namespaces[REVIEWS_BY_AUTHOR.name], review["author_id"])]
-                else:  # not known which lists hold it: evict them all
-                    whole += [REVIEWS_BY_PRODUCT.name, REVIEWS_BY_AUTHOR.name]
+        for entity_type, entity_id, item in changes:
+            rule = self.rules.get(entity_type, Evicts())
+            rule_keys, rule_whole = rule.keys(entity_id, item)
+            keys += [(self.namespaces[name], key) for name, key in rule_keys
+                     if name in self.namespaces]
+            whole += [name for name in rule_whole if name in self.namespaces]
             whole.append(response_namespace(entity_type))
         await self.cache.invalidate(keys, list(dict.fromkeys(whole)),
                                     wait_for_replicas=own_write)
 
-    async def _review(self, review_id: str) -> Mapping[str, Any] | None:
-        try:
-            body = await self.client.request("reviews", "GET", "/reviews",
-                                             params={"ids": review_id})
-        except UpstreamError as err:
-            log.warning("review %s not found for invalidation: %s", review_id, err)
+    async def _item(self, entity_type: str, entity_id: str) -> Mapping[str, Any] | None:
+        if self.read_item is None:
             return None
-        items = body.get("items") or []
-        return items[0] if items else None
+        try:
+            return await self.read_item(entity_type, entity_id)
+        except UpstreamError as err:
+            log.warning("%s %s not found for invalidation: %s", entity_type, entity_id, err)
+            return None

@@ -41,8 +41,12 @@ class CachedResponse:
 
 
 class ResponseCache:
-    def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int) -> None:
+    def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int,
+                 reads: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.schema = schema
+        # Entity types read along with another (Product.inStock reads Stock): a response
+        # that reads the one depends on the other's changes too (`loaders.entities`).
+        self.reads = reads or {}
         self.entities = entities
         self.level = MemoryLevel(max_entries)
         self._types = lru_cache(maxsize=512)(self._operation_types)
@@ -105,7 +109,6 @@ class ResponseCache:
             if definition.kind == "operation_definition" and self.schema.query_type:
                 walk(definition.selection_set, self.schema.query_type,  # type: ignore[attr-defined]
                      frozenset())
-        # Stock is read through Product.inStock, a scalar: a product's fields read it too.
-        if "Product" in found:
-            found.add("Stock")
+        for name in list(found):
+            found.update(self.reads.get(name, ()))
         return frozenset(found)

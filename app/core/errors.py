@@ -37,6 +37,18 @@ class Forbidden(GatewayError):
     code = "FORBIDDEN"
 
 
+class Refused(GatewayError):
+    """A service refused the client's input for a business reason (not enough stock, an
+    order already shipped): a mutation reports it in its payload's `errors`."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+    def payload(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self), "field": self.field}
+
+
 class HTTPRefusal(HTTPException):
     """A request refused before GraphQL runs (a bad header), with its `extensions.code`."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from graphql import DocumentNode
 from strawberry.types import Info as StrawberryInfo
 
 from app.cache.hints import NO_STORE, CacheHints, Policy, RequestPolicy
-from app.cache.invalidation import Invalidator
+from app.cache.invalidation import Change, Invalidator
 from app.config.settings import Settings
 from app.core.errors import Unauthenticated
 from app.core.observer import NULL_OBSERVER, Observer
@@ -44,6 +45,14 @@ class RequestContext:
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
+
+    async def written(self, changes: Sequence[Change]) -> None:
+        """This request changed these entities (type, id, the item if known): before the
+        caller sees the answer, every replica evicts what they make stale, and this
+        request's loaders read the write (both by `loaders.entities`' table)."""
+        if self.invalidator is not None:
+            await self.invalidator.evict_many(changes, own_write=True)
+        self.loaders.written(changes)
 
     def response_policy(self, failed: bool) -> Policy:
         """The response's cache policy: the operation's, lowered by dynamic hints; nothing

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from app.cache.entity import EntityCache, Staleness
 from app.cache.hints import CacheHints
-from app.cache.invalidation import EVICTS, Invalidator, response_namespace
+from app.cache.invalidation import Invalidator, response_namespace
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
 from app.http import transport
@@ -28,6 +28,7 @@ from app.telemetry.requests import middleware as request_telemetry
 from app.telemetry.tracing import SpanExporter, Telemetry, build_telemetry
 from app.upstream.client import UpstreamClient
 from loaders import declarations
+from loaders import entities as entities_registry
 from loaders.registry import namespaces as loader_namespaces
 from schema import build_schema
 
@@ -54,22 +55,24 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
     if not settings.cache_enabled:
         return Caching(hints)
     configured = orjson.loads(settings.cache_stale) if settings.cache_stale else {}
-    staleness = {
+    staleness = {**entities_registry.STALENESS, **{
         entity: Staleness(float(v.get("swr", 0)), float(v.get("sie", 0)))
         for entity, v in configured.items()
-    }
+    }}
     entities = EntityCache(
         hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
         staleness=staleness, prefix=settings.redis_prefix,
         schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
         **({"observer": telemetry.observer} if telemetry is not None else {}),
     )
-    entities.track([response_namespace(t) for t in EVICTS])
+    entities.track([response_namespace(t) for t in entities_registry.ENTITIES])
     namespaces = loader_namespaces(entities, declarations.ALL)
-    responses = (ResponseCache(hints.schema, entities, settings.cache_max_entries // 10)
+    responses = (ResponseCache(hints.schema, entities, settings.cache_max_entries // 10,
+                               reads=entities_registry.READS)
                  if settings.response_cache else None)
-    return Caching(hints, entities, namespaces, Invalidator(entities, namespaces, client),
-                   responses)
+    invalidator = Invalidator(entities, namespaces, entities_registry.EVICTIONS,
+                              entities_registry.item_reader(client))
+    return Caching(hints, entities, namespaces, invalidator, responses)
 
 
 def create_app(settings: Settings | None = None, exporter: SpanExporter | None = None

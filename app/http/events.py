@@ -11,8 +11,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from loaders.entities import EVENT_TYPES
+
 log = logging.getLogger("gateway.events")
-EVENT_TYPES = {"User", "Product", "Category", "Stock", "Order", "Review"}
 EVENT_OPS = {"create", "update", "delete"}
 
 

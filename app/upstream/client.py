@@ -22,9 +22,15 @@ import backoff
 import orjson
 
 from app.config.settings import SERVICES, Settings
-from app.core.errors import BadUserInput
+from app.core.errors import BadUserInput, Refused
 from app.core.observer import NULL_OBSERVER, CallObservation, Observer
-from app.upstream.failures import NO_VERDICT, UpstreamError, status_failure, upstream_failure
+from app.upstream.failures import (
+    NO_VERDICT,
+    REFUSALS_SHOWN,
+    UpstreamError,
+    status_failure,
+    upstream_failure,
+)
 from app.upstream.resilience import CircuitBreaker, Deadline, RetryBudget, State
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -146,6 +152,7 @@ class UpstreamClient:
         idempotent: bool | None = None,
         check: Check | None = None,
         client_input: str | None = None,
+        refusals: Mapping[str, tuple[str, str | None]] | None = None,
         scope: CallScope | None = None,
     ) -> Any:
         """Call `service` and return its decoded JSON body, or raise `UpstreamError`.
@@ -156,6 +163,9 @@ class UpstreamClient:
         what is wrong with a decoded 2xx body (None when it is the contract's shape): such an
         answer fails like an unparseable one. `client_input` names the client's argument
         that a 400 answer refuses (a cursor): then the error is the client's BAD_USER_INPUT.
+        With `refusals` (a write), the service's refusal of the input (400, 404, 409) raises
+        `Refused` with the code and field the table gives the service's error code; every
+        other failure stays an `UpstreamError`.
         """
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
@@ -172,6 +182,9 @@ class UpstreamClient:
                 return await self._call(guard, call, method, url, params, data, hdrs,
                                         idempotent, deadline, check, scope)
             except UpstreamError as err:
+                if refusals is not None and err.status in REFUSALS_SHOWN:
+                    code, field = refusals.get(err.upstream_code or "", ("BAD_USER_INPUT", None))
+                    raise Refused(code, err.upstream_message or str(err), field) from err
                 if err.status == 400 and client_input is not None:
                     raise BadUserInput(f"`{client_input}` is not valid for this list",
                                        field=client_input) from err
