@@ -1,5 +1,7 @@
 """The GraphQL endpoint: Strawberry's ASGI view with this gateway's per-request context,
-its Cache-Control, and the whole-response cache."""
+persisted queries, the whole-response cache and the rate limit's charge. What the answer
+says besides its body is decided by `response_policy` (Cache-Control, status) and `debug`
+(trace ids, the waterfall); the HTTP checks before GraphQL are in `negotiation`."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
@@ -26,24 +28,28 @@ from app.cache.hints import CacheHints, RequestPolicy
 from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
-from app.core.errors import HTTPRefusal, http_refusal_body
+from app.core.errors import HTTPRefusal
 from app.execution.context import RequestContext
+from app.http.debug import annotate
 from app.http.ide import DEFAULT_MODULES, Ide
+from app.http.negotiation import (
+    LEGACY_JSON,
+    accept_of,
+    answer_media_type,
+    bounded,
+    check_length,
+    check_media_type,
+    refusal,
+)
+from app.http.response_policy import cache_headers, settle_status
 from app.security.auth import Authenticator
 from app.security.persisted import NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
-from app.telemetry.requests import DEBUG_HEADER
-from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids, trace_id_of
-from app.telemetry.waterfall import waterfall
+from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids
 from app.upstream.client import CallScope, UpstreamClient
 from app.upstream.resilience import Deadline
 from loaders.registry import Loaders
 
-POST_MEDIA_TYPES = frozenset({"application/json"})  # (no multipart uploads in this graph)
-# GraphQL over HTTP: the answer's media type. The newer one has status codes that say what
-# happened (400 for a request that never ran); plain JSON is always 200 (legacy clients).
-GRAPHQL_RESPONSE = "application/graphql-response+json"
-LEGACY_JSON = "application/json"
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
@@ -57,55 +63,6 @@ class Caching:
     namespaces: dict[str, Namespace] | None = None
     invalidator: Invalidator | None = None
     responses: ResponseCache | None = None
-
-
-def answer_media_type(accept: str | None) -> str:
-    """The media type to answer in: application/graphql-response+json when the client's
-    Accept prefers it (or ranks it with plain JSON), else application/json, which is also the
-    answer to no Accept at all (clients older than the specification)."""
-    if not accept:
-        return LEGACY_JSON
-    ranks: dict[str, float] = {}
-    for item in accept.split(","):
-        media, *params = (part.strip() for part in item.split(";"))
-        weight = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        ranks[media.lower()] = max(weight, ranks.get(media.lower(), 0.0))
-    preferred = ranks.get(GRAPHQL_RESPONSE, 0.0)
-    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= ranks.get(LEGACY_JSON, 0.0) \
-        else LEGACY_JSON
-
-
-# The codes of a request refused before it ran for the client's own reasons; anything else
-# without data is this gateway's failure (an exception in an extension, say).
-CLIENT_CODES = frozenset({
-    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "BAD_REQUEST",
-    "QUERY_TOO_COMPLEX", "RATE_LIMITED", "PERSISTED_QUERY_NOT_FOUND",
-    "PERSISTED_QUERY_REQUIRED", "UNAUTHENTICATED", "FORBIDDEN",
-})
-
-
-def never_ran(result: ExecutionResult) -> bool:
-    """Stopped before execution (parse, validation, variables, limits, or a failure on the
-    way): no data, and no error with a path, which only field errors have."""
-    return result.data is None and bool(result.errors) \
-        and not any(error.path for error in result.errors)
-
-
-def client_fault(errors: list[dict[str, Any]]) -> bool:
-    """Every error is one the client caused (the codes as the client sees them)."""
-    return all((e.get("extensions") or {}).get("code") in CLIENT_CODES for e in errors)
-
-
-def accept_of(request: Request) -> str:
-    """Every Accept header of the request, as one list (a client may send several)."""
-    return ",".join(request.headers.getlist("accept"))
 
 
 class GatewayGraphQL(GraphQL[RequestContext, None]):
@@ -136,14 +93,15 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             return
         # Strawberry answers a refused request (bad JSON, a bad header) in plain text; here
         # it gets the same JSON error shape, with a code, as every other error.
-        request = Request(scope=scope, receive=self._bounded(scope, receive))
+        limit = self.settings.max_body_bytes
+        request = Request(scope=scope, receive=bounded(receive, limit))
         try:
             try:
-                self._check_length(request)
-                self._check_media_type(request)
+                check_length(request, limit)
+                check_media_type(request)
                 response = await self.run(request)
             except HTTPException as error:
-                response = self._refusal(request, error)
+                response = refusal(request, error)
             await response(scope, receive, send)
         finally:
             # The answer is sent (or the request ended without one): the request's loaded
@@ -154,59 +112,6 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
-
-    @staticmethod
-    def _refusal(request: Request, error: HTTPException) -> Response:
-        if (error.status_code == 400 and request.method == "GET"
-                and "mutations are not allowed" in error.reason):
-            # GraphQL over HTTP: a mutation over GET is 405 (Strawberry says 400).
-            error = HTTPRefusal(405, "Mutations must be sent with POST",
-                                "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
-        body = http_refusal_body(error)
-        trace_id = trace_id_of()
-        if trace_id:
-            for item in body["errors"]:
-                item["extensions"]["traceId"] = trace_id
-        return Response(orjson.dumps(body), headers=getattr(error, "headers", None),
-                        status_code=error.status_code,
-                        media_type=answer_media_type(accept_of(request)))
-
-    def _check_length(self, request: Request) -> None:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() \
-                and int(declared) > self.settings.max_body_bytes:
-            raise self._too_large()
-
-    @staticmethod
-    def _check_media_type(request: Request) -> None:
-        # GraphQL over HTTP: a POST body is JSON (multipart for uploads); anything else is
-        # 415, not Strawberry's 400.
-        if request.method != "POST":
-            return
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in POST_MEDIA_TYPES:
-            raise HTTPRefusal(415, "A POST body must be application/json",
-                              "UNSUPPORTED_MEDIA_TYPE")
-
-    def _too_large(self) -> HTTPRefusal:
-        return HTTPRefusal(413, f"The request body is over {self.settings.max_body_bytes} bytes",
-                           "PAYLOAD_TOO_LARGE")
-
-    def _bounded(self, scope: Scope, receive: Receive) -> Receive:
-        """`receive`, refusing a body (chunked, or longer than it said) past the limit."""
-        limit = self.settings.max_body_bytes
-        seen = 0
-
-        async def bounded() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise self._too_large()
-            return message
-
-        return bounded
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
@@ -305,13 +210,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
         context, response = request.state.gateway
-        response.headers["Cache-Control"] = context.response_policy(bool(result.errors)).header()
-        # The media type follows Accept (below): a shared cache must keep one per Accept.
-        response.headers["Vary"] = "Accept"
-        if context.debug:
-            # A waterfall is for its caller alone: no shared cache may keep it for others.
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Vary"] = f"Accept, {DEBUG_HEADER}"
+        cache_headers(context, response, bool(result.errors))
         if context.rate_limit is None and self.limiter is not None:
             # Refused before it ran (a document that does not parse, validate, or fit the
             # limits): it still costs the minimum, and gets the headers.
@@ -322,33 +221,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 response.status_code = 429
         media_type = answer_media_type(accept_of(request))
         response.headers["content-type"] = media_type  # (create_response uses it)
-        stopped = never_ran(result)
-        # Refused: it never ran, and the client is to fix it; not an error of this gateway's.
-        refused = stopped and client_fault(processed.get("errors") or [])
-        if media_type == GRAPHQL_RESPONSE and stopped:
-            # The specification's status for a request that never ran, and no data entry.
-            processed.pop("data", None)
-            if response.status_code in (None, 200):
-                response.status_code = 400 if refused else 500
-        context.outcome = ("ok" if not result.errors
-                           else "partial" if result.data is not None
-                           else "refused" if refused else "error")
-        trace_id = format(context.trace_id, "032x") if context.trace_id else None
-        if trace_id and processed.get("errors"):
-            # A support ticket quoting an error leads straight to its trace. (A copy: the
-            # extensions may be those of an error the validation cache shares.)
-            for error in processed["errors"]:
-                error["extensions"] = {**(error.get("extensions") or {}), "traceId": trace_id}
-        if context.debug:
-            # The waterfall: resolver and upstream timings, retries and error classes, from
-            # the request's spans (recorded for this caller whatever the sampling).
-            spans = self.telemetry.requests.take(context.trace_root)
-            processed["extensions"] = {**(processed.get("extensions") or {}),
-                                       "debug": {"traceId": trace_id, **waterfall(spans)}}
-        if context.policy.stale:
-            # Data older than its TTL was served because an upstream failed.
-            processed["extensions"] = {**(processed.get("extensions") or {}),
-                                       "cache": {"stale": True}}
+        settle_status(context, response, result, processed, media_type)
+        annotate(processed, context, self.telemetry)
         return processed
 
     def create_response(  # type: ignore[override]

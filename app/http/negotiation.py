@@ -1,0 +1,102 @@
+"""GraphQL over HTTP, before GraphQL runs: the body's limit and media type, the answer's
+media type (from Accept), and the JSON error shape of a request refused at this level."""
+
+from __future__ import annotations
+
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive
+
+from app.core.errors import HTTPRefusal, http_refusal_body
+from app.telemetry.tracing import trace_id_of
+
+POST_MEDIA_TYPES = frozenset({"application/json"})  # (no multipart uploads in this graph)
+# GraphQL over HTTP: the answer's media type. The newer one has status codes that say what
+# happened (400 for a request that never ran); plain JSON is always 200 (legacy clients).
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+LEGACY_JSON = "application/json"
+
+
+def answer_media_type(accept: str | None) -> str:
+    """The media type to answer in: application/graphql-response+json when the client's
+    Accept prefers it (or ranks it with plain JSON), else application/json, which is also the
+    answer to no Accept at all (clients older than the specification)."""
+    if not accept:
+        return LEGACY_JSON
+    ranks: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        ranks[media.lower()] = max(weight, ranks.get(media.lower(), 0.0))
+    preferred = ranks.get(GRAPHQL_RESPONSE, 0.0)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= ranks.get(LEGACY_JSON, 0.0) \
+        else LEGACY_JSON
+
+
+def accept_of(request: Request) -> str:
+    """Every Accept header of the request, as one list (a client may send several)."""
+    return ",".join(request.headers.getlist("accept"))
+
+
+def too_large(limit: int) -> HTTPRefusal:
+    return HTTPRefusal(413, f"The request body is over {limit} bytes", "PAYLOAD_TOO_LARGE")
+
+
+def check_length(request: Request, limit: int) -> None:
+    """Refuse a body whose declared length is over the limit, before reading it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+
+
+def check_media_type(request: Request) -> None:
+    # GraphQL over HTTP: a POST body is JSON (multipart for uploads); anything else is 415,
+    # not Strawberry's 400.
+    if request.method != "POST":
+        return
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in POST_MEDIA_TYPES:
+        raise HTTPRefusal(415, "A POST body must be application/json", "UNSUPPORTED_MEDIA_TYPE")
+
+
+def bounded(receive: Receive, limit: int) -> Receive:
+    """`receive`, refusing a body (chunked, or longer than it said) past the limit."""
+    seen = 0
+
+    async def bounded_receive() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise too_large(limit)
+        return message
+
+    return bounded_receive
+
+
+def refusal(request: Request, error: HTTPException) -> Response:
+    """The answer to a request refused before GraphQL ran: the same JSON error shape, with a
+    code (and the trace id), as every other error; Strawberry would answer in plain text."""
+    if (error.status_code == 400 and request.method == "GET"
+            and "mutations are not allowed" in error.reason):
+        # GraphQL over HTTP: a mutation over GET is 405 (Strawberry says 400).
+        error = HTTPRefusal(405, "Mutations must be sent with POST",
+                            "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
+    body = http_refusal_body(error)
+    trace_id = trace_id_of()
+    if trace_id:
+        for item in body["errors"]:
+            item["extensions"]["traceId"] = trace_id
+    return Response(orjson.dumps(body), headers=getattr(error, "headers", None),
+                    status_code=error.status_code,
+                    media_type=answer_media_type(accept_of(request)))

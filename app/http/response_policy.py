@@ -1,0 +1,62 @@
+"""What a GraphQL answer says besides its body: Cache-Control and Vary from the operation's
+cache policy, the status code GraphQL over HTTP gives a request that never ran, and how the
+request ended (for metrics and logs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from app.execution.context import RequestContext
+from app.http.negotiation import GRAPHQL_RESPONSE
+from app.telemetry.requests import DEBUG_HEADER
+
+# The codes of a request refused before it ran for the client's own reasons; anything else
+# without data is this gateway's failure (an exception in an extension, say).
+CLIENT_CODES = frozenset({
+    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "BAD_REQUEST",
+    "QUERY_TOO_COMPLEX", "RATE_LIMITED", "PERSISTED_QUERY_NOT_FOUND",
+    "PERSISTED_QUERY_REQUIRED", "UNAUTHENTICATED", "FORBIDDEN",
+})
+
+
+def never_ran(result: ExecutionResult) -> bool:
+    """Stopped before execution (parse, validation, variables, limits, or a failure on the
+    way): no data, and no error with a path, which only field errors have."""
+    return result.data is None and bool(result.errors) \
+        and not any(error.path for error in result.errors or ())
+
+
+def client_fault(errors: list[Any]) -> bool:
+    """Every error is one the client caused (the codes as the client sees them)."""
+    return all((e.get("extensions") or {}).get("code") in CLIENT_CODES for e in errors)
+
+
+def cache_headers(context: RequestContext, response: Response, failed: bool) -> None:
+    """Cache-Control from the response's policy; Vary on what changes the answer."""
+    response.headers["Cache-Control"] = context.response_policy(failed).header()
+    # The media type follows Accept: a shared cache must keep one per Accept.
+    response.headers["Vary"] = "Accept"
+    if context.debug:
+        # A waterfall is for its caller alone: no shared cache may keep it for others.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = f"Accept, {DEBUG_HEADER}"
+
+
+def settle_status(context: RequestContext, response: Response, result: ExecutionResult,
+                  processed: GraphQLHTTPResponse, media_type: str) -> None:
+    """The status code, and the request's outcome (ok, partial, refused, error)."""
+    stopped = never_ran(result)
+    # Refused: it never ran, and the client is to fix it; not an error of this gateway's.
+    refused = stopped and client_fault(list(processed.get("errors") or []))
+    if media_type == GRAPHQL_RESPONSE and stopped:
+        # The specification's status for a request that never ran, and no data entry.
+        processed.pop("data", None)  # type: ignore[misc]  # a TypedDict key, optional here
+        if response.status_code in (None, 200):
+            response.status_code = 400 if refused else 500
+    context.outcome = ("ok" if not result.errors
+                       else "partial" if result.data is not None
+                       else "refused" if refused else "error")
