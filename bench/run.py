@@ -58,7 +58,7 @@ MODES = {
 }
 # The sections of bench/RESULTS.md that other commands write.
 OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation", "Scale-out", "Resilience",
-                  "Tracing", "Soak")
+                  "Tracing", "Soak", "CPU against an earlier commit")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 

@@ -166,13 +166,14 @@ def pinned(cpus: str | None) -> list[str]:
 
 
 def spawn(
-    args: list[str], env: dict[str, str], log_path: Path, cpus: str | None = None
+    args: list[str], env: dict[str, str], log_path: Path, cpus: str | None = None,
+    root: Path | None = None,
 ) -> Process:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log = log_path.open("wb")
     # taskset execs the command, so the pid stays the Python process's own.
     proc = subprocess.Popen(
-        [*pinned(cpus), sys.executable, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        [*pinned(cpus), sys.executable, *args], cwd=root or ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
     return Process(proc=proc, env=env, log_path=log_path)
@@ -329,9 +330,11 @@ def start_gateway(
     port: int | None = None,
     env: Mapping[str, str | None] | None = None,
     cpus: str | None = None,
+    root: Path | None = None,
 ) -> Gateway:
     """A gateway process against `services`; `env` adds settings, and a None value removes
-    one of the harness's own (to see a settings file's value, say)."""
+    one of the harness's own (to see a settings file's value, say). `root` runs another
+    checkout's code (bench/compare.py: an earlier commit)."""
     port = port or free_port()
     e: dict[str, str | None] = {
         **services.gateway_env(),
@@ -346,7 +349,7 @@ def start_gateway(
     e.update(env or {})
     settled = {k: v for k, v in e.items() if v is not None}
     tmp.mkdir(parents=True, exist_ok=True)
-    process = spawn(["-m", "app"], settled, tmp / f"gateway-{port}.log", cpus)
+    process = spawn(["-m", "app"], settled, tmp / f"gateway-{port}.log", cpus, root)
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)

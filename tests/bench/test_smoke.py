@@ -115,3 +115,18 @@ def test_tracing_cost_smoke(tmp_path: Path) -> None:
                                       "every field traced, all exported"}
     assert all(c["1"]["rps"] > 0 for c in result["configs"].values())
     assert result["spans_exported"] > 0  # the exporting gateways reached the sink
+
+
+def test_compare_smoke_runs_an_earlier_commit_beside_this_one(tmp_path: Path) -> None:
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Soak\n\nkept\n")
+    run_module("bench.compare", "--base", "HEAD", "--workloads", "deep", "--concurrency", "1",
+               "--rounds", "2", "--seconds", "0.3", "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "compare.json").read_bytes())
+    (row,) = result["results"]
+    assert len(row["ratios"]) == 2 and row["median_head"] > 0 and row["median_base"] > 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## CPU against an earlier commit" in report and "kept" in report
+    # The worktree of the earlier commit is gone.
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    assert "bench-compare-" not in listed
