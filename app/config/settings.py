@@ -163,8 +163,8 @@ class Settings:
     plan_executor: bool = setting(
         True,
         "PLAN_EXECUTOR",
-        "Run queries with the breadth-first executor (app/execution/executor.py); false: graphql-core's "
-        "own executor for everything.",
+        "Run queries with the breadth-first executor (app/execution/executor.py); false: "
+        "graphql-core's own executor for everything.",
     )
     cache_enabled: bool = setting(
         True, "CACHE_ENABLED", "Entity cache on or off (off: every lookup goes upstream)."
@@ -218,7 +218,7 @@ class Settings:
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
     )
-    # -- transport (app/http/transport.py) -----------------------------------------------------------
+    # -- transport (app/http/transport.py) ---------------------------------------------------------
     cors_origins: str = setting(
         "",
         "CORS_ORIGINS",
@@ -242,7 +242,7 @@ class Settings:
         False, "HSTS",
         "Send Strict-Transport-Security (only behind HTTPS).",
     )
-    # -- persisted queries (app/security/persisted.py) ------------------------------------------------
+    # -- persisted queries (app/security/persisted.py) ---------------------------------------------
     persisted_queries_file: str = setting(
         "",
         "PERSISTED_QUERIES_FILE",
@@ -255,7 +255,7 @@ class Settings:
         "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
         "registered before); a query text is refused. For third-party production traffic.",
     )
-    # -- rate limits (app/security/ratelimit.py) ------------------------------------------------------
+    # -- rate limits (app/security/ratelimit.py) ---------------------------------------------------
     rate_limit_enabled: bool = setting(
         True, "RATE_LIMIT_ENABLED", "Rate limits per client, counted in query cost."
     )
@@ -276,7 +276,7 @@ class Settings:
         500000, "RATE_LIMIT_GOLD",
         "Query cost a gold client (a token with tier: gold) may spend per window.",
     )
-    # -- authentication (app/security/auth.py) ---------------------------------------------------------
+    # -- authentication (app/security/auth.py) -----------------------------------------------------
     auth_jwt_secret: str = setting(
         "",
         "AUTH_JWT_SECRET",
