@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import strawberry
@@ -95,10 +95,10 @@ def never_ran(result: ExecutionResult) -> bool:
     """Stopped before execution (parse, validation, variables, limits, or a failure on the
     way): no data, and no error with a path, which only field errors have."""
     return result.data is None and bool(result.errors) \
-        and not any(error.path for error in result.errors)
+        and not any(error.path for error in result.errors or ())
 
 
-def client_fault(errors: list[dict[str, Any]]) -> bool:
+def client_fault(errors: list[Any]) -> bool:
     """Every error is one the client caused (the codes as the client sees them)."""
     return all((e.get("extensions") or {}).get("code") in CLIENT_CODES for e in errors)
 
@@ -253,7 +253,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 "BAD_USER_INPUT")
         return min(default, asked / 1000)
 
-    async def execute_single(  # type: ignore[override]
+    async def execute_single(
         self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
         root_value: Any, request_data: Any,
     ) -> ExecutionResult:
@@ -300,7 +300,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context.rate_limit = decision
         return None if decision.allowed else rate_limited(decision, cost)
 
-    async def process_result(  # type: ignore[override]
+    async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
@@ -337,7 +337,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if trace_id and processed.get("errors"):
             # A support ticket quoting an error leads straight to its trace. (A copy: the
             # extensions may be those of an error the validation cache shares.)
-            for error in processed["errors"]:
+            for error in cast("list[dict[str, Any]]", processed["errors"]):
                 error["extensions"] = {**(error.get("extensions") or {}), "traceId": trace_id}
         if context.debug:
             # The waterfall: resolver and upstream timings, retries and error classes, from
@@ -351,7 +351,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                                        "cache": {"stale": True}}
         return processed
 
-    def create_response(  # type: ignore[override]
+    def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
