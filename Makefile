@@ -59,6 +59,7 @@ test: $(STAMP) $(ASSETS) check
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # The benchmark matrix, the idle penalty, the cross-replica invalidation time and scale-out
 # (under 5 minutes): writes bench/RESULTS.md and the JSON files beside it.

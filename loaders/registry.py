@@ -66,7 +66,7 @@ class LockstepLoader(DataLoader[Any, Any]):
             return waiter
         return future
 
-    async def batch_load_fn(self, keys: list[Any]) -> list[Any]:  # type: ignore[override]
+    async def batch_load_fn(self, keys: list[Any]) -> list[Any]:
         self._in_flight += 1
         try:
             return await self._fetch(keys)
@@ -77,8 +77,9 @@ class LockstepLoader(DataLoader[Any, Any]):
             waiters, self._waiters = self._waiters, []
             for waiter, cached in waiters:
                 if not waiter.done():
-                    if cached.exception() is not None:
-                        waiter.set_exception(cached.exception())  # type: ignore[arg-type]
+                    error = cached.exception()
+                    if error is not None:
+                        waiter.set_exception(error)
                     else:
                         waiter.set_result(cached.result())
 
@@ -111,7 +112,7 @@ class Loaders:
         self.by_level = False
 
     # -- the API resolvers use ---------------------------------------------------------------
-    def load(self, spec: Spec, key: Hashable) -> Awaitable[Any]:
+    def load(self, spec: Spec, key: Hashable) -> asyncio.Future[Any]:
         loader = self._loader(spec)
         self._adopt(spec, loader, key)
         return loader.load(key)

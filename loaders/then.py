@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+import asyncio
+from collections.abc import Callable, Generator
 from typing import Any
 
 
@@ -18,7 +19,7 @@ class Then:
 
     __slots__ = ("fn", "future")
 
-    def __init__(self, future: Awaitable[Any], fn: Callable[[Any], Any]) -> None:
+    def __init__(self, future: asyncio.Future[Any], fn: Callable[[Any], Any]) -> None:
         self.future = future
         self.fn = fn
 

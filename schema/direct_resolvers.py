@@ -43,6 +43,8 @@ def _direct(field: GraphQLField, definition: StrawberryField, inline_keys: bool
     if definition.base_resolver is None:
         return _key_reader(definition.python_name, inline_keys)
     fn = definition.base_resolver.wrapped_func
+    if not callable(fn):
+        return None  # a classmethod descriptor: Strawberry binds it
     params = list(inspect.signature(fn).parameters)
     if any(a.python_name != (a.graphql_name or a.python_name) for a in definition.arguments):
         return None  # graphql-core would pass arguments under other names

@@ -22,7 +22,10 @@ from app.execution.context import Info
 
 
 class _Permission(BasePermission):
-    error_class = Forbidden  # classified as FORBIDDEN (app/execution/errors.py)
+    def on_unauthorized(self) -> None:
+        # Classified as FORBIDDEN (app/execution/errors.py). Raised here rather than named as
+        # `error_class`, which Strawberry types as a GraphQLError subclass.
+        raise Forbidden(self.message or "")
 
 
 class IsSelf(_Permission):

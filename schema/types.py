@@ -12,7 +12,7 @@ by the resolvers' signatures, so their descriptions are given here, with `docume
 from __future__ import annotations
 
 from enum import Enum
-from typing import TypeVar
+from typing import Any
 
 import strawberry
 from strawberry.types.field import StrawberryField
@@ -21,15 +21,17 @@ from resolvers import entities as r
 from schema.directives import PRIVATE, cache
 from schema.permissions import IsSelf, OwnOrders
 
-F = TypeVar("F")
 
-
-def documented(field: F, **arguments: str) -> F:
+def documented(field: object, **arguments: str) -> Any:
     """`field`, with descriptions for the arguments its resolver declares, by Python name.
 
     The resolvers in `resolvers/` declare the arguments (names, types, defaults); the public
     graph's documentation belongs with the schema, so it is attached here. Naming an argument
-    the resolver does not have is an error, so a renamed argument cannot lose its text."""
+    the resolver does not have is an error, so a renamed argument cannot lose its text.
+
+    Typed `object` to `Any`: Strawberry types `strawberry.field(resolver=f)` as f's return
+    type (here an upstream dict), while the class attribute it is assigned to is annotated
+    with the field's GraphQL type; the value is a `StrawberryField` either way."""
     assert isinstance(field, StrawberryField)
     declared = {argument.python_name: argument for argument in field.arguments}
     unknown = sorted(set(arguments) - set(declared))

@@ -22,6 +22,7 @@ import orjson
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLObjectType,
     GraphQLSchema,
@@ -126,7 +127,7 @@ class CacheHints:
         if operation is None or operation.operation != OperationType.QUERY:
             return NO_STORE
         fragments = {d.name.value: d for d in document.definitions
-                     if d.kind == "fragment_definition"}
+                     if isinstance(d, FragmentDefinitionNode)}
         root = self.schema.query_type
         assert root is not None
         return self._walk(operation.selection_set, root, None, fragments, True, set())

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlparse
 
@@ -116,9 +116,9 @@ class RedisLevel:
     def up(self) -> bool:
         return time.monotonic() >= self.down_until
 
-    async def _guard(self, what: str, call: Awaitable[Any], default: Any) -> Any:
+    async def _guard(self, what: str, call: Coroutine[Any, Any, Any], default: Any) -> Any:
         if not self.up:
-            call.close()  # type: ignore[attr-defined]
+            call.close()
             return default
         try:
             result = await call

@@ -20,8 +20,12 @@ import orjson
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLObjectType,
     GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
 )
@@ -84,7 +88,7 @@ class ResponseCache:
         """The object types an operation reads: their changes invalidate its responses."""
         found: set[str] = set()
         fragments = {d.name.value: d for d in document.definitions
-                     if d.kind == "fragment_definition"}
+                     if isinstance(d, FragmentDefinitionNode)}
 
         def walk(selection_set: SelectionSetNode, parent: GraphQLObjectType,
                  seen: frozenset[str]) -> None:
@@ -98,17 +102,16 @@ class ResponseCache:
                         found.add(named.name)
                         if selection.selection_set is not None:
                             walk(selection.selection_set, named, seen)
-                elif selection.kind == "inline_fragment":
-                    walk(selection.selection_set, parent, seen)  # type: ignore[attr-defined]
-                else:
-                    name = selection.name.value  # type: ignore[attr-defined]
+                elif isinstance(selection, InlineFragmentNode):
+                    walk(selection.selection_set, parent, seen)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
                     if name in fragments and name not in seen:
                         walk(fragments[name].selection_set, parent, seen | {name})
 
         for definition in document.definitions:
-            if definition.kind == "operation_definition" and self.schema.query_type:
-                walk(definition.selection_set, self.schema.query_type,  # type: ignore[attr-defined]
-                     frozenset())
+            if isinstance(definition, OperationDefinitionNode) and self.schema.query_type:
+                walk(definition.selection_set, self.schema.query_type, frozenset())
         for name in list(found):
             found.update(self.reads.get(name, ()))
         return frozenset(found)

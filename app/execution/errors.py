@@ -64,7 +64,8 @@ def classify_errors(errors: list[GraphQLError]) -> None:
             # One batch (or one call) failing many fields is one error with many paths.
             first = by_failure.get(id(original))
             if first is not None:
-                first.extensions["paths"].append(error.path)  # type: ignore[index]
+                # (`first` was given extensions with "paths" below, when it was kept.)
+                first.extensions["paths"].append(error.path)  # type: ignore[index]  # not None
                 continue
             by_failure[id(original)] = error
         kept.append(error)

@@ -65,7 +65,7 @@ MAX_INT = 2**31 - 1
 MIN_INT = -(2**31)
 
 
-def _verbatim(kind: type | None, value: Any) -> bool:
+def _verbatim(kind: type[Any] | None, value: Any) -> bool:
     """Whether `value` is its scalar's serialized form already (see VERBATIM)."""
     if kind is None or type(value) is not kind:
         return False
@@ -111,7 +111,7 @@ _Slot = tuple[Any, Any, bool, Any]
 class _Failed:
     __slots__ = ("error",)
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 
@@ -132,7 +132,8 @@ class GatewayExecutor(Executor[Any]):
             # graphql-core keeps bound methods of the executor on it (`async_helpers`): a
             # cycle through which the request's whole result, its context and its loaders
             # lived until the cycle collector's next pass (bench/README.md, garbage).
-            self.async_helpers = None  # type: ignore[assignment]
+            # (graphql-core types it as never None: nothing uses it once the response is built.)
+            self.async_helpers = None  # type: ignore[assignment]  # dropped once built
         return response
 
     def fallback(self, error: BaseException, field_def: GraphQLField,
@@ -153,9 +154,9 @@ class GatewayExecutor(Executor[Any]):
             path)
         return make(args)
 
-    async def complete_awaitable_value(  # type: ignore[override]
+    async def complete_awaitable_value(
         self, return_type: GraphQLOutputType, field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo, path: Path, result: Any, position_context: Any,
+        info: GraphQLResolveInfo[Any], path: Path, result: Any, position_context: Any,
     ) -> Any:
         field_def = info.parent_type.fields[info.field_name]
         if field_def.extensions and FALLBACK in field_def.extensions:
@@ -175,7 +176,7 @@ class GatewayExecutor(Executor[Any]):
 
 class PlanExecutor(GatewayExecutor):
 
-    def execute_root_grouped_field_set(  # type: ignore[override]
+    def execute_root_grouped_field_set(
         self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
         serially: bool, position_context: Any,
     ) -> Any:
@@ -367,7 +368,8 @@ class PlanExecutor(GatewayExecutor):
             container[key] = value
             return
         try:
-            serialized = inner.serialize(value)  # type: ignore[union-attr]
+            # A leaf: `_plannable` admits no interface or union, the other types without it.
+            serialized = inner.serialize(value)  # type: ignore[union-attr]  # a leaf type
             if serialized is None:
                 raise GraphQLError(f"Expected `{inner}.serialize({value!r})` to return "
                                    "non-nullable value, returned: None")
@@ -376,7 +378,7 @@ class PlanExecutor(GatewayExecutor):
             return
         container[key] = serialized
 
-    def _fail(self, error: BaseException, details: FieldDetailsList, path: tuple[Any, ...],
+    def _fail(self, error: Exception, details: FieldDetailsList, path: tuple[Any, ...],
               slot: _Slot) -> None:
         self.collected_errors.add(
             located_error(error, [d.node for d in details], list(path)), _graphql_path(path))
@@ -393,7 +395,7 @@ def _plan(parent_type: GraphQLObjectType, fields: Any) -> list[tuple[Any, ...]]:
     """Per field of a selection on `parent_type`: its response key, details, node, name,
     definition (None for __typename), the source key it reads (if a key read), the Python
     type its value may be written as verbatim (if a built-in scalar), and nullability."""
-    plan = []
+    plan: list[tuple[Any, ...]] = []
     for key, details in fields.items():
         node = details[0].node
         name = node.name.value

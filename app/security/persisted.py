@@ -119,7 +119,8 @@ class PersistedQueries:
             return None
         if raw is None:
             return None
-        query = raw.decode()
+        # Bytes, as the client decodes no responses (redis types it bytes or str).
+        query = raw if isinstance(raw, str) else raw.decode()
         self._remember(digest, query)
         return query
 

@@ -140,7 +140,7 @@ class RateLimit(SchemaExtension):
         super().__init__()
         self.limiter = limiter
 
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         context = ec.context
         viewer = getattr(context, "viewer", None)

@@ -57,8 +57,9 @@ def does_work(definition: Any) -> bool:
     alone (a price formatted from cents) is as trivial as a key read."""
     if not isinstance(definition, StrawberryField) or definition.base_resolver is None:
         return False
-    fn = definition.base_resolver.wrapped_func
-    return inspect.iscoroutinefunction(fn) or "info" in inspect.signature(fn).parameters
+    resolver = definition.base_resolver
+    return (inspect.iscoroutinefunction(resolver.wrapped_func)
+            or "info" in resolver.signature.parameters)
 
 
 def traced_fields(schema: GraphQLSchema, all_fields: bool) -> dict[tuple[str, str], _Field]:

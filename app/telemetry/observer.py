@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import Token
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -22,6 +23,9 @@ from opentelemetry.trace import Span, Status, StatusCode
 from app.core.observer import CallObservation, Observer
 from app.telemetry import metrics
 from app.telemetry.logs import OPERATION
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 _NULL: AbstractContextManager[None] = nullcontext()
 
@@ -35,7 +39,7 @@ class _Call(CallObservation):
         self._service = service
         self._route = route
         self._started = time.monotonic()
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
         # The call's span (its attempts are aiohttp's client spans under it); none when the
         # request is not recorded.
         self._span: Span | None = None
@@ -60,7 +64,7 @@ class _Call(CallObservation):
             span.set_status(Status(StatusCode.ERROR, kind.__name__))
             span.end()
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
 
     def attempt(self, number: int) -> None:
         if number > 1:

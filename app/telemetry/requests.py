@@ -20,7 +20,7 @@ import hmac
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, asgi_getter
@@ -93,7 +93,8 @@ class ServerSpan:
             return
         # The instrumentation's own reading of the headers (first value, any case, every
         # configured propagator).
-        parent = propagate.extract(scope, getter=asgi_getter)
+        # (The scope is a dict, as `asgi_getter`, a `Getter[dict]`, expects.)
+        parent = propagate.extract(cast("dict[str, Any]", scope), getter=asgi_getter)
         with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}",
                                                context=parent, kind=trace.SpanKind.SERVER):
             await self.app(scope, receive, send)

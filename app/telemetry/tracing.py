@@ -34,8 +34,10 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
-    SpanExporter,
 )
+
+# Re-exported (`as`): app.http names the exporter type, and may not import OpenTelemetry.
+from opentelemetry.sdk.trace.export import SpanExporter as SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     Sampler,
@@ -163,9 +165,11 @@ class RequestSpans(SpanProcessor):
         # Its parent may have ended already (a resolver's children start after it has its
         # value): ids are kept until the request ends.
         root = self._root_of.get(parent.span_id)
-        request = self._requests.get(root) if root is not None else None
+        if root is None:
+            return
+        request = self._requests.get(root)
         if request is not None and len(request.ids) < MAX_SPANS_PER_REQUEST:
-            self._root_of[ctx.span_id] = root  # type: ignore[assignment]
+            self._root_of[ctx.span_id] = root
             request.ids.append(ctx.span_id)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -173,7 +177,9 @@ class RequestSpans(SpanProcessor):
         if ctx is None:
             return
         root = self._root_of.get(ctx.span_id)
-        request = self._requests.get(root) if root is not None else None
+        if root is None:
+            return
+        request = self._requests.get(root)
         if request is None:
             return
         request.spans.append(span)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,11 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
+def _retries(attributes: Mapping[str, Any]) -> int:
+    """The retries an upstream call's span records (an int attribute: app/telemetry/observer)."""
+    return int(attributes.get(RETRIES, 0))
+
+
 def waterfall(spans: Sequence[ReadableSpan]) -> dict[str, list[dict[str, Any]]]:
     """A request's `resolvers` and `upstream` calls, timed from the operation's start."""
     if not spans:
@@ -29,11 +34,11 @@ def waterfall(spans: Sequence[ReadableSpan]) -> dict[str, list[dict[str, Any]]]:
     operation = [s for s in spans if s.attributes and "graphql.operation.type" in s.attributes]
     began = (operation[0].start_time if operation else None) \
         or min(s.start_time or 0 for s in spans)
-    upstream = [
+    upstream: list[dict[str, Any]] = [
         {"service": a.get(SERVICE), "route": a.get("url.template"),
          "startMs": _ms((s.start_time or 0) - began),
          "durationMs": _ms((s.end_time or 0) - (s.start_time or 0)),
-         "retries": int(a.get(RETRIES, 0)), "code": a.get("error.type")}  # type: ignore[call-overload]
+         "retries": _retries(a), "code": a.get("error.type")}
         for s in spans if SERVICE in (a := s.attributes or {})
     ]
     upstream.sort(key=lambda c: c["startMs"])
@@ -52,7 +57,7 @@ def resolver_rows(spans: Sequence[ReadableSpan], began: int) -> list[dict[str, A
     rows = []
     for span in resolvers:
         calls = retries = 0
-        stack = list(children.get(span.context.span_id, ()))  # type: ignore[union-attr]
+        stack = list(children.get(span.context.span_id, ()))
         while stack:  # its batches and their calls, not the resolvers nested under it
             child = stack.pop()
             attributes = child.attributes or {}
@@ -60,8 +65,8 @@ def resolver_rows(spans: Sequence[ReadableSpan], began: int) -> list[dict[str, A
                 continue
             if SERVICE in attributes:
                 calls += 1
-                retries += int(attributes.get(RETRIES, 0))  # type: ignore[call-overload]
-            stack.extend(children.get(child.context.span_id, ()))  # type: ignore[union-attr]
+                retries += _retries(attributes)
+            stack.extend(children.get(child.context.span_id, ()))
         attributes = span.attributes or {}
         rows.append({
             "path": attributes.get(PATH),
