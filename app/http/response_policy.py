@@ -54,7 +54,7 @@ def settle_status(context: RequestContext, response: Response, result: Execution
     refused = stopped and client_fault(list(processed.get("errors") or []))
     if media_type == GRAPHQL_RESPONSE and stopped:
         # The specification's status for a request that never ran, and no data entry.
-        processed.pop("data", None)  # type: ignore[misc]  # a TypedDict key, optional here
+        processed.pop("data", None)
         if response.status_code in (None, 200):
             response.status_code = 400 if refused else 500
     context.outcome = ("ok" if not result.errors

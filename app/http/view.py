@@ -158,7 +158,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 "BAD_USER_INPUT")
         return min(default, asked / 1000)
 
-    async def execute_single(  # type: ignore[override]
+    async def execute_single(
         self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
         root_value: Any, request_data: Any,
     ) -> ExecutionResult:
@@ -205,7 +205,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         context.rate_limit = decision
         return None if decision.allowed else rate_limited(decision, cost)
 
-    async def process_result(  # type: ignore[override]
+    async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
@@ -225,7 +225,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         annotate(processed, context, self.telemetry)
         return processed
 
-    def create_response(  # type: ignore[override]
+    def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
