@@ -10,7 +10,6 @@ generations make it a miss.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +29,7 @@ from app.cache.entity import EntityCache
 from app.cache.hints import PUBLIC, Policy
 from app.cache.invalidation import response_namespace
 from app.cache.levels import MemoryLevel
+from app.core.clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class CachedResponse:
 
 
 class ResponseCache:
-    def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int) -> None:
+    def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int, *,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.now = clock.time  # bound once (read per request)
         self.schema = schema
         self.entities = entities
         self.level = MemoryLevel(max_entries)
@@ -58,7 +60,7 @@ class ResponseCache:
         return f"{digest}:{operation_name or ''}:" + encoded
 
     def get(self, key: str) -> CachedResponse | None:
-        now = time.time()
+        now = self.now()
         entry: CachedResponse | None = self.level.get(key, now)
         if entry is None:
             return None
@@ -72,7 +74,7 @@ class ResponseCache:
             return
         names = [response_namespace(t) for t in sorted(self._types(document))]
         generations = tuple((n, self.entities.generation(n)) for n in names)
-        now = time.time()
+        now = self.now()
         age = policy.max_age
         self.level.set(key, CachedResponse(data, policy, generations, now), now + age)
 
