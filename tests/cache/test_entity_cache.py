@@ -7,13 +7,12 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cache.conftest import CacheStack, Query, upstream_calls
+from tests.cache.conftest import CacheStack, Query, upstream_calls, wait_for
 from tests.conftest import QUERIES
 from tests.harness import EVENT_SECRET, Gateway, http
 
@@ -28,16 +27,6 @@ async def test_warm_deep_query_costs_no_upstream_call(query: Query, cstack: Cach
     assert warm == cold and "errors" not in warm
     counts = {n: sum(s["requests"].values()) for n, s in cstack.services.all_stats().items()}
     assert counts == dict.fromkeys(counts, 0)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
-    """Poll `predicate` every 5 ms; returns the seconds it took to become true."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        if await predicate():
-            return time.monotonic() - started
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not reached within {within} s")
 
 
 async def test_a_change_event_evicts_the_entity(query: Query, cstack: CacheStack) -> None:
