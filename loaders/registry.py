@@ -7,7 +7,6 @@ the request executes, and is dropped with it, so one caller never sees another's
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -226,7 +225,7 @@ class Loaders:
         namespace = self._namespaces.get(spec.name)
         if self._cache is None or namespace is None:
             return MISSING
-        value = self._cache.peek(namespace, key, self._viewer, time.time())
+        value = self._cache.peek(namespace, key, self._viewer, self._cache.now())
         if value is MISSING:
             return MISSING
         if known is None:

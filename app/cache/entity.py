@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -26,6 +25,7 @@ import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.observer import NULL_OBSERVER, Observer
 from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
 from app.upstream.resilience import Deadline
@@ -63,15 +63,19 @@ def _key_text(key: Hashable) -> str:
 class EntityCache:
     def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
                  staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
-                 schema_tag: str = "", observer: Observer = NULL_OBSERVER) -> None:
+                 schema_tag: str = "", observer: Observer = NULL_OBSERVER,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.hints = hints
         self.observer = observer
+        self.clock = clock
+        self.now = clock.time  # bound once: a deep query reads the cache hundreds of times
         # Per entity type (defaults: `loaders.entities`); none for a type not named.
         self.staleness = dict(staleness or {})
         self.l1 = MemoryLevel(max_entries)
         # Versioned keys: a new format or schema never reads entries written for the old.
         key_prefix = f"{prefix}:{FORMAT}:{schema_tag}:"
-        self.l2 = RedisLevel(redis_url, key_prefix, "invalidate") if redis_url else None
+        self.l2 = (RedisLevel(redis_url, key_prefix, "invalidate", clock=clock)
+                   if redis_url else None)
         self.replica = uuid.uuid4().hex[:12]
         self._generations: dict[str, int] = {}
         self._epoch = 0
@@ -133,7 +137,7 @@ class EntityCache:
         if ns.ttl <= 0 or (ns.private and viewer is None):
             self.observer.cache_bypassed(len(keys))
             return await fetch(list(keys))
-        now = time.time()
+        now = self.now()
         full = [self._full(ns, k, viewer) for k in keys]
         results: list[Any] = [None] * len(keys)
         stale: dict[int, Any] = {}  # index -> value usable if the upstream fails
@@ -210,8 +214,8 @@ class EntityCache:
                     results[i] = await futures[i]
                 else:
                     # Another request's fetch: wait for it no longer than our own deadline.
-                    results[i] = await asyncio.wait_for(asyncio.shield(futures[i]),
-                                                        max(0.0, deadline.remaining()))
+                    results[i] = await self.clock.wait_for(asyncio.shield(futures[i]),
+                                                           max(0.0, deadline.remaining()))
             except TimeoutError:
                 self._failed(ns, i, upstream_failure("deadline", service), results, stale,
                              policy)
@@ -253,7 +257,7 @@ class EntityCache:
                     future.set_exception(err)
                     future.exception()  # retrieved here: the waiters decide what to do
             return
-        now = time.time()
+        now = self.now()
         writes: list[tuple[str, bytes, int]] = []
         hard = ns.ttl + max(ns.swr, ns.sie)
         for fk, value, future in zip(full, values, futures, strict=True):

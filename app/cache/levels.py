@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlparse
 
 from aiocache import RedisCache
+
+from app.core.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("gateway.cache")
 
@@ -95,7 +96,9 @@ class RedisLevel:
 
     RETRY_AFTER_S = 2.0
 
-    def __init__(self, url: str, prefix: str, channel: str) -> None:
+    def __init__(self, url: str, prefix: str, channel: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self._now = clock.monotonic
         parsed = urlparse(url)
         self.prefix = prefix
         self.channel = channel
@@ -114,7 +117,7 @@ class RedisLevel:
 
     @property
     def up(self) -> bool:
-        return time.monotonic() >= self.down_until
+        return self._now() >= self.down_until
 
     async def _guard(self, what: str, call: Coroutine[Any, Any, Any], default: Any) -> Any:
         if not self.up:
@@ -126,7 +129,7 @@ class RedisLevel:
             if not self.is_down:
                 log.warning("redis unavailable (%s: %s): serving from upstreams", what, err)
                 self.is_down = True
-            self.down_until = time.monotonic() + self.RETRY_AFTER_S
+            self.down_until = self._now() + self.RETRY_AFTER_S
             return default
         if self.is_down:
             log.warning("redis available again")
@@ -197,9 +200,9 @@ class RedisLevel:
         if ack is None or receivers <= 1:
             return 0
         acked = 0
-        deadline = time.monotonic() + wait_s
+        deadline = self._now() + wait_s
         while acked < receivers - 1:  # the publisher is subscribed too, and does not ack
-            left = deadline - time.monotonic()
+            left = deadline - self._now()
             if left <= 0:
                 break
             got = await self._guard("ack", self.client.blpop([self.key(ack)], timeout=left),
@@ -232,7 +235,7 @@ class RedisLevel:
                 raise
             except Exception as err:
                 log.debug("pub/sub interrupted: %s", err)
-                await asyncio.sleep(self.RETRY_AFTER_S)
+                await self.clock.sleep(self.RETRY_AFTER_S)
 
     async def ping(self) -> bool:
         try:

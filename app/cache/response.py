@@ -10,7 +10,6 @@ generations make it a miss.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,6 +33,7 @@ from app.cache.entity import EntityCache
 from app.cache.hints import PUBLIC, Policy
 from app.cache.invalidation import response_namespace
 from app.cache.levels import MemoryLevel
+from app.core.clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class CachedResponse:
 
 class ResponseCache:
     def __init__(self, schema: GraphQLSchema, entities: EntityCache, max_entries: int,
-                 reads: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 reads: Mapping[str, tuple[str, ...]] | None = None, *,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.now = clock.time  # bound once (read per request)
         self.schema = schema
         # Entity types read along with another (Product.inStock reads Stock): a response
         # that reads the one depends on the other's changes too (`loaders.entities`).
@@ -66,7 +68,7 @@ class ResponseCache:
         return f"{digest}:{operation_name or ''}:" + encoded
 
     def get(self, key: str) -> CachedResponse | None:
-        now = time.time()
+        now = self.now()
         entry: CachedResponse | None = self.level.get(key, now)
         if entry is None:
             return None
@@ -80,7 +82,7 @@ class ResponseCache:
             return
         names = [response_namespace(t) for t in sorted(self._types(document))]
         generations = tuple((n, self.entities.generation(n)) for n in names)
-        now = time.time()
+        now = self.now()
         age = policy.max_age
         self.level.set(key, CachedResponse(data, policy, generations, now), now + age)
 

@@ -17,6 +17,7 @@ from app.cache.hints import CacheHints
 from app.cache.invalidation import Invalidator, response_namespace
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
+from app.core.observer import NULL_OBSERVER
 from app.http import transport
 from app.http.events import receive_event
 from app.http.health import Readiness, healthz
@@ -63,7 +64,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
         hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
         staleness=staleness, prefix=settings.redis_prefix,
         schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
-        **({"observer": telemetry.observer} if telemetry is not None else {}),
+        observer=telemetry.observer if telemetry is not None else NULL_OBSERVER,
     )
     entities.track([response_namespace(t) for t in entities_registry.ENTITIES])
     namespaces = loader_namespaces(entities, declarations.ALL)

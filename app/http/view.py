@@ -6,7 +6,6 @@ says besides its body is decided by `response_policy` (Cache-Control, status) an
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             if hit is not None:
                 context.operation_policy = hit.policy
                 # Age (RFC 9111): how long ago this answer was computed.
-                sub_response.headers["Age"] = str(int(time.time() - hit.stored_at))
+                sub_response.headers["Age"] = str(int(responses.now() - hit.stored_at))
                 return ExecutionResult(data=hit.data, errors=None)
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)

@@ -9,20 +9,23 @@ import math
 import time
 from enum import IntEnum
 
+from app.core.clock import SYSTEM_CLOCK, Clock
+
 
 class Deadline:
     """When a request's time is up: every upstream call and retry stops there."""
 
-    __slots__ = ("at",)
+    __slots__ = ("_now", "at")
 
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
+    def __init__(self, seconds: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._now = clock.monotonic
+        self.at = self._now() + seconds
 
     def remaining(self) -> float:
-        return self.at - time.monotonic()
+        return self.at - self._now()
 
     def expired(self) -> bool:
-        return time.monotonic() >= self.at
+        return self._now() >= self.at
 
 
 class Window:
@@ -79,19 +82,22 @@ class RetryBudget:
 
     CALLS, RETRIES = 0, 1
 
-    def __init__(self, ratio: float, min_per_s: float, window_s: float) -> None:
+    def __init__(self, ratio: float, min_per_s: float, window_s: float,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.ratio = ratio
         self.reserve = min_per_s * window_s
         self._window = Window(window_s, 2)
+        self._now = clock.monotonic
 
     def record_call(self) -> None:
-        self._window.add(self.CALLS)
+        self._window.add(self.CALLS, self._now())
 
     def try_spend(self) -> bool:
-        calls, retries = self._window.counts()
+        now = self._now()
+        calls, retries = self._window.counts(now)
         if retries + 1 > self.ratio * calls + self.reserve:
             return False
-        self._window.add(self.RETRIES)
+        self._window.add(self.RETRIES, now)
         return True
 
 
@@ -113,7 +119,8 @@ class CircuitBreaker:
     OK, FAILED = 0, 1
 
     def __init__(self, failure_rate: float, min_calls: int, window_s: float, open_s: float,
-                 probes: int) -> None:
+                 probes: int, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._now = clock.monotonic
         self.failure_rate = failure_rate
         self.min_calls = min_calls
         self.open_s = open_s
@@ -130,7 +137,7 @@ class CircuitBreaker:
         if self.state is State.CLOSED:
             return False
         if self.state is State.OPEN:
-            if time.monotonic() - self.opened_at < self.open_s:
+            if self._now() - self.opened_at < self.open_s:
                 return None
             self.state = State.HALF_OPEN
             self._probe_successes = 0
@@ -142,7 +149,7 @@ class CircuitBreaker:
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through."""
-        return max(0.0, self.open_s - (time.monotonic() - self.opened_at))
+        return max(0.0, self.open_s - (self._now() - self.opened_at))
 
     def record(self, ok: bool, probe: bool = False) -> None:
         if self.state is State.HALF_OPEN:
@@ -159,9 +166,10 @@ class CircuitBreaker:
             return
         if self.state is State.OPEN or probe:
             return  # an attempt that started before the breaker opened, or a stale probe
-        self._window.add(self.OK if ok else self.FAILED)
+        now = self._now()
+        self._window.add(self.OK if ok else self.FAILED, now)
         if not ok:
-            calls_ok, failed = self._window.counts()
+            calls_ok, failed = self._window.counts(now)
             total = calls_ok + failed
             if total >= self.min_calls and failed >= self.failure_rate * total:
                 self._open()
@@ -174,4 +182,4 @@ class CircuitBreaker:
 
     def _open(self) -> None:
         self.state = State.OPEN
-        self.opened_at = time.monotonic()
+        self.opened_at = self._now()

@@ -3,6 +3,8 @@ events reach them, and a real Redis: REDIS_URL when set, else a private redis-se
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -90,3 +92,14 @@ def upstream_calls(services: Services, name: str, route: str) -> int:
 
 def gateway_log(gateway: Gateway) -> str:
     return gateway.process.log()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
+    """Poll `predicate` every 5 ms until it holds (an event the test waits for, not a
+    guess of how long it takes); returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if await predicate():
+            return time.monotonic() - started
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"condition not reached within {within} s")

@@ -7,13 +7,12 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cache.conftest import CacheStack, Query, upstream_calls
+from tests.cache.conftest import CacheStack, Query, upstream_calls, wait_for
 from tests.conftest import QUERIES
 from tests.harness import EVENT_SECRET, Gateway, http
 
@@ -28,16 +27,6 @@ async def test_warm_deep_query_costs_no_upstream_call(query: Query, cstack: Cach
     assert warm == cold and "errors" not in warm
     counts = {n: sum(s["requests"].values()) for n, s in cstack.services.all_stats().items()}
     assert counts == dict.fromkeys(counts, 0)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 2.0) -> float:
-    """Poll `predicate` every 5 ms; returns the seconds it took to become true."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        if await predicate():
-            return time.monotonic() - started
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not reached within {within} s")
 
 
 async def test_a_change_event_evicts_the_entity(query: Query, cstack: CacheStack) -> None:
@@ -101,21 +90,32 @@ async def test_concurrent_misses_cost_one_upstream_call(
 async def test_a_fetch_in_flight_cannot_cache_what_an_invalidation_replaced(
     query: Query, cstack: CacheStack, http_session: aiohttp.ClientSession
 ) -> None:
+    doc = 'query($id: ID!) { product(id: $id) { id name } }'
     for gateway, reader, pid in ((cstack.memory, cstack.memory, "p3004"),
                                  (cstack.a, cstack.b, "p3005")):
         cstack.services.reset_stats()
-        cstack.services.set_faults("catalog", latency_ms=400)
-        doc = 'query($id: ID!) { product(id: $id) { id name } }'
+        # The catalog holds every request: the fetch stays in flight until released.
+        cstack.services.set_faults("catalog", hang_rate=1.0)
         fetch = asyncio.create_task(query(gateway, doc, {"id": pid}))
-        await asyncio.sleep(0.15)  # the fetch is in flight
+
+        async def in_flight() -> bool:
+            return upstream_calls(cstack.services, "catalog", "GET /products") >= 1
+
+        await wait_for(in_flight)  # the fetch reached the catalog, and is held there
+        # The event is applied before its 204: the eviction happens while the fetch is held.
         await post_event(http_session, gateway, {
             "type": "Product", "id": pid, "op": "update", "version": 5000,
             "at": "2026-11-22T10:00:00Z"})
-        await fetch
-        cstack.services.set_faults("catalog", latency_ms=0)
+        assert not fetch.done()
+        # Release: the held attempt times out (UPSTREAM_TIMEOUT_S) and the same fetch's
+        # retry is answered, after the invalidation.
+        cstack.services.set_faults("catalog", hang_rate=0.0)
+        _, _, body = await fetch
+        assert body["data"]["product"]["id"] == pid, body
         # Its result predates the invalidation: it was not cached, here or in Redis.
+        cstack.services.reset_stats()
         await query(reader, doc, {"id": pid})
-        assert upstream_calls(cstack.services, "catalog", "GET /products") == 2, gateway.url
+        assert upstream_calls(cstack.services, "catalog", "GET /products") == 1, gateway.url
 
 
 async def test_private_data_is_cached_per_user(query: Query, cstack: CacheStack) -> None:
@@ -130,16 +130,30 @@ async def test_private_data_is_cached_per_user(query: Query, cstack: CacheStack)
 
 async def test_cache_metrics_by_type(query: Query, cstack: CacheStack,
                                      http_session: aiohttp.ClientSession) -> None:
-    await query(cstack.memory, PRODUCT, {"id": "p3006"})
-    await query(cstack.memory, PRODUCT, {"id": "p3006"})
-    async with http_session.get(cstack.memory.url + "/metrics") as resp:
-        text = await resp.text()
-    samples = {(s.labels["entity"], s.labels["outcome"]): s.value
-               for f in text_string_to_metric_families(text) if f.name == "gateway_cache_events"
-               for s in f.samples if s.name == "gateway_cache_events_total"}
+    async def samples() -> dict[tuple[str, str], float]:
+        async with http_session.get(cstack.memory.url + "/metrics") as resp:
+            text = await resp.text()
+        return {(s.labels["entity"], s.labels["outcome"]): s.value
+                for f in text_string_to_metric_families(text)
+                if f.name == "gateway_cache_events"
+                for s in f.samples if s.name == "gateway_cache_events_total"}
+
+    pid = "p3006"
+    before = await samples()
+    await query(cstack.memory, PRODUCT, {"id": pid})  # a miss (or a hit, if cached already)
+    await post_event(http_session, cstack.memory, {  # an eviction, applied before its 204
+        "type": "Product", "id": pid, "op": "update", "version": int(time.time() * 1000),
+        "at": "2026-11-22T10:00:00Z"})
+    await query(cstack.memory, PRODUCT, {"id": pid})  # a miss: it was evicted
+    await query(cstack.memory, PRODUCT, {"id": pid})  # a hit
+    after = await samples()
+
+    def grew(entity: str, outcome: str) -> float:
+        return after.get((entity, outcome), 0) - before.get((entity, outcome), 0)
+
     for outcome in ("hit", "miss", "eviction"):
-        assert samples.get(("Product", outcome), 0) >= 1, (outcome, samples)
-    assert samples.get(("Stock", "hit"), 0) >= 1
+        assert grew("Product", outcome) >= 1, (outcome, before, after)
+    assert grew("Stock", "hit") >= 1, (before, after)
 
 
 async def test_a_new_review_evicts_its_product_and_author_lists(

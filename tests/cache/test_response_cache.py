@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.cache.conftest import CacheStack, Query
+from tests.cache.conftest import CacheStack, Query, upstream_calls
 from tests.harness import http
 
 DOC = 'query($id: ID!) { product(id: $id) { id name reviews(first: 2) { id } } }'
@@ -40,6 +40,22 @@ async def test_private_failed_and_mutating_operations_are_not_stored(
         await query(gw, document, user=user)
         _, headers, _ = await query(gw, document, user=user)
         assert "Age" not in headers, document
+    # A mutation, sent twice alike: both run (two reviews written), neither is answered
+    # from the cache.
+    cstack.services.reset_stats()
+    add = ('mutation($input: AddReviewInput!) { addReview(input: $input) { '
+           'review { id rating product { id name } } errors { code } } }')
+    variables = {"input": {"productId": "p3403", "rating": 5, "body": "Twice the same."}}
+    replies = [await query(gw, add, variables, user="u71") for _ in range(2)]
+    reviews = []
+    for status, headers, body in replies:
+        assert status == 200 and "errors" not in body, body
+        payload = body["data"]["addReview"]
+        assert payload["errors"] == [] and payload["review"]["product"]["id"] == "p3403"
+        assert "Age" not in headers, headers
+        reviews.append(payload["review"]["id"])
+    assert reviews[0] != reviews[1], reviews
+    assert upstream_calls(cstack.services, "reviews", "POST /reviews") == 2
 
 
 async def test_a_change_event_invalidates_the_responses_that_read_its_type(

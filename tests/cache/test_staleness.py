@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cache.conftest import CacheStack, Query, upstream_calls
-from tests.harness import Gateway, start_gateway
+from tests.cache.conftest import CacheStack, Query, upstream_calls, wait_for
+from tests.harness import Gateway, metric_total, start_gateway
 
 TTL = 1.0  # seconds: short, so the tests can outlive it
 
@@ -29,25 +29,44 @@ USER = 'query($id: ID!) { user(id: $id) { id username } }'
 PRODUCT = 'query($id: ID!) { product(id: $id) { id name } }'
 
 
+def user_cache_events(gateway: Gateway, outcome: str) -> float:
+    return metric_total(gateway.url, "gateway_cache_events_total", entity="User",
+                        outcome=outcome)
+
+
 async def test_stale_while_revalidate_serves_at_once_and_refreshes_once(
     query: Query, cstack: CacheStack, stale_gateway: Gateway
 ) -> None:
     await query(stale_gateway, USER, {"id": "u50"})
     await asyncio.sleep(TTL + 0.2)  # now stale, within the 30 s window
-    cstack.services.set_faults("users", latency_ms=300)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    cstack.services.reset_stats()
+    # The users service holds every request: whoever waits for it gets no answer.
+    cstack.services.set_faults("users", hang_rate=1.0)
+    stale_before = user_cache_events(stale_gateway, "stale")
     results = await asyncio.gather(*(query(stale_gateway, USER, {"id": "u50"})
                                      for _ in range(20)))
-    elapsed = loop.time() - started
-    assert all(body["data"]["user"]["id"] == "u50" for _, _, body in results)
-    assert elapsed < 0.3  # nobody waited for the 300 ms upstream
-    await asyncio.sleep(0.5)  # the background refresh lands
-    # The first read, then one refresh for all 20 stale reads.
+    # All 20 answered while the upstream answers nobody: nobody waited for it.
+    assert all(body["data"]["user"]["id"] == "u50" and "errors" not in body
+               for _, _, body in results), results
+    assert user_cache_events(stale_gateway, "stale") - stale_before == 20
+
+    async def refresh_sent() -> bool:
+        return upstream_calls(cstack.services, "users", "GET /users") >= 1
+
+    await wait_for(refresh_sent)
+    # One refresh for all 20 stale reads, held by the users service.
+    assert upstream_calls(cstack.services, "users", "GET /users") == 1
+    # Release it: the held attempt times out (UPSTREAM_TIMEOUT_S) and its retry is answered.
+    cstack.services.set_faults("users", hang_rate=0.0)
+    hits_before = user_cache_events(stale_gateway, "hit")
+
+    async def fresh_again() -> bool:
+        await query(stale_gateway, USER, {"id": "u50"})
+        return user_cache_events(stale_gateway, "hit") > hits_before
+
+    await wait_for(fresh_again, within=5.0)
+    # The held attempt and its retry: still the one refresh, and the fresh reads cost nothing.
     assert upstream_calls(cstack.services, "users", "GET /users") == 2
-    cstack.services.set_faults("users", latency_ms=0)
-    await query(stale_gateway, USER, {"id": "u50"})
-    assert upstream_calls(cstack.services, "users", "GET /users") == 2  # fresh again
 
 
 async def test_stale_if_error_serves_old_data_and_says_so(

@@ -153,10 +153,18 @@ async def test_first_zero_still_tells_whether_items_exist(gql: GQL) -> None:
 
 async def test_bad_cursor_and_first_are_bad_user_input(gql: GQL) -> None:
     body = await gql('{ category(id: "c1") { products(after: "garbage!") { edges { cursor } } } }')
-    assert body["data"] is None or body["data"]["category"] is None
-    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # `products` is non-null: its error nulls the category (nullable), not the whole answer.
+    assert body["data"] == {"category": None}
+    [error] = body["errors"]
+    assert error["path"] == ["category", "products"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["field"] == "after"
     body = await gql('{ topProducts(first: -1) { id } }')
-    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert body["data"] is None  # topProducts is non-null, at the root
+    [error] = body["errors"]
+    assert error["path"] == ["topProducts"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["field"] == "first"
 
 
 async def test_user_orders_newest_first_with_pages(gql: GQL, dataset: Dataset) -> None:

@@ -44,8 +44,9 @@ async def test_a_client_spends_its_tiers_budget_in_query_cost(
     assert remaining(refused) == 1 and refused.headers["RateLimit-Reset"]
 
     # Refusals that reach GraphQL cost the minimum and carry the headers too.
-    invalid = await call(http_session, gateway, "{ nope }")
-    assert invalid.status == 429 or remaining(invalid) == 0
+    invalid = await call(http_session, gateway, "{ nope }")  # 1 left: it spends the last
+    assert invalid.status == 200 and invalid.codes() == ["GRAPHQL_VALIDATION_FAILED"]
+    assert remaining(invalid) == 0
     assert "RateLimit-Limit" in invalid.headers
     # The client's to fix, not the gateway's failure: an SRE's error rate stays clean.
     assert metric_total(gateway.url, "gateway_requests_total", outcome="refused") == 2
@@ -102,8 +103,12 @@ async def test_answers_from_the_response_cache_are_charged_too(
     deep: object = 1
     for _ in range(600):
         deep = [deep]
-    answer = await call(http_session, gateway, "query($x: Int) { __typename }", {"x": deep})
-    assert answer.status in (200, 400, 429) and answer.codes()
+    # Its own bucket (a signed-in client), so that only the variables can refuse it.
+    answer = await call(http_session, gateway, "query($x: Int) { topProducts(first: $x) { id } }",
+                        {"x": deep}, token=token("deep-variables", "read:catalog"))
+    assert answer.status == 200 and answer.codes() == ["BAD_USER_INPUT"], answer.body
+    assert answer.body["data"] is None
+    assert remaining(answer) == 59  # refused before it ran: the minimum cost
 
 
 async def test_when_redis_fails_each_gateway_keeps_limiting_on_its_own(

@@ -1,0 +1,66 @@
+"""The invalidator's event versions, and an eviction that a fetch in flight cannot undo."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.cache.invalidation import Invalidator
+from app.core.clock import FakeClock, settle
+from loaders.declarations import PRODUCT
+from loaders.entities import EVICTIONS
+from tests.unit.helpers import Upstream, make_cache, namespace
+
+
+def product_event(version: int, pid: str = "p1") -> dict[str, object]:
+    return {"type": "Product", "id": pid, "op": "update", "version": version}
+
+
+async def test_accept_version_ignores_older_and_equal_versions() -> None:
+    cache = make_cache(FakeClock())
+    assert await cache.accept_version("Product:p1", 5) is True
+    assert await cache.accept_version("Product:p1", 5) is False
+    assert await cache.accept_version("Product:p1", 4) is False
+    assert await cache.accept_version("Product:p2", 1) is True  # per entity
+    assert await cache.accept_version("Product:p1", 6) is True
+    assert await cache.accept_version("Product:p1", 5) is False
+
+
+async def test_only_a_newer_event_evicts() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
+    invalidator = Invalidator(cache, {PRODUCT.name: ns}, EVICTIONS)
+    upstream = Upstream(p1="v1")
+    assert await invalidator.on_event(product_event(10)) is True
+    await cache.read_through(ns, ["p1"], upstream.fetch)
+    upstream.values["p1"] = "v2"
+    for stale in (9, 10):  # older, then equal: ignored, the entry stands
+        assert await invalidator.on_event(product_event(stale)) is False
+        assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v1"]
+    assert len(upstream.calls) == 1
+    assert await invalidator.on_event(product_event(11)) is True
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v2"]
+    assert len(upstream.calls) == 2
+
+
+async def test_an_eviction_during_a_fetch_keeps_that_fetchs_value_out_of_the_cache() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
+    invalidator = Invalidator(cache, {PRODUCT.name: ns}, EVICTIONS)
+    upstream = Upstream(p1="before the change")
+    upstream.hold = True
+    reading = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
+    await settle()
+    assert upstream.calls == [["p1"]]  # the fetch is in flight
+    assert await invalidator.on_event(product_event(1)) is True
+    upstream.release()
+    # The reader that asked still gets its answer ...
+    assert await reading == ["before the change"]
+    # ... but it was not stored: it may predate the change.
+    upstream.values["p1"] = "after the change"
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["after the change"]
+    assert len(upstream.calls) == 2
+    # A fetch that starts after the eviction is stored as usual.
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["after the change"]
+    assert len(upstream.calls) == 2
