@@ -41,8 +41,8 @@ ID_RANGES = {"product": ("p", 5000), "user": ("u", 1000), "category": ("c", 50),
              "order": ("o", 10000)}
 MISSING_IDS = ("p-none", "u0", "c999", "", "x")
 # Real sizes of the lists that take no `first`, for the size budget.
-LIST_SIZES = {"Query.categories": 50}
-DEFAULT_LIST = 5
+LIST_SIZES = {"Query.categories": 100}  # (50 in the data; the cost limit counts 100)
+DEFAULT_LIST = 10  # what the cost limit counts for a list without `first`
 MAX_DEPTH = 5
 MAX_MULT = 40  # objects a selection may be repeated over before only leaves are drawn
 MAX_FIELDS = 40  # fields a document may have before each selection set gets one leaf
@@ -109,7 +109,7 @@ class Builder:
             return self.draw(st.sampled_from(MISSING_IDS))
         return f"{prefix}{self.draw(st.integers(1, count))}"
 
-    def arguments(self, parent: str, name: str, field_def: Any) -> tuple[str, int]:
+    def arguments(self, parent: str, name: str, field_def: Any, mult: int) -> tuple[str, int]:
         """The arguments' text and how many items the field's list will hold at most."""
         parts: list[str] = []
         size = LIST_SIZES.get(f"{parent}.{name}", DEFAULT_LIST)
@@ -125,16 +125,21 @@ class Builder:
                 parts.append(f"ids: {self.value('[ID!]!', ids)}")
                 size = len(ids)
             elif arg_name == "first":
-                choice = self.draw(st.sampled_from(
-                    ["omit", 0, 1, 1, 2, 2, 3, None, -1, 101]))
+                # Out of range is an error; the cost limit still counts 101 of everything
+                # under it, so 101 is drawn only where few lists are above.
+                # The default (omitted or null) only where it keeps the lists' product small.
                 default = arg.default_value
+                small = mult * default <= MAX_MULT
+                choice = self.draw(st.sampled_from(
+                    ["omit" if small else 2, 0, 1, 1, 2, 2, 3, None if small else 1, -1,
+                     101 if mult == 1 else -1]))
                 if choice == "omit":
                     size = default
                     continue
                 if choice is None:
                     size = default
                 elif isinstance(choice, int):
-                    size = choice if 0 <= choice <= 100 else 0
+                    size = choice if 0 <= choice <= 100 else max(choice, 1)
                 parts.append(f"first: {self.value('Int', choice)}")
             elif arg_name == "after":
                 if self.chance(6):
@@ -193,7 +198,7 @@ class Builder:
         if name == "__typename":
             args, size = "", 1
         else:
-            args, size = self.arguments(type_.name, name, type_.fields[name])
+            args, size = self.arguments(type_.name, name, type_.fields[name], mult)
         key = name
         if (self.aliases < MAX_ALIASES and self.chance(3)) or (
                 key in scope.keys and scope.keys[key][:2] != (name, args)):
@@ -205,7 +210,7 @@ class Builder:
         text = self.write(type_, key, name, args, child, depth, mult, size)
         if args and self.aliases < MAX_ALIASES and self.chance(4):
             # The same field under another alias, with other arguments.
-            other, other_size = self.arguments(type_.name, name, type_.fields[name])
+            other, other_size = self.arguments(type_.name, name, type_.fields[name], mult)
             alias = self.fresh("a")
             self.aliases += 1
             other_child = Scope()

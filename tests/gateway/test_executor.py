@@ -2,8 +2,9 @@
 
 Two gateways on the same services, one with each executor, get the same operations, some
 under injected failures; their responses must be the same bytes (orjson's serialization of
-each body: data and its key order, errors with their messages and paths, sorted by path:
-see `canonical`).
+each body: data and its key order, errors with their messages and paths, in the canonical
+form `canonical` gives what graphql-core leaves to timing: their order, and which errors
+under a propagated null get in).
 
 The operations are drawn by Hypothesis from the served schema (tests/gateway/querygen.py):
 500 in `make test` (derandomized, so a run is repeatable); `make fuzz` draws many more at
@@ -56,9 +57,17 @@ REGRESSIONS: list[tuple[str, dict[str, Any] | None, tuple[str, dict[str, Any]] |
     # A null propagated by a value at hand (an out-of-range `first` under a non-null list)
     # takes its object before the awaited fields beside it complete; their errors (here the
     # reviews service's, with the field's fallback) are not reported, as in graphql-core,
-    # which cancels them.
+    # which cancels them. (`canonical` would now accept either; the executor still matches.)
     ('{ user(id: "u1") { reviews { id } bad: reviews(first: -1) { id } } }', None,
      ("reviews", {"error_rate": 1.0, "error_status": 503}), None),
+    # One failed batch, reported once with every path: graphql-core lists the paths in the
+    # order its fields happened to complete (see `canonical`).
+    ('{ products(ids: ["p1", "p-none", "p2", "p1"]) { inStock } }', None,
+     ("inventory", {"error_rate": 1.0, "error_status": 503}), None),
+    # An error at hand nulls the data while an awaited sibling fails too: graphql-core
+    # cancels the sibling before it fails or not, by timing (see `canonical`).
+    ('{ a: product(id: "p-none") { id } b: topProducts(first: -1) { id } }', None,
+     ("catalog", {"bad_body_rate": 1.0, "bad_body": "truncated"}), None),
 ]
 
 
@@ -126,19 +135,63 @@ def canonical(status: int, body: bytes) -> bytes:
     """The body as orjson writes it once parsed (key order kept), with the status; without
     the errors' traceId, which names the request (a new trace each time).
 
-    The errors are sorted by path (then by their bytes): graphql-core lists the errors of
-    awaited fields in the order their upstream calls happen to answer, which is timing, not
-    semantics (two failing calls of one level, such as `products` and `category` with the
-    catalog down, come back either way round from run to run); the plan executor lists them
-    by level and selection order. Each error itself (message, locations, path, extensions)
-    and the data, key order included, are compared byte for byte."""
+    Where graphql-core's answer depends on timing, not on semantics, the errors are put in
+    a canonical form; the data, key order included, and every other error (message,
+    locations, path, extensions) are compared byte for byte:
+
+    - Order. graphql-core lists the errors of awaited fields in the order their upstream
+      calls happen to answer (with the catalog down, `products` and `category` come back
+      either way round from run to run); the plan executor lists them by level. So errors
+      are sorted by path, and an upstream failure reported once for many fields
+      (`extensions.paths`, app/execution/errors.py) has its paths sorted and is located at
+      the first of them (without the locations of whichever field came first).
+    - Errors under a propagated null. When a non-null field fails, graphql-core nulls the
+      nearest nullable parent and cancels what is still running under it: whether a sibling
+      under it (an awaited call failing too) gets its error in first is a race. So the
+      errors strictly under a null of the data are reduced to that null's path: both must
+      report at least one error there, not necessarily the same ones.
+    """
     parsed = orjson.loads(body)
     errors = parsed.get("errors")
     if errors:
+        data = parsed.get("data")
+        kept: list[Any] = []
+        beneath: set[bytes] = set()
         for error in errors:
-            (error.get("extensions") or {}).pop("traceId", None)
-        errors.sort(key=lambda e: (orjson.dumps(e.get("path")), orjson.dumps(e)))
+            extensions = error.get("extensions") or {}
+            extensions.pop("traceId", None)
+            paths = extensions.get("paths") or ([error["path"]] if "path" in error else [])
+            free = []
+            for path in paths:
+                nulled = null_above(data, path)
+                if nulled is None:
+                    free.append(path)
+                else:
+                    beneath.add(orjson.dumps(nulled))
+            if paths and not free:
+                continue
+            if ("paths" in extensions and paths != free) or len(free) > 1:
+                free.sort(key=orjson.dumps)
+                extensions["paths"] = free
+                error["path"] = free[0]
+                error.pop("locations", None)
+            kept.append(error)
+        kept.sort(key=lambda e: (orjson.dumps(e.get("path")), orjson.dumps(e)))
+        parsed["errors"] = kept + [{"under null": orjson.loads(p)} for p in sorted(beneath)]
     return b"%d " % status + orjson.dumps(parsed)
+
+
+def null_above(data: Any, path: list[Any]) -> list[Any] | None:
+    """The path of the null strictly above `path` in `data`, if there is one."""
+    value = data
+    for depth, part in enumerate(path):
+        if value is None:
+            return path[:depth]
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return None
 
 
 def check_valid(document: str, variables: dict[str, Any]) -> None:
