@@ -185,6 +185,7 @@ class PlanExecutor(GatewayExecutor):
                 root_type, root_value, grouped_field_set, serially, position_context)
         getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
         self._subfields: dict[int, Any] = {}
+        self._nulled: set[tuple[Any, ...]] = set()  # paths nulled by a non-null violation
         return self._run(root_type, root_value, grouped_field_set)
 
     # -- planning ----------------------------------------------------------------------------
@@ -218,7 +219,10 @@ class PlanExecutor(GatewayExecutor):
 
     # -- execution ---------------------------------------------------------------------------
     async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
-        data: dict[str, Any] = {}
+        # Every object's dict starts with its response keys in selection order (all None),
+        # so that values written as they come (key reads at once, resolver results a level
+        # later) keep the order the spec gives them. Each key is always written after.
+        data: dict[str, Any] = dict.fromkeys(grouped)
         root = ({"data": data}, "data", True, None)
         info = _Info(self.context_value)
         # A level's lookups are all issued before any is completed, so values at hand cannot
@@ -287,6 +291,13 @@ class PlanExecutor(GatewayExecutor):
             if awaiting:
                 await self._settle(calls, awaiting)
             next_level: list[Any] = []
+            if awaiting:
+                # As graphql-core does: what was at hand completes before what was awaited,
+                # so that a null propagated by a value at hand is in place before the
+                # awaited values under it complete (and their errors are dropped, below).
+                waited = set(awaiting)
+                calls = [call for i, call in enumerate(calls) if i not in waited] + [
+                    calls[i] for i in awaiting]
             for return_type, details, value, target, key, slot, path, parent_type, name in calls:
                 self._complete(return_type, details, value, target, key, slot, path,
                                parent_type, name, next_level)
@@ -323,6 +334,8 @@ class PlanExecutor(GatewayExecutor):
         nullable = not isinstance(return_type, GraphQLNonNull)
         inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
         if isinstance(value, _Failed):
+            if self._nulled and self._under_nulled(path):
+                return  # its object is null already: graphql-core cancels what is under it
             fallback = self.fallback(value.error, parent_type.fields[name], details,
                                      _graphql_path(path))
             if fallback is _NO_FALLBACK:
@@ -353,14 +366,16 @@ class PlanExecutor(GatewayExecutor):
                                (*path, index), parent_type, name, next_level)
             return
         if isinstance(inner, GraphQLObjectType):
-            result: dict[str, Any] = {}
-            container[key] = result
             # An object type's subfields depend only on the field nodes: one lookup by their
-            # list's identity (kept alive by the selection that holds it) per object.
-            grouped = self._subfields.get(id(details))
-            if grouped is None:
-                grouped = self._subfields[id(details)] = self.collect_subfields(
-                    inner, details).grouped_field_set
+            # list's identity (kept alive by the selection that holds it) per object. Its
+            # dict is a copy of a template with the response keys in selection order.
+            subfields = self._subfields.get(id(details))
+            if subfields is None:
+                grouped = self.collect_subfields(inner, details).grouped_field_set
+                subfields = self._subfields[id(details)] = (grouped, dict.fromkeys(grouped))
+            grouped, template = subfields
+            result: dict[str, Any] = template.copy()
+            container[key] = result
             next_level.append((inner, grouped, value, result,
                                (container, key, nullable, parent), path))
             return
@@ -380,15 +395,26 @@ class PlanExecutor(GatewayExecutor):
 
     def _fail(self, error: Exception, details: FieldDetailsList, path: tuple[Any, ...],
               slot: _Slot) -> None:
+        if self._nulled and self._under_nulled(path):
+            return
         self.collected_errors.add(
             located_error(error, [d.node for d in details], list(path)), _graphql_path(path))
         current: _Slot | None = slot
+        depth = len(path)
         while current is not None:
             container, key, nullable, parent = current
             if nullable:
                 container[key] = None
+                # graphql-core cancels what is still running under a nulled position, so
+                # errors that arise under it later are not reported: the same here.
+                self._nulled.add(path[:depth])
                 return
             current = parent
+            depth -= 1
+
+    def _under_nulled(self, path: tuple[Any, ...]) -> bool:
+        nulled = self._nulled
+        return any(path[:depth] in nulled for depth in range(len(path) + 1))
 
 
 def _plan(parent_type: GraphQLObjectType, fields: Any) -> list[tuple[Any, ...]]:
