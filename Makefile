@@ -108,7 +108,7 @@ schema: $(STAMP)
 
 # Regenerate the README's table of settings from app/config/settings.py.
 settings-doc: $(STAMP)
-	$(PY) -c "from pathlib import Path; from app.settings import readme_with_table as r; p = Path('README.md'); p.write_text(r(p.read_text()))"
+	$(PY) -c "from pathlib import Path; from app.config.settings import readme_with_table as r; p = Path('README.md'); p.write_text(r(p.read_text()))"
 
 lint: check
 

@@ -25,7 +25,7 @@ log = logging.getLogger("gateway")
 ASSET_PATH = "/graphql/ide/"
 # https://unpkg.com/<package>@<version>/<file>, the package possibly scoped (@graphiql/...).
 CDN_URL = re.compile(r'https://unpkg\.com/((?:@[\w.-]+/)?[\w.-]+)@([\w.-]+)/([^"\s]+)')
-DEFAULT_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+DEFAULT_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}  # versioned URLs
 
 
