@@ -181,7 +181,7 @@ class Loaders:
                 self.prime(spec, entity_id, item)
 
     def release(self) -> None:
-        """Drop what this request loaded, once its answer is sent (app/graphql_view.py), and
+        """Drop what this request loaded, once its answer is sent (app/http/view.py), and
         count its lookups answered at hand as cache hits. Each loader and this object
         reference each other, so without this the request's upstream data would live until
         the cycle collector's next full pass, not until the request ends."""

@@ -71,8 +71,8 @@ def install_direct_resolvers(schema: strawberry.Schema, inline_keys: bool = True
                 continue
             resolve = _direct(field, definition, inline_keys)
             if resolve is not None:
-                # Marked for the plan executor (app/executor.py): it may call this resolver
-                # with an info object that carries only the context.
+                # Marked for the plan executor (app/execution/executor.py): it may call this
+                # resolver with an info object that carries only the context.
                 setattr(resolve, DIRECT, True)
                 field.resolve = resolve
                 replaced += 1

@@ -4,9 +4,9 @@ A failed field is null, and a null in a non-null field nulls its parent, and so 
 query over products whose reviews service is down would lose the products, since
 `Product.reviews` is `[Review!]!`. So each non-null list field gets a fallback here, an empty
 list (or, for `users(ids)`/`products(ids)`, a null per id; for a connection, an empty page),
-which the executors (`app.executor`) use when the field's upstream call failed. The error is
-reported all the same, at the field's path; only upstream failures and fields the caller may
-not read (FORBIDDEN) are covered, never a client's bad argument or a bug.
+which the executors (`app.execution.executor`) use when the field's upstream call failed. The
+error is reported all the same, at the field's path; only upstream failures and fields the
+caller may not read (FORBIDDEN) are covered, never a client's bad argument or a bug.
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class Settings:
         "their max-age; invalidated by the same change events.",
     )
 
-    # -- query limits (schema/limits.py) and request size ------------------------------------
+    # -- query limits (app/execution/limits.py) and request size --------------------------
     max_query_depth: int = setting(
         12, "MAX_QUERY_DEPTH", "Deepest field nesting an operation may have."
     )

@@ -41,7 +41,7 @@ class RequestContext:
     trace_root: int = 0  # the span id of the request's server span
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
-    cost: int = 0  # the operation's cost (schema/limits.py), what rate limits count
+    cost: int = 0  # the operation's cost (app/execution/limits.py), what rate limits count
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None

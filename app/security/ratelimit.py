@@ -132,7 +132,7 @@ def _decision(allowed: bool, capacity: int, tokens: float, full_s: float,
 
 
 class RateLimit(SchemaExtension):
-    """Spends the operation's cost (computed by schema/limits.py, which runs first) from the
+    """Spends the operation's cost (computed by app/execution/limits.py, which runs first) from the
     caller's bucket before anything executes; over the limit, nothing runs: RATE_LIMITED,
     and the view answers 429 with Retry-After."""
 

@@ -15,7 +15,7 @@ from opentelemetry import trace
 
 from app.config.settings import Settings
 
-# The executing operation's name (set by app/graphql_view.OperationPolicy).
+# The executing operation's name (set through the observer by app/execution/policy.OperationPolicy).
 OPERATION: ContextVar[str | None] = ContextVar("gateway_operation", default=None)
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -3,8 +3,9 @@
 Everything about an upstream call is decided here, once: the shared connection pool, each
 service's timeouts, the request's deadline, retries with exponential backoff and full jitter,
 the per-service retry budget and circuit breaker, JSON decoding, and the classification of
-every failure (by `app.errors`' table) into an `UpstreamError`. Loaders and resolvers only
-see a decoded body or that error.
+every failure (by `app.upstream.failures`' table) into an `UpstreamError`. Loaders and
+resolvers only see a decoded body or that error (or `Refused`, `BadUserInput` where the call
+says which refusals are the client's).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The parts of resilience that keep state: a request's deadline, a service's retry budget
-and its circuit breaker. `app.upstream.UpstreamClient` is their only user; each is a plain
+and its circuit breaker. `app.upstream.client.UpstreamClient` is their only user; each is a plain
 object so that the rules can be read (and tested) apart from HTTP.
 """
 

@@ -3,7 +3,7 @@ description: what a developer reads in the IDE's docs panel (issue #7).
 
 A missing one is named by its schema coordinate (`Product.price`, `Query.products(ids:)`,
 `OrderStatus.PLACED`), so the failure says what to fill in, and where: `schema/types.py`,
-`schema/root.py`, `schema/inputs.py` or `schema/directives.py`.
+`schema/root.py`, `resolvers/inputs.py` or `schema/directives.py`.
 """
 
 from __future__ import annotations
