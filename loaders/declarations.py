@@ -40,6 +40,13 @@ REVIEWS_BY_AUTHOR = BatchSpec(
     cache="User.reviews",
 )
 
+# Reviews are read by id only when an event names one: its lists are found from the review
+# itself (loaders/entities.py). No field reads it, so it is not in ALL.
+REVIEW = BatchSpec(
+    name="review", service="reviews", path="/reviews", param="ids", limit=100,
+    key_field="id", entity="Review",
+)
+
 
 def _page(first: int, after: str | None) -> dict[str, str]:
     params = {"first": str(first)}

@@ -42,13 +42,6 @@ class Entity:
     fetch: BatchSpec | None = None
 
 
-# Reviews are not cached by id, but an event names only the review: its lists are found
-# from the review itself.
-REVIEW = BatchSpec(
-    name="review", service="reviews", path="/reviews", param="ids", limit=100,
-    key_field="id", entity="Review",
-)
-
 ENTITIES: dict[str, Entity] = {e.name: e for e in (
     Entity("User", Staleness(30, 600)),
     # A product's rating changes when a review is added: its review list may be new too.
@@ -58,7 +51,7 @@ ENTITIES: dict[str, Entity] = {e.name: e for e in (
     # Stock changes with every order: never serve it past its TTL.
     Entity("Stock", Staleness(0, 0)),
     Entity("Order", Staleness(0, 0)),
-    Entity("Review", Staleness(10, 300), fetch=REVIEW),
+    Entity("Review", Staleness(10, 300), fetch=d.REVIEW),
 )}
 
 EVENT_TYPES = frozenset(ENTITIES)

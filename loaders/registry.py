@@ -143,11 +143,8 @@ class Loaders:
         self._known.get(spec.name, {}).pop(key, None)
         self._loader(spec).clear(key).prime(key, value)
 
-    def clear(self, spec: Spec, key: Hashable | None = None) -> None:
-        """Forget what this request read, so the next read goes upstream again."""
-        self._clear(spec.name, key)
-
     def _clear(self, name: str, key: Hashable | None) -> None:
+        """Forget what this request read, so the next read goes upstream again."""
         known = self._known.get(name)
         if known is not None:
             if key is None:

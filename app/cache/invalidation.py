@@ -73,12 +73,6 @@ class Invalidator:
         await self.evict_many([(event["type"], event["id"], item)])
         return True
 
-    async def evict(self, entity_type: str, entity_id: str,
-                    item: Mapping[str, Any] | None = None, *, own_write: bool = False,
-                    ) -> None:
-        """Evict what a change of this entity makes stale, on every replica."""
-        await self.evict_many([(entity_type, entity_id, item)], own_write=own_write)
-
     async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False) -> None:
         """Evict what these changes (type, id, the item if known) make stale, on every
         replica, in one round; for the gateway's own writes (`own_write`), return only once

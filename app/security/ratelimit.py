@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app.config.settings import Settings
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.security.auth import Viewer
 
 log = logging.getLogger("gateway.ratelimit")
@@ -72,8 +72,9 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self._now = clock.monotonic  # the in-process buckets' time (Redis keeps its own)
         self.budgets = {"anonymous": settings.rate_limit_anonymous,
                         "authenticated": settings.rate_limit_authenticated,
                         "gold": settings.rate_limit_gold}
@@ -112,7 +113,7 @@ class RateLimiter:
         return await self.spend(viewer.id or client_of(address), viewer.tier, cost)
 
     def _spend_locally(self, key: str, capacity: int, rate: float, cost: int) -> Decision:
-        now = time.monotonic()
+        now = self._now()
         tokens, ts = self._local.pop(key, (float(capacity), now))
         tokens = min(capacity, tokens + max(0.0, now - ts) * rate)
         allowed = tokens >= cost

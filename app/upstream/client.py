@@ -10,7 +10,6 @@ says which refusals are the client's).
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import math
 import time
@@ -23,6 +22,7 @@ import backoff
 import orjson
 
 from app.config.settings import SERVICES, Settings
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.errors import BadUserInput, Refused
 from app.core.observer import NULL_OBSERVER, CallObservation, Observer
 from app.upstream.failures import (
@@ -53,18 +53,18 @@ class ServiceGuard:
     """One service's timeouts, retry budget and circuit breaker."""
 
     def __init__(self, service: str, settings: Settings, total: float, connect: float,
-                 observer: Observer = NULL_OBSERVER) -> None:
+                 observer: Observer = NULL_OBSERVER, clock: Clock = SYSTEM_CLOCK) -> None:
         self.service = service
         self.observer = observer
         self.total = total
         self.connect = connect
         self.timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s,
-                                  settings.retry_budget_window_s)
+                                  settings.retry_budget_window_s, clock)
         self.breaker = (
             CircuitBreaker(settings.breaker_failure_rate, settings.breaker_min_calls,
                            settings.breaker_window_s, settings.breaker_open_s,
-                           settings.breaker_probes)
+                           settings.breaker_probes, clock)
             if settings.breaker_enabled else None
         )
         observer.breaker_changed(service, 0, False)
@@ -104,14 +104,16 @@ class ServiceGuard:
 
 class UpstreamClient:
     def __init__(self, settings: Settings, observer: Observer = NULL_OBSERVER,
-                 trace_configs: list[aiohttp.TraceConfig] | None = None) -> None:
+                 trace_configs: list[aiohttp.TraceConfig] | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock  # the budgets', breakers' and retry waits' time
         self.observer = observer
         # aiohttp's own hooks (app.telemetry: a client span per attempt, with traceparent).
         self.trace_configs = trace_configs
         self.base_urls = {s: settings.service_url(s) for s in SERVICES}
         self.guards = {
-            service: ServiceGuard(service, settings, total, connect, observer)
+            service: ServiceGuard(service, settings, total, connect, observer, clock)
             for service, (total, connect) in settings.service_timeouts().items()
         }
         self._session: aiohttp.ClientSession | None = None
@@ -231,7 +233,7 @@ class UpstreamClient:
                 previous = err
                 call.retry(sent + 1, err.code, wait)
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self.clock.sleep(wait)
                 continue
             call.end(max(0, sent - 1), None)
             if scope is not None:

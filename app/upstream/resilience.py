@@ -6,7 +6,6 @@ object so that the rules can be read (and tested) apart from HTTP.
 from __future__ import annotations
 
 import math
-import time
 from enum import IntEnum
 
 from app.core.clock import SYSTEM_CLOCK, Clock
@@ -57,12 +56,12 @@ class Window:
                     bucket[kind] = 0
                 self._stamps[i] = -1
 
-    def add(self, kind: int, now: float | None = None) -> None:
-        self._bucket(time.monotonic() if now is None else now)[kind] += 1
+    def add(self, kind: int, now: float) -> None:
+        self._bucket(now)[kind] += 1
         self._counts[kind] += 1
 
-    def counts(self, now: float | None = None) -> list[int]:
-        self._expire(int(time.monotonic() if now is None else now))
+    def counts(self, now: float) -> list[int]:
+        self._expire(int(now))
         return self._counts
 
     def reset(self) -> None:

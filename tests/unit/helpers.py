@@ -7,7 +7,7 @@ from typing import Any
 
 from app.cache.entity import EntityCache, Namespace
 from app.cache.hints import CacheHints
-from app.core.clock import FakeClock
+from tests.fakeclock import FakeClock
 
 SDL = """
 type Query { product(id: ID!): Product  user(id: ID!): User }

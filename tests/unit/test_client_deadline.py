@@ -10,10 +10,10 @@ import dataclasses
 import pytest
 
 from app.config.settings import Settings
-from app.core.clock import FakeClock
 from app.upstream.client import MIN_ATTEMPT_S, UpstreamClient
 from app.upstream.failures import UpstreamError, status_failure, upstream_failure
 from app.upstream.resilience import Deadline
+from tests.fakeclock import FakeClock
 
 
 def client(**settings: object) -> UpstreamClient:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from app.cache.hints import RequestPolicy
-from app.core.clock import FakeClock, settle
 from app.upstream.failures import UpstreamError, upstream_failure
 from app.upstream.resilience import Deadline
+from tests.fakeclock import FakeClock, settle
 from tests.unit.helpers import Upstream, make_cache, namespace
 
 

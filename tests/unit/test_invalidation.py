@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from app.cache.invalidation import Invalidator
-from app.core.clock import FakeClock, settle
 from loaders.declarations import PRODUCT
 from loaders.entities import EVICTIONS
+from tests.fakeclock import FakeClock, settle
 from tests.unit.helpers import Upstream, make_cache, namespace
 
 

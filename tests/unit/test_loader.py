@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from app.core.clock import settle
 from loaders.registry import LockstepLoader
+from tests.fakeclock import settle
 from tests.unit.helpers import Upstream
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.core.clock import FakeClock
 from app.upstream.resilience import CircuitBreaker, Deadline, RetryBudget, State
+from tests.fakeclock import FakeClock
 
 
 def breaker(clock: FakeClock) -> CircuitBreaker:

@@ -8,7 +8,7 @@ from graphql import build_schema, parse
 from app.cache.hints import PRIVATE, PUBLIC, Policy
 from app.cache.invalidation import response_namespace
 from app.cache.response import ResponseCache
-from app.core.clock import FakeClock
+from tests.fakeclock import FakeClock
 from tests.unit.helpers import SDL, make_cache
 
 QUERY = '{ product(id: "p1") { id name } }'
@@ -20,6 +20,23 @@ def setup() -> tuple[FakeClock, ResponseCache]:
     entities = make_cache(clock)
     entities.track([response_namespace(t) for t in ("Product", "Stock", "User")])
     return clock, ResponseCache(build_schema(SDL), entities, 100, clock=clock)
+
+
+def test_a_product_response_is_evicted_by_stock_through_the_registrys_reads() -> None:
+    # Product.inStock reads Stock: the registry says so (loaders/entities.py READS).
+    from loaders.entities import READS
+
+    clock = FakeClock()
+    entities = make_cache(clock)
+    entities.track([response_namespace(t) for t in READS])
+    responses = ResponseCache(build_schema(SDL), entities, 100, reads=READS, clock=clock)
+    key = responses.key(QUERY, None, None)
+    assert key is not None
+    responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC))
+    entities._generations[response_namespace("User")] += 1  # a type it does not read
+    assert responses.get(key) is not None
+    entities._generations[response_namespace("Stock")] += 1
+    assert responses.get(key) is None
 
 
 def test_an_entry_is_served_until_its_max_age() -> None:
