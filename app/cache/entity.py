@@ -200,12 +200,14 @@ class EntityCache:
                 mine.append(i)
             futures[i] = pending
         if mine:
+            started = self._epoch
             try:
                 await self._fetch_and_store(ns, [keys[i] for i in mine],
-                                            [full[i] for i in mine], fetch, epoch)
+                                            [full[i] for i in mine],
+                                            [futures[i] for i in mine], fetch, epoch, started)
             finally:
                 for i in mine:
-                    self._inflight.pop(full[i], None)
+                    self._done(full[i], futures[i])
         own = set(mine)
         again: list[int] = []  # borrowed fetches that failed for their own request's reasons
         for i in missing:
@@ -245,10 +247,17 @@ class EntityCache:
         if policy is not None:
             policy.stale = True
 
+    def _done(self, fk: str, future: asyncio.Future[Any]) -> None:
+        """The fetch behind `future` ended: later reads of `fk` no longer join it (unless an
+        invalidation already made them start a fetch of their own, which stays)."""
+        if self._inflight.get(fk) is future:
+            del self._inflight[fk]
+
     async def _fetch_and_store(self, ns: Namespace, keys: list[Any], full: list[str],
-                               fetch: Fetch, epoch: int) -> None:
-        started = self._epoch
-        futures = [self._inflight[fk] for fk in full]
+                               futures: list[asyncio.Future[Any]], fetch: Fetch, epoch: int,
+                               started: int) -> None:
+        """Fetch `keys` and settle their `futures`; store the values unless their key was
+        invalidated after `started` (the epoch when the fetch was decided on)."""
         try:
             values = await fetch(keys)
         except Exception as err:
@@ -282,8 +291,10 @@ class EntityCache:
         if not todo:
             return
         loop = asyncio.get_running_loop()
-        for _, fk in todo:
-            self._inflight[fk] = loop.create_future()
+        futures = [loop.create_future() for _ in todo]
+        for (_, fk), future in zip(todo, futures, strict=True):
+            self._inflight[fk] = future
+        started = self._epoch
 
         async def refresh() -> None:
             try:
@@ -291,10 +302,10 @@ class EntityCache:
                 if self.l2 is not None:
                     _, epoch = await self.l2.read([])
                 await self._fetch_and_store(ns, [k for k, _ in todo], [fk for _, fk in todo],
-                                            fetch, epoch)
+                                            futures, fetch, epoch, started)
             finally:
-                for _, fk in todo:
-                    self._inflight.pop(fk, None)
+                for (_, fk), future in zip(todo, futures, strict=True):
+                    self._done(fk, future)
 
         task = asyncio.create_task(refresh())
         self._background.add(task)
@@ -337,6 +348,9 @@ class EntityCache:
         self._epoch += 1
         for fk in full:
             self.l1.delete(fk)
+            # A fetch in flight may have read the data before the change: a read after the
+            # change must not join it, but start its own (its waiters still get its answer).
+            self._inflight.pop(fk, None)
             self._invalidated[fk] = self._epoch
             self._invalidated.move_to_end(fk)
         while len(self._invalidated) > self.l1.max_entries:

@@ -64,3 +64,53 @@ async def test_an_eviction_during_a_fetch_keeps_that_fetchs_value_out_of_the_cac
     # A fetch that starts after the eviction is stored as usual.
     assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["after the change"]
     assert len(upstream.calls) == 2
+
+
+async def test_a_read_after_an_eviction_does_not_join_the_fetch_in_flight_before_it() -> None:
+    # Issue 16 (a): the fetch in flight may have read the data before the change; a read
+    # that starts after the change must fetch again, not wait for that older answer.
+    cache = make_cache(FakeClock())
+    ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
+    upstream = Upstream(p1="before the change")
+    upstream.hold = True
+    before = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
+    await settle()
+    assert upstream.calls == [["p1"]]  # in flight, held
+    upstream.values["p1"] = "after the change"
+    await cache.invalidate([(ns, "p1")])
+    upstream.hold = False  # the next call answers at once; the first stays held
+    after = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
+    await settle()
+    assert after.done() and after.result() == ["after the change"]
+    assert upstream.calls == [["p1"], ["p1"]]
+    # The first fetch answers last (the fake answers from `values` when released): its
+    # own reader gets that answer, but it is not stored over the newer one.
+    upstream.values["p1"] = "the first fetch's late answer"
+    upstream.release()
+    assert await before == ["the first fetch's late answer"]
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["after the change"]
+    assert len(upstream.calls) == 2
+
+
+async def test_a_read_after_an_eviction_does_not_join_a_background_refresh() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    ns = namespace(cache, PRODUCT.name, "Product", ttl=10, swr=30)
+    upstream = Upstream(p1="v1")
+    await cache.read_through(ns, ["p1"], upstream.fetch)
+    clock.advance(15)  # stale: served, and refreshed in the background (held)
+    upstream.values["p1"] = "v2"
+    upstream.hold = True
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v1"]
+    await settle()
+    assert len(upstream.calls) == 2
+    upstream.values["p1"] = "v3"
+    await cache.invalidate([(ns, "p1")])
+    upstream.hold = False
+    after = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
+    await settle()
+    assert after.done() and after.result() == ["v3"]
+    upstream.release()
+    await settle()
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v3"]
+    assert len(upstream.calls) == 3
