@@ -110,6 +110,10 @@ class EntityCache:
     def generation(self, name: str) -> int:
         return self._generations.get(name, 0)
 
+    def generations(self) -> dict[str, int]:
+        """Every namespace's generation now: what a response computed from here on read."""
+        return dict(self._generations)
+
     def _full(self, ns: Namespace, key: Hashable, viewer: str | None) -> str:
         owner = f"{viewer or '-'}:" if ns.private else ""
         return f"{ns.name}:{self._generations.get(ns.name, 0)}:{owner}{_key_text(key)}"

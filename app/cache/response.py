@@ -77,11 +77,21 @@ class ResponseCache:
             return None
         return entry
 
-    def put(self, key: str, document: DocumentNode, data: Any, policy: Policy) -> None:
+    def seen(self) -> dict[str, int]:
+        """The generations to `put` a response with: taken before it executes."""
+        return self.entities.generations()
+
+    def put(self, key: str, document: DocumentNode, data: Any, policy: Policy,
+            seen: dict[str, int] | None = None) -> None:
+        """Keep `data` for its max-age. `seen` are the generations from before the
+        execution (`seen()`): a change that lands while it runs bumps one past them, so the
+        entry is stale from the start instead of old data served as current."""
         if policy.scope != PUBLIC or not policy.max_age or policy.max_age <= 0:
             return
         names = [response_namespace(t) for t in sorted(self._types(document))]
-        generations = tuple((n, self.entities.generation(n)) for n in names)
+        current = self.entities.generation
+        generations = tuple((n, seen.get(n, 0) if seen is not None else current(n))
+                            for n in names)
         now = self.now()
         age = policy.max_age
         self.level.set(key, CachedResponse(data, policy, generations, now), now + age)

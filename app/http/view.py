@@ -186,6 +186,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 # Age (RFC 9111): how long ago this answer was computed.
                 sub_response.headers["Age"] = str(int(responses.now() - hit.stored_at))
                 return ExecutionResult(data=hit.data, errors=None)
+        # The generations before it runs: a change during execution must not be stored as
+        # seen with the data from before it (issue 16 b).
+        seen = responses.seen() if key is not None and responses is not None else None
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
         if register is not None and context.document is not None and request_data.query:
@@ -194,7 +197,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if key is not None and responses is not None and context.document is not None:
             # put() keeps only PUBLIC policies with a max-age: never a failed or stale answer.
             responses.put(key, context.document, result.data,
-                          context.response_policy(bool(result.errors)))
+                          context.response_policy(bool(result.errors)), seen)
         return result
 
     async def _spend(self, context: RequestContext, cost: int) -> ExecutionResult | None:

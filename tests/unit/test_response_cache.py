@@ -83,3 +83,18 @@ def test_private_and_uncacheable_policies_are_not_stored() -> None:
                    Policy(max_age=None, scope=PUBLIC)):
         responses.put(key, parse(QUERY), DATA, policy)
         assert responses.get(key) is None, policy
+
+
+def test_a_change_during_execution_makes_the_stored_answer_a_miss() -> None:
+    # Issue 16 (b): the generations are those from before the execution, so data read
+    # before a change that landed while it ran is not served as current.
+    _, responses = setup()
+    key = responses.key(QUERY, None, None)
+    assert key is not None
+    seen = responses.seen()
+    responses.entities._generations[response_namespace("Product")] += 1  # lands meanwhile
+    responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC), seen)
+    assert responses.get(key) is None
+    responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC),
+                  responses.seen())  # no change while it ran: kept
+    assert responses.get(key) is not None
