@@ -106,3 +106,4 @@ ALL: tuple[BatchSpec | ListSpec, ...] = (
     USER, PRODUCT, CATEGORY, ORDER, STOCK, REVIEWS_BY_PRODUCT, REVIEWS_BY_AUTHOR,
     TOP_PRODUCTS, CATEGORY_PRODUCTS, USER_ORDERS, RECOMMENDATIONS, ALL_CATEGORIES,
 )
+BY_NAME: dict[str, BatchSpec | ListSpec] = {spec.name: spec for spec in ALL}

@@ -18,14 +18,12 @@ Adding an entity type, or a dependency between two, is one edit here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from app.cache.entity import Staleness
 from app.cache.invalidation import Evicts
-from app.upstream.client import UpstreamClient
 from loaders import declarations as d
-from loaders.spec import BatchSpec, Item, ListSpec
+from loaders.spec import BatchSpec, ListSpec
 
 
 @dataclass(frozen=True)
@@ -73,22 +71,3 @@ EVICTIONS: dict[str, Evicts] = {name: _evicts(e) for name, e in ENTITIES.items()
 STALENESS: dict[str, Staleness] = {name: e.staleness for name, e in ENTITIES.items()}
 READS: dict[str, tuple[str, ...]] = {name: e.reads for name, e in ENTITIES.items()}
 
-
-def item_reader(client: UpstreamClient) -> Callable[[str, str], Awaitable[Item | None]]:
-    """Reads a changed item for the invalidator, by its entity's `fetch` declaration (an
-    UpstreamError is the invalidator's to handle)."""
-
-    async def read(entity_type: str, entity_id: str) -> Item | None:
-        spec = ENTITIES[entity_type].fetch
-        if spec is None:
-            return None
-        body = await client.request(spec.service, spec.method, spec.path,
-                                    params={spec.param: entity_id}, check=spec.check)
-        items: list[Item] = body["items"]
-        return next((i for i in items if i[spec.key_field] == entity_id), None)
-
-    return read
-
-
-def specs_by_name() -> Mapping[str, BatchSpec | ListSpec]:
-    return {spec.name: spec for spec in d.ALL}

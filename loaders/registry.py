@@ -18,12 +18,12 @@ from app.cache.hints import RequestPolicy
 from app.cache.invalidation import Change
 from app.core.observer import NULL_OBSERVER, Observer
 from app.upstream.client import ScopedClient, UpstreamClient
-from loaders.entities import EVICTIONS, specs_by_name
+from loaders.declarations import BY_NAME
+from loaders.entities import ENTITIES, EVICTIONS
 from loaders.spec import BatchSpec, Item, ListSpec
 from loaders.then import Then
 
 Spec = BatchSpec | ListSpec
-SPECS = specs_by_name()
 
 
 class LockstepLoader(DataLoader[Any, Any]):
@@ -173,7 +173,7 @@ class Loaders:
             for name in whole:
                 self._clear(name, None)
             if item is not None and rule.own is not None:
-                spec = SPECS[rule.own]
+                spec = BY_NAME[rule.own]
                 assert isinstance(spec, BatchSpec)
                 self.prime(spec, entity_id, item)
 
@@ -255,7 +255,7 @@ class Loaders:
         loader = self._loaders.get(spec.name)
         if loader is None:
             if isinstance(spec, BatchSpec):
-                fetch = partial(self._batch, spec)
+                fetch = partial(fetch_batch, self._client, spec)
                 loader = LockstepLoader(partial(self._cached, spec, fetch),
                                         max_batch_size=spec.limit)
             else:
@@ -277,7 +277,7 @@ class Loaders:
             self._observer.cache_bypassed(len(keys))
             values = await fetch(keys)
         else:
-            # read_through notes its hits and misses on the batch's span.
+            # read_through reports its hits and misses to the cache's observer.
             values = await self._cache.read_through(
                 namespace, keys, fetch, viewer=self._viewer, policy=self._policy,
                 deadline=self._deadline,
@@ -289,37 +289,6 @@ class Loaders:
                 if isinstance(body, dict):
                     self._prime_from(spec.primes, body.get("items", ()))
         return values
-
-    async def _batch(self, spec: BatchSpec, keys: list[Any]) -> list[Any]:
-        # Ids travel comma-separated: an empty id, or one with a comma, names nothing and must
-        # not make the upstream refuse its whole batch.
-        valid = [k for k in keys if isinstance(k, str) and k and "," not in k]
-        if not valid:
-            return [[] if spec.many else None for _ in keys]
-        if spec.method == "GET":
-            body = await self._client.request(
-                spec.service, "GET", spec.path, params={spec.param: ",".join(valid)},
-                check=spec.check,
-            )
-        else:
-            body = await self._client.request(
-                spec.service, spec.method, spec.path, json={spec.param: valid},
-                check=spec.check, idempotent=True,  # a read that sends its keys in a POST body
-            )
-        items: list[Item] = body["items"]
-        if not spec.many:
-            found = {item[spec.key_field]: item for item in items}
-            # Missing ids are simply absent upstream: they become None, never a shifted list.
-            return [found.get(k) for k in keys]
-        groups: dict[Any, list[Item]] = {k: [] for k in keys}
-        for item in items:
-            group = groups.get(item[spec.key_field])
-            if group is not None:
-                group.append(item)
-        if spec.sort is not None:
-            for group in groups.values():
-                group.sort(key=spec.sort, reverse=True)
-        return [groups[k] for k in keys]
 
     async def _fan_out(
         self, spec: ListSpec, semaphore: asyncio.Semaphore, keys: list[Any]
@@ -333,6 +302,55 @@ class Loaders:
 
         # return_exceptions: one failed listing fails only the fields that asked for it.
         return list(await asyncio.gather(*(one(k) for k in keys), return_exceptions=True))
+
+
+async def fetch_batch(client: ScopedClient | UpstreamClient, spec: BatchSpec,
+                      keys: list[Any]) -> list[Any]:
+    """One call to `spec`'s batch endpoint for `keys`: their values in the keys' order (None
+    for an id the upstream does not have; a list per key for a foreign-key lookup)."""
+    # Ids travel comma-separated: an empty id, or one with a comma, names nothing and must
+    # not make the upstream refuse its whole batch.
+    valid = [k for k in keys if isinstance(k, str) and k and "," not in k]
+    if not valid:
+        return [[] if spec.many else None for _ in keys]
+    if spec.method == "GET":
+        body = await client.request(
+            spec.service, "GET", spec.path, params={spec.param: ",".join(valid)},
+            check=spec.check,
+        )
+    else:
+        body = await client.request(
+            spec.service, spec.method, spec.path, json={spec.param: valid},
+            check=spec.check, idempotent=True,  # a read that sends its keys in a POST body
+        )
+    items: list[Item] = body["items"]
+    if not spec.many:
+        found = {item[spec.key_field]: item for item in items}
+        # Missing ids are simply absent upstream: they become None, never a shifted list.
+        return [found.get(k) for k in keys]
+    groups: dict[Any, list[Item]] = {k: [] for k in keys}
+    for item in items:
+        group = groups.get(item[spec.key_field])
+        if group is not None:
+            group.append(item)
+    if spec.sort is not None:
+        for group in groups.values():
+            group.sort(key=spec.sort, reverse=True)
+    return [groups[k] for k in keys]
+
+
+def item_reader(client: UpstreamClient) -> Callable[[str, str], Awaitable[Item | None]]:
+    """Reads a changed item for the invalidator, by its entity's `fetch` declaration
+    (`loaders.entities`); an UpstreamError is the invalidator's to handle."""
+
+    async def read(entity_type: str, entity_id: str) -> Item | None:
+        spec = ENTITIES[entity_type].fetch
+        if spec is None:
+            return None
+        item: Item | None = (await fetch_batch(client, spec, [entity_id]))[0]
+        return item
+
+    return read
 
 
 def namespaces(cache: EntityCache, specs: tuple[Spec, ...]) -> dict[str, Namespace]:

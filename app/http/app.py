@@ -30,6 +30,7 @@ from app.telemetry.tracing import SpanExporter, Telemetry, build_telemetry
 from app.upstream.client import UpstreamClient
 from loaders import declarations
 from loaders import entities as entities_registry
+from loaders.registry import item_reader
 from loaders.registry import namespaces as loader_namespaces
 from schema import build_schema
 
@@ -72,7 +73,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
                                reads=entities_registry.READS)
                  if settings.response_cache else None)
     invalidator = Invalidator(entities, namespaces, entities_registry.EVICTIONS,
-                              entities_registry.item_reader(client))
+                              item_reader(client))
     return Caching(hints, entities, namespaces, invalidator, responses)
 
 

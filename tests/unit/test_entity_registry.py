@@ -16,7 +16,8 @@ from app.cache.entity import MISSING, EntityCache
 from app.cache.hints import CacheHints
 from app.cache.invalidation import Invalidator, response_namespace
 from loaders import declarations
-from loaders.entities import ENTITIES, EVICTIONS, STALENESS, specs_by_name
+from loaders.declarations import BY_NAME
+from loaders.entities import ENTITIES, EVICTIONS, STALENESS
 from loaders.registry import Loaders, namespaces
 from loaders.spec import BatchSpec
 from schema import build_schema
@@ -47,7 +48,7 @@ def test_every_registered_type_is_a_type_of_the_graph() -> None:
 
 
 def test_evictions_name_only_declared_loaders_and_cover_each_cached_one() -> None:
-    specs = specs_by_name()
+    specs = BY_NAME
     named: set[str] = set()
     for entity, rule in EVICTIONS.items():
         for name in (*rule.by_id, *(n for n, _ in rule.by_field), *rule.whole):
@@ -121,7 +122,7 @@ async def test_a_mutation_clears_what_its_writes_make_stale_in_the_request() -> 
     for entity_type, item in itertools.product(sorted(ENTITIES), (True, False)):
         loaders = Loaders(object(), 4)  # type: ignore[arg-type]  # no upstream call is made
         rule = EVICTIONS[entity_type]
-        specs = specs_by_name()
+        specs = BY_NAME
         for name in rule.by_id:
             spec = specs[name]
             assert isinstance(spec, BatchSpec)
