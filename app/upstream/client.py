@@ -226,19 +226,26 @@ class UpstreamClient:
                         # A retry that the deadline cut short, or that the breaker (opened by
                         # the failure before it) refused: that failure is the news.
                         err = previous
-                    call.end(retries, err.code, str(err))
-                    if scope is not None:
-                        scope.calls += 1
+                    self._ended(call, scope, retries, err)
                     raise err.settle(retries) from err.__cause__
                 previous = err
                 call.retry(sent + 1, err.code, wait)
                 if wait > 0:
                     await self.clock.sleep(wait)
                 continue
-            call.end(max(0, sent - 1), None)
-            if scope is not None:
-                scope.calls += 1
+            self._ended(call, scope, max(0, sent - 1), None)
             return body
+
+    @staticmethod
+    def _ended(call: CallObservation, scope: CallScope | None, retries: int,
+               error: UpstreamError | None) -> None:
+        """A logical call ended, ok or with `error`: reported, and counted for the request."""
+        if error is None:
+            call.end(retries, None)
+        else:
+            call.end(retries, error.code, str(error))
+        if scope is not None:
+            scope.calls += 1
 
     # -- one attempt ------------------------------------------------------------------------
     @staticmethod
