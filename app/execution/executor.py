@@ -132,8 +132,7 @@ class GatewayExecutor(Executor[Any]):
             # graphql-core keeps bound methods of the executor on it (`async_helpers`): a
             # cycle through which the request's whole result, its context and its loaders
             # lived until the cycle collector's next pass (bench/README.md, garbage).
-            # (graphql-core types it as never None: nothing uses it once the response is built.)
-            self.async_helpers = None  # type: ignore[assignment]  # dropped once built
+            self.async_helpers = None  # type: ignore[assignment]  # typed never None; unused now
         return response
 
     def fallback(self, error: BaseException, field_def: GraphQLField,

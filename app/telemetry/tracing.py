@@ -254,18 +254,14 @@ class Telemetry:
         return TelemetryObserver(self.tracer)
 
     def aiohttp_trace_configs(self) -> list[aiohttp.TraceConfig] | None:
-        """The upstream client's aiohttp hooks (see `aiohttp_trace_config`)."""
-        config = self.aiohttp_trace_config()
-        return [config] if config is not None else None
-
-    def aiohttp_trace_config(self) -> aiohttp.TraceConfig | None:
-        """A CLIENT span per upstream attempt, with traceparent injected, under the logical
-        call's span (app/upstream/client.py); the stable HTTP attribute names. None without an
-        exporter: nobody would see those spans, and they cost 20 us an attempt."""
+        """The upstream client's aiohttp hooks: a CLIENT span per upstream attempt, with
+        traceparent injected, under the logical call's span (app/upstream/client.py); the
+        stable HTTP attribute names. None without an exporter: nobody would see those spans,
+        and they cost 20 us an attempt."""
         if not self.exporting:
             return None
-        return create_trace_config(tracer_provider=self.provider,
-                                   sem_conv_opt_in_mode=_StabilityMode.HTTP)
+        return [create_trace_config(tracer_provider=self.provider,
+                                    sem_conv_opt_in_mode=_StabilityMode.HTTP)]
 
     def shutdown(self) -> None:
         self.provider.shutdown()
