@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,7 @@ class EntityCache:
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self._invalidated: OrderedDict[str, int] = OrderedDict()  # full key -> epoch
+        self._forgotten = 0  # the newest epoch dropped from `_invalidated`
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         # The latest event version per entity, without Redis (with it, Redis holds them).
         self.versions = EventVersions(version_ttl_s, max_entries, clock)
@@ -117,8 +118,27 @@ class EntityCache:
         return dict(self._generations)
 
     def _full(self, ns: Namespace, key: Hashable, viewer: str | None) -> str:
+        return self.full_key(ns, key, viewer, self._generations.get(ns.name, 0))
+
+    @staticmethod
+    def full_key(ns: Namespace, key: Hashable, viewer: str | None, generation: int) -> str:
+        """`key`'s name in the cache, under `ns` at `generation`."""
         owner = f"{viewer or '-'}:" if ns.private else ""
-        return f"{ns.name}:{self._generations.get(ns.name, 0)}:{owner}{_key_text(key)}"
+        return f"{ns.name}:{generation}:{owner}{_key_text(key)}"
+
+    @property
+    def epoch(self) -> int:
+        """How many evictions this process has applied: a read that starts now and
+        `changed_since` this epoch later tells whether what it read was evicted meanwhile."""
+        return self._epoch
+
+    def changed_since(self, full_keys: Iterable[str], epoch: int) -> bool:
+        """Whether any of these keys was evicted after `epoch` (or may have been: the
+        record of old evictions is bounded, and one past it counts as a change)."""
+        if epoch < self._forgotten:
+            return True
+        invalidated = self._invalidated
+        return any(invalidated.get(fk, -1) > epoch for fk in full_keys)
 
     # -- reading -----------------------------------------------------------------------------
     def peek(self, ns: Namespace, key: Hashable, viewer: str | None, now: float) -> Any:
@@ -360,7 +380,7 @@ class EntityCache:
             self._invalidated[fk] = self._epoch
             self._invalidated.move_to_end(fk)
         while len(self._invalidated) > self.l1.max_entries:
-            self._invalidated.popitem(last=False)
+            _, self._forgotten = self._invalidated.popitem(last=False)
 
     def _on_message(self, raw: bytes) -> str | None:
         """Apply another replica's invalidation; returns the key to acknowledge it on."""

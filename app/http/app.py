@@ -71,7 +71,8 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
     entities.track([response_namespace(t) for t in entities_registry.ENTITIES])
     namespaces = loader_namespaces(entities, declarations.ALL)
     responses = (ResponseCache(hints.schema, entities, settings.cache_max_entries // 10,
-                               reads=entities_registry.READS)
+                               reads=entities_registry.READS, namespaces=namespaces,
+                               loader_entities={s.name: s.entity for s in declarations.ALL})
                  if settings.response_cache else None)
     invalidator = Invalidator(entities, namespaces, entities_registry.EVICTIONS,
                               item_reader(client))
