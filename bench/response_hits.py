@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                f"--seconds {args.seconds:g} --concurrency {args.concurrency}")
     lines = [
         f"`{command}`: the mix workload over a working set of {WORKING_SET} requests "
-        "(5 of them orders, placed and cancelled again every cycle), each side with its own services, in "
-        "turns. A hit is a query answered from the response cache (`Age` header).", "",
+        "(5 of them orders, placed and cancelled again every cycle), each side with its "
+        "own services, in turns. A hit is a query answered from the response cache (`Age` header).", "",
         "| commit | hit ratio per round | median | queries | orders |",
         "|---|---|---|---|---|",
     ]
