@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`{command}`: the mix workload over a working set of {WORKING_SET} requests "
         "(5 of them orders, placed and cancelled again every cycle), each side with its "
-        "own services, in turns. A hit is a query answered from the response cache (`Age` header).", "",
+        "own services, in turns. A hit is a query answered from the response cache "
+        "(`Age` header).", "",
         "| commit | hit ratio per round | median | queries | orders |",
         "|---|---|---|---|---|",
     ]
