@@ -38,6 +38,10 @@ T = TypeVar("T")
 GRACE_TURNS = 3
 
 
+class RedisUnavailable(ConnectionError):
+    """`RedisGuard.call` while Redis is down: nothing was sent."""
+
+
 class RedisGuard:
     """The process's Redis client with its timeout, breaker and probe."""
 
@@ -77,10 +81,21 @@ class RedisGuard:
         if self.breaker.state is not State.CLOSED:
             return fallback
         try:
-            result = await self._attempt(call, self.timeout_s + wait_s)
-        except Exception as err:  # any failure of Redis degrades; never fails the request
-            self.failed(what, err)
+            return await self.call(what, call, wait_s=wait_s)
+        except Exception:  # any failure of Redis degrades; never fails the request
             return fallback
+
+    async def call(self, what: str, call: Callable[[], Awaitable[T]], *,
+                   wait_s: float = 0.0) -> T:
+        """As `run`, for a caller that has no fallback and must know: raises
+        RedisUnavailable while Redis is down, and the failure (TimeoutError included)."""
+        if self.breaker.state is not State.CLOSED:
+            raise RedisUnavailable(f"{what}: redis is down (retried in {self.retry_in():.1f} s)")
+        try:
+            result = await self._attempt(call, self.timeout_s + wait_s)
+        except Exception as err:
+            self.failed(what, err)
+            raise
         self.breaker.record(True)
         return result
 
@@ -124,6 +139,15 @@ class RedisGuard:
             task.cancel()
             raise
 
+    async def _drop_idle_connections(self) -> None:
+        """A Redis that was down may have been restarted: a pooled connection from before
+        would fail the first operation that takes it (redis-py does not retry that one), and
+        open the breaker again. Idle connections are closed; the next operations open new
+        ones. (A client without one pool, a cluster's, manages its nodes' own.)"""
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
+
     async def _probe_until_up(self) -> None:
         while self.breaker.state is not State.CLOSED:
             await self.clock.sleep(self.breaker.retry_in())
@@ -132,6 +156,8 @@ class RedisGuard:
             self.observer.redis_changed(int(self.breaker.state), False)  # half-open
             try:
                 ok = bool(await self._attempt(self.client.ping, self.timeout_s))
+                if ok:
+                    await self._attempt(self._drop_idle_connections, self.timeout_s)
             except Exception:
                 ok = False
             self.breaker.record(ok, probe=True)
