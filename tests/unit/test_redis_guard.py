@@ -12,7 +12,7 @@ import pytest
 
 from app.core import redisguard
 from app.core.observer import Observer
-from app.core.redisguard import RedisGuard
+from app.core.redisguard import RedisGuard, RedisUnavailable
 from tests.fakeclock import FakeClock, settle
 
 TIMEOUT_S = 0.1
@@ -186,3 +186,22 @@ async def test_an_answer_read_late_because_the_loop_was_busy_is_not_a_timeout(
         assert (call.result() == "value") is expected_up
         assert guard.up is expected_up
         await guard.close()
+
+
+async def test_call_raises_where_run_falls_back() -> None:
+    """For callers without a fallback (the invalidation channel): the failure itself, then
+    RedisUnavailable at once while the breaker is open; the outage is the same one."""
+    guard, client, clock, observer = make()
+    assert await guard.call("membership", client.get) == b"value"
+    client.stalled = True
+    beat = asyncio.ensure_future(guard.call("membership", client.get))
+    await settle()
+    clock.advance(TIMEOUT_S)
+    await settle()
+    with pytest.raises(TimeoutError):
+        beat.result()
+    calls = len(client.calls)
+    with pytest.raises(RedisUnavailable):
+        await guard.call("subscribe", client.get)
+    assert len(client.calls) == calls and observer.events == [(0, False), (2, True)]
+    await guard.close()
