@@ -269,8 +269,9 @@ class RedisLevel:
 
 class GuardedPubSub:
     """The subscription connection, for `follow`, through the guard: what it sends is timed
-    out (and raises while Redis is down); a failed read is reported to the guard. Reads that
-    wait for messages have their own timeout, and a silent channel is the lease's business."""
+    out, and raises while Redis is down. Its reads wait for messages, with their own timeout;
+    a silent channel, or its connection dropped (by CLIENT KILL, an idle timeout), is the
+    lease's business, not a sign that Redis is down: the other operations say that."""
 
     def __init__(self, pubsub: Any, redis: RedisGuard) -> None:
         self.pubsub = pubsub
@@ -283,11 +284,7 @@ class GuardedPubSub:
         await self.redis.call("channel ping", partial(self.pubsub.ping, token))
 
     async def get_message(self, timeout: float) -> Any:  # noqa: ASYNC109 (the PubSub API)
-        try:
-            return await self.pubsub.get_message(timeout=timeout)
-        except Exception as err:
-            self.redis.failed("pub/sub", err)
-            raise
+        return await self.pubsub.get_message(timeout=timeout)
 
     async def aclose(self) -> None:
         await self.redis.clock.wait_for(self.pubsub.aclose(), self.redis.timeout_s)

@@ -100,8 +100,7 @@ class RedisGuard:
         return result
 
     def failed(self, what: str, error: BaseException) -> None:
-        """An operation failed (in `run`, or outside it: the pub/sub connection's reads,
-        which wait for messages as long as there are none)."""
+        """An operation failed (in `run` or `call`, or one its caller timed itself)."""
         if self.breaker.state is not State.CLOSED:
             return
         self.breaker.record(False)

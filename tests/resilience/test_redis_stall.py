@@ -146,6 +146,7 @@ async def test_a_stalled_then_killed_redis_costs_no_query_and_recovers(
     await until(lambda: ready()["status"] == "ok", "readiness ok again")  # (memo: 0.25 s)
 
     # Killed.
+    channel_back = gateway.process.log().count("invalidation channel back")
     private_redis.process.kill()
     private_redis.process.wait(10)
     await products(10)
@@ -159,6 +160,9 @@ async def test_a_stalled_then_killed_redis_costs_no_query_and_recovers(
     client = redis.Redis(port=private_redis.port)
     try:
         await until(lambda: bool(client.pubsub_channels("gw:*")), "the listener resubscribed")
+        # The cache is trusted again once the channel's lease is back (app/cache/subscription)
+        await until(lambda: gateway.process.log().count("invalidation channel back")
+                    > channel_back, "the invalidation channel back")
         await products(3)
         assert any(b"product" in k for k in client.scan_iter("gw:*"))
     finally:
