@@ -60,23 +60,35 @@ class Client:
     def __init__(self, gateway: Gateway) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
 
+    def _send(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body, headers or {})
+                resp = self.conn.getresponse()
+                return resp.status, resp.read()
+            except (ConnectionError, http.client.HTTPException):
+                # The server closed the idle keep-alive connection (uvicorn: after 5 s,
+                # which a slow answer on the other gateway can leave it): open another.
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def get(self, path: str) -> tuple[float, int, bytes]:
         began = time.perf_counter()
-        self.conn.request("GET", path)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        return (time.perf_counter() - began) * 1000, resp.status, body
+        status, body = self._send("GET", path)
+        return (time.perf_counter() - began) * 1000, status, body
 
     def product(self, index: int) -> tuple[float, bool]:
         """Milliseconds, and whether the answer was whole (200, the product, no errors)."""
         pid = f"p{1 + index % 5000}"  # (the seed's 5,000 products)
         payload = orjson.dumps({"query": QUERY, "variables": {"id": pid}})
         began = time.perf_counter()
-        self.conn.request("POST", "/graphql", payload, {"Content-Type": "application/json"})
-        resp = self.conn.getresponse()
-        body = resp.read()
+        status, body = self._send("POST", "/graphql", payload,
+                                  {"Content-Type": "application/json"})
         took = (time.perf_counter() - began) * 1000
-        ok = (resp.status == 200 and b'"errors"' not in body
+        ok = (status == 200 and b'"errors"' not in body
               and f'"id":"{pid}"'.encode() in body)
         return took, ok
 
@@ -216,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     lines = [
         f"`python -m bench.redis_stall --queries {args.queries} --rounds {args.rounds}"
-        + (f" --root {args.root} --section '{args.section}'`" if args.root else "` "
-           "(`make bench-redis`)")
+        + (f" --root {args.root} --section '{args.section}'` (the root: `git archive "
+           "COMMIT | tar -x -C ROOT`)" if args.root else "` (`make bench-redis`)")
         + ": sequential product queries, each for a product its gateway "
         f"has not cached, services at {LATENCY_MS} ms, rate limits on; one gateway without "
         "Redis, one whose Redis is stopped with SIGSTOP (all settings at their defaults). "
