@@ -4,9 +4,12 @@ L1 is in process: a bounded LRU read synchronously, because every warm lookup pa
 it (aiocache's memory backend is unbounded, arms a timer per key and wraps each call in
 `wait_for`). L2 is Redis, shared by every replica, through the process's Redis guard
 (`app.core.redisguard`: a timeout, a breaker, one client); the same client runs the scripts
-that make invalidation race-free and carries pub/sub. While Redis is down every L2 operation
-answers its fallback at once: a miss (the caller goes upstream), no write, no shared
-generation or version (the caller keeps its own), no message to the other replicas.
+that make invalidation race-free and carries pub/sub. (aiocache's RedisCache was used only
+to build that client: its get/set cannot run the scripts, pipelines or pub/sub L2 is made
+of, and its per-call timeout would be a second, disagreeing one beside the guard's.)
+While Redis is down every L2 operation answers its fallback at once: a miss (the caller
+goes upstream), no write, no shared generation or version (the caller keeps its own), no
+message to the other replicas.
 
 Race-freedom: every invalidation takes a new epoch (a counter in Redis) and leaves a
 tombstone with it. A fetch notes the epoch before it asks the upstream, and its result is
