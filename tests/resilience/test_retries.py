@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from tests.conftest import QUERIES
-from tests.harness import Gateway, Services
+from tests.harness import Gateway, Services, http
 from tests.resilience.conftest import Post, Reply, metric
 
 DEEP = (QUERIES / "deep.graphql").read_text()
@@ -115,27 +115,36 @@ async def test_place_order_is_retried_with_its_idempotency_key(
     assert ids.count(order_id) == 1
 
 
-async def test_retry_after_is_honoured_within_the_deadline(
+async def test_retry_after_is_honoured_and_no_wait_passes_the_deadline(
     start: Callable[..., Gateway], faults: Services, post: Post
 ) -> None:
+    # The users service takes so many requests a second (a token bucket: /_faults
+    # rate_limit_rps) and answers the rest 429 with Retry-After. Its bucket witnesses the
+    # order of the attempts, with no clock in the test: a retry sent before the service
+    # would take it is refused again, and /_stats counts it.
     gateway = start()
     faults.set_faults("users", rate_limit_rps=1)
     first = await post(gateway, USER)
     assert "errors" not in first.body
-    # The bucket is empty: the users service answers 429 with Retry-After: 1. The gateway
-    # waits the second and succeeds.
+    # The bucket is empty: the next call is answered 429, Retry-After: 1. The gateway's
+    # retry is the next request the service sees, and the service takes it.
+    faults.reset_stats()
     second = await post(gateway, USER)
     assert "errors" not in second.body, second.body
-    assert second.calls[0]["retries"] == 1 and second.elapsed >= 0.95
-    # With 300 ms left, waiting a second would pass the deadline: the gateway gives up at
-    # once with the service's own answer (that it does not wait first is unit tested on a
-    # FakeClock: tests/unit/test_client_deadline.py).
+    assert second.calls[0]["retries"] == 1
+    assert faults.stats("users")["requests"] == {"GET /users": 2}
+    # One request every 5 s: Retry-After: 5 passes the request's 2 s deadline, so the
+    # gateway does not wait at all: it answers with the service's refusal, and the service,
+    # asked right after that answer, still refuses (its 5 s have not passed).
+    faults.set_faults("users", rate_limit_rps=0.2)  # a full bucket: one token
+    assert http("GET", faults.url("users") + "/users?ids=u2")[0] == 200
     faults.reset_stats()
-    third = await post(gateway, USER, headers={"X-Request-Timeout-Ms": "300"})
+    third = await post(gateway, USER)
     assert third.codes() == ["UPSTREAM_RATE_LIMITED"]
     ext = third.body["errors"][0]["extensions"]
     assert ext["service"] == "users" and ext["retries"] == 0 and ext["retryable"] is True
-    assert faults.stats("users")["requests"] == {"GET /users": 1}
+    assert http("GET", faults.url("users") + "/users?ids=u3")[0] == 429
+    assert faults.stats("users")["requests"] == {"GET /users": 2}  # the gateway's, and ours
 
 
 async def test_retry_budget_caps_the_load_an_outage_sees(
