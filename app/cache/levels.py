@@ -2,25 +2,43 @@
 
 L1 is in process: a bounded LRU read synchronously, because every warm lookup passes through
 it (aiocache's memory backend is unbounded, arms a timer per key and wraps each call in
-`wait_for`). L2 is Redis through aiocache's RedisCache, shared by every replica; its client
-also runs the two scripts that make invalidation race-free and carries pub/sub.
+`wait_for`). L2 is Redis (one, or a cluster: `app.core.redisclient`), shared by every
+replica; its client also runs the two scripts that make invalidation race-free and carries
+pub/sub.
 
 Race-freedom: every invalidation takes a new epoch (a counter in Redis) and leaves a
 tombstone with it. A fetch notes the epoch before it asks the upstream, and its result is
 written only where no tombstone newer than that epoch stands, checked atomically in Redis.
+
+Epochs are per bucket. Every key belongs to one bucket (a hash of its name), and each bucket
+has its own epoch counter; a key's tombstones carry its bucket's epoch, and a fetch notes
+the epochs of its keys' buckets, read in the same command as the keys. One Redis has one
+bucket: one counter, `epoch`, and the keys as they always were. A cluster has
+CLUSTER_BUCKETS, each a hash tag spread evenly over the slots, so the cache spreads over the
+masters while a bucket's keys and its counter share a slot, as the scripts require. The
+argument for race-freedom holds per bucket, because nothing compares epochs of two buckets:
+- a key and its bucket's counter live in one slot, so the scripts that read and write them
+  run atomically on one node, in one order;
+- an invalidation of k increments k's bucket counter to e and sets k's tombstone to e in one
+  script; a fetch of k notes the counter c before it asks the upstream (in the MGET that
+  found k missing, or alone for a background refresh);
+- if the invalidation ran after that MGET, then e > c and the fetch's write, which checks
+  k's tombstone in the same slot, skips k; if it ran before, the fetch began after the
+  change was committed (an invalidation follows the commit), and may store its result.
+Invalidations of other keys in the bucket raise the counter without a tombstone on k, so
+they cost k nothing; a shared counter only saves reading one counter per key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
-from aiocache import RedisCache
-
+from app.core import redisclient
 from app.core.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("gateway.cache")
@@ -89,6 +107,10 @@ class MemoryLevel:
         return len(self._data)
 
 
+Epochs = dict[int, int]  # bucket -> the epoch a fetch started at; {}: unknown (Redis down)
+CLUSTER_BUCKETS = 32
+
+
 class RedisLevel:
     """Redis as the shared level. Any Redis failure marks it down: calls then return at once
     as misses (the caller goes upstream) until a retry some seconds later succeeds, and the
@@ -99,15 +121,18 @@ class RedisLevel:
     def __init__(self, url: str, prefix: str, channel: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
         self._now = clock.monotonic
-        parsed = urlparse(url)
         self.prefix = prefix
         self.channel = channel
-        self.cache = RedisCache(
-            endpoint=parsed.hostname or "127.0.0.1", port=parsed.port or 6379,
-            db=int((parsed.path or "/0").lstrip("/") or 0), password=parsed.password,
-            namespace=prefix, timeout=1, create_connection_timeout=1,
-        )
-        self.client = self.cache.client
+        self.client = redisclient.connect(url, connect_timeout=1)
+        cluster = redisclient.is_cluster(url)
+        # A cluster spreads the buckets over its masters (see the module's docstring); one
+        # Redis keeps one bucket and the key names it always had. Changing the count renames
+        # the keys, like a new FORMAT.
+        self._tags = redisclient.slot_tags(CLUSTER_BUCKETS) if cluster else [""]
+        # What is used together shares a slot on a cluster: the namespace generations (read
+        # in one MGET), and the invalidation channel with its acknowledgement lists.
+        self._gen_tag = "g" if cluster else ""
+        self._bus_tag = "i" if cluster else ""
         self._write = self.client.register_script(_WRITE)
         self._invalidate = self.client.register_script(_INVALIDATE)
         self._accept = self.client.register_script(_ACCEPT_VERSION)
@@ -136,43 +161,80 @@ class RedisLevel:
             self.is_down = False
         return result
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+    def key(self, name: str, tag: str = "") -> str:
+        return f"{self.prefix}{redisclient.tagged(tag, name) if tag else name}"
 
-    async def read(self, keys: list[str]) -> tuple[list[bytes | None], int]:
-        """Values of `keys` and the current epoch, in one round trip."""
-        async def go() -> tuple[list[bytes | None], int]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.mget([self.key(k) for k in keys])
-                pipe.get(self.key("epoch"))
-                values, epoch = await pipe.execute()
-            return values, int(epoch or 0)
+    def bucket(self, name: str) -> int:
+        return binascii.crc_hqx(name.encode(), 0) % len(self._tags) if len(self._tags) > 1 else 0
 
-        return await self._guard("read", go(), ([None] * len(keys), -1))
+    def _epoch_key(self, bucket: int) -> str:
+        return self.key("epoch", self._tags[bucket])
 
-    async def write(self, items: list[tuple[str, bytes, int]], started_epoch: int) -> None:
-        if started_epoch < 0 or not items:
-            return  # Redis was down when the fetch started: its epoch is unknown
-        args: list[Any] = [started_epoch]
-        for _, value, ttl_ms in items:
-            args += [value, max(1, ttl_ms)]
-        await self._guard("write", self._write(keys=[self.key(k) for k, _, _ in items],
-                                               args=args), None)
+    def _by_bucket(self, names: Sequence[str]) -> dict[int, list[int]]:
+        """Indexes of `names` per bucket, in order."""
+        groups: dict[int, list[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(self.bucket(name), []).append(i)
+        return groups
+
+    async def read(self, keys: list[str]) -> tuple[list[bytes | None], Epochs]:
+        """Values of `keys` and their buckets' epochs, in one round trip: per bucket, one
+        MGET of its keys and its counter (one slot)."""
+        async def go() -> tuple[list[bytes | None], Epochs]:
+            groups = self._by_bucket(keys)
+            replies = await redisclient.mget_groups(self.client, [
+                [*(self.key(keys[i], self._tags[b]) for i in members), self._epoch_key(b)]
+                for b, members in groups.items()])
+            values: list[bytes | None] = [None] * len(keys)
+            epochs: Epochs = {}
+            for (b, members), reply in zip(groups.items(), replies, strict=True):
+                for i, value in zip(members, reply, strict=False):
+                    values[i] = value
+                epochs[b] = int(reply[-1] or 0)
+            return values, epochs
+
+        return await self._guard("read", go(), ([None] * len(keys), {}))
+
+    async def epochs(self, keys: list[str]) -> Epochs:
+        """The current epochs of `keys`' buckets (what a refresh notes before it fetches)."""
+        async def go() -> Epochs:
+            buckets = sorted(self._by_bucket(keys))
+            replies = await redisclient.mget_groups(
+                self.client, [[self._epoch_key(b)] for b in buckets])
+            return {b: int(reply[0] or 0) for b, reply in zip(buckets, replies, strict=True)}
+
+        return await self._guard("read", go(), {}) if keys else {}
+
+    async def write(self, items: list[tuple[str, bytes, int]], started: Epochs) -> None:
+        """Store `items` (key, value, ttl ms), each unless its key was invalidated after the
+        epoch its fetch `started` at; items whose bucket's epoch is unknown (Redis was down
+        when the fetch started) are not stored."""
+        calls = []
+        for b, members in self._by_bucket([k for k, _, _ in items]).items():
+            if b not in started:
+                continue
+            args: list[Any] = [started[b]]
+            for i in members:
+                args += [items[i][1], max(1, items[i][2])]
+            calls.append(([self.key(items[i][0], self._tags[b]) for i in members], args))
+        if calls:
+            await self._guard("write", redisclient.eval_groups(self.client, self._write, calls),
+                              None)
 
     async def invalidate(self, keys: list[str], tombstone_ms: int) -> None:
-        await self._guard(
-            "invalidate",
-            self._invalidate(keys=[self.key("epoch"), *(self.key(k) for k in keys)],
-                             args=[tombstone_ms]),
-            None,
-        )
+        calls = [([self._epoch_key(b), *(self.key(keys[i], self._tags[b]) for i in members)],
+                  [tombstone_ms])
+                 for b, members in self._by_bucket(keys).items()]
+        if calls:
+            await self._guard("invalidate",
+                              redisclient.eval_groups(self.client, self._invalidate, calls), None)
 
     async def bump(self, names: list[str]) -> dict[str, int]:
         """Increase namespace generations; returns the new values."""
         async def go() -> dict[str, int]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in names:
-                    pipe.incr(self.key(f"gen:{name}"))
+                    pipe.incr(self.key(f"gen:{name}", self._gen_tag))
                 values = await pipe.execute()
             return dict(zip(names, map(int, values), strict=True))
 
@@ -180,7 +242,7 @@ class RedisLevel:
 
     async def generations(self, names: list[str]) -> dict[str, int]:
         async def go() -> dict[str, int]:
-            values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+            values = await self.client.mget([self.key(f"gen:{n}", self._gen_tag) for n in names])
             return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
 
         return await self._guard("generations", go(), {})
@@ -196,7 +258,8 @@ class RedisLevel:
         """Publish `message`; with `ack`, wait up to `wait_s` until every other subscriber
         has acknowledged it. Returns how many acknowledged."""
         receivers = await self._guard(
-            "publish", self.client.publish(self.key(self.channel), message), 0)
+            "publish", redisclient.publish(self.client, self.key(self.channel, self._bus_tag),
+                                           message), 0)
         if ack is None or receivers <= 1:
             return 0
         acked = 0
@@ -205,12 +268,14 @@ class RedisLevel:
             left = deadline - self._now()
             if left <= 0:
                 break
-            got = await self._guard("ack", self.client.blpop([self.key(ack)], timeout=left),
-                                    None)
+            got = await self._guard("ack", self._blpop(self.key(ack, self._bus_tag), left), None)
             if got is None:
                 break
             acked += 1
         return acked
+
+    async def _blpop(self, key: str, wait_s: float) -> Any:
+        return await self.client.blpop([key], timeout=wait_s)
 
     def listen(self, handle: Callable[[bytes], str | None]) -> None:
         self._task = asyncio.create_task(self._listen(handle))
@@ -220,13 +285,12 @@ class RedisLevel:
         # receives invalidations again once it is back.
         while True:
             try:
-                pubsub = self.client.pubsub()
-                await pubsub.subscribe(self.key(self.channel))
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        ack = handle(message["data"])
+                async with redisclient.subscription(
+                        self.client, self.key(self.channel, self._bus_tag)) as messages:
+                    async for data in messages:
+                        ack = handle(data)
                         if ack is not None:
-                            key = self.key(ack)
+                            key = self.key(ack, self._bus_tag)
                             async with self.client.pipeline(transaction=False) as pipe:
                                 pipe.rpush(key, 1)
                                 pipe.expire(key, 10)
@@ -246,4 +310,4 @@ class RedisLevel:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        await self.cache.close()
+        await self.client.aclose()

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from app.config.settings import Settings, SettingsError
+from app.core import redisclient
 from app.core.errors import HTTPRefusal
 
 log = logging.getLogger("gateway.persisted")
@@ -63,7 +62,7 @@ class PersistedQueries:
         self.manifest = (load_manifest(settings.persisted_queries_file)
                          if settings.persisted_queries_file else {})
         self._prefix = f"{settings.redis_prefix}:apq:"
-        self._redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        self._redis = redisclient.connect(settings.redis_url) if settings.redis_url else None
         self._local: OrderedDict[str, str] = OrderedDict()
         self._local_bytes = 0
 
@@ -114,7 +113,7 @@ class PersistedQueries:
             return found
         try:
             raw = await self._redis.get(self._prefix + digest)
-        except RedisError as err:
+        except redisclient.ERRORS as err:
             log.warning("persisted query lookup failed", extra={"error": str(err)})
             return None
         if raw is None:
@@ -129,7 +128,7 @@ class PersistedQueries:
         if self._redis is not None:
             try:
                 await self._redis.set(self._prefix + digest, query, ex=TTL_S)
-            except RedisError as err:
+            except redisclient.ERRORS as err:
                 log.warning("persisted query not shared", extra={"error": str(err)})
 
     def _remember(self, digest: str, query: str) -> None:
