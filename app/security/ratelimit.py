@@ -2,10 +2,20 @@
 subject, else the client's address) whose size is its tier's budget per window
 (anonymous, authenticated, gold) and which refills continuously.
 
-With REDIS_URL the buckets live in Redis and one Lua script reads, refills and spends a
-bucket atomically, on Redis's clock, so replicas share them exactly; without it they live in
-this process. If Redis cannot be reached the request is let through (and logged): the
-limiter protects the graph, it must not take it down.
+With REDIS_URL the buckets live in Redis (one, or a cluster: a bucket is one key, so its
+script runs on the key's node) and one Lua script reads, refills and spends a bucket
+atomically, on Redis's clock, so replicas share them exactly; without it they live in this
+process. If Redis cannot be reached the request is let through (and logged): the limiter
+protects the graph, it must not take it down.
+
+While Redis cannot be reached (stopped, or a cluster's master failing over), each replica
+limits on its own, from the bucket Redis last reported for the client (not a full one), and
+what it lets through meanwhile is charged to the client's bucket in Redis once Redis
+answers again (a debt, which may leave the bucket below zero, down to one window's quota).
+So an outage over-admits at most what the other replicas' last reports still allowed: with
+two replicas, at most one window's quota, and then the bucket pays it back. (Without the
+two, each replica would start a full bucket, and a failover would lose what they spent:
+two replicas could admit three quotas in one window.)
 """
 
 from __future__ import annotations
@@ -17,20 +27,20 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from graphql import GraphQLError
-from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app.config.settings import Settings
+from app.core import redisclient
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.security.auth import Viewer
 
 log = logging.getLogger("gateway.ratelimit")
 MAX_LOCAL_CLIENTS = 100_000
 
-# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost.
+# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost, debt (what this replica let
+# through while Redis was unreachable: charged first, at most down to -capacity).
 # Returns: allowed (0/1), tokens left, seconds until full, seconds until `cost` would fit.
 SPEND = """
 local capacity = tonumber(ARGV[1])
@@ -42,6 +52,7 @@ local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(data[1]) or capacity
 local ts = tonumber(data[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+tokens = math.max(-capacity, tokens - tonumber(ARGV[4]))
 local allowed = 0
 if tokens >= cost then
   tokens = tokens - cost
@@ -79,11 +90,14 @@ class RateLimiter:
                         "authenticated": settings.rate_limit_authenticated,
                         "gold": settings.rate_limit_gold}
         # Short timeouts: a stalled Redis must not add seconds to every request.
-        self._redis = (aioredis.from_url(settings.redis_url, socket_timeout=0.25,
-                                         socket_connect_timeout=0.25)
+        self._redis = (redisclient.connect(settings.redis_url, socket_timeout=0.25,
+                                           connect_timeout=0.25)
                        if settings.redis_url else None)
         self._spend = self._redis.register_script(SPEND) if self._redis is not None else None
+        # Per client: (tokens, when), this process's bucket, or Redis's last report of it.
         self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Per client: the cost let through here while Redis was unreachable, not yet charged.
+        self._debt: OrderedDict[str, int] = OrderedDict()
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -93,19 +107,37 @@ class RateLimiter:
         capacity = self.budgets.get(tier, self.budgets["anonymous"])
         rate = capacity / self.settings.rate_limit_window_s
         cost = max(1, cost)
+        local = f"{tier}:{client}"
         if self._spend is not None:
             key = f"{self.settings.redis_prefix}:rl:{tier}:{client}"
+            debt = self._debt.pop(local, 0)
             try:
                 allowed, tokens, full, wait = await self._spend(
-                    keys=[key], args=[capacity, rate, cost])
-            except (RedisError, OSError, TimeoutError) as err:
+                    keys=[key], args=[capacity, rate, cost, debt])
+            except redisclient.ERRORS as err:
                 # This replica's own buckets meanwhile: limits stay, per replica.
                 log.warning("rate limit kept in process: redis failed",
                             extra={"error": str(err)})
-            else:
-                return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
-                                 float(wait))
-        return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
+                decision = self._spend_locally(local, capacity, rate, cost)
+                self._owe(local, debt + (cost if decision.allowed else 0))
+                return decision
+            # Where this replica's own bucket starts if Redis fails.
+            self._keep(local, float(tokens))
+            return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
+                             float(wait))
+        return self._spend_locally(local, capacity, rate, cost)
+
+    def _keep(self, key: str, tokens: float) -> None:
+        self._local[key] = (tokens, self._now())
+        self._local.move_to_end(key)
+        if len(self._local) > MAX_LOCAL_CLIENTS:
+            self._local.popitem(last=False)  # the longest idle: its bucket is full anyway
+
+    def _owe(self, key: str, debt: int) -> None:
+        if debt:
+            self._debt[key] = debt
+            if len(self._debt) > MAX_LOCAL_CLIENTS:
+                self._debt.popitem(last=False)
 
     async def spend_for(self, viewer: Viewer, address: str, cost: int) -> Decision:
         """Charge `cost` to the caller: its token's subject, else its address (an IPv6
@@ -119,9 +151,7 @@ class RateLimiter:
         allowed = tokens >= cost
         if allowed:
             tokens -= cost
-        self._local[key] = (tokens, now)
-        if len(self._local) > MAX_LOCAL_CLIENTS:
-            self._local.popitem(last=False)  # the longest idle: its bucket is full anyway
+        self._keep(key, tokens)
         wait = 0.0 if allowed else (cost - tokens) / rate
         return _decision(allowed, capacity, tokens, (capacity - tokens) / rate, wait)
 
