@@ -164,6 +164,10 @@ class RedisLevel:
     def key(self, name: str, tag: str = "") -> str:
         return f"{self.prefix}{redisclient.tagged(tag, name) if tag else name}"
 
+    def bus_key(self, name: str) -> str:
+        """The invalidation channel, or an acknowledgement list (one slot on a cluster)."""
+        return self.key(name, self._bus_tag)
+
     def bucket(self, name: str) -> int:
         return binascii.crc_hqx(name.encode(), 0) % len(self._tags) if len(self._tags) > 1 else 0
 
@@ -258,8 +262,7 @@ class RedisLevel:
         """Publish `message`; with `ack`, wait up to `wait_s` until every other subscriber
         has acknowledged it. Returns how many acknowledged."""
         receivers = await self._guard(
-            "publish", redisclient.publish(self.client, self.key(self.channel, self._bus_tag),
-                                           message), 0)
+            "publish", redisclient.publish(self.client, self.bus_key(self.channel), message), 0)
         if ack is None or receivers <= 1:
             return 0
         acked = 0
@@ -268,7 +271,7 @@ class RedisLevel:
             left = deadline - self._now()
             if left <= 0:
                 break
-            got = await self._guard("ack", self._blpop(self.key(ack, self._bus_tag), left), None)
+            got = await self._guard("ack", self._blpop(self.bus_key(ack), left), None)
             if got is None:
                 break
             acked += 1
@@ -285,12 +288,12 @@ class RedisLevel:
         # receives invalidations again once it is back.
         while True:
             try:
-                async with redisclient.subscription(
-                        self.client, self.key(self.channel, self._bus_tag)) as messages:
+                async with redisclient.subscription(self.client,
+                                                    self.bus_key(self.channel)) as messages:
                     async for data in messages:
                         ack = handle(data)
                         if ack is not None:
-                            key = self.key(ack, self._bus_tag)
+                            key = self.bus_key(ack)
                             async with self.client.pipeline(transaction=False) as pipe:
                                 pipe.rpush(key, 1)
                                 pipe.expire(key, 10)

@@ -40,12 +40,15 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError
 
 Client = Redis | RedisCluster
-# What a failing Redis raises: a cluster client also raises RedisClusterException (a slot not
-# covered mid-failover, no node reachable), which is not a RedisError.
-ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+# What a failing Redis may raise: redis-py's errors, a cluster client's
+# RedisClusterException (not one of them: a slot not covered mid-failover), and, from a
+# cluster client that closes its connections under commands in flight (as it does on
+# CLUSTERDOWN, during a failover), RuntimeError or AttributeError. Callers whose fallback
+# must hold whatever Redis does catch them all.
+ERRORS = (Exception,)
 SINGLE_SCHEMES = ("redis://", "rediss://")
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 CLUSTER_RETRIES = 1
@@ -78,11 +81,27 @@ def connect(url: str, *, socket_timeout: float | None = None,
         return Redis.from_url(url, socket_timeout=socket_timeout,
                               socket_connect_timeout=connect_timeout)
     first, seeds = _cluster_seeds(url)
-    return RedisCluster.from_url(
+    return _Cluster.from_url(
         first, startup_nodes=[ClusterNode(host, port) for host, port in seeds[1:]],
         socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
         retry=Retry(NoBackoff(), CLUSTER_RETRIES),
+        # A MOVED reply patches that slot only: with the default (every fifth MOVED), the
+        # client closes every connection, including those of commands in flight.
+        reinitialize_steps=0,
     )
+
+
+class _Cluster(RedisCluster):
+    """redis-py 8.1's cluster client decides where a command goes before it loads the slot
+    map: a command issued while the map is not loaded (the first ones, or the first after
+    an error asked for a reload) goes to a random node, meets MOVED, and concurrent ones
+    then fail with RuntimeError or AttributeError as connections are closed under them
+    (24 concurrent first commands: 5 to 10 failed). Loading the map first avoids it."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 def _cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:

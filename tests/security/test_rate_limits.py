@@ -72,9 +72,11 @@ async def test_the_bucket_refills_over_its_window(
 
 
 async def test_two_gateways_share_the_limit_through_redis(
-    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, redis_url: str
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, shared_redis_url: str
 ) -> None:
-    shared = {**LIMITED, "REDIS_URL": redis_url, "REDIS_PREFIX": f"rl-{uuid.uuid4().hex[:8]}"}
+    # On one Redis and on a Redis Cluster (a bucket is one key: its script runs on its node).
+    shared = {**LIMITED, "REDIS_URL": shared_redis_url,
+              "REDIS_PREFIX": f"rl-{uuid.uuid4().hex[:8]}"}
     a, b = start(**shared), start(**shared)
     statuses = []
     for i in range(14):  # alternating: 30 / 3 = 10 fit, across both
