@@ -108,7 +108,11 @@ class MemoryLevel:
 
 
 Epochs = dict[int, int]  # bucket -> the epoch a fetch started at; {}: unknown (Redis down)
-CLUSTER_BUCKETS = 32
+# A batch costs one command per bucket it touches: more buckets spread the cache over more
+# masters, evenly, and cost more per batch (a 100-key read, bench/RESULTS.md: 0.8 ms with
+# 8, 0.9 ms with 16, 1.2 ms with 32, 2.3 ms with 128). With 16, each of 3 masters holds 5
+# or 6 buckets, and a cluster of up to 16 masters gets a share.
+CLUSTER_BUCKETS = 16
 
 
 class RedisLevel:
