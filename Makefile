@@ -69,12 +69,14 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s \
 	  tests/gateway/test_executor.py::test_both_executors_answer_generated_queries_alike
 
-# The benchmark matrix, the idle penalty, the cross-replica invalidation time and scale-out
-# (under 5 minutes): writes bench/RESULTS.md and the JSON files beside it.
+# The benchmark matrix, the idle penalty, the cross-replica invalidation time (one Redis and a
+# Redis Cluster), the cache's Redis level on both, and scale-out (about 5 minutes): writes
+# bench/RESULTS.md and the JSON files beside it.
 bench: $(STAMP)
 	$(PY) -m bench.run --profile
 	$(PY) -m bench.idle
 	$(PY) -m bench.invalidation
+	$(PY) -m bench.redis_levels
 	$(PY) -m bench.scaleout
 
 # The deep query under injected faults, and the load an outage sees (about 2 minutes):

@@ -57,7 +57,8 @@ MODES = {
     "response": {"CACHE_ENABLED": "true", "RESPONSE_CACHE": "true"},
 }
 # The sections of bench/RESULTS.md that other commands write.
-OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation", "Scale-out", "Resilience",
+OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation",
+                  "Redis Cluster: the shared level's cost", "Scale-out", "Resilience",
                   "Tracing", "Soak", "CPU against an earlier commit")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")

@@ -13,10 +13,12 @@ import pytest
 from services.seed import Dataset, generate
 from tests.harness import (
     Gateway,
+    RedisClusterServers,
     Services,
     free_port,
     start_gateway,
     start_redis,
+    start_redis_cluster,
     start_services,
 )
 
@@ -69,6 +71,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster for the session: three masters with a replica each. Tests that kill
+    a node start a cluster of their own."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_redis_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """REDIS_URL of one Redis, then of a Redis Cluster: a test of what replicas share
+    through Redis runs on both."""
+    if request.param == "redis":
+        return redis_url
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    return cluster.url
 
 
 @pytest.fixture

@@ -436,3 +436,170 @@ def start_redis(tmp: Path) -> RedisServer:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     return RedisServer(_start_redis_process(port, tmp), f"redis://127.0.0.1:{port}/0", port, tmp)
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster on loopback: `masters` masters with a replica each, every node a
+    redis-server process on a free port, in cluster mode, without persistence."""
+
+    processes: dict[int, subprocess.Popen[bytes]]  # port -> its redis-server
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL for the gateway: every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.processes)
+
+    def alive(self) -> list[int]:
+        return [p for p, proc in self.processes.items() if proc.poll() is None]
+
+    def client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(port=port, socket_timeout=2)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """CLUSTER NODES as a live node sees it: port, role, failed, the slot ranges of a
+        master."""
+        for port in self.alive():
+            try:
+                table = self.client(port).execute_command("CLUSTER NODES")
+            except Exception:  # this node is going: ask another
+                continue
+            rows = []
+            for address, node in table.items():
+                flags = node["flags"].split(",")
+                rows.append({"port": int(address.split(":")[1].split("@")[0]),
+                             "master": "master" in flags, "failed": "fail" in flags,
+                             "slots": [(int(r[0]), int(r[-1])) for r in node["slots"]]})
+            return rows
+        raise RuntimeError("no cluster node answers")
+
+    def master_of_slot(self, slot: int) -> int:
+        for node in self.nodes():
+            if node["master"] and not node["failed"] and any(
+                    lo <= slot <= hi for lo, hi in node["slots"]):
+                return int(node["port"])
+        raise LookupError(f"no live master holds slot {slot}")
+
+    def master_of(self, key: str) -> int:
+        from redis.crc import key_slot
+
+        return self.master_of_slot(key_slot(key.encode()))
+
+    def masters(self) -> list[int]:
+        return [n["port"] for n in self.nodes() if n["master"] and not n["failed"]
+                and n["slots"]]
+
+    def healthy(self) -> bool:
+        """Every slot served, by masters that each have a replica in sync, as every live
+        node sees it."""
+        try:
+            for port in self.alive():
+                if self.client(port).execute_command("CLUSTER INFO")["cluster_state"] != "ok":
+                    return False
+            nodes = self.nodes()
+        except Exception:
+            return False
+        masters = [n for n in nodes if n["master"] and not n["failed"] and n["slots"]]
+        served = sum(hi - lo + 1 for n in masters for lo, hi in n["slots"])
+        return served == 16384
+
+    def replicas_synced(self) -> bool:
+        for node in self.nodes():
+            if node["master"] or node["failed"]:
+                continue
+            info = self.client(node["port"]).info("replication")
+            if info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis cluster: not {what} after {timeout} s")
+            time.sleep(0.05)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node: no goodbye to its clients or to the cluster."""
+        self.processes[port].kill()
+        self.processes[port].wait(5)
+
+    def keys(self, pattern: str) -> list[str]:
+        """Every key matching `pattern` on the live masters, with the master's port."""
+        return [key.decode() for port in self.masters()
+                for key in self.client(port).scan_iter(pattern)]
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def redis_cluster_tools() -> tuple[str, str] | None:
+    """The system's redis-server and redis-cli, when both are there and the server speaks
+    sharded pub/sub (7.0 or later); None otherwise."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if not server or not cli:
+        return None
+    version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
+    major = version.split("v=", 1)[-1].split(".", 1)[0]
+    return (server, cli) if major.isdigit() and int(major) >= 7 else None
+
+
+def start_redis_cluster(tmp: Path, masters: int = 3, node_timeout_ms: int = 1000
+                        ) -> RedisClusterServers:
+    """`masters` masters with a replica each (`redis-cli --cluster create`), waited for
+    until every slot is served and every replica is in sync. A short node timeout makes a
+    failover take about two seconds instead of fifteen (the default)."""
+    tools = redis_cluster_tools()
+    require(tools is not None, "redis-server and redis-cli 7.0 or later (a Redis Cluster; "
+            "Debian: apt-get install redis-server)")
+    assert tools is not None
+    server, cli = tools
+    tmp.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(2 * masters)
+    processes = {}
+    for port in ports:
+        # The bus port named, not the default port + 10000, which may be taken or past 65535.
+        processes[port] = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(free_port()), "--cluster-config-file", f"nodes-{port}.conf",
+             "--cluster-node-timeout", str(node_timeout_ms), "--save", "",
+             "--appendonly", "no", "--dir", str(tmp)],
+            stdout=(tmp / f"redis-{port}.log").open("wb"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+    cluster = RedisClusterServers(processes, tmp)
+    try:
+        for port in ports:
+            cluster.wait(lambda p=port: _pong(p), f"node {port} up", 10)  # type: ignore[misc]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
+                               f"{created.stderr}")
+        cluster.wait(cluster.healthy, "serving every slot")
+        cluster.wait(cluster.replicas_synced, "with its replicas in sync")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

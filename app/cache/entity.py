@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
-from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.cache.levels import TOMBSTONE, Epochs, MemoryLevel, RedisLevel
 from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
@@ -207,7 +207,7 @@ class EntityCache:
                 missing.append(i)
                 continue
             self._classify(ns, i, entry, now, results, stale, refresh, missing)
-        epoch = -1
+        epoch: Epochs = {}
         if missing and self.l2 is not None:
             before = self._epoch
             values, epoch = await self.l2.read([full[i] for i in missing])
@@ -249,7 +249,7 @@ class EntityCache:
 
     async def _fill(self, ns: Namespace, keys: Sequence[Any], full: list[str],
                     missing: list[int], results: list[Any], stale: dict[int, Any],
-                    fetch: Fetch, epoch: int, policy: RequestPolicy | None,
+                    fetch: Fetch, epoch: Epochs, policy: RequestPolicy | None,
                     deadline: Deadline | None, service: str) -> None:
         # Each missing key's future: another request's fetch in flight, or one of ours.
         futures: dict[int, asyncio.Future[Any]] = {}
@@ -316,7 +316,7 @@ class EntityCache:
             del self._inflight[fk]
 
     async def _fetch_and_store(self, ns: Namespace, keys: list[Any], full: list[str],
-                               futures: list[asyncio.Future[Any]], fetch: Fetch, epoch: int,
+                               futures: list[asyncio.Future[Any]], fetch: Fetch, epoch: Epochs,
                                started: int) -> None:
         """Fetch `keys` and settle their `futures`; store the values unless their key was
         invalidated after `started` (the epoch when the fetch was decided on)."""
@@ -360,9 +360,9 @@ class EntityCache:
 
         async def refresh() -> None:
             try:
-                epoch = -1
+                epoch: Epochs = {}
                 if self.l2 is not None:
-                    _, epoch = await self.l2.read([])
+                    epoch = await self.l2.epochs([fk for _, fk in todo])
                 await self._fetch_and_store(ns, [k for k, _ in todo], [fk for _, fk in todo],
                                             futures, fetch, epoch, started)
             finally:

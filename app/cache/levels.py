@@ -11,21 +11,47 @@ While Redis is down every L2 operation answers its fallback at once: a miss (the
 goes upstream), no write, no shared generation or version (the caller keeps its own), no
 message to the other replicas.
 
+The client is one Redis or a Redis Cluster (`app.core.redisclient`); on a cluster, what a
+script or a command uses together shares a hash tag: a cache bucket's keys and its epoch
+(below), the namespace generations, and the invalidation channel with its set of members
+and its acknowledgement lists (the `_PUBLISH` and `_BEAT` scripts run in that one slot,
+where the channel is a shard channel: SPUBLISH).
+
 Race-freedom: every invalidation takes a new epoch (a counter in Redis) and leaves a
 tombstone with it. A fetch notes the epoch before it asks the upstream, and its result is
 written only where no tombstone newer than that epoch stands, checked atomically in Redis.
+
+Epochs are per bucket. Every key belongs to one bucket (a hash of its name), and each bucket
+has its own epoch counter; a key's tombstones carry its bucket's epoch, and a fetch notes
+the epochs of its keys' buckets, read in the same command as the keys. One Redis has one
+bucket: one counter, `epoch`, and the keys as they always were. A cluster has
+CLUSTER_BUCKETS, each a hash tag spread evenly over the slots, so the cache spreads over the
+masters while a bucket's keys and its counter share a slot, as the scripts require. The
+argument for race-freedom holds per bucket, because nothing compares epochs of two buckets:
+- a key and its bucket's counter live in one slot, so the scripts that read and write them
+  run atomically on one node, in one order;
+- an invalidation of k increments k's bucket counter to e and sets k's tombstone to e in one
+  script; a fetch of k notes the counter c before it asks the upstream (in the MGET that
+  found k missing, or alone for a background refresh);
+- if the invalidation ran after that MGET, then e > c and the fetch's write, which checks
+  k's tombstone in the same slot, skips k; if it ran before, the fetch began after the
+  change was committed (an invalidation follows the commit), and may store its result.
+Invalidations of other keys in the bucket raise the counter without a tombstone on k, so
+they cost k nothing; a shared counter only saves reading one counter per key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 from app.cache.subscription import Lease, follow
+from app.core import redisclient
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.redisguard import RedisGuard
 
@@ -65,9 +91,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
 return 1
 """
-# KEYS[1]: the set of members; ARGV: channel, message. The members alive when published.
+# KEYS[1]: the set of members, KEYS[2]: the channel (a key for a cluster's routing: the
+# same slot); ARGV: the publishing command (PUBLISH, or SPUBLISH on a cluster), message.
+# The members alive when published.
 _PUBLISH = """
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call(ARGV[1], KEYS[2], ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
@@ -117,6 +145,14 @@ class MemoryLevel:
         return len(self._data)
 
 
+Epochs = dict[int, int]  # bucket -> the epoch a fetch started at; {}: unknown (Redis down)
+# A batch costs one command per bucket it touches: more buckets spread the cache over more
+# masters, evenly, and cost more per batch (a 100-key read, bench/RESULTS.md: 0.8 ms with
+# 8, 0.9 ms with 16, 1.2 ms with 32, 2.3 ms with 128). With 16, each of 3 masters holds 5
+# or 6 buckets, and a cluster of up to 16 masters gets a share.
+CLUSTER_BUCKETS = 16
+
+
 class RedisLevel:
     """Redis as the shared level: every operation goes through the guard, which answers its
     fallback while Redis is down (and logs the outage once, not per request)."""
@@ -132,51 +168,111 @@ class RedisLevel:
         self.channel = channel
         self.replica = replica
         self.client = redis.client
-        self._write = self.client.register_script(_WRITE)
-        self._invalidate = self.client.register_script(_INVALIDATE)
-        self._record_version = self.client.register_script(_RECORD_VERSION)
-        self._beat = self.client.register_script(_BEAT)
-        self._publish = self.client.register_script(_PUBLISH)
+        cluster = redisclient.is_cluster_client(self.client)
+        # A cluster spreads the buckets over its masters (see the module's docstring); one
+        # Redis keeps one bucket and the key names it always had. Changing the count renames
+        # the keys, like a new FORMAT.
+        self._tags = redisclient.slot_tags(CLUSTER_BUCKETS) if cluster else [""]
+        # What is used together shares a slot on a cluster: the namespace generations (read
+        # in one MGET), and the invalidation channel with its members and acknowledgement
+        # lists (one script).
+        self._gen_tag = "g" if cluster else ""
+        self._bus_tag = "i" if cluster else ""
+        self._publish_command = redisclient.publish_command(self.client)
+        self._write = redis.register_script(_WRITE)
+        self._invalidate = redis.register_script(_INVALIDATE)
+        self._record_version = redis.register_script(_RECORD_VERSION)
+        self._beat = redis.register_script(_BEAT)
+        self._publish = redis.register_script(_PUBLISH)
         self._task: asyncio.Task[None] | None = None
 
     async def _guard(self, what: str, call: Callable[[], Awaitable[T]], default: T,
                      wait_s: float = 0.0) -> T:
         return await self.redis.run(what, call, default, wait_s=wait_s)
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+    def key(self, name: str, tag: str = "") -> str:
+        return f"{self.prefix}{redisclient.tagged(tag, name) if tag else name}"
 
-    async def read(self, keys: list[str]) -> tuple[list[bytes | None], int]:
-        """Values of `keys` and the current epoch, in one round trip."""
-        async def go() -> tuple[list[bytes | None], int]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.mget([self.key(k) for k in keys])
-                pipe.get(self.key("epoch"))
-                values, epoch = await pipe.execute()
-            return values, int(epoch or 0)
+    def bus_key(self, name: str) -> str:
+        """The invalidation channel, its set of members or an acknowledgement list (one
+        slot on a cluster)."""
+        return self.key(name, self._bus_tag)
 
-        return await self._guard("read", go, ([None] * len(keys), -1))
+    def _gen_key(self, name: str) -> str:
+        return self.key(f"gen:{name}", self._gen_tag)
 
-    async def write(self, items: list[tuple[str, bytes, int]], started_epoch: int) -> None:
-        if started_epoch < 0 or not items:
-            return  # Redis was down when the fetch started: its epoch is unknown
-        args: list[Any] = [started_epoch]
-        for _, value, ttl_ms in items:
-            args += [value, max(1, ttl_ms)]
-        keys = [self.key(k) for k, _, _ in items]
-        await self._guard("write", lambda: self._write(keys=keys, args=args), None)
+    def bucket(self, name: str) -> int:
+        return binascii.crc_hqx(name.encode(), 0) % len(self._tags) if len(self._tags) > 1 else 0
+
+    def _epoch_key(self, bucket: int) -> str:
+        return self.key("epoch", self._tags[bucket])
+
+    def _by_bucket(self, names: Sequence[str]) -> dict[int, list[int]]:
+        """Indexes of `names` per bucket, in order."""
+        groups: dict[int, list[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(self.bucket(name), []).append(i)
+        return groups
+
+    async def read(self, keys: list[str]) -> tuple[list[bytes | None], Epochs]:
+        """Values of `keys` and their buckets' epochs, in one round trip: per bucket, one
+        MGET of its keys and its counter (one slot)."""
+        async def go() -> tuple[list[bytes | None], Epochs]:
+            groups = self._by_bucket(keys)
+            replies = await redisclient.mget_groups(self.client, [
+                [*(self.key(keys[i], self._tags[b]) for i in members), self._epoch_key(b)]
+                for b, members in groups.items()])
+            values: list[bytes | None] = [None] * len(keys)
+            epochs: Epochs = {}
+            for (b, members), reply in zip(groups.items(), replies, strict=True):
+                for i, value in zip(members, reply, strict=False):
+                    values[i] = value
+                epochs[b] = int(reply[-1] or 0)
+            return values, epochs
+
+        return await self._guard("read", go, ([None] * len(keys), {}))
+
+    async def epochs(self, keys: list[str]) -> Epochs:
+        """The current epochs of `keys`' buckets (what a refresh notes before it fetches)."""
+        async def go() -> Epochs:
+            buckets = sorted(self._by_bucket(keys))
+            replies = await redisclient.mget_groups(
+                self.client, [[self._epoch_key(b)] for b in buckets])
+            return {b: int(reply[0] or 0) for b, reply in zip(buckets, replies, strict=True)}
+
+        return await self._guard("read", go, {}) if keys else {}
+
+    async def write(self, items: list[tuple[str, bytes, int]], started: Epochs) -> None:
+        """Store `items` (key, value, ttl ms), each unless its key was invalidated after the
+        epoch its fetch `started` at; items whose bucket's epoch is unknown (Redis was down
+        when the fetch started) are not stored."""
+        calls = []
+        for b, members in self._by_bucket([k for k, _, _ in items]).items():
+            if b not in started:
+                continue
+            args: list[Any] = [started[b]]
+            for i in members:
+                args += [items[i][1], max(1, items[i][2])]
+            calls.append(([self.key(items[i][0], self._tags[b]) for i in members], args))
+        if calls:
+            await self._guard("write",
+                              partial(redisclient.eval_groups, self.client, self._write, calls),
+                              None)
 
     async def invalidate(self, keys: list[str], tombstone_ms: int) -> None:
-        full = [self.key("epoch"), *(self.key(k) for k in keys)]
-        await self._guard("invalidate",
-                          lambda: self._invalidate(keys=full, args=[tombstone_ms]), None)
+        calls = [([self._epoch_key(b), *(self.key(keys[i], self._tags[b]) for i in members)],
+                  [tombstone_ms])
+                 for b, members in self._by_bucket(keys).items()]
+        if calls:
+            await self._guard("invalidate", partial(redisclient.eval_groups, self.client,
+                                                    self._invalidate, calls), None)
 
     async def bump(self, names: list[str]) -> dict[str, int]:
         """Increase namespace generations; returns the new values."""
         async def go() -> dict[str, int]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in names:
-                    pipe.incr(self.key(f"gen:{name}"))
+                    pipe.incr(self._gen_key(name))
                 values = await pipe.execute()
             return dict(zip(names, map(int, values), strict=True))
 
@@ -184,7 +280,7 @@ class RedisLevel:
 
     async def generations(self, names: list[str]) -> dict[str, int]:
         async def go() -> dict[str, int]:
-            values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+            values = await self.client.mget([self._gen_key(n) for n in names])
             return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
 
         return await self._guard("generations", go, {})
@@ -193,7 +289,7 @@ class RedisLevel:
         """As `generations`, but a failure raises (Redis down included): the caller must
         not go on without them."""
         async def go() -> dict[str, int]:
-            values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+            values = await self.client.mget([self._gen_key(n) for n in names])
             return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
 
         return await self.redis.call("generations", go)
@@ -218,8 +314,9 @@ class RedisLevel:
         """Publish `message`; with `ack`, wait up to `wait_s` until every other live member
         has acknowledged it. Returns how many acknowledged."""
         members: list[bytes] = await self._guard(
-            "publish", lambda: self._publish(keys=[self.key("members")],
-                                             args=[self.key(self.channel), message]), [])
+            "publish", partial(self._publish,
+                               keys=[self.bus_key("members"), self.bus_key(self.channel)],
+                               args=[self._publish_command, message]), [])
         others = sum(1 for m in members if m.decode() != self.replica)
         if ack is None or others == 0:
             return 0
@@ -231,7 +328,7 @@ class RedisLevel:
                 break
             # BLPOP blocks on purpose: the guard's timeout comes on top of its own wait.
             got = await self._guard(
-                "ack", partial(self.client.blpop, [self.key(ack)], timeout=left), None,
+                "ack", partial(self.client.blpop, [self.bus_key(ack)], timeout=left), None,
                 wait_s=left)
             if got is None:
                 break
@@ -253,15 +350,16 @@ class RedisLevel:
         async def on_message(raw: bytes) -> None:
             acked = handle(raw)
             if acked is not None:
-                await self.redis.call("ack", partial(ack, self.key(acked)))
+                await self.redis.call("ack", partial(ack, self.bus_key(acked)))
 
         async def beat() -> None:
             await self.redis.call("membership", partial(
-                self._beat, keys=[self.key("members")],
+                self._beat, keys=[self.bus_key("members")],
                 args=[self.replica, int(lease.seconds * 2000)]))
 
         self._task = asyncio.create_task(follow(
-            lambda: GuardedPubSub(self.client.pubsub(), self.redis), self.key(self.channel),
+            lambda: GuardedPubSub(redisclient.channel_pubsub(self.client), self.redis),
+            self.bus_key(self.channel),
             on_message, lease, regained, beat, self.clock, self.RETRY_AFTER_S))
 
     async def close(self) -> None:
@@ -271,8 +369,9 @@ class RedisLevel:
 
 
 class GuardedPubSub:
-    """The subscription connection, for `follow`, through the guard: what it sends is timed
-    out, and raises while Redis is down. Its reads wait for messages, with their own timeout;
+    """The subscription connection, for `follow`, through the guard (on a cluster, a shard
+    channel's: `redisclient.channel_pubsub`): what it sends is timed out, and raises while
+    Redis is down. Its reads wait for messages, with their own timeout;
     a silent channel, or its connection dropped (by CLIENT KILL, an idle timeout), is the
     lease's business, not a sign that Redis is down: the other operations say that."""
 

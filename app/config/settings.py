@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from app.core import redisclient
+
 SERVICES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
 DEFAULT_PORTS = dict(zip(SERVICES, range(8001, 8007), strict=True))
 # The reference services sign events with this secret unless told otherwise; it is a
@@ -176,8 +178,11 @@ class Settings:
     redis_url: str = setting(
         "",
         "REDIS_URL",
-        "Redis for the shared cache level and cross-replica invalidation, such as "
-        "redis://127.0.0.1:6379/0; empty: in-process cache only.",
+        "Redis for the shared cache level, cross-replica invalidation, rate limits and "
+        "persisted queries: one Redis, such as redis://127.0.0.1:6379/0, or a Redis "
+        "Cluster, such as redis+cluster://10.0.0.5:7000 (any of its nodes; several "
+        "separated by commas; rediss:// and rediss+cluster:// with TLS); empty: in-process "
+        "only.",
     )
     redis_prefix: str = setting(
         "gw", "REDIS_PREFIX", "Prefix of every Redis key and channel the gateway uses."
@@ -454,8 +459,8 @@ class Settings:
                      "invalidation_lease_ms", "redis_timeout_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
-            raise SettingsError(f"REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        if self.redis_url and (problem := redisclient.url_problem(self.redis_url)):
+            raise SettingsError(problem)
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
         if not set(self.exporters()) <= {"none", "otlp", "console"}:
             raise SettingsError("OTEL_TRACES_EXPORTER must list none, otlp or console, got "

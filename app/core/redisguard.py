@@ -15,8 +15,11 @@ limiter, persisted queries, /readyz), which gives each the same three things.
 The logs say it once per transition (down, then up, at warning), and the observer hears of
 every state change (`Observer.redis_changed`: a gauge, and a count of outages).
 
-The guard is handed the client, however it was built (one Redis, a cluster): it only awaits
-the calls it is given, and uses the client's `ping` (the probe) and `aclose`.
+The guard is handed the client, however it was built (`app.core.redisclient`: one Redis, a
+cluster): it only awaits the calls it is given, and asks `redisclient` for a PING (the probe,
+/readyz: on a cluster, every master) and to drop idle connections. Any exception a call
+raises counts as a Redis failure, not only redis-py's errors: a cluster client mid-failover
+also raises RuntimeError or AttributeError.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from app.core import redisclient
 from app.core.breaker import CircuitBreaker, State
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.observer import NULL_OBSERVER, Observer
@@ -36,6 +40,9 @@ T = TypeVar("T")
 # busy past the timeout (a collector pause, a CPU-heavy request), Redis's answer may already
 # be in the socket and only needs reading; a timer that ran first must not call Redis down.
 GRACE_TURNS = 3
+# How long the process's start waits for the client to be ready (a cluster's slot map and
+# command table, the scripts loaded), once.
+START_TIMEOUT_S = 2.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -57,6 +64,7 @@ class RedisGuard:
                                       open_s=open_s, probes=1, clock=clock)
         self._down_since = 0.0
         self._prober: asyncio.Task[None] | None = None
+        self._scripts: list[Any] = []
         observer.redis_changed(int(State.CLOSED), False)  # the gauge exists from the start
 
     @property
@@ -114,9 +122,29 @@ class RedisGuard:
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
 
+    def register_script(self, source: str) -> Any:
+        """A Lua script of the client's (an AsyncScript: run it through `run` or `call`),
+        loaded into Redis by `start`."""
+        script = self.client.register_script(source)
+        self._scripts.append(script)
+        return script
+
+    async def start(self) -> None:
+        """Before the process serves: the client made ready and the registered scripts
+        loaded (`redisclient.prepare`), with a longer wait than an operation's
+        (START_TIMEOUT_S); a failure is Redis down, as for any operation."""
+        try:
+            await self.clock.wait_for(redisclient.prepare(self.client, self._scripts),
+                                      START_TIMEOUT_S)
+        except Exception as err:
+            self.failed("start", err)
+
     async def ping(self) -> bool:
         """Whether Redis answers a PING now; False at once while it is down."""
-        return bool(await self.run("ping", self.client.ping, False))
+        return bool(await self.run("ping", self._ping, False))
+
+    def _ping(self) -> Awaitable[bool]:
+        return redisclient.ping(self.client)
 
     async def close(self) -> None:
         if self._prober is not None:
@@ -141,11 +169,9 @@ class RedisGuard:
     async def _drop_idle_connections(self) -> None:
         """A Redis that was down may have been restarted: a pooled connection from before
         would fail the first operation that takes it (redis-py does not retry that one), and
-        open the breaker again. Idle connections are closed; the next operations open new
-        ones. (A client without one pool, a cluster's, manages its nodes' own.)"""
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect(inuse_connections=False)
+        open the breaker again. Idle connections are closed (every node's, on a cluster);
+        the next operations open new ones."""
+        await redisclient.drop_idle_connections(self.client)
 
     async def _probe_until_up(self) -> None:
         while self.breaker.state is not State.CLOSED:
@@ -154,7 +180,7 @@ class RedisGuard:
                 continue
             self.observer.redis_changed(int(self.breaker.state), False)  # half-open
             try:
-                ok = bool(await self._attempt(self.client.ping, self.timeout_s))
+                ok = bool(await self._attempt(self._ping, self.timeout_s))
                 if ok:
                     await self._attempt(self._drop_idle_connections, self.timeout_s)
             except Exception:

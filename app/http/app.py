@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -18,6 +17,7 @@ from app.cache.hints import CacheHints
 from app.cache.invalidation import Invalidator, response_namespace
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
+from app.core import redisclient
 from app.core.observer import NULL_OBSERVER, Observer
 from app.core.redisguard import RedisGuard
 from app.http import transport
@@ -53,13 +53,14 @@ def tune_gc() -> None:
 
 
 def build_redis(settings: Settings, observer: Observer = NULL_OBSERVER) -> RedisGuard | None:
-    """The process's one Redis client (one connection pool) for everything shared through
-    Redis, behind its guard: the timeout, the breaker, the probe. None without REDIS_URL."""
+    """The process's one Redis client (one connection pool; a cluster's, one per node) for
+    everything shared through Redis, behind its guard: the timeout, the breaker, the probe.
+    REDIS_URL chooses one Redis or a cluster (`app.core.redisclient`). None without it."""
     if not settings.redis_url:
         return None
     # No socket timeouts of the client's own: the guard times every call out, and the
     # pub/sub connection's reads must wait for messages as long as there are none.
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redisclient.connect(settings.redis_url)
     return RedisGuard(client, timeout_s=settings.redis_timeout_ms / 1000,
                       open_s=settings.redis_breaker_open_s, observer=observer)
 
@@ -111,6 +112,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await client.start()
+        if redis is not None:
+            await redis.start()
         if caching.entities is not None:
             await caching.entities.start()
         metrics.watch_gc()  # (first: the start-up's full collection is timed too)

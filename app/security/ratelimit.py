@@ -2,11 +2,20 @@
 subject, else the client's address) whose size is its tier's budget per window
 (anonymous, authenticated, gold) and which refills continuously.
 
-With REDIS_URL the buckets live in Redis and one Lua script reads, refills and spends a
-bucket atomically, on Redis's clock, so replicas share them exactly; without it they live in
-this process. While Redis is down (its guard, `app.core.redisguard`: a timeout, a breaker)
-each replica keeps the limits in its own buckets: per replica, but limits still; the
-limiter protects the graph, it must not take it down, nor slow it.
+With REDIS_URL the buckets live in Redis (one, or a cluster: a bucket is one key, so its
+script runs on the key's node) and one Lua script reads, refills and spends a bucket
+atomically, on Redis's clock, so replicas share them exactly; without it they live in this
+process. While Redis is down (its guard, `app.core.redisguard`: a timeout, a breaker; a
+cluster's master failing over, too) each replica keeps the limits on its own: per replica,
+but limits still; the limiter protects the graph, it must not take it down, nor slow it.
+
+Meanwhile a replica limits from the bucket Redis last reported for the client (not a full
+one), and what it lets through is charged to the client's bucket in Redis once Redis answers
+again (a debt, which may leave the bucket below zero, down to minus one window's quota). So
+an outage over-admits at most what the other replicas' last reports still allowed: with two
+replicas, at most one window's quota, and then the bucket pays it back. (Without the two,
+each replica would start from a full bucket, and a failover would lose what they spent: two
+replicas could admit three quotas in one window.)
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from app.security.auth import Viewer
 
 MAX_LOCAL_CLIENTS = 100_000
 
-# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost.
+# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost, debt (what this replica let
+# through while Redis was unreachable: charged first, at most down to -capacity).
 # Returns: allowed (0/1), tokens left, seconds until full, seconds until `cost` would fit.
 SPEND = """
 local capacity = tonumber(ARGV[1])
@@ -40,6 +50,7 @@ local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(data[1]) or capacity
 local ts = tonumber(data[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+tokens = math.max(-capacity, tokens - tonumber(ARGV[4]))
 local allowed = 0
 if tokens >= cost then
   tokens = tokens - cost
@@ -78,24 +89,48 @@ class RateLimiter:
                         "authenticated": settings.rate_limit_authenticated,
                         "gold": settings.rate_limit_gold}
         self._redis = redis
-        self._spend = redis.client.register_script(SPEND) if redis is not None else None
+        self._spend = redis.register_script(SPEND) if redis is not None else None
+        # Per client: (tokens, when), this process's bucket, or Redis's last report of it.
         self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Per client: the cost let through here while Redis was down, not yet charged to it.
+        self._debt: OrderedDict[str, int] = OrderedDict()
 
     async def spend(self, client: str, tier: str, cost: int) -> Decision:
         capacity = self.budgets.get(tier, self.budgets["anonymous"])
         rate = capacity / self.settings.rate_limit_window_s
         cost = max(1, cost)
+        local = f"{tier}:{client}"
         if self._redis is not None and self._spend is not None:
             key = f"{self.settings.redis_prefix}:rl:{tier}:{client}"
             spend = self._spend
+            debt = self._debt.pop(local, 0)
             spent = await self._redis.run(
-                "rate limit", lambda: spend(keys=[key], args=[capacity, rate, cost]), None)
+                "rate limit", lambda: spend(keys=[key], args=[capacity, rate, cost, debt]),
+                None)
             if spent is not None:
                 allowed, tokens, full, wait = spent
+                self._keep(local, float(tokens))  # where this replica starts if Redis fails
                 return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
                                  float(wait))
-            # Redis is down: this replica's own buckets meanwhile.
-        return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
+            # Redis is down: this replica's own bucket meanwhile, from Redis's last report,
+            # and what it lets through is owed to Redis.
+            decision = self._spend_locally(local, capacity, rate, cost)
+            self._owe(local, debt + (cost if decision.allowed else 0))
+            return decision
+        return self._spend_locally(local, capacity, rate, cost)
+
+    def _keep(self, key: str, tokens: float) -> None:
+        self._local[key] = (tokens, self._now())
+        self._local.move_to_end(key)
+        if len(self._local) > MAX_LOCAL_CLIENTS:
+            self._local.popitem(last=False)  # the longest idle: its bucket is full anyway
+
+    def _owe(self, key: str, debt: int) -> None:
+        if debt:
+            self._debt[key] = debt
+            self._debt.move_to_end(key)
+            if len(self._debt) > MAX_LOCAL_CLIENTS:
+                self._debt.popitem(last=False)
 
     async def spend_for(self, viewer: Viewer, address: str, cost: int) -> Decision:
         """Charge `cost` to the caller: its token's subject, else its address (an IPv6
@@ -109,9 +144,7 @@ class RateLimiter:
         allowed = tokens >= cost
         if allowed:
             tokens -= cost
-        self._local[key] = (tokens, now)
-        if len(self._local) > MAX_LOCAL_CLIENTS:
-            self._local.popitem(last=False)  # the longest idle: its bucket is full anyway
+        self._keep(key, tokens)
         wait = 0.0 if allowed else (cost - tokens) / rate
         return _decision(allowed, capacity, tokens, (capacity - tokens) / rate, wait)
 

@@ -75,7 +75,13 @@ def test_idle_probe_smoke_keeps_the_other_sections(tmp_path: Path) -> None:
 def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
     run_module("bench.invalidation", "--rounds", "3", "--out", str(tmp_path))
     inv = orjson.loads((tmp_path / "invalidation.json").read_bytes())
-    assert inv["rounds"] == 3 and inv["max_ms"] > 0
+    assert set(inv) == {"single", "cluster"}  # one Redis, then a Redis Cluster
+    assert all(r["rounds"] == 3 and r["max_ms"] > 0 for r in inv.values())
+
+    run_module("bench.redis_levels", "--batch", "5", "--rounds", "3", "--out", str(tmp_path))
+    levels = orjson.loads((tmp_path / "redis_levels.json").read_bytes())
+    assert set(levels) == {"single", "cluster"}
+    assert all(set(by["5"]) == {"read", "write", "invalidate"} for by in levels.values())
 
     run_module("bench.scaleout", "--seconds", "0.5", "--out", str(tmp_path))
     scale = orjson.loads((tmp_path / "scaleout.json").read_bytes())
@@ -90,6 +96,7 @@ def test_invalidation_scaleout_and_soak_smoke(tmp_path: Path) -> None:
     assert soak["requests"] > 0 and soak["failures"] == 0 and soak["rss_end_mb"] > 0
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Cross-replica invalidation" in report and "## Scale-out" in report
+    assert "## Redis Cluster: the shared level's cost" in report
     assert "## Soak" in report
 
 

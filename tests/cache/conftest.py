@@ -1,5 +1,6 @@
 """Gateways with the entity cache on, against their own reference services whose change
-events reach them, and a real Redis: REDIS_URL when set, else a private redis-server."""
+events reach them, and a real Redis: REDIS_URL when set, else a private redis-server; and
+two replicas sharing a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from tests.harness import (
     Gateway,
+    RedisClusterServers,
     Services,
     free_port,
     start_gateway,
@@ -63,6 +65,66 @@ def cstack(stack: CacheStack) -> Iterator[CacheStack]:
     stack.services.reset_stats()
     yield stack
     stack.services.clear_faults()
+
+
+@dataclass
+class Replicas:
+    """Two gateway replicas sharing Redis (one, or a cluster); only `a` receives the
+    services' change events, so what `b` learns of a change comes through Redis."""
+
+    kind: str  # "redis" or "cluster"
+    services: Services
+    a: Gateway
+    b: Gateway
+    prefix: str
+    url: str
+    cluster: RedisClusterServers | None = None
+
+    def keys(self, pattern: str) -> list[str]:
+        """The keys matching `pattern`, on every master of a cluster."""
+        if self.cluster is not None:
+            return self.cluster.keys(pattern)
+        import redis
+
+        return [k.decode() for k in redis.Redis.from_url(self.url).scan_iter(pattern)]
+
+    def pttl(self, key: str) -> int:
+        """`key`'s time to live in ms, asked of the node that holds it."""
+        import redis
+
+        if self.cluster is not None:
+            return int(self.cluster.client(self.cluster.master_of(key)).pttl(key))
+        return int(redis.Redis.from_url(self.url).pttl(key))
+
+
+@pytest.fixture(scope="session")
+def cluster_replicas(tmp_path_factory: pytest.TempPathFactory,
+                     redis_cluster: RedisClusterServers) -> Iterator[Replicas]:
+    tmp = tmp_path_factory.mktemp("cache-cluster")
+    ports = {name: free_port() for name in ("a", "b")}
+    services = start_services(tmp, webhooks=[f"http://127.0.0.1:{ports['a']}/events"])
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    shared = {"REDIS_URL": redis_cluster.url, "REDIS_PREFIX": prefix}
+    a = start_gateway(tmp, services, port=ports["a"], env=shared)
+    b = start_gateway(tmp, services, port=ports["b"], env=shared)
+    yield Replicas("cluster", services, a, b, prefix, redis_cluster.url, redis_cluster)
+    for gateway in (a, b):
+        gateway.stop()
+    services.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def replicas(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Replicas]:
+    """Two replicas on one Redis (the cache stack's a and b), then on a Redis Cluster."""
+    if request.param == "redis":
+        stack: CacheStack = request.getfixturevalue("stack")
+        pair = Replicas("redis", stack.services, stack.a, stack.b, stack.prefix, redis_url)
+    else:
+        pair = request.getfixturevalue("cluster_replicas")
+    pair.services.clear_faults()
+    pair.services.reset_stats()
+    yield pair
+    pair.services.clear_faults()
 
 
 Query = Callable[..., Awaitable[tuple[int, dict[str, str], dict[str, Any]]]]

@@ -12,9 +12,9 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cache.conftest import CacheStack, Query, upstream_calls, wait_for
+from tests.cache.conftest import CacheStack, Query, Replicas, upstream_calls, wait_for
 from tests.conftest import QUERIES
-from tests.harness import EVENT_SECRET, Gateway, http
+from tests.harness import EVENT_SECRET, Gateway, Services, http
 
 DEEP = (QUERIES / "deep.graphql").read_text()
 PRODUCT = 'query($id: ID!) { product(id: $id) { id name inStock } }'
@@ -87,35 +87,52 @@ async def test_concurrent_misses_cost_one_upstream_call(
     assert upstream_calls(cstack.services, "catalog", "GET /products") == 1
 
 
+async def race(query: Query, session: aiohttp.ClientSession, services: Services,
+               writer: Gateway, reader: Gateway, pid: str) -> None:
+    """A fetch held at the catalog while an event evicts its product: its older result is
+    cached neither by `writer` (which fetched, and received the event) nor in Redis, where
+    `reader` would find it."""
+    doc = 'query($id: ID!) { product(id: $id) { id name } }'
+    services.reset_stats()
+    # The catalog holds every request: the fetch stays in flight until released.
+    services.set_faults("catalog", hang_rate=1.0)
+    fetch = asyncio.create_task(query(writer, doc, {"id": pid}))
+
+    async def in_flight() -> bool:
+        return upstream_calls(services, "catalog", "GET /products") >= 1
+
+    await wait_for(in_flight)  # the fetch reached the catalog, and is held there
+    # The event is applied before its 204: the eviction happens while the fetch is held.
+    await post_event(session, writer, {
+        "type": "Product", "id": pid, "op": "update", "version": 5000,
+        "at": "2026-11-22T10:00:00Z"})
+    assert not fetch.done()
+    # Release: the held attempt times out (UPSTREAM_TIMEOUT_S) and the same fetch's
+    # retry is answered, after the invalidation.
+    services.set_faults("catalog", hang_rate=0.0)
+    _, _, body = await fetch
+    assert body["data"]["product"]["id"] == pid, body
+    # Its result predates the invalidation: it was not cached, here or in Redis.
+    services.reset_stats()
+    await query(reader, doc, {"id": pid})
+    assert upstream_calls(services, "catalog", "GET /products") == 1, writer.url
+    # The reader's fetch began after the eviction: it is cached, and the writer reads it.
+    await query(writer, doc, {"id": pid})
+    assert upstream_calls(services, "catalog", "GET /products") == 1, writer.url
+
+
 async def test_a_fetch_in_flight_cannot_cache_what_an_invalidation_replaced(
     query: Query, cstack: CacheStack, http_session: aiohttp.ClientSession
 ) -> None:
-    doc = 'query($id: ID!) { product(id: $id) { id name } }'
-    for gateway, reader, pid in ((cstack.memory, cstack.memory, "p3004"),
-                                 (cstack.a, cstack.b, "p3005")):
-        cstack.services.reset_stats()
-        # The catalog holds every request: the fetch stays in flight until released.
-        cstack.services.set_faults("catalog", hang_rate=1.0)
-        fetch = asyncio.create_task(query(gateway, doc, {"id": pid}))
+    await race(query, http_session, cstack.services, cstack.memory, cstack.memory, "p3004")
 
-        async def in_flight() -> bool:
-            return upstream_calls(cstack.services, "catalog", "GET /products") >= 1
 
-        await wait_for(in_flight)  # the fetch reached the catalog, and is held there
-        # The event is applied before its 204: the eviction happens while the fetch is held.
-        await post_event(http_session, gateway, {
-            "type": "Product", "id": pid, "op": "update", "version": 5000,
-            "at": "2026-11-22T10:00:00Z"})
-        assert not fetch.done()
-        # Release: the held attempt times out (UPSTREAM_TIMEOUT_S) and the same fetch's
-        # retry is answered, after the invalidation.
-        cstack.services.set_faults("catalog", hang_rate=0.0)
-        _, _, body = await fetch
-        assert body["data"]["product"]["id"] == pid, body
-        # Its result predates the invalidation: it was not cached, here or in Redis.
-        cstack.services.reset_stats()
-        await query(reader, doc, {"id": pid})
-        assert upstream_calls(cstack.services, "catalog", "GET /products") == 1, gateway.url
+async def test_nor_can_it_in_redis_where_another_replica_reads(
+    query: Query, replicas: Replicas, http_session: aiohttp.ClientSession
+) -> None:
+    # On one Redis and on a cluster: the eviction's tombstone and the fetch's write meet in
+    # the key's slot, under its bucket's epoch.
+    await race(query, http_session, replicas.services, replicas.a, replicas.b, "p3005")
 
 
 async def test_private_data_is_cached_per_user(query: Query, cstack: CacheStack) -> None:

@@ -1,5 +1,6 @@
-"""Two replicas sharing a private Redis, where the invalidation channel fails for real: a
-replica never serves what an invalidation it missed evicted (issue 16 c).
+"""Two replicas sharing a private Redis, then a private Redis Cluster (where the channel is a
+shard channel), where the invalidation channel fails for real: a replica never serves what an
+invalidation it missed evicted (issue 16 c).
 
 Only replica a receives the services' change events; b learns of them through pub/sub."""
 
@@ -19,12 +20,14 @@ from services.seed import Dataset
 from tests.cache.conftest import Query
 from tests.harness import (
     Gateway,
+    RedisClusterServers,
     RedisServer,
     Services,
     free_port,
     http,
     start_gateway,
     start_redis,
+    start_redis_cluster,
     start_services,
 )
 
@@ -33,16 +36,28 @@ PRODUCT = 'query($id: ID!) { product(id: $id) { id name inventory { quantity } }
 
 @dataclass
 class Pair:
-    redis: RedisServer
+    redis: RedisServer | RedisClusterServers
     services: Services
     a: Gateway
     b: Gateway
 
+    def drop_channels(self) -> None:
+        """Redis closes every pub/sub connection (on a cluster, on every master: the shard
+        channel's subscribers are there)."""
+        if isinstance(self.redis, RedisServer):
+            redis.Redis(port=self.redis.port).client_kill_filter(_type="pubsub")
+            return
+        for port in self.redis.masters():
+            self.redis.client(port).client_kill_filter(_type="pubsub")
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def pair(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("lease")
-    server = start_redis(tmp / "redis")
+    server: RedisServer | RedisClusterServers = (
+        start_redis(tmp / "redis") if request.param == "redis"
+        else start_redis_cluster(tmp / "cluster"))
     port_a = free_port()
     services = start_services(tmp, webhooks=[f"http://127.0.0.1:{port_a}/events"])
     env = {"REDIS_URL": server.url}
@@ -71,7 +86,7 @@ async def test_a_replica_that_lost_the_channel_never_serves_what_it_missed(
     assert pair.services.stats("catalog")["requests"].get("GET /products", 0) == 0
     # The channel drops (every pub/sub connection is closed by Redis), and the product
     # changes meanwhile: a evicts and publishes, b's connection is gone.
-    redis.Redis(port=pair.redis.port).client_kill_filter(_type="pubsub")
+    pair.drop_channels()
     new = f"Renamed {time.time()}"
     http("PATCH", pair.services.url("catalog") + f"/products/{pid}", {"name": new})
     started = time.monotonic()
@@ -103,7 +118,7 @@ async def test_a_callers_write_is_read_on_a_replica_that_was_stalled_during_it(
         # does not count it. a evicts, publishes, and waits for every live member's
         # acknowledgement up to the lease: b never gives it, and has lost its lease when a
         # answers.
-        redis.Redis(port=pair.redis.port).client_kill_filter(_type="pubsub")
+        pair.drop_channels()
         _, _, placed = await query(pair.a, """mutation($p: ID!, $k: String!) {
             placeOrder(input: {items: [{productId: $p, quantity: 3}], idempotencyKey: $k}) {
               order { id } errors { code } } }""", {"p": pid, "k": f"l-{time.time()}"},

@@ -28,6 +28,9 @@ def test_the_readmes_settings_table_is_the_generated_one() -> None:
     ({"AUTH_JWKS_URL": "https://id.example/jwks"}, "AUTH_ISSUER"),
     ({"MAX_QUERY_COST": "30000"}, "MAX_QUERY_COST"),
     ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+    ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+    ({"REDIS_URL": "redis+cluster://127.0.0.1:7000/2"}, "REDIS_URL: a Redis Cluster has only"),
+    ({"REDIS_URL": "redis+cluster://127.0.0.1"}, "REDIS_URL: cluster node"),
 ])
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):

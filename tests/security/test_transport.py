@@ -38,9 +38,10 @@ def by_hash(digest: str = DIGEST) -> dict[str, Any]:
 
 
 async def test_automatic_persisted_queries_register_once_and_are_shared_through_redis(
-    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, redis_url: str
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, shared_redis_url: str
 ) -> None:
-    shared = {"REDIS_URL": redis_url, "REDIS_PREFIX": f"apq-{uuid.uuid4().hex[:8]}"}
+    # On one Redis and on a Redis Cluster.
+    shared = {"REDIS_URL": shared_redis_url, "REDIS_PREFIX": f"apq-{uuid.uuid4().hex[:8]}"}
     a, b = start(**shared), start(**shared)
     miss = await send(http_session, a, {"extensions": by_hash()})
     assert miss.status == 200 and miss.codes() == ["PERSISTED_QUERY_NOT_FOUND"]

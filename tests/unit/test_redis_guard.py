@@ -205,3 +205,21 @@ async def test_call_raises_where_run_falls_back() -> None:
         await guard.call("subscribe", client.get)
     assert len(client.calls) == calls and observer.events == [(0, False), (2, True)]
     await guard.close()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("no running event loop"),
+                                   AttributeError("'NoneType' object has no attribute 'write'")])
+async def test_what_a_cluster_client_raises_mid_failover_is_a_redis_failure(
+    error: Exception,
+) -> None:
+    """redis-py's cluster client closes its connections under commands in flight on
+    CLUSTERDOWN; those commands raise RuntimeError or AttributeError, not a RedisError.
+    They open the breaker like any failure: the callers' fallbacks, never the request's."""
+    guard, _, _, observer = make()
+
+    async def failing() -> bytes:
+        raise error
+
+    assert await guard.run("read", failing, b"fallback") == b"fallback"
+    assert not guard.up and observer.events == [(0, False), (2, True)]
+    await guard.close()
