@@ -50,6 +50,10 @@ class LockstepLoader(DataLoader[Any, Any]):
         the loader's answer, pending, a value or an error, is the request's."""
         return key in self._cache
 
+    def keys(self) -> set[Any]:
+        """Every key asked for or primed in this request."""
+        return set(self._cache)
+
     def settled(self, key: Any) -> Any:
         """The value this loader resolved for `key`, else MISSING (pending or failed)."""
         future = self._cache.get(key)
@@ -176,6 +180,16 @@ class Loaders:
                 spec = BY_NAME[rule.own]
                 assert isinstance(spec, BatchSpec)
                 self.prime(spec, entity_id, item)
+
+    def read_keys(self) -> dict[str, set[Hashable]]:
+        """The keys this request read (or was handed by a listing), per loader: what its
+        answer depends on, for the response cache (`app.cache.response`)."""
+        out: dict[str, set[Hashable]] = {}
+        for name, loader in self._loaders.items():
+            out[name] = loader.keys()
+        for name, known in self._known.items():
+            out.setdefault(name, set()).update(known)
+        return out
 
     def release(self) -> None:
         """Drop what this request loaded, once its answer is sent (app/http/view.py), and

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.observer import NULL_OBSERVER, Observer
 from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
@@ -64,7 +65,7 @@ class EntityCache:
     def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
                  staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
                  schema_tag: str = "", observer: Observer = NULL_OBSERVER,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 version_ttl_s: float = 3600.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.hints = hints
         self.observer = observer
         self.clock = clock
@@ -80,8 +81,10 @@ class EntityCache:
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self._invalidated: OrderedDict[str, int] = OrderedDict()  # full key -> epoch
+        self._forgotten = 0  # the newest epoch dropped from `_invalidated`
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._versions: dict[str, int] = {}  # the latest event version per entity, sans Redis
+        # The latest event version per entity, without Redis (with it, Redis holds them).
+        self.versions = EventVersions(version_ttl_s, max_entries, clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -115,8 +118,27 @@ class EntityCache:
         return dict(self._generations)
 
     def _full(self, ns: Namespace, key: Hashable, viewer: str | None) -> str:
+        return self.full_key(ns, key, viewer, self._generations.get(ns.name, 0))
+
+    @staticmethod
+    def full_key(ns: Namespace, key: Hashable, viewer: str | None, generation: int) -> str:
+        """`key`'s name in the cache, under `ns` at `generation`."""
         owner = f"{viewer or '-'}:" if ns.private else ""
-        return f"{ns.name}:{self._generations.get(ns.name, 0)}:{owner}{_key_text(key)}"
+        return f"{ns.name}:{generation}:{owner}{_key_text(key)}"
+
+    @property
+    def epoch(self) -> int:
+        """How many evictions this process has applied: a read that starts now and
+        `changed_since` this epoch later tells whether what it read was evicted meanwhile."""
+        return self._epoch
+
+    def changed_since(self, full_keys: Iterable[str], epoch: int) -> bool:
+        """Whether any of these keys was evicted after `epoch` (or may have been: the
+        record of old evictions is bounded, and one past it counts as a change)."""
+        if epoch < self._forgotten:
+            return True
+        invalidated = self._invalidated
+        return any(invalidated.get(fk, -1) > epoch for fk in full_keys)
 
     # -- reading -----------------------------------------------------------------------------
     def peek(self, ns: Namespace, key: Hashable, viewer: str | None, now: float) -> Any:
@@ -358,7 +380,7 @@ class EntityCache:
             self._invalidated[fk] = self._epoch
             self._invalidated.move_to_end(fk)
         while len(self._invalidated) > self.l1.max_entries:
-            self._invalidated.popitem(last=False)
+            _, self._forgotten = self._invalidated.popitem(last=False)
 
     def _on_message(self, raw: bytes) -> str | None:
         """Apply another replica's invalidation; returns the key to acknowledge it on."""
@@ -375,14 +397,20 @@ class EntityCache:
         ack: str | None = message.get("ack")
         return ack
 
-    async def accept_version(self, field: str, version: int) -> bool:
-        """Whether an event's version is newer than any seen for its entity (shared through
-        Redis when configured, else this replica's memory)."""
+    async def latest_version(self, field: str) -> int:
+        """The latest change-event version recorded for an entity (-1: none, or forgotten):
+        shared through Redis when configured, else this replica's memory."""
         if self.l2 is not None:
-            accepted = await self.l2.accept_version(field, version)
-            if accepted is not None:
-                return accepted
-        if version <= self._versions.get(field, -1):
-            return False
-        self._versions[field] = version
-        return True
+            latest = await self.l2.latest_version(field)
+            if latest is not None:
+                return latest
+        return self.versions.latest(field)
+
+    async def record_version(self, field: str, version: int) -> bool:
+        """Record an applied event's version; False when an equal or newer one was already."""
+        if self.l2 is not None:
+            recorded = await self.l2.record_version(field, version,
+                                                    int(self.versions.ttl_s * 1000))
+            if recorded is not None:
+                return recorded
+        return self.versions.record(field, version)

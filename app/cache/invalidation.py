@@ -6,7 +6,8 @@ An entity's change evicts its cached entity and the lists known to contain it (a
 lists by product and by author); lists whose members are not tracked (top products, a
 category's products, all categories) are evicted whole by a namespace generation. Whole
 responses are tagged with the types they read and evicted the same way. Events older than a
-version already seen for their entity are ignored.
+version already applied for their entity are ignored; an event's version is recorded
+once its evictions are done, so a redelivery of one that failed midway is applied again.
 """
 
 from __future__ import annotations
@@ -62,15 +63,21 @@ class Invalidator:
         self.read_item = read_item
 
     async def on_event(self, event: Mapping[str, Any]) -> bool:
-        """Apply a change event; False when an equal or newer version was seen already."""
+        """Apply a change event; False when an equal or newer version was applied already.
+
+        The version is recorded only once the eviction is done: an event whose eviction
+        failed is applied again when the service redelivers it."""
         field = f"{event['type']}:{event['id']}"
-        if not await self.cache.accept_version(field, event["version"]):
+        version = event["version"]
+        if version <= await self.cache.latest_version(field):
             return False
         item = None
         rule = self.rules.get(event["type"])
         if rule is not None and rule.needs_item:
             item = await self._item(event["type"], event["id"])
         await self.evict_many([(event["type"], event["id"], item)])
+        # Two deliveries of one event may both evict (harmless); only one records it.
+        await self.cache.record_version(field, version)
         return True
 
     async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False) -> None:

@@ -26,6 +26,7 @@ from app.core.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger("gateway.cache")
 
 TOMBSTONE = b"T:"
+MISSING: Any = object()  # a guarded read's answer when Redis is down
 
 # KEYS: value keys. ARGV[1]: the epoch the fetch started at; then (value, ttl ms) pairs.
 _WRITE = """
@@ -48,11 +49,12 @@ for i = 2, #KEYS do
 end
 return epoch
 """
-# KEYS[1]: a hash of versions; ARGV: field, version. 1 when the version is new.
-_ACCEPT_VERSION = """
-local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > seen then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+# KEYS[1]: an entity's event version; ARGV: version, ttl ms. 1 when the version is new.
+# One key per entity, with a ttl: the table does not grow with every entity ever changed.
+_RECORD_VERSION = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > seen then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -110,7 +112,7 @@ class RedisLevel:
         self.client = self.cache.client
         self._write = self.client.register_script(_WRITE)
         self._invalidate = self.client.register_script(_INVALIDATE)
-        self._accept = self.client.register_script(_ACCEPT_VERSION)
+        self._record_version = self.client.register_script(_RECORD_VERSION)
         self.down_until = 0.0
         self.is_down = False
         self._task: asyncio.Task[None] | None = None
@@ -185,10 +187,17 @@ class RedisLevel:
 
         return await self._guard("generations", go(), {})
 
-    async def accept_version(self, field: str, version: int) -> bool | None:
-        """True when `version` is newer than any seen for `field`; None when Redis is down."""
+    async def latest_version(self, field: str) -> int | None:
+        """The latest event version recorded for `field` (-1: none); None when Redis is down."""
+        raw = await self._guard("version", self.client.get(self.key(f"ver:{field}")), MISSING)
+        return None if raw is MISSING else int(raw or -1)
+
+    async def record_version(self, field: str, version: int, ttl_ms: int) -> bool | None:
+        """Record `version` if newer than the one held for `field`; None when Redis is down."""
         result = await self._guard(
-            "version", self._accept(keys=[self.key("versions")], args=[field, version]), None)
+            "version",
+            self._record_version(keys=[self.key(f"ver:{field}")], args=[version, ttl_ms]),
+            None)
         return None if result is None else bool(result)
 
     async def publish(self, message: bytes, ack: str | None = None,

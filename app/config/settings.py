@@ -181,6 +181,12 @@ class Settings:
     cache_max_entries: int = setting(
         100_000, "CACHE_MAX_ENTRIES", "Entries the in-process cache level keeps (LRU)."
     )
+    event_version_ttl_s: float = setting(
+        3600.0,
+        "EVENT_VERSION_TTL_S",
+        "How long the latest change-event version per entity is remembered (to ignore older "
+        "and repeated events); it must outlast the services' redelivery of one event.",
+    )
     cache_hints: str = setting(
         "",
         "CACHE_HINTS",
@@ -407,7 +413,8 @@ class Settings:
         for name in ("rate_limit_window_s",
                      "upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
-                     "retry_budget_window_s", "breaker_window_s", "breaker_open_s"):
+                     "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
+                     "event_version_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):

@@ -64,13 +64,15 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
     entities = EntityCache(
         hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
         staleness=staleness, prefix=settings.redis_prefix,
+        version_ttl_s=settings.event_version_ttl_s,
         schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
         observer=telemetry.observer if telemetry is not None else NULL_OBSERVER,
     )
     entities.track([response_namespace(t) for t in entities_registry.ENTITIES])
     namespaces = loader_namespaces(entities, declarations.ALL)
     responses = (ResponseCache(hints.schema, entities, settings.cache_max_entries // 10,
-                               reads=entities_registry.READS)
+                               reads=entities_registry.READS, namespaces=namespaces,
+                               loader_entities={s.name: s.entity for s in declarations.ALL})
                  if settings.response_cache else None)
     invalidator = Invalidator(entities, namespaces, entities_registry.EVICTIONS,
                               item_reader(client))

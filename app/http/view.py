@@ -197,7 +197,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if key is not None and responses is not None and context.document is not None:
             # put() keeps only PUBLIC policies with a max-age: never a failed or stale answer.
             responses.put(key, context.document, result.data,
-                          context.response_policy(bool(result.errors)), seen)
+                          context.response_policy(bool(result.errors)), seen,
+                          context.loaders.read_keys())
         return result
 
     async def _spend(self, context: RequestContext, cost: int) -> ExecutionResult | None:

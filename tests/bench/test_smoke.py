@@ -130,3 +130,13 @@ def test_compare_smoke_runs_an_earlier_commit_beside_this_one(tmp_path: Path) ->
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     assert "bench-compare-" not in listed
+
+
+def test_response_hits_smoke(tmp_path: Path) -> None:
+    run_module("bench.response_hits", "--base", "HEAD", "--rounds", "1", "--seconds", "1",
+               "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "response_hits.json").read_bytes())
+    for side in ("head", "base"):
+        assert result["totals"][side]["queries"] > 0 and result["totals"][side]["orders"] > 0
+        assert result["ratios"][side][0] > 0  # the working set repeats: some answers hit
+    assert "## Response cache hit ratio" in (tmp_path / "RESULTS.md").read_text()

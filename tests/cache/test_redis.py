@@ -66,6 +66,21 @@ def test_keys_are_namespaced_and_versioned(cstack: CacheStack, redis_url: str) -
     assert all(k.split(":")[1] == "1" and len(k.split(":")[2]) == 10 for k in keys), keys[:5]
 
 
+async def test_event_versions_in_redis_expire(cstack: CacheStack, redis_url: str) -> None:
+    # One key per entity, with a ttl: the shared table does not grow with every entity ever
+    # changed (issue 16 e).
+    client = redis.Redis.from_url(redis_url)
+    pid = "p3301"
+    http("PATCH", cstack.services.url("catalog") + f"/products/{pid}", {"name": "Versioned"})
+    pattern = f"{cstack.prefix}:*ver:Product:{pid}"
+    started = time.monotonic()
+    while not (keys := list(client.scan_iter(pattern))):
+        assert time.monotonic() - started < 5, "the event's version was never recorded"
+        await asyncio.sleep(0.01)
+    assert 0 < client.pttl(keys[0]) <= 3600 * 1000
+    assert not list(client.scan_iter(f"{cstack.prefix}:*versions"))
+
+
 @pytest.fixture
 def lonely_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis-outage"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from services.seed import Dataset
 from tests.cache.conftest import CacheStack, Query, upstream_calls
 from tests.harness import http
 
@@ -75,3 +76,30 @@ async def test_a_change_event_invalidates_the_responses_that_read_its_type(
         assert time.monotonic() - started < 2
         await asyncio.sleep(0.01)
     assert "Age" not in headers
+
+
+async def test_an_order_evicts_only_the_responses_that_read_its_products_stock(
+    query: Query, cstack: CacheStack, dataset: Dataset
+) -> None:
+    # Issue 16 (f): a response depends on the entities it read, not on every change of their
+    # types: each order used to evict every cached product response.
+    gw = cstack.responses
+    doc = 'query($id: ID!) { product(id: $id) { id inStock inventory { quantity } } }'
+    other, ordered = [p for p, d in dataset.products.items() if 3404 <= int(p[1:]) < 3500
+                      and dataset.stock[d["sku"]]["quantity"] >= 5][:2]
+    for pid in (other, ordered):
+        await query(gw, doc, {"id": pid})
+        _, headers, _ = await query(gw, doc, {"id": pid})
+        assert "Age" in headers, pid
+    _, _, before = await query(gw, doc, {"id": ordered})
+    _, _, placed = await query(gw, """mutation($p: ID!, $k: String!) {
+        placeOrder(input: {items: [{productId: $p, quantity: 1}], idempotencyKey: $k}) {
+          order { id } errors { code } } }""", {"p": ordered, "k": f"f-{time.time()}"},
+        user="u72")
+    assert placed["data"]["placeOrder"]["errors"] == [], placed
+    _, headers, after = await query(gw, doc, {"id": ordered})
+    assert "Age" not in headers
+    assert (after["data"]["product"]["inventory"]["quantity"]
+            == before["data"]["product"]["inventory"]["quantity"] - 1)
+    _, headers, _ = await query(gw, doc, {"id": other})
+    assert "Age" in headers  # another product's stock: still served whole

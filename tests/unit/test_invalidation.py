@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.cache.invalidation import Invalidator
-from loaders.declarations import PRODUCT
+from app.cache.versions import EventVersions
+from loaders.declarations import PRODUCT, REVIEWS_BY_PRODUCT
 from loaders.entities import EVICTIONS
 from tests.fakeclock import FakeClock, settle
 from tests.unit.helpers import Upstream, make_cache, namespace
@@ -15,14 +18,68 @@ def product_event(version: int, pid: str = "p1") -> dict[str, object]:
     return {"type": "Product", "id": pid, "op": "update", "version": version}
 
 
-async def test_accept_version_ignores_older_and_equal_versions() -> None:
+async def test_a_version_is_recorded_only_when_newer() -> None:
     cache = make_cache(FakeClock())
-    assert await cache.accept_version("Product:p1", 5) is True
-    assert await cache.accept_version("Product:p1", 5) is False
-    assert await cache.accept_version("Product:p1", 4) is False
-    assert await cache.accept_version("Product:p2", 1) is True  # per entity
-    assert await cache.accept_version("Product:p1", 6) is True
-    assert await cache.accept_version("Product:p1", 5) is False
+    assert await cache.record_version("Product:p1", 5) is True
+    assert await cache.record_version("Product:p1", 5) is False
+    assert await cache.record_version("Product:p1", 4) is False
+    assert await cache.record_version("Product:p2", 1) is True  # per entity
+    assert await cache.record_version("Product:p1", 6) is True
+    assert await cache.latest_version("Product:p1") == 6
+    assert await cache.latest_version("Product:p3") == -1
+
+
+def test_versions_are_forgotten_after_their_ttl() -> None:
+    clock = FakeClock()
+    versions = EventVersions(ttl_s=60, max_entries=100, clock=clock)
+    assert versions.record("Product:p1", 5)
+    clock.advance(59)
+    assert versions.latest("Product:p1") == 5
+    assert not versions.record("Product:p1", 5)
+    clock.advance(2)
+    assert versions.latest("Product:p1") == -1  # forgotten: a late copy evicts once more
+    assert versions.record("Product:p1", 3)
+
+
+def test_the_version_table_does_not_grow_with_every_entity_ever_changed() -> None:
+    clock = FakeClock()
+    versions = EventVersions(ttl_s=60, max_entries=1000, clock=clock)
+    for second in range(600):  # ten minutes of 50 new entities a second
+        clock.advance(1)
+        for i in range(50):
+            versions.record(f"Order:o{second}-{i}", 1)
+    assert len(versions) <= 61 * 50  # what the last minute recorded, no more
+    for i in range(5000):  # a burst of distinct entities within one second
+        versions.record(f"Stock:s{i}", 1)
+    assert len(versions) == 1000
+    assert versions.latest("Stock:s4999") == 1  # the newest are kept
+    assert versions.latest("Stock:s0") == -1
+
+
+async def test_an_event_whose_eviction_failed_is_applied_when_redelivered() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    ns = namespace(cache, REVIEWS_BY_PRODUCT.name, "Review", ttl=60)
+    reads = 0
+
+    async def read_item(entity_type: str, entity_id: str) -> dict[str, str]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise RuntimeError("the gateway failed midway")
+        return {"id": entity_id, "product_id": "p1", "author_id": "u1"}
+
+    invalidator = Invalidator(cache, {REVIEWS_BY_PRODUCT.name: ns}, EVICTIONS, read_item)
+    upstream = Upstream(p1=["old review"])
+    await cache.read_through(ns, ["p1"], upstream.fetch)
+    event = {"type": "Review", "id": "r9", "op": "create", "version": 1}
+    with pytest.raises(RuntimeError):
+        await invalidator.on_event(event)
+    upstream.values["p1"] = ["r9", "old review"]
+    # The service saw no 2xx and delivers the event again: now it evicts.
+    assert await invalidator.on_event(event) is True
+    assert await cache.read_through(ns, ["p1"], upstream.fetch) == [["r9", "old review"]]
+    assert await invalidator.on_event(event) is False  # and once applied, only once
 
 
 async def test_only_a_newer_event_evicts() -> None:

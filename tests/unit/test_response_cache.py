@@ -9,7 +9,7 @@ from app.cache.hints import PRIVATE, PUBLIC, Policy
 from app.cache.invalidation import response_namespace
 from app.cache.response import ResponseCache
 from tests.fakeclock import FakeClock
-from tests.unit.helpers import SDL, make_cache
+from tests.unit.helpers import SDL, make_cache, namespace
 
 QUERY = '{ product(id: "p1") { id name } }'
 DATA = {"product": {"id": "p1", "name": "Lamp"}}
@@ -98,3 +98,92 @@ def test_a_change_during_execution_makes_the_stored_answer_a_miss() -> None:
     responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC),
                   responses.seen())  # no change while it ran: kept
     assert responses.get(key) is not None
+
+
+class PerEntity:
+    """A response cache wired as the app wires it: the loaders' namespaces, the registry's
+    evictions through the invalidator, and the keys each response read."""
+
+    def __init__(self) -> None:
+        from app.cache.invalidation import Invalidator
+        from loaders.declarations import ALL, PRODUCT, STOCK, TOP_PRODUCTS
+        from loaders.entities import ENTITIES, EVICTIONS, READS
+
+        self.clock = FakeClock()
+        self.entities = make_cache(self.clock)
+        self.entities.track([response_namespace(t) for t in ENTITIES])
+        self.namespaces = {spec.name: namespace(self.entities, spec.name, spec.entity, ttl=60)
+                           for spec in (PRODUCT, STOCK, TOP_PRODUCTS)}
+        self.invalidator = Invalidator(self.entities, self.namespaces, EVICTIONS)
+        self.responses = ResponseCache(
+            build_schema(SDL), self.entities, 100, reads=READS, namespaces=self.namespaces,
+            loader_entities={spec.name: spec.entity for spec in ALL}, clock=self.clock)
+        self.version = 0
+
+    def put(self, reads: dict[str, set[object]], seen: object = None) -> str:
+        key = self.responses.key(QUERY, None, {"n": len(reads)})
+        assert key is not None
+        self.responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC),
+                           seen or self.responses.seen(), reads)  # type: ignore[arg-type]
+        return key
+
+    async def event(self, entity_type: str, entity_id: str) -> None:
+        self.version += 1
+        assert await self.invalidator.on_event(
+            {"type": entity_type, "id": entity_id, "op": "update", "version": self.version})
+
+
+async def test_a_response_depends_on_the_entities_it_read_not_their_whole_types() -> None:
+    # Issue 16 (f): an order of one product's stock no longer evicts every product response.
+    c = PerEntity()
+    key = c.put({"product": {"p1"}, "stock": {"s1"}})
+    await c.event("Stock", "s2")
+    await c.event("Product", "p2")
+    assert c.responses.get(key) is not None  # other entities changed
+    await c.event("Stock", "s1")
+    assert c.responses.get(key) is None  # its product's stock changed
+    key = c.put({"product": {"p1"}, "stock": {"s1"}})
+    await c.event("Product", "p1")
+    assert c.responses.get(key) is None
+
+
+async def test_a_response_that_read_a_list_is_evicted_by_any_change_of_its_members() -> None:
+    c = PerEntity()
+    key = c.put({"top_products": {5}, "product": {"p1"}})
+    await c.event("Product", "p9")  # the top list's members are not tracked: evicted whole
+    assert c.responses.get(key) is None
+
+
+async def test_what_was_read_without_the_cache_depends_on_its_whole_type() -> None:
+    c = PerEntity()
+    key = c.put({"recommendations": {("u1", 5)}})  # no cache hint: no namespace, no keys
+    await c.event("User", "u1")
+    assert c.responses.get(key) is not None
+    await c.event("Product", "p77")
+    assert c.responses.get(key) is None
+
+
+async def test_an_entity_changed_during_execution_makes_the_stored_answer_a_miss() -> None:
+    c = PerEntity()
+    seen = c.responses.seen()
+    await c.event("Product", "p1")  # lands while the response executes
+    key = c.put({"product": {"p1"}}, seen)
+    assert c.responses.get(key) is None
+
+
+async def test_an_eviction_from_another_replica_makes_it_a_miss() -> None:
+    import orjson
+
+    c = PerEntity()
+    key = c.put({"product": {"p1"}, "stock": {"s1"}})
+    full = c.entities.full_key(c.namespaces["stock"], "s1", None, 0)
+    c.entities._on_message(orjson.dumps({"from": "other", "keys": [full], "generations": {}}))
+    assert c.responses.get(key) is None
+
+
+async def test_past_the_bounded_record_of_evictions_an_entry_is_a_miss() -> None:
+    c = PerEntity()
+    key = c.put({"product": {"p1"}})
+    for i in range(c.entities.l1.max_entries + 1):  # more evictions than the record keeps
+        await c.entities.invalidate([(c.namespaces["product"], f"q{i}")])
+    assert c.responses.get(key) is None
