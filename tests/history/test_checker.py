@@ -17,6 +17,7 @@ from tests.history.checker import (
     Delivery,
     History,
     Nemesis,
+    Op,
     Read,
     Write,
     check,
@@ -103,7 +104,7 @@ def test_a_read_older_than_an_acknowledged_event_after_the_bound_is_reported() -
 
 def test_the_first_acknowledgement_of_an_event_counts_and_newer_events_imply_more() -> None:
     implies = {("Stock", "SKU-1", 1): [(KEY, 1)], ("Stock", "SKU-1", 2): [(KEY, 2)]}
-    ops = [write(1, 1.0, 1.01, replica=None), write(2, 1.02, 1.03, replica=None),
+    ops: list[Op] = [write(1, 1.0, 1.01, replica=None), write(2, 1.02, 1.03, replica=None),
            deliver(2, 1.04, 1.05, replica="b"),  # reordered: v2 reaches a replica first
            deliver(1, 1.1, 1.9, replica="a"), deliver(2, 1.9, 1.95, replica="a")]
     assert kinds(History([*ops, read(2, 1.5)], implies)) == {}
