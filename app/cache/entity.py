@@ -25,6 +25,7 @@ import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
 from app.cache.levels import TOMBSTONE, MemoryLevel, RedisLevel
+from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.observer import NULL_OBSERVER, Observer
@@ -33,7 +34,6 @@ from app.upstream.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
 FORMAT = 1  # bump when the stored format changes: old entries are then never read
-REPLICA_ACK_S = 0.25  # how long a write waits for the other replicas to evict
 Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
 MISSING: Any = object()  # `peek`'s answer when it has no fresh value
 
@@ -65,7 +65,8 @@ class EntityCache:
     def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
                  staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
                  schema_tag: str = "", observer: Observer = NULL_OBSERVER,
-                 version_ttl_s: float = 3600.0, clock: Clock = SYSTEM_CLOCK) -> None:
+                 version_ttl_s: float = 3600.0, lease_s: float = 1.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.hints = hints
         self.observer = observer
         self.clock = clock
@@ -75,13 +76,17 @@ class EntityCache:
         self.l1 = MemoryLevel(max_entries)
         # Versioned keys: a new format or schema never reads entries written for the old.
         key_prefix = f"{prefix}:{FORMAT}:{schema_tag}:"
-        self.l2 = (RedisLevel(redis_url, key_prefix, "invalidate", clock=clock)
-                   if redis_url else None)
         self.replica = uuid.uuid4().hex[:12]
+        self.l2 = (RedisLevel(redis_url, key_prefix, "invalidate", self.replica, clock=clock)
+                   if redis_url else None)
+        # With Redis, cached data is trusted only while the invalidation channel is known to
+        # be heard (app/cache/subscription.py); without it, every eviction is local.
+        self.lease = Lease(lease_s, clock) if self.l2 is not None else None
         self._generations: dict[str, int] = {}
         self._epoch = 0
         self._invalidated: OrderedDict[str, int] = OrderedDict()  # full key -> epoch
         self._forgotten = 0  # the newest epoch dropped from `_invalidated`
+        self._flushed = 0  # the epoch of the last flush: everything before it is unknown
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         # The latest event version per entity, without Redis (with it, Redis holds them).
         self.versions = EventVersions(version_ttl_s, max_entries, clock)
@@ -91,13 +96,35 @@ class EntityCache:
     async def start(self) -> None:
         if self.l2 is not None:
             self._generations.update(await self.l2.generations(sorted(self._generations)))
-            self.l2.listen(self._on_message)
+            self.l2.listen(self._on_message, self._lease(), self._regained)
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
         if self.l2 is not None:
             await self.l2.close()
+
+    def _lease(self) -> Lease:
+        assert self.lease is not None
+        return self.lease
+
+    def trusted(self) -> bool:
+        """Whether cached data may be read now: no invalidation can have been missed."""
+        return self.lease is None or self.lease.valid()
+
+    async def _regained(self) -> None:
+        """The invalidation channel is heard again after a lapse: what was missed meanwhile
+        is unknown, so forget everything held here and take Redis's generations."""
+        assert self.l2 is not None
+        generations = await self.l2.load_generations(sorted(self._generations))
+        self._flush()
+        self._generations.update(generations)
+
+    def _flush(self) -> None:
+        self._epoch += 1
+        self.l1.clear()
+        self._inflight.clear()  # a read from now on starts its own fetch
+        self._flushed = self._epoch  # fetches started before store nothing (`_fetch_and_store`)
 
     def track(self, names: Sequence[str]) -> None:
         """Namespaces whose generations are shared (loaded from Redis at start)."""
@@ -132,10 +159,14 @@ class EntityCache:
         `changed_since` this epoch later tells whether what it read was evicted meanwhile."""
         return self._epoch
 
+    def _evicted_since(self, full_key: str, epoch: int) -> bool:
+        return (self._invalidated.get(full_key, -1) > epoch or self._flushed > epoch
+                or self._forgotten > epoch)
+
     def changed_since(self, full_keys: Iterable[str], epoch: int) -> bool:
         """Whether any of these keys was evicted after `epoch` (or may have been: the
         record of old evictions is bounded, and one past it counts as a change)."""
-        if epoch < self._forgotten:
+        if epoch < self._forgotten or epoch < self._flushed:
             return True
         invalidated = self._invalidated
         return any(invalidated.get(fk, -1) > epoch for fk in full_keys)
@@ -146,7 +177,7 @@ class EntityCache:
         would answer from L1 without waiting, read without a future or a batch. Stale,
         uncached and Redis-only values are left to `read_through` (revalidation, coalescing,
         stale-if-error)."""
-        if ns.ttl <= 0 or (ns.private and viewer is None):
+        if ns.ttl <= 0 or (ns.private and viewer is None) or not self.trusted():
             return MISSING
         entry = self.l1.get(self._full(ns, key, viewer), now)
         if entry is None or now >= entry[0]:
@@ -160,7 +191,7 @@ class EntityCache:
         """`keys`' values: from the cache, else from `fetch` (which is the caller's: it
         carries the caller's deadline). A key another request is already fetching is
         waited for, but only until the caller's own `deadline` (named for `service`)."""
-        if ns.ttl <= 0 or (ns.private and viewer is None):
+        if ns.ttl <= 0 or (ns.private and viewer is None) or not self.trusted():
             self.observer.cache_bypassed(len(keys))
             return await fetch(list(keys))
         now = self.now()
@@ -177,10 +208,14 @@ class EntityCache:
             self._classify(ns, i, entry, now, results, stale, refresh, missing)
         epoch = -1
         if missing and self.l2 is not None:
+            before = self._epoch
             values, epoch = await self.l2.read([full[i] for i in missing])
             still = []
             for i, raw in zip(missing, values, strict=True):
-                if raw is None or raw.startswith(TOMBSTONE):
+                if (raw is None or raw.startswith(TOMBSTONE)
+                        or self._evicted_since(full[i], before)):
+                    # An eviction that landed while Redis answered may be of what it
+                    # answered: fetched anew rather than kept in memory as current.
                     still.append(i)
                     continue
                 entry = orjson.loads(raw)
@@ -304,7 +339,7 @@ class EntityCache:
                 future.set_result(value)
             if value is None or isinstance(value, Exception):
                 continue  # absent ids are not cached: they may be created any moment
-            if self._invalidated.get(fk, -1) > started:
+            if self._evicted_since(fk, started):
                 continue  # invalidated while we fetched: our value may predate the change
             entry = [now + ns.ttl, value]
             self.l1.set(fk, entry, now + hard)
@@ -344,8 +379,9 @@ class EntityCache:
         """Evict keys and whole namespaces here, in Redis and, through it, on every replica.
 
         With `wait_for_replicas` (a write the caller will see the result of), return only
-        once every other replica has evicted too, or after REPLICA_ACK_S: otherwise the
-        caller's next read, sent to another replica, could beat the pub/sub message there.
+        once every other replica has evicted too, or after the lease, when one that has not
+        no longer trusts its cache: otherwise the caller's next read, sent to another
+        replica, could beat the pub/sub message there.
         """
         full = [self._full(ns, key, None) for ns, key in keys]
         self._forget(full)
@@ -368,7 +404,7 @@ class EntityCache:
         await self.l2.publish(
             orjson.dumps({"from": self.replica, "keys": full, "generations": generations,
                           "ack": ack}),
-            ack, REPLICA_ACK_S)
+            ack, self._lease().seconds)
 
     def _forget(self, full: Sequence[str]) -> None:
         self._epoch += 1

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlparse
 
 from aiocache import RedisCache
 
+from app.cache.subscription import Lease, follow
 from app.core.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("gateway.cache")
@@ -48,6 +49,22 @@ for i = 2, #KEYS do
   redis.call('SET', KEYS[i], 'T:' .. epoch, 'PX', ARGV[1])
 end
 return epoch
+"""
+# KEYS[1]: the set of members (replica -> until when, Redis's ms); ARGV: replica, ms to stay.
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+return 1
+"""
+# KEYS[1]: the set of members; ARGV: channel, message. The members alive when published.
+_PUBLISH = """
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 """
 # KEYS[1]: an entity's event version; ARGV: version, ttl ms. 1 when the version is new.
 # One key per entity, with a ttl: the table does not grow with every entity ever changed.
@@ -87,6 +104,9 @@ class MemoryLevel:
     def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
+    def clear(self) -> None:
+        self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -98,12 +118,14 @@ class RedisLevel:
 
     RETRY_AFTER_S = 2.0
 
-    def __init__(self, url: str, prefix: str, channel: str, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, url: str, prefix: str, channel: str, replica: str,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
         self._now = clock.monotonic
         parsed = urlparse(url)
         self.prefix = prefix
         self.channel = channel
+        self.replica = replica
         self.cache = RedisCache(
             endpoint=parsed.hostname or "127.0.0.1", port=parsed.port or 6379,
             db=int((parsed.path or "/0").lstrip("/") or 0), password=parsed.password,
@@ -113,6 +135,8 @@ class RedisLevel:
         self._write = self.client.register_script(_WRITE)
         self._invalidate = self.client.register_script(_INVALIDATE)
         self._record_version = self.client.register_script(_RECORD_VERSION)
+        self._beat = self.client.register_script(_BEAT)
+        self._publish = self.client.register_script(_PUBLISH)
         self.down_until = 0.0
         self.is_down = False
         self._task: asyncio.Task[None] | None = None
@@ -187,6 +211,11 @@ class RedisLevel:
 
         return await self._guard("generations", go(), {})
 
+    async def load_generations(self, names: list[str]) -> dict[str, int]:
+        """As `generations`, but a failure raises: the caller must not go on without them."""
+        values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+        return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
+
     async def latest_version(self, field: str) -> int | None:
         """The latest event version recorded for `field` (-1: none); None when Redis is down."""
         raw = await self._guard("version", self.client.get(self.key(f"ver:{field}")), MISSING)
@@ -202,15 +231,17 @@ class RedisLevel:
 
     async def publish(self, message: bytes, ack: str | None = None,
                       wait_s: float = 0.0) -> int:
-        """Publish `message`; with `ack`, wait up to `wait_s` until every other subscriber
+        """Publish `message`; with `ack`, wait up to `wait_s` until every other live member
         has acknowledged it. Returns how many acknowledged."""
-        receivers = await self._guard(
-            "publish", self.client.publish(self.key(self.channel), message), 0)
-        if ack is None or receivers <= 1:
+        members = await self._guard(
+            "publish", self._publish(keys=[self.key("members")],
+                                     args=[self.key(self.channel), message]), [])
+        others = sum(1 for m in members if m.decode() != self.replica)
+        if ack is None or others == 0:
             return 0
         acked = 0
         deadline = self._now() + wait_s
-        while acked < receivers - 1:  # the publisher is subscribed too, and does not ack
+        while acked < others:
             left = deadline - self._now()
             if left <= 0:
                 break
@@ -221,30 +252,26 @@ class RedisLevel:
             acked += 1
         return acked
 
-    def listen(self, handle: Callable[[bytes], str | None]) -> None:
-        self._task = asyncio.create_task(self._listen(handle))
+    def listen(self, handle: Callable[[bytes], str | None], lease: Lease,
+               regained: Callable[[], Awaitable[None]]) -> None:
+        """Apply the other replicas' invalidations (`handle` returns the key to acknowledge
+        one on), keeping `lease` (app/cache/subscription.py)."""
+        async def on_message(raw: bytes) -> None:
+            ack = handle(raw)
+            if ack is not None:
+                key = self.key(ack)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.rpush(key, 1)
+                    pipe.expire(key, 10)
+                    await pipe.execute()
 
-    async def _listen(self, handle: Callable[[bytes], str | None]) -> None:
-        # Reconnects for as long as the process lives: a replica that lost Redis for a while
-        # receives invalidations again once it is back.
-        while True:
-            try:
-                pubsub = self.client.pubsub()
-                await pubsub.subscribe(self.key(self.channel))
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        ack = handle(message["data"])
-                        if ack is not None:
-                            key = self.key(ack)
-                            async with self.client.pipeline(transaction=False) as pipe:
-                                pipe.rpush(key, 1)
-                                pipe.expire(key, 10)
-                                await pipe.execute()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.debug("pub/sub interrupted: %s", err)
-                await self.clock.sleep(self.RETRY_AFTER_S)
+        async def beat() -> None:
+            await self._beat(keys=[self.key("members")],
+                             args=[self.replica, int(lease.seconds * 2000)])
+
+        self._task = asyncio.create_task(follow(
+            self.client.pubsub, self.key(self.channel), on_message, lease, regained, beat,
+            self.clock, self.RETRY_AFTER_S))
 
     async def ping(self) -> bool:
         try:

@@ -181,6 +181,13 @@ class Settings:
     cache_max_entries: int = setting(
         100_000, "CACHE_MAX_ENTRIES", "Entries the in-process cache level keeps (LRU)."
     )
+    invalidation_lease_ms: int = setting(
+        1000,
+        "INVALIDATION_LEASE_MS",
+        "With Redis: how long a replica trusts its cache after it last heard the "
+        "invalidation channel answer (pings every quarter of it); a write waits this long "
+        "at most for the other replicas to evict. The bound T of the README's guarantees.",
+    )
     event_version_ttl_s: float = setting(
         3600.0,
         "EVENT_VERSION_TTL_S",
@@ -426,7 +433,8 @@ class Settings:
                      "max_body_bytes", "rate_limit_anonymous", "rate_limit_authenticated",
                      "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
-                     "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes"):
+                     "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes",
+                     "invalidation_lease_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):

@@ -65,6 +65,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
         hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
         staleness=staleness, prefix=settings.redis_prefix,
         version_ttl_s=settings.event_version_ttl_s,
+        lease_s=settings.invalidation_lease_ms / 1000,
         schema_tag=hashlib.sha256(sdl.encode()).hexdigest()[:10],
         observer=telemetry.observer if telemetry is not None else NULL_OBSERVER,
     )

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from app.cache.invalidation import Invalidator
+from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from loaders.declarations import PRODUCT, REVIEWS_BY_PRODUCT
 from loaders.entities import EVICTIONS
@@ -171,3 +172,59 @@ async def test_a_read_after_an_eviction_does_not_join_a_background_refresh() -> 
     await settle()
     assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v3"]
     assert len(upstream.calls) == 3
+
+
+class HeldRedis:
+    """The shared level's fake: answers reads with `values` once released."""
+
+    def __init__(self, **values: bytes) -> None:
+        self.values = values
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    async def read(self, keys: list[str]) -> tuple[list[bytes | None], int]:
+        self.reads += 1
+        await self.gate.wait()
+        return [self.values.get(k.split(":")[-1]) for k in keys], 1
+
+    async def write(self, items: object, started_epoch: int) -> None:
+        pass
+
+    async def invalidate(self, keys: object, tombstone_ms: int) -> None:
+        pass
+
+    async def publish(self, message: bytes, ack: object = None, wait_s: float = 0) -> int:
+        return 0
+
+    async def bump(self, names: list[str]) -> dict[str, int]:
+        return {}
+
+    async def latest_version(self, field: str) -> None:
+        return None  # as when Redis is down: the versions are this process's
+
+    async def record_version(self, field: str, version: int, ttl_ms: int) -> None:
+        return None
+
+
+async def test_a_shared_level_answer_overlapping_an_eviction_is_not_kept() -> None:
+    # Redis answered with the value from before a change that was evicted while the answer
+    # travelled: it must not land in memory as current (found by the history checker's
+    # scenario: a replica kept serving the old name after the event).
+    import orjson
+
+    clock = FakeClock()
+    cache = make_cache(clock)
+    ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
+    held = HeldRedis(p1=orjson.dumps([clock.time() + 60, "old"]))
+    cache.l2 = held  # type: ignore[assignment]
+    cache.lease = Lease(1.0, clock)
+    cache.lease.heard(clock.monotonic())
+    invalidator = Invalidator(cache, {PRODUCT.name: ns}, EVICTIONS)
+    upstream = Upstream(p1="new")
+    reading = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
+    await settle()
+    assert held.reads == 1  # Redis is answering
+    assert await invalidator.on_event(product_event(1)) is True
+    held.gate.set()
+    assert await reading == ["new"]  # fetched anew, not the old answer
+    assert cache.peek(ns, "p1", None, cache.now()) == "new"
