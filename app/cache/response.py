@@ -88,6 +88,8 @@ class ResponseCache:
         return f"{digest}:{operation_name or ''}:" + encoded
 
     def get(self, key: str) -> CachedResponse | None:
+        if not self.entities.trusted():
+            return None  # invalidations may be missed meanwhile: as the entity cache, unread
         now = self.now()
         entry: CachedResponse | None = self.level.get(key, now)
         if entry is None:
