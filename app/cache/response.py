@@ -89,7 +89,7 @@ class ResponseCache:
 
     def get(self, key: str) -> CachedResponse | None:
         if not self.entities.trusted():
-            return None  # invalidations may be missed meanwhile: as the entity cache, unread
+            return None  # an invalidation may have been missed: read around it, as entities
         now = self.now()
         entry: CachedResponse | None = self.level.get(key, now)
         if entry is None:

@@ -42,7 +42,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from app.cache.entity import REPLICA_ACK_S, Staleness
+from app.cache.entity import Staleness
 from app.cache.hints import CacheHints
 from app.config.settings import Settings
 from loaders.entities import STALENESS
@@ -767,8 +767,9 @@ class Workload:
             ttl = float(hints.ttl(coordinate))
             staleness[name] = ttl + stale[entity].swr
             if_error[name] = ttl + stale[entity].sie
-        return Bounds(event_bound=REPLICA_ACK_S, staleness=staleness, stale_if_error=if_error,
-                      slack=Settings().request_deadline_s)
+        defaults = Settings()
+        return Bounds(event_bound=defaults.invalidation_lease_ms / 1000, staleness=staleness,
+                      stale_if_error=if_error, slack=defaults.request_deadline_s)
 
 
 def counted(initial: int, sign: int) -> Callable[[Any], int]:
