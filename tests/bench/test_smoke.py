@@ -140,3 +140,18 @@ def test_response_hits_smoke(tmp_path: Path) -> None:
         assert result["totals"][side]["queries"] > 0 and result["totals"][side]["orders"] > 0
         assert result["ratios"][side][0] > 0  # the working set repeats: some answers hit
     assert "## Response cache hit ratio" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_history_bench_smoke(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "bench.history", "--seconds", "2", "--kills", "1",
+         "--out", str(tmp_path)],
+        cwd=ROOT, check=True, timeout=300, stdin=subprocess.DEVNULL, capture_output=True,
+    )
+    runs = orjson.loads((tmp_path / "history.json").read_bytes())
+    (run,) = runs.values()
+    assert run["violations"] == {} and run["first"] is None
+    assert run["reads"] > 0 and run["deliveries"] > 0 and set(run["writes"]) >= {
+        "placeOrder", "patchName", "restock"}
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert "## History checker" in section and "python -m bench.history --seconds 2" in section

@@ -82,11 +82,14 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Nemesis:
+    """A fault injected (or an incident seen) during the run."""
+
     id: int
-    what: str  # such as "kill pub/sub connections", "latency"
+    what: str  # such as "kill pub/sub connections", "latency ms", "drop event"
     start: float
     end: float
     detail: str = ""
+    event: EventId | None = None  # the change event it concerns (a dropped one)
 
 
 Op = Write | Read | Delivery | Nemesis
@@ -116,7 +119,10 @@ class Bounds:
 
     def bound(self, key: str, read: Read) -> float:
         table = self.stale_if_error if read.stale else self.staleness
-        return table[key] + read.held + self.slack
+        # An answer from a whole-response cache: computed `held` seconds before, by an
+        # execution that read its values at most one more `slack` before it was stored.
+        held = read.held + self.slack if read.held else 0.0
+        return table[key] + self.slack + held
 
 
 READ_YOUR_WRITES = "read-your-writes"
@@ -329,10 +335,12 @@ def explain(history: History, violation: Violation, *, before: float = 1.0,
             continue
         if isinstance(op, Delivery) and op.event not in events:
             continue
+        if isinstance(op, Nemesis) and op.event is not None and op.event not in events:
+            continue
         rows.append(op)
     rows.sort(key=lambda op: (op.start, op.id))
-    if len(rows) > limit:  # keep the marked operations, and those nearest the read
-        keep = sorted(rows, key=lambda op: (op.id not in marked,
+    if len(rows) > limit:  # keep the marked operations and the faults, then the nearest
+        keep = sorted(rows, key=lambda op: (op.id not in marked, not isinstance(op, Nemesis),
                                             abs(op.start - violation.read.start)))[:limit]
         rows = sorted(keep, key=lambda op: (op.start, op.id))
     lines = [f"{violation.kind} violated: {violation.message}",

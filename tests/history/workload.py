@@ -17,8 +17,8 @@ writes); readers read the products on their own replica all along.
 The services' change events go to a relay of ours, which forwards the signed bodies as they
 are to both replicas, each after a random delay, sometimes twice (so out of order), and
 drops a few altogether (a lost event: only the TTL bounds those). Every service's latency is
-redrawn every `latency_every_s`, and `kill_pubsub_at` seconds in, every pub/sub connection
-of the private Redis is killed (`CLIENT KILL TYPE pubsub`).
+redrawn every `latency_every_s`, and at each of `kills` (seconds into the run) every pub/sub
+connection of the private Redis is killed (`CLIENT KILL TYPE pubsub`).
 
 `run()` returns the history, the bounds the guarantees give for its keys (from the schema's
 hints and the staleness table, with the settings the replicas ran with), and anything that
@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +94,20 @@ class Config:
     # A writer waits up to this between writes: a key stays at each version a while, so
     # that a replica left serving an older one is seen doing so.
     write_think_ms: float = 300.0
+    long_pause_rate: float = 0.05  # a writer's wait is a long one this often
+    long_pause_ms: float = 3000.0
     latency_ms: float = 30.0  # injected upstream latency: up to this (half fixed, half jitter)
     latency_every_s: float = 0.5
     event_delay_ms: float = 600.0  # each delivery waits up to this
     duplicate_rate: float = 0.2  # deliveries sent twice
     drop_rate: float = 0.05  # events sent to no replica
-    kill_pubsub_at: float | None = None  # seconds into the run
+    kills: tuple[float, ...] = ()  # when to kill every pub/sub connection, in seconds
     redis_delay_ms: float = 0.0  # what Redis sends the replicas waits up to this
     response_cache: bool = True
     cache_hints: str = ""  # CACHE_HINTS of the replicas
     cache_stale: str = ""  # CACHE_STALE of the replicas
     seed: int = 1
+    gateway_root: Path | None = None  # run the replicas from this checkout (an earlier one)
 
 
 @dataclass
@@ -184,7 +188,8 @@ class Relay:
         if self.recording and self.rng.random() < self.config.drop_rate:
             now = time.monotonic()
             self.recorder.add(Nemesis(self.recorder.next_id(), "drop event", now, now,
-                                      f"{identity[0]} {identity[1]} v{identity[2]}"))
+                                      f"{identity[0]} {identity[1]} v{identity[2]}",
+                                      identity))
             return web.Response(status=204)
         delay = self.config.event_delay_ms / 1000 if self.recording else 0.0
         for replica in self.targets:
@@ -354,8 +359,8 @@ class Workload:
                "RESPONSE_CACHE": str(self.config.response_cache).lower(),
                "CACHE_HINTS": self.config.cache_hints, "CACHE_STALE": self.config.cache_stale}
         for name in REPLICAS:
-            self.gateways[name] = await asyncio.to_thread(start_gateway, tmp, self.services,
-                                                          env=env)
+            self.gateways[name] = await asyncio.to_thread(
+                start_gateway, tmp, self.services, env=env, root=self.config.gateway_root)
             self.relay.targets[name] = self.gateways[name].url
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10),
@@ -516,20 +521,48 @@ class Workload:
         workers += [self.renamer(pid) for pid in self.roles.rename]
         workers += [self.restocker(pid) for pid in self.roles.restock]
         workers.append(self.latency())
-        if cfg.kill_pubsub_at is not None:
-            workers.append(self.kill_pubsub(started + cfg.kill_pubsub_at))
+        workers += [self.kill_pubsub(started + at) for at in cfg.kills]
+        wall = time.time() - time.monotonic()  # to place the replicas' log lines
         await asyncio.gather(*workers)
         await self.clear_faults()
         await self.relay.drain(2 * cfg.event_delay_ms / 1000 + 5)
+        self.incidents(wall, started)
         history = History(self.recorder.ops)
         history.implies = await self.implications()
         return history
+
+    def incidents(self, wall: float, since: float) -> None:
+        """What the replicas logged about Redis and the invalidation channel (a lost or
+        regained channel, Redis unavailable), placed in the history as incidents."""
+        for name, gateway in self.gateways.items():
+            for line in gateway.process.log().splitlines():
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                message = str(entry.get("message", ""))
+                if entry.get("logger") != "gateway.cache" or entry.get("level") != "warning":
+                    continue
+                at = datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+                at -= wall
+                if at >= since:
+                    self.recorder.add(Nemesis(self.recorder.next_id(), f"replica {name} logged",
+                                              at, at, message))
 
     def running(self) -> bool:
         return time.monotonic() < self.until
 
     async def think(self, ms: float) -> None:
         await asyncio.sleep(self.rng.uniform(0, ms) / 1000)
+
+    async def pause(self) -> None:
+        """A writer's wait between writes: now and then a long one, so that a key whose last
+        event was lost stays unchanged past its TTL (only the staleness bound holds then)."""
+        cfg = self.config
+        if self.rng.random() < cfg.long_pause_rate:
+            await asyncio.sleep(self.rng.uniform(0, cfg.long_pause_ms) / 1000)
+        else:
+            await self.think(cfg.write_think_ms)
 
     async def read(self, caller: str, replica: str, pid: str, user: str | None = None) -> None:
         rid = self.recorder.next_id()
@@ -586,11 +619,11 @@ class Workload:
                 await self.add_review(name, user, replica, review_pid)
                 pid = review_pid
             else:
-                await self.think(self.config.write_think_ms)
+                await self.pause()
                 continue
             # Read-your-writes: its next read, on either replica.
             await self.read(name, self.rng.choice(REPLICAS), pid, user)
-            await self.think(self.config.write_think_ms)
+            await self.pause()
 
     async def mutation(self, replica: str, query: str, variables: dict[str, Any], user: str,
                        field_name: str) -> tuple[bool | None, Any]:
@@ -662,7 +695,7 @@ class Workload:
             except (aiohttp.ClientError, TimeoutError):
                 ok = None
             self._write(key, "catalog", None, start, ok, "patchName")
-            await self.think(self.config.write_think_ms)
+            await self.pause()
 
     async def restocker(self, pid: str) -> None:
         key = self.keys[f"stock:{pid}"]
@@ -677,7 +710,7 @@ class Workload:
             except (aiohttp.ClientError, TimeoutError):
                 ok = None
             self._write(key, "inventory", None, start, ok, "restock")
-            await self.think(self.config.write_think_ms)
+            await self.pause()
 
     # -- faults ------------------------------------------------------------------------------
     async def latency(self) -> None:
