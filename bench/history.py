@@ -35,9 +35,9 @@ from typing import Any
 import orjson
 
 from bench.report import replace_section
-from tests.history.checker import Read, Write, check, violations_text
+from tests.history.checker import Nemesis, Read, Write, check, violations_text
 from tests.history.test_history import SHORT
-from tests.history.workload import Config, run
+from tests.history.workload import PUBSUB_KILL, Config, run
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
 
     ops = result.history.ops
-    writes = Counter(op.what for op in ops if isinstance(op, Write) and op.ok)
+    kills = [op.start for op in ops if isinstance(op, Nemesis) and op.what == PUBSUB_KILL]
+    # Writes by kind, each once (an addReview writes two keys: its list and its count).
+    writes = Counter(what for what, _, _ in {(op.what, op.caller, op.start) for op in ops
+                                              if isinstance(op, Write) and op.ok})
     summary: dict[str, Any] = {
         "command": " ".join(["python -m bench.history",
                              *(argv if argv is not None else sys.argv[1:])]),
@@ -121,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         "writes": dict(writes), "deliveries": report.deliveries,
         "events_implying": len(result.history.implies),
         "failed_reads": sum(1 for op in ops if isinstance(op, Read) and not op.ok),
-        "violations": report.by_kind(), "bounds": {
+        "violations": report.by_kind(),
+        # Where they were: within 5 s after a pub/sub kill, or elsewhere.
+        "after_kill": sum(1 for v in report.violations
+                          if any(0 <= v.at - k <= 5 for k in kills)),
+        "bounds": {
             "event_bound_s": result.bounds.event_bound, "slack_s": result.bounds.slack},
         "first": (text.split("\n\n")[1].splitlines()[0] if report.violations else None),
     }
@@ -146,6 +153,8 @@ def results_section(runs: dict[str, Any]) -> str:
     firsts = []
     for run_ in runs.values():
         found = ", ".join(f"{k} {n}" for k, n in sorted(run_["violations"].items())) or "none"
+        if run_["violations"]:
+            found += f" ({run_.get('after_kill', '?')} within 5 s after a kill)"
         lines.append(
             f"| `{run_['command']}` | {run_['replicas']} | {run_['seconds']:g} s | "
             f"{run_['operations']} | {run_['reads']} ({run_['observations']}) | "
