@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-tracing bench-history soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-history soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench: $(STAMP)
 # writes the Resilience section of bench/RESULTS.md and bench/resilience.json.
 bench-resilience: $(STAMP)
 	$(PY) -m bench.resilience
+
+# Product queries with Redis stopped (SIGSTOP) against a gateway without Redis (~1 minute):
+# writes the Redis stalled section of bench/RESULTS.md and bench/redis_stall.json.
+bench-redis: $(STAMP)
+	$(PY) -m bench.redis_stall
 
 # What tracing costs: the deep query with tracing off, resolver spans, every field (~3 min):
 # writes the Tracing section of bench/RESULTS.md and bench/tracing.json.

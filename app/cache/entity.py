@@ -29,6 +29,7 @@ from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.observer import NULL_OBSERVER, Observer
+from app.core.redisguard import RedisGuard
 from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
 from app.upstream.resilience import Deadline
 
@@ -62,7 +63,7 @@ def _key_text(key: Hashable) -> str:
 
 
 class EntityCache:
-    def __init__(self, hints: CacheHints, *, max_entries: int, redis_url: str = "",
+    def __init__(self, hints: CacheHints, *, max_entries: int, redis: RedisGuard | None = None,
                  staleness: dict[str, Staleness] | None = None, prefix: str = "gw",
                  schema_tag: str = "", observer: Observer = NULL_OBSERVER,
                  version_ttl_s: float = 3600.0, lease_s: float = 1.0,
@@ -77,8 +78,8 @@ class EntityCache:
         # Versioned keys: a new format or schema never reads entries written for the old.
         key_prefix = f"{prefix}:{FORMAT}:{schema_tag}:"
         self.replica = uuid.uuid4().hex[:12]
-        self.l2 = (RedisLevel(redis_url, key_prefix, "invalidate", self.replica, clock=clock)
-                   if redis_url else None)
+        self.l2 = (RedisLevel(redis, key_prefix, "invalidate", self.replica, clock=clock)
+                   if redis is not None else None)
         # With Redis, cached data is trusted only while the invalidation channel is known to
         # be heard (app/cache/subscription.py); without it, every eviction is local.
         self.lease = Lease(lease_s, clock) if self.l2 is not None else None

@@ -2,8 +2,14 @@
 
 L1 is in process: a bounded LRU read synchronously, because every warm lookup passes through
 it (aiocache's memory backend is unbounded, arms a timer per key and wraps each call in
-`wait_for`). L2 is Redis through aiocache's RedisCache, shared by every replica; its client
-also runs the two scripts that make invalidation race-free and carries pub/sub.
+`wait_for`). L2 is Redis, shared by every replica, through the process's Redis guard
+(`app.core.redisguard`: a timeout, a breaker, one client); the same client runs the scripts
+that make invalidation race-free and carries pub/sub. (aiocache's RedisCache was used only
+to build that client: its get/set cannot run the scripts, pipelines or pub/sub L2 is made
+of, and its per-call timeout would be a second, disagreeing one beside the guard's.)
+While Redis is down every L2 operation answers its fallback at once: a miss (the caller
+goes upstream), no write, no shared generation or version (the caller keeps its own), no
+message to the other replicas.
 
 Race-freedom: every invalidation takes a new epoch (a counter in Redis) and leaves a
 tombstone with it. A fetch notes the epoch before it asks the upstream, and its result is
@@ -15,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
-from urllib.parse import urlparse
-
-from aiocache import RedisCache
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from app.cache.subscription import Lease, follow
 from app.core.clock import SYSTEM_CLOCK, Clock
+from app.core.redisguard import RedisGuard
 
 log = logging.getLogger("gateway.cache")
+T = TypeVar("T")
 
 TOMBSTONE = b"T:"
 MISSING: Any = object()  # a guarded read's answer when Redis is down
@@ -112,55 +118,30 @@ class MemoryLevel:
 
 
 class RedisLevel:
-    """Redis as the shared level. Any Redis failure marks it down: calls then return at once
-    as misses (the caller goes upstream) until a retry some seconds later succeeds, and the
-    outage is logged once, not per request."""
+    """Redis as the shared level: every operation goes through the guard, which answers its
+    fallback while Redis is down (and logs the outage once, not per request)."""
 
     RETRY_AFTER_S = 2.0
 
-    def __init__(self, url: str, prefix: str, channel: str, replica: str,
+    def __init__(self, redis: RedisGuard, prefix: str, channel: str, replica: str,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
         self._now = clock.monotonic
-        parsed = urlparse(url)
+        self.redis = redis
         self.prefix = prefix
         self.channel = channel
         self.replica = replica
-        self.cache = RedisCache(
-            endpoint=parsed.hostname or "127.0.0.1", port=parsed.port or 6379,
-            db=int((parsed.path or "/0").lstrip("/") or 0), password=parsed.password,
-            namespace=prefix, timeout=1, create_connection_timeout=1,
-        )
-        self.client = self.cache.client
+        self.client = redis.client
         self._write = self.client.register_script(_WRITE)
         self._invalidate = self.client.register_script(_INVALIDATE)
         self._record_version = self.client.register_script(_RECORD_VERSION)
         self._beat = self.client.register_script(_BEAT)
         self._publish = self.client.register_script(_PUBLISH)
-        self.down_until = 0.0
-        self.is_down = False
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def up(self) -> bool:
-        return self._now() >= self.down_until
-
-    async def _guard(self, what: str, call: Coroutine[Any, Any, Any], default: Any) -> Any:
-        if not self.up:
-            call.close()
-            return default
-        try:
-            result = await call
-        except Exception as err:  # any Redis failure degrades, never fails a request
-            if not self.is_down:
-                log.warning("redis unavailable (%s: %s): serving from upstreams", what, err)
-                self.is_down = True
-            self.down_until = self._now() + self.RETRY_AFTER_S
-            return default
-        if self.is_down:
-            log.warning("redis available again")
-            self.is_down = False
-        return result
+    async def _guard(self, what: str, call: Callable[[], Awaitable[T]], default: T,
+                     wait_s: float = 0.0) -> T:
+        return await self.redis.run(what, call, default, wait_s=wait_s)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -174,7 +155,7 @@ class RedisLevel:
                 values, epoch = await pipe.execute()
             return values, int(epoch or 0)
 
-        return await self._guard("read", go(), ([None] * len(keys), -1))
+        return await self._guard("read", go, ([None] * len(keys), -1))
 
     async def write(self, items: list[tuple[str, bytes, int]], started_epoch: int) -> None:
         if started_epoch < 0 or not items:
@@ -182,16 +163,13 @@ class RedisLevel:
         args: list[Any] = [started_epoch]
         for _, value, ttl_ms in items:
             args += [value, max(1, ttl_ms)]
-        await self._guard("write", self._write(keys=[self.key(k) for k, _, _ in items],
-                                               args=args), None)
+        keys = [self.key(k) for k, _, _ in items]
+        await self._guard("write", lambda: self._write(keys=keys, args=args), None)
 
     async def invalidate(self, keys: list[str], tombstone_ms: int) -> None:
-        await self._guard(
-            "invalidate",
-            self._invalidate(keys=[self.key("epoch"), *(self.key(k) for k in keys)],
-                             args=[tombstone_ms]),
-            None,
-        )
+        full = [self.key("epoch"), *(self.key(k) for k in keys)]
+        await self._guard("invalidate",
+                          lambda: self._invalidate(keys=full, args=[tombstone_ms]), None)
 
     async def bump(self, names: list[str]) -> dict[str, int]:
         """Increase namespace generations; returns the new values."""
@@ -202,30 +180,36 @@ class RedisLevel:
                 values = await pipe.execute()
             return dict(zip(names, map(int, values), strict=True))
 
-        return await self._guard("bump", go(), {})
+        return await self._guard("bump", go, {})
 
     async def generations(self, names: list[str]) -> dict[str, int]:
         async def go() -> dict[str, int]:
             values = await self.client.mget([self.key(f"gen:{n}") for n in names])
             return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
 
-        return await self._guard("generations", go(), {})
+        return await self._guard("generations", go, {})
 
     async def load_generations(self, names: list[str]) -> dict[str, int]:
-        """As `generations`, but a failure raises: the caller must not go on without them."""
-        values = await self.client.mget([self.key(f"gen:{n}") for n in names])
-        return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
+        """As `generations`, but a failure raises (Redis down included): the caller must
+        not go on without them."""
+        async def go() -> dict[str, int]:
+            values = await self.client.mget([self.key(f"gen:{n}") for n in names])
+            return {n: int(v) for n, v in zip(names, values, strict=True) if v is not None}
+
+        return await self.redis.call("generations", go)
 
     async def latest_version(self, field: str) -> int | None:
         """The latest event version recorded for `field` (-1: none); None when Redis is down."""
-        raw = await self._guard("version", self.client.get(self.key(f"ver:{field}")), MISSING)
+        key = self.key(f"ver:{field}")
+        raw = await self._guard("version", lambda: self.client.get(key), MISSING)
         return None if raw is MISSING else int(raw or -1)
 
     async def record_version(self, field: str, version: int, ttl_ms: int) -> bool | None:
         """Record `version` if newer than the one held for `field`; None when Redis is down."""
         result = await self._guard(
             "version",
-            self._record_version(keys=[self.key(f"ver:{field}")], args=[version, ttl_ms]),
+            lambda: self._record_version(keys=[self.key(f"ver:{field}")],
+                                         args=[version, ttl_ms]),
             None)
         return None if result is None else bool(result)
 
@@ -233,9 +217,9 @@ class RedisLevel:
                       wait_s: float = 0.0) -> int:
         """Publish `message`; with `ack`, wait up to `wait_s` until every other live member
         has acknowledged it. Returns how many acknowledged."""
-        members = await self._guard(
-            "publish", self._publish(keys=[self.key("members")],
-                                     args=[self.key(self.channel), message]), [])
+        members: list[bytes] = await self._guard(
+            "publish", lambda: self._publish(keys=[self.key("members")],
+                                             args=[self.key(self.channel), message]), [])
         others = sum(1 for m in members if m.decode() != self.replica)
         if ack is None or others == 0:
             return 0
@@ -245,8 +229,10 @@ class RedisLevel:
             left = deadline - self._now()
             if left <= 0:
                 break
-            got = await self._guard("ack", self.client.blpop([self.key(ack)], timeout=left),
-                                    None)
+            # BLPOP blocks on purpose: the guard's timeout comes on top of its own wait.
+            got = await self._guard(
+                "ack", partial(self.client.blpop, [self.key(ack)], timeout=left), None,
+                wait_s=left)
             if got is None:
                 break
             acked += 1
@@ -255,31 +241,53 @@ class RedisLevel:
     def listen(self, handle: Callable[[bytes], str | None], lease: Lease,
                regained: Callable[[], Awaitable[None]]) -> None:
         """Apply the other replicas' invalidations (`handle` returns the key to acknowledge
-        one on), keeping `lease` (app/cache/subscription.py)."""
+        one on), keeping `lease` (app/cache/subscription.py). Its Redis operations go through
+        the guard and raise when Redis is down or fails (`RedisGuard.call`): the channel is
+        then lost, as when its connection breaks."""
+        async def ack(key: str) -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, 1)
+                pipe.expire(key, 10)
+                await pipe.execute()
+
         async def on_message(raw: bytes) -> None:
-            ack = handle(raw)
-            if ack is not None:
-                key = self.key(ack)
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.rpush(key, 1)
-                    pipe.expire(key, 10)
-                    await pipe.execute()
+            acked = handle(raw)
+            if acked is not None:
+                await self.redis.call("ack", partial(ack, self.key(acked)))
 
         async def beat() -> None:
-            await self._beat(keys=[self.key("members")],
-                             args=[self.replica, int(lease.seconds * 2000)])
+            await self.redis.call("membership", partial(
+                self._beat, keys=[self.key("members")],
+                args=[self.replica, int(lease.seconds * 2000)]))
 
         self._task = asyncio.create_task(follow(
-            self.client.pubsub, self.key(self.channel), on_message, lease, regained, beat,
-            self.clock, self.RETRY_AFTER_S))
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except Exception:
-            return False
+            lambda: GuardedPubSub(self.client.pubsub(), self.redis), self.key(self.channel),
+            on_message, lease, regained, beat, self.clock, self.RETRY_AFTER_S))
 
     async def close(self) -> None:
+        # The client is the process's (the guard's owner closes it).
         if self._task is not None:
             self._task.cancel()
-        await self.cache.close()
+
+
+class GuardedPubSub:
+    """The subscription connection, for `follow`, through the guard: what it sends is timed
+    out, and raises while Redis is down. Its reads wait for messages, with their own timeout;
+    a silent channel, or its connection dropped (by CLIENT KILL, an idle timeout), is the
+    lease's business, not a sign that Redis is down: the other operations say that."""
+
+    def __init__(self, pubsub: Any, redis: RedisGuard) -> None:
+        self.pubsub = pubsub
+        self.redis = redis
+
+    async def subscribe(self, channel: str) -> None:
+        await self.redis.call("subscribe", partial(self.pubsub.subscribe, channel))
+
+    async def ping(self, token: bytes) -> None:
+        await self.redis.call("channel ping", partial(self.pubsub.ping, token))
+
+    async def get_message(self, timeout: float) -> Any:  # noqa: ASYNC109 (the PubSub API)
+        return await self.pubsub.get_message(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.redis.clock.wait_for(self.pubsub.aclose(), self.redis.timeout_s)

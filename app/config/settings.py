@@ -178,6 +178,19 @@ class Settings:
     redis_prefix: str = setting(
         "gw", "REDIS_PREFIX", "Prefix of every Redis key and channel the gateway uses."
     )
+    redis_timeout_ms: int = setting(
+        100,
+        "REDIS_TIMEOUT_MS",
+        "Time every Redis operation (cache, invalidation, rate limit, persisted queries, "
+        "/readyz) may take, in milliseconds; one that fails or takes longer marks Redis down: "
+        "its breaker opens and each part uses its fallback (README: Redis as a dependency).",
+    )
+    redis_breaker_open_s: float = setting(
+        1.0,
+        "REDIS_BREAKER_OPEN_S",
+        "While Redis is down, how often a background PING probes it, in seconds (no request "
+        "waits for a probe); the first answer closes the breaker.",
+    )
     cache_max_entries: int = setting(
         100_000, "CACHE_MAX_ENTRIES", "Entries the in-process cache level keeps (LRU)."
     )
@@ -421,7 +434,7 @@ class Settings:
                      "upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
-                     "event_version_ttl_s"):
+                     "event_version_ttl_s", "redis_breaker_open_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
@@ -434,7 +447,7 @@ class Settings:
                      "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes",
-                     "invalidation_lease_ms"):
+                     "invalidation_lease_ms", "redis_timeout_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):

@@ -8,8 +8,8 @@ runs unobserved. Every hook is cheap when nothing records: no span is made outsi
 trace, and the hooks on hot paths are one method call.
 
 The events: a batch dispatched; cache hits, misses and stale values; an upstream call, its
-attempts, retries and failure; a breaker's state and a retry refused by the budget; an
-operation started and planned.
+attempts, retries and failure; a breaker's state and a retry refused by the budget; Redis
+going down and up; an operation started and planned.
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ class Observer:
     def quiet(self) -> AbstractContextManager[Any]:
         """A block whose HTTP calls are not traced (health probes, which are not requests)."""
         return _NULL
+
+    # -- Redis -----------------------------------------------------------------------------
+    def redis_changed(self, state: int, outage: bool) -> None:
+        """Redis's guard (`app.core.redisguard`) is now in `state`: 0 up, 1 probing (a probe
+        in flight), 2 down (its breaker's states); `outage` when this change starts an outage
+        (Redis was up). Reported once at start, with 0."""
 
     # -- execution -------------------------------------------------------------------------
     def operation_started(self, name: str | None) -> None:

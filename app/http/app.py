@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -17,7 +18,8 @@ from app.cache.hints import CacheHints
 from app.cache.invalidation import Invalidator, response_namespace
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
-from app.core.observer import NULL_OBSERVER
+from app.core.observer import NULL_OBSERVER, Observer
+from app.core.redisguard import RedisGuard
 from app.http import transport
 from app.http.events import receive_event
 from app.http.health import Readiness, healthz
@@ -50,8 +52,21 @@ def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 5, 5)
 
 
+def build_redis(settings: Settings, observer: Observer = NULL_OBSERVER) -> RedisGuard | None:
+    """The process's one Redis client (one connection pool) for everything shared through
+    Redis, behind its guard: the timeout, the breaker, the probe. None without REDIS_URL."""
+    if not settings.redis_url:
+        return None
+    # No socket timeouts of the client's own: the guard times every call out, and the
+    # pub/sub connection's reads must wait for messages as long as there are none.
+    client = aioredis.Redis.from_url(settings.redis_url)
+    return RedisGuard(client, timeout_s=settings.redis_timeout_ms / 1000,
+                      open_s=settings.redis_breaker_open_s, observer=observer)
+
+
 def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
-                  telemetry: Telemetry | None = None) -> Caching:
+                  telemetry: Telemetry | None = None,
+                  redis: RedisGuard | None = None) -> Caching:
     """The caching parts the settings ask for, all driven by the schema's cache hints."""
     hints = CacheHints(sdl, settings.cache_hints)
     if not settings.cache_enabled:
@@ -62,7 +77,7 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
         for entity, v in configured.items()
     }}
     entities = EntityCache(
-        hints, max_entries=settings.cache_max_entries, redis_url=settings.redis_url,
+        hints, max_entries=settings.cache_max_entries, redis=redis,
         staleness=staleness, prefix=settings.redis_prefix,
         version_ttl_s=settings.event_version_ttl_s,
         lease_s=settings.invalidation_lease_ms / 1000,
@@ -86,11 +101,12 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     settings = settings or Settings.from_env()
     telemetry = build_telemetry(settings, exporter)
     client = UpstreamClient(settings, telemetry.observer, telemetry.aiohttp_trace_configs())
-    limiter = RateLimiter(settings) if settings.rate_limit_enabled else None
+    redis = build_redis(settings, telemetry.observer)
+    limiter = RateLimiter(settings, redis) if settings.rate_limit_enabled else None
     schema = build_schema(plan_executor=settings.plan_executor, telemetry=telemetry,
                           settings=settings, limiter=limiter)
-    caching = build_caching(settings, schema.as_str(), client, telemetry)
-    graphql = GatewayGraphQL(schema, settings, client, caching, telemetry, limiter)
+    caching = build_caching(settings, schema.as_str(), client, telemetry, redis)
+    graphql = GatewayGraphQL(schema, settings, client, caching, telemetry, limiter, redis)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -107,9 +123,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
-            if limiter is not None:
-                await limiter.close()
-            await graphql.persisted.close()
+            if redis is not None:
+                await redis.close()
             telemetry.shutdown()  # exports the spans still queued
             metrics.process_exit()
 
@@ -119,8 +134,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             Route("/graphql", graphql, methods=["GET", "POST"]),
             *([Route(f"{ASSET_PATH}{{path:path}}", graphql.ide.asset)] if graphql.ide else []),
             Route("/healthz", healthz),
-            Route("/readyz",
-                  Readiness(client, caching.entities.l2 if caching.entities else None).endpoint),
+            Route("/readyz", Readiness(client, redis).endpoint),
             Route("/metrics", metrics.endpoint),
             Route("/events", receive_event, methods=["POST"]),
         ],

@@ -6,6 +6,11 @@ and breaker state, and Redis when one is configured. A service being down makes 
 `degraded`, not unready: it still answers everything else, and taking every replica out of
 a load balancer because one upstream failed would turn a partial outage into a full one.
 Only when no service at all answers is it unready (503).
+
+Redis is such a part too: while it is down the gateway serves without it (no shared cache,
+rate limits per replica, no new persisted queries), so readiness stays 200 and says
+`degraded`. Its check goes through Redis's guard: at most REDIS_TIMEOUT_MS, and nothing at
+all while the guard already knows Redis is down.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from app.core.redisguard import RedisGuard
 from app.upstream.client import UpstreamClient
 
 PROBE_TIMEOUT_S = 0.5
@@ -28,9 +34,9 @@ async def healthz(_: Request) -> JSONResponse:
 
 
 class Readiness:
-    def __init__(self, client: UpstreamClient, redis: Any | None) -> None:
+    def __init__(self, client: UpstreamClient, redis: RedisGuard | None) -> None:
         self.client = client
-        self.redis = redis  # an object with `async ping() -> bool`, or None
+        self.redis = redis
         self._memo: tuple[float, dict[str, bool], bool | None] | None = None
         self._lock = asyncio.Lock()
 
@@ -55,11 +61,14 @@ class Readiness:
             for service, guard in self.client.guards.items()
         }
         body: dict[str, Any] = {"services": services}
-        if redis_ok is not None:
-            body["redis"] = {"reachable": redis_ok}
-        healthy = all(
-            s["reachable"] and s["breaker"] in ("closed", "disabled") for s in services.values()
-        ) and redis_ok is not False
+        parts = list(services.values())
+        if redis_ok is not None and self.redis is not None:
+            # The guard's state is live: a Redis it knows is down is not reachable, whatever
+            # the last (memoized) ping said.
+            body["redis"] = {"reachable": redis_ok and self.redis.up,
+                             "breaker": self.redis.state}
+            parts.append(body["redis"])
+        healthy = all(p["reachable"] and p["breaker"] in ("closed", "disabled") for p in parts)
         body["status"] = "ok" if healthy else "degraded"
         if not any(reachable.values()):
             body["status"] = "unavailable"

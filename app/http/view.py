@@ -28,6 +28,7 @@ from app.cache.invalidation import Invalidator
 from app.cache.response import ResponseCache
 from app.config.settings import Settings
 from app.core.errors import HTTPRefusal
+from app.core.redisguard import RedisGuard
 from app.execution.context import RequestContext
 from app.http.debug import annotate
 from app.http.ide import DEFAULT_MODULES, Ide
@@ -68,6 +69,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
     def __init__(
         self, schema: strawberry.Schema, settings: Settings, client: UpstreamClient,
         caching: Caching, telemetry: Telemetry, limiter: RateLimiter | None = None,
+        redis: RedisGuard | None = None,
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
                          allow_queries_via_get=True)
@@ -76,7 +78,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.caching = caching
         self.telemetry = telemetry
         self.auth = Authenticator(settings)
-        self.persisted = PersistedQueries(settings)
+        self.persisted = PersistedQueries(settings, redis)
         self.limiter = limiter
         self.ide = (Ide(Path(settings.ide_assets_dir or DEFAULT_MODULES))
                     if settings.graphql_ide else None)

@@ -5,27 +5,32 @@ its hash once, and from then on the hash alone. Registered documents live in Red
 configured (shared by replicas), else in this process; a manifest file holds the ones known
 at deploy time. With PERSISTED_QUERIES_ONLY, query texts are refused and nothing new is
 registered: only the manifest's (and already registered) operations run.
+
+While Redis is down (its guard, `app.core.redisguard`), the hashes this process knows (the
+manifest's, and those it registered or looked up before) keep working; any other hash can
+be neither looked up nor registered, and is refused with 503 PERSISTED_QUERY_UNAVAILABLE
+and a Retry-After: registering it in this process only would split the replicas' views.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from app.config.settings import Settings, SettingsError
 from app.core.errors import HTTPRefusal
+from app.core.redisguard import RedisGuard
 
-log = logging.getLogger("gateway.persisted")
 MAX_LOCAL_BYTES = 32_000_000  # the in-process store, by the size of its documents
 MAX_DOCUMENT_BYTES = 100_000  # a longer document runs, but is not registered
 TTL_S = 30 * 86_400
+UNAVAILABLE = "PERSISTED_QUERY_UNAVAILABLE"
+_DOWN: Any = object()  # a lookup's answer while Redis is down: neither found nor not
 
 
 class NotFound(Exception):
@@ -58,25 +63,22 @@ def load_manifest(path: str) -> dict[str, str]:
 
 
 class PersistedQueries:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: RedisGuard | None = None) -> None:
         self.only = settings.persisted_queries_only
         self.manifest = (load_manifest(settings.persisted_queries_file)
                          if settings.persisted_queries_file else {})
         self._prefix = f"{settings.redis_prefix}:apq:"
-        self._redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        self._redis = redis
         self._local: OrderedDict[str, str] = OrderedDict()
         self._local_bytes = 0
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
 
     async def resolve(self, query: str | None, extensions: dict[str, Any] | None
                       ) -> tuple[str | None, str | None]:
         """The document to run (`query`, or the persisted one its hash names) and the hash
         to register it under once it has proved to be a valid operation (None: nothing to
         register). Raises NotFound for an unknown hash, an HTTPRefusal for a request the
-        protocol refuses."""
+        protocol refuses, or (503) for a hash this process does not know while Redis is
+        down."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             if self.only and query is not None:
@@ -90,6 +92,8 @@ class PersistedQueries:
                               '{"version": 1, "sha256Hash": "<hex>"}', "BAD_REQUEST")
         digest = persisted["sha256Hash"].lower()
         known = await self._get(digest)
+        if known is _DOWN:
+            raise self._unavailable(query is not None)
         if query is None:
             if known is None:
                 raise NotFound(digest)
@@ -108,17 +112,25 @@ class PersistedQueries:
         that is not an operation is never stored."""
         await self._put(digest, query)
 
-    async def _get(self, digest: str) -> str | None:
+    def _unavailable(self, registering: bool) -> HTTPRefusal:
+        assert self._redis is not None
+        what = "registered" if registering else "looked up"
+        return HTTPRefusal(
+            503, f"Persisted queries cannot be {what} while their shared store is unavailable "
+            "(the hashes this gateway already knows still work): retry later, or send the "
+            "query without extensions.persistedQuery", UNAVAILABLE,
+            headers={"Retry-After": str(max(1, math.ceil(self._redis.retry_in())))})
+
+    async def _get(self, digest: str) -> Any:
+        """The document, None when it is not registered, or _DOWN when Redis cannot say."""
         found = self.manifest.get(digest) or self._local.get(digest)
         if found is not None or self._redis is None:
             return found
-        try:
-            raw = await self._redis.get(self._prefix + digest)
-        except RedisError as err:
-            log.warning("persisted query lookup failed", extra={"error": str(err)})
-            return None
-        if raw is None:
-            return None
+        key = self._prefix + digest
+        client = self._redis.client
+        raw = await self._redis.run("persisted query", lambda: client.get(key), _DOWN)
+        if raw is _DOWN or raw is None:
+            return raw
         # Bytes, as the client decodes no responses (redis types it bytes or str).
         query = raw if isinstance(raw, str) else raw.decode()
         self._remember(digest, query)
@@ -127,10 +139,11 @@ class PersistedQueries:
     async def _put(self, digest: str, query: str) -> None:
         self._remember(digest, query)
         if self._redis is not None:
-            try:
-                await self._redis.set(self._prefix + digest, query, ex=TTL_S)
-            except RedisError as err:
-                log.warning("persisted query not shared", extra={"error": str(err)})
+            # Should Redis have gone down since the lookup, it is kept here only (a lookup on
+            # another replica misses, and the client registers it again there).
+            key, client = self._prefix + digest, self._redis.client
+            await self._redis.run("persisted query",
+                                  lambda: client.set(key, query, ex=TTL_S), None)
 
     def _remember(self, digest: str, query: str) -> None:
         old = self._local.pop(digest, None)

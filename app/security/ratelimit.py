@@ -4,30 +4,28 @@ subject, else the client's address) whose size is its tier's budget per window
 
 With REDIS_URL the buckets live in Redis and one Lua script reads, refills and spends a
 bucket atomically, on Redis's clock, so replicas share them exactly; without it they live in
-this process. If Redis cannot be reached the request is let through (and logged): the
-limiter protects the graph, it must not take it down.
+this process. While Redis is down (its guard, `app.core.redisguard`: a timeout, a breaker)
+each replica keeps the limits in its own buckets: per replica, but limits still; the
+limiter protects the graph, it must not take it down, nor slow it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from graphql import GraphQLError
-from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app.config.settings import Settings
 from app.core.clock import SYSTEM_CLOCK, Clock
+from app.core.redisguard import RedisGuard
 from app.security.auth import Viewer
 
-log = logging.getLogger("gateway.ratelimit")
 MAX_LOCAL_CLIENTS = 100_000
 
 # KEYS[1]: the bucket. ARGV: capacity, refill per second, cost.
@@ -72,39 +70,31 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, settings: Settings, redis: RedisGuard | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self._now = clock.monotonic  # the in-process buckets' time (Redis keeps its own)
         self.budgets = {"anonymous": settings.rate_limit_anonymous,
                         "authenticated": settings.rate_limit_authenticated,
                         "gold": settings.rate_limit_gold}
-        # Short timeouts: a stalled Redis must not add seconds to every request.
-        self._redis = (aioredis.from_url(settings.redis_url, socket_timeout=0.25,
-                                         socket_connect_timeout=0.25)
-                       if settings.redis_url else None)
-        self._spend = self._redis.register_script(SPEND) if self._redis is not None else None
+        self._redis = redis
+        self._spend = redis.client.register_script(SPEND) if redis is not None else None
         self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
 
     async def spend(self, client: str, tier: str, cost: int) -> Decision:
         capacity = self.budgets.get(tier, self.budgets["anonymous"])
         rate = capacity / self.settings.rate_limit_window_s
         cost = max(1, cost)
-        if self._spend is not None:
+        if self._redis is not None and self._spend is not None:
             key = f"{self.settings.redis_prefix}:rl:{tier}:{client}"
-            try:
-                allowed, tokens, full, wait = await self._spend(
-                    keys=[key], args=[capacity, rate, cost])
-            except (RedisError, OSError, TimeoutError) as err:
-                # This replica's own buckets meanwhile: limits stay, per replica.
-                log.warning("rate limit kept in process: redis failed",
-                            extra={"error": str(err)})
-            else:
+            spend = self._spend
+            spent = await self._redis.run(
+                "rate limit", lambda: spend(keys=[key], args=[capacity, rate, cost]), None)
+            if spent is not None:
+                allowed, tokens, full, wait = spent
                 return _decision(bool(int(allowed)), capacity, float(tokens), float(full),
                                  float(wait))
+            # Redis is down: this replica's own buckets meanwhile.
         return self._spend_locally(f"{tier}:{client}", capacity, rate, cost)
 
     async def spend_for(self, viewer: Viewer, address: str, cost: int) -> Decision:

@@ -90,6 +90,18 @@ BREAKER_STATE = Gauge(
 BREAKER_OPENED = Counter(
     "gateway_circuit_opened_total", "Times a service's circuit breaker opened.", ["service"],
 )
+REDIS_STATE = Gauge(
+    "gateway_redis_state",
+    "Redis as this gateway sees it (REDIS_URL): 0 up, 1 probing, 2 down: skipped, every "
+    "operation on its fallback (0 too without Redis; with several workers: the worst among "
+    "live processes).",
+    multiprocess_mode="livemax",
+)
+REDIS_OUTAGES = Counter(
+    "gateway_redis_outages_total",
+    "Times Redis went down (an operation failed or timed out, and its breaker opened); "
+    "counts outages shorter than a scrape interval too.",
+)
 PLANNED = Counter(
     "gateway_planned_operations_total",
     "Operations run by the breadth-first executor (the rest: graphql-core's).",

@@ -145,6 +145,12 @@ class TelemetryObserver(Observer):
     def quiet(self) -> AbstractContextManager[Any]:
         return suppress_http_instrumentation()
 
+    # -- Redis -----------------------------------------------------------------------------
+    def redis_changed(self, state: int, outage: bool) -> None:
+        metrics.REDIS_STATE.set(state)
+        if outage:
+            metrics.REDIS_OUTAGES.inc()
+
     # -- execution -------------------------------------------------------------------------
     def operation_started(self, name: str | None) -> None:
         OPERATION.set(name)

@@ -142,12 +142,22 @@ def test_response_hits_smoke(tmp_path: Path) -> None:
     assert "## Response cache hit ratio" in (tmp_path / "RESULTS.md").read_text()
 
 
+def test_redis_stall_smoke(tmp_path: Path) -> None:
+    run_module("bench.redis_stall", "--queries", "20", "--rounds", "1", "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "redis_stall.json").read_bytes())
+    (row,) = result["rounds"]
+    assert result["failures"] == 0  # (the run fails on a failed query, too)
+    assert all(row[arm]["queries"] == 20 for arm in (
+        "without Redis, beside Redis up", "Redis up", "without Redis, beside Redis stopped",
+        "Redis stopped: after the first second", "Redis continued"))
+    assert row["Redis stopped: first second"]["queries"] > 0
+    assert row["readyz_status"] == "degraded"
+    assert result["log_lines"] == {"down": 1, "up": 1}  # one stall: said once each way
+    assert "## Redis stalled" in (tmp_path / "RESULTS.md").read_text()
+
+
 def test_history_bench_smoke(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "bench.history", "--seconds", "2", "--kills", "1",
-         "--out", str(tmp_path)],
-        cwd=ROOT, check=True, timeout=300, stdin=subprocess.DEVNULL, capture_output=True,
-    )
+    run_module("bench.history", "--seconds", "2", "--kills", "1", "--out", str(tmp_path))
     runs = orjson.loads((tmp_path / "history.json").read_bytes())
     (run,) = runs.values()
     assert run["violations"] == {} and run["first"] is None
