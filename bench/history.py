@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restockers", type=int, default=1, help="direct inventory writers")
     parser.add_argument("--kills", type=int, default=2,
                         help="pub/sub kills, spread over the run (0: none)")
+    parser.add_argument("--write-think-ms", type=float, default=300.0,
+                        help="a writer waits up to this between writes")
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--event-delay-ms", type=float, default=600.0)
     parser.add_argument("--redis-delay-ms", type=float, default=0.0,
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(
         seconds=args.seconds, callers=args.callers, readers=args.readers,
         renamers=args.renamers, restockers=args.restockers, latency_ms=args.latency_ms,
+        write_think_ms=args.write_think_ms,
         event_delay_ms=args.event_delay_ms, redis_delay_ms=args.redis_delay_ms,
         response_cache=not args.no_response_cache, seed=args.seed,
         kills=tuple(args.seconds * (i + 1) / (args.kills + 1) for i in range(args.kills)),
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         "bounds": {
             "event_bound_s": result.bounds.event_bound, "slack_s": result.bounds.slack},
         "first": (text.split("\n\n")[1].splitlines()[0] if report.violations else None),
+        # What the replicas logged about Redis and their invalidation channel.
+        "incidents": dict(Counter(op.detail.split(":")[0] for op in ops
+                                  if isinstance(op, Nemesis) and op.what.endswith("logged"))),
     }
     # One row per command (with --base, per commit): a run replaces its own row only.
     path = args.out / "history.json"
@@ -150,7 +156,7 @@ def results_section(runs: dict[str, Any]) -> str:
         "event deliveries | violations |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    firsts = []
+    notes = []
     for run_ in runs.values():
         found = ", ".join(f"{k} {n}" for k, n in sorted(run_["violations"].items())) or "none"
         if run_["violations"]:
@@ -159,10 +165,14 @@ def results_section(runs: dict[str, Any]) -> str:
             f"| `{run_['command']}` | {run_['replicas']} | {run_['seconds']:g} s | "
             f"{run_['operations']} | {run_['reads']} ({run_['observations']}) | "
             f"{sum(run_['writes'].values())} | {run_['deliveries']} | {found} |")
-        if run_["first"]:
-            firsts.append(f"- `{run_['command']}` ({run_['replicas']}): {run_['first']}")
-    if firsts:
-        lines += ["", "First violation of each run that found one:", "", *firsts]
+        said = "; ".join(f"{what} ({n})" for what, n in sorted(run_.get("incidents", {}).items()))
+        if run_["first"] or said:
+            notes.append(f"- `{run_['command']}` ({run_['replicas']}): "
+                         + (f"first, {run_['first']}" if run_["first"] else "no violation")
+                         + (f". The replicas logged: {said}." if said else "."))
+    if notes:
+        lines += ["", "First violations, and what the replicas logged about Redis and their "
+                  "invalidation channel:", "", *notes]
     return "\n".join(lines)
 
 

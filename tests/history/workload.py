@@ -102,7 +102,7 @@ class Config:
     duplicate_rate: float = 0.2  # deliveries sent twice
     drop_rate: float = 0.05  # events sent to no replica
     kills: tuple[float, ...] = ()  # when to kill every pub/sub connection, in seconds
-    redis_delay_ms: float = 0.0  # what Redis sends the replicas waits up to this
+    redis_delay_ms: float = 0.0  # Redis's replies (not pub/sub messages) wait up to this
     response_cache: bool = True
     cache_hints: str = ""  # CACHE_HINTS of the replicas
     cache_stale: str = ""  # CACHE_STALE of the replicas
@@ -116,13 +116,6 @@ class Run:
     bounds: Bounds
     problems: list[str] = field(default_factory=list)  # the history cannot be checked
     logs: dict[str, Path] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for op in self.history.ops:
-            name = type(op).__name__.lower()
-            counts[name] = counts.get(name, 0) + 1
-        return counts
 
 
 @dataclass(frozen=True)
@@ -242,11 +235,11 @@ class Relay:
 
 
 class DelayProxy:
-    """A TCP proxy in front of Redis that delays what Redis sends by a random time per chunk
-    (up to `delay_s`, order kept on each connection): the network between the replicas and
-    Redis, slow and uneven, so that a reply and a pub/sub message sent one after the other
-    on two connections may arrive the other way round. It runs in a thread of its own, so
-    that the workload's event loop does not pace it."""
+    """A TCP proxy in front of Redis that delays its replies by a random time per chunk (up
+    to `delay_s`, order kept on each connection), but not its pub/sub messages: a slow and
+    uneven network between the replicas and Redis, where an invalidation published after a
+    read was answered may arrive before the answer. It runs in a thread of its own, so that
+    the workload's event loop does not pace it."""
 
     def __init__(self, port: int, delay_s: float, seed: int) -> None:
         self.target = port
@@ -271,8 +264,7 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
-        # Replies are slow; pub/sub messages are not (a connection that subscribes is
-        # told by its commands): an invalidation then often overtakes a read's reply.
+        # A connection that subscribes (its commands say so) carries messages: not delayed.
         state = {"delay": self.delay_s}
         await asyncio.gather(self._pipe(client_r, server_w, state, watch=True),
                              self._pipe(server_r, client_w, state),
@@ -472,8 +464,7 @@ class Workload:
                       numbered(f"{self.tag} {pid} #", products[pid]["name"]))
         self.roles = Roles(order_products, cancel_products, review_products, rename_products,
                            restock_products, sku)
-        await self.relay.drain(10)
-        self._check_setup_events()
+        await self._check_setup_events()
 
     async def call_orders(self, user: str, pid: str, key: str) -> tuple[int, Any]:
         assert self.session is not None
@@ -487,20 +478,24 @@ class Workload:
              to_version: Callable[[Any], int]) -> None:
         self.keys[name] = Key(name, product, entity, to_version)
 
-    def _check_setup_events(self) -> None:
-        """The run's version arithmetic assumes the setup's commits: check them against the
-        events the services sent."""
-        seen: dict[tuple[str, str], int] = {}
-        for _, event in self.relay.received:
-            entity = (event["type"], event["id"])
-            seen[entity] = max(seen.get(entity, 0), event["version"])
-        for key in self.keys.values():
-            kind, ident, base = key.entity
-            if kind == "Review":
-                continue
-            if seen.get((kind, ident), 1) != base:
-                self.problems.append(f"{key.name}: {kind} {ident} is at version "
-                                     f"{seen.get((kind, ident), 1)} before the run, not {base}")
+    async def _check_setup_events(self, within: float = 10.0) -> None:
+        """The run's version arithmetic assumes the setup's commits: wait until the relay has
+        the events they sent (each entity at its base version), or say which is not."""
+        deadline = time.monotonic() + within
+        while True:
+            seen: dict[tuple[str, str], int] = {}
+            for _, event in self.relay.received:
+                entity = (event["type"], event["id"])
+                seen[entity] = max(seen.get(entity, 0), event["version"])
+            wrong = [f"{key.name}: {kind} {ident} is at version {seen.get((kind, ident), 1)} "
+                     f"before the run, not {base}"
+                     for key in self.keys.values() for kind, ident, base in [key.entity]
+                     if kind != "Review" and seen.get((kind, ident), 1) != base]
+            if not wrong or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        self.problems += wrong
+        await self.relay.drain(within)
 
     def user(self, i: int) -> str:
         return f"u{101 + i}"
