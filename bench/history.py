@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "writes": dict(writes), "deliveries": report.deliveries,
         "events_implying": len(result.history.implies),
         "failed_reads": sum(1 for op in ops if isinstance(op, Read) and not op.ok),
-        "violations": report.by_kind(),
+        "violations": report.by_kind(), "kills": args.kills,
         # Where they were: within 5 s after a pub/sub kill, or elsewhere.
         "after_kill": sum(1 for v in report.violations
                           if any(0 <= v.at - k <= 5 for k in kills)),
@@ -159,7 +159,7 @@ def results_section(runs: dict[str, Any]) -> str:
     notes = []
     for run_ in runs.values():
         found = ", ".join(f"{k} {n}" for k, n in sorted(run_["violations"].items())) or "none"
-        if run_["violations"]:
+        if run_["violations"] and run_.get("kills", 1):
             found += f" ({run_.get('after_kill', '?')} within 5 s after a kill)"
         lines.append(
             f"| `{run_['command']}` | {run_['replicas']} | {run_['seconds']:g} s | "
