@@ -10,6 +10,7 @@ bench/RESULTS.md (the command, the operations checked, the violations found).
     python -m bench.history                          # 60 s, the schema's own TTLs
     python -m bench.history --seconds 300 --callers 4 --readers 3 --kills 3
     python -m bench.history --base 0171576           # the replicas run that commit's code
+    python -m bench.history --kills 0 --stalls 20 --set REDIS_BREAKER_OPEN_S=0.2
 
 `--base REV` runs the gateway replicas from an earlier commit (extracted with git archive),
 the services, the workload and the checker from this checkout: what the checker finds in
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="pub/sub kills, spread over the run (0: none)")
     parser.add_argument("--write-think-ms", type=float, default=300.0,
                         help="a writer waits up to this between writes")
+    parser.add_argument("--stalls", type=int, default=0,
+                        help="Redis stops (SIGSTOP, 300 ms), spread over the run")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the replicas, such as REDIS_BREAKER_OPEN_S=0.2")
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--event-delay-ms", type=float, default=600.0)
     parser.add_argument("--redis-delay-ms", type=float, default=0.0,
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         event_delay_ms=args.event_delay_ms, redis_delay_ms=args.redis_delay_ms,
         response_cache=not args.no_response_cache, seed=args.seed,
         kills=tuple(args.seconds * (i + 1) / (args.kills + 1) for i in range(args.kills)),
+        stalls=tuple(args.seconds * (i + 0.5) / args.stalls for i in range(args.stalls)),
+        gateway_env=dict(item.split("=", 1) for item in args.set),
         cache_hints=SHORT.cache_hints if args.short_ttls else "",
         cache_stale=SHORT.cache_stale if args.short_ttls else "",
         # Setup orders to cancel: enough for the run (a caller cancels about one in three

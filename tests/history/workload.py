@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import signal
 import threading
 import time
 import uuid
@@ -80,6 +81,7 @@ CANCEL_ORDER = ("mutation Cancel($id: ID!) { cancelOrder(id: $id) { order { id s
 ADD_REVIEW = ("mutation Review($input: AddReviewInput!) { addReview(input: $input) { "
               "review { id } errors { code message } } }")
 PUBSUB_KILL = "kill pub/sub connections"
+STALL = "stall redis"
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Config:
     readers: int = 2  # per replica
     cancellable: int = 40  # orders placed per caller before the run, for cancelOrder
     read_think_ms: float = 10.0  # a reader waits up to this between reads
+    read_back_elsewhere: float = 0.5  # how often a caller reads its write on the other replica
     # A writer waits up to this between writes: a key stays at each version a while, so
     # that a replica left serving an older one is seen doing so.
     write_think_ms: float = 300.0
@@ -102,12 +105,15 @@ class Config:
     duplicate_rate: float = 0.2  # deliveries sent twice
     drop_rate: float = 0.05  # events sent to no replica
     kills: tuple[float, ...] = ()  # when to kill every pub/sub connection, in seconds
+    stalls: tuple[float, ...] = ()  # when to stop Redis (SIGSTOP) for `stall_ms`, in seconds
+    stall_ms: float = 300.0
     redis_delay_ms: float = 0.0  # Redis's replies (not pub/sub messages) wait up to this
     response_cache: bool = True
     cache_hints: str = ""  # CACHE_HINTS of the replicas
     cache_stale: str = ""  # CACHE_STALE of the replicas
     seed: int = 1
     gateway_root: Path | None = None  # run the replicas from this checkout (an earlier one)
+    gateway_env: dict[str, str] = field(default_factory=dict)  # more settings of the replicas
 
 
 @dataclass
@@ -349,7 +355,8 @@ class Workload:
             start_services, tmp, webhooks=[f"http://127.0.0.1:{relay_port}/events"])
         env = {"REDIS_URL": redis_url, "REDIS_PREFIX": self.tag, "LOG_LEVEL": "warning",
                "RESPONSE_CACHE": str(self.config.response_cache).lower(),
-               "CACHE_HINTS": self.config.cache_hints, "CACHE_STALE": self.config.cache_stale}
+               "CACHE_HINTS": self.config.cache_hints, "CACHE_STALE": self.config.cache_stale,
+               **self.config.gateway_env}
         for name in REPLICAS:
             self.gateways[name] = await asyncio.to_thread(
                 start_gateway, tmp, self.services, env=env, root=self.config.gateway_root)
@@ -517,6 +524,7 @@ class Workload:
         workers += [self.restocker(pid) for pid in self.roles.restock]
         workers.append(self.latency())
         workers += [self.kill_pubsub(started + at) for at in cfg.kills]
+        workers += [self.stall_redis(started + at) for at in cfg.stalls]
         wall = time.time() - time.monotonic()  # to place the replicas' log lines
         await asyncio.gather(*workers)
         await self.clear_faults()
@@ -617,7 +625,9 @@ class Workload:
                 await self.pause()
                 continue
             # Read-your-writes: its next read, on either replica.
-            await self.read(name, self.rng.choice(REPLICAS), pid, user)
+            elsewhere = self.rng.random() < self.config.read_back_elsewhere
+            await self.read(name, REPLICAS[(REPLICAS.index(replica) + elsewhere) % 2], pid,
+                            user)
             await self.pause()
 
     async def mutation(self, replica: str, query: str, variables: dict[str, Any], user: str,
@@ -742,6 +752,20 @@ class Workload:
                                       time.monotonic(), f"{killed} killed"))
         finally:
             await client.aclose()
+
+    async def stall_redis(self, at: float) -> None:
+        """Stop the Redis process for `stall_ms` (SIGSTOP, then SIGCONT): every connection
+        hangs, then everything queued meanwhile is answered."""
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        assert self.redis is not None and self.redis.process is not None
+        start = time.monotonic()
+        self.redis.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(self.config.stall_ms / 1000)
+        finally:
+            self.redis.process.send_signal(signal.SIGCONT)
+        self.recorder.add(Nemesis(self.recorder.next_id(), STALL, start, time.monotonic(),
+                                  f"{self.config.stall_ms:g} ms"))
 
     # -- what the events mean ----------------------------------------------------------------
     async def implications(self) -> dict[EventId, list[tuple[str, int]]]:
