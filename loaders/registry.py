@@ -335,7 +335,7 @@ async def fetch_batch(client: ScopedClient | UpstreamClient, spec: BatchSpec,
     else:
         body = await client.request(
             spec.service, spec.method, spec.path, json={spec.param: valid},
-            check=spec.check, idempotent=True,  # a read that sends its keys in a POST body
+            check=spec.check, read=True,  # a read that sends its keys in a POST body
         )
     items: list[Item] = body["items"]
     if not spec.many:

@@ -105,7 +105,9 @@ class Query:
     "the result is null with an UNAUTHENTICATED error, without the scope FORBIDDEN. A refusal "
     "of the input comes back in the payload's `errors`; a failing service is a GraphQL error "
     "with an `extensions.code`, and `extensions.retryable` says whether trying again may "
-    "succeed."
+    "succeed. UPSTREAM_OUTCOME_UNKNOWN says the change was sent but its answer never came: "
+    "it may have been made. Retry placeOrder with the same `idempotencyKey` and cancelOrder "
+    "as it was (both are made once); read the product's reviews before adding one again."
 )
 class Mutation:
     place_order: PlaceOrderPayload = documented(

@@ -53,6 +53,12 @@ class FakeClock:
         task.cancel()
         raise TimeoutError
 
+    def next_wakeup(self) -> float | None:
+        """When the earliest pending sleep ends; None when nothing sleeps."""
+        while self._sleepers and self._sleepers[0][2].done():  # cancelled sleeps
+            heapq.heappop(self._sleepers)
+        return self._sleepers[0][0] if self._sleepers else None
+
     def advance(self, seconds: float) -> None:
         """Move time forward; every sleep whose wake-up time is reached resolves."""
         if seconds < 0:
@@ -68,5 +74,3 @@ async def settle(turns: int = 10) -> None:
     """Let ready callbacks and tasks run for a few turns of the loop (no time passes)."""
     for _ in range(turns):
         await asyncio.sleep(0)
-
-

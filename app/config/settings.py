@@ -90,8 +90,11 @@ class Settings:
         "it. A client may ask for less with the X-Request-Timeout-Ms header.",
     )
     retry_max_attempts: int = setting(
-        3, "RETRY_MAX_ATTEMPTS",
-        "Attempts per upstream call, the first included; 1 turns retries off.",
+        7, "RETRY_MAX_ATTEMPTS",
+        "Attempts per upstream call, the first included; 1 turns retries off. Retries that "
+        "fail are bounded by the retry budget and the breaker, not by this cap: it bounds "
+        "how long one call may keep trying a flaky service (7 rides out 30% failures: "
+        "0.3^7, 2 calls in 10,000, still fail).",
     )
     retry_base_s: float = setting(
         0.025, "RETRY_BASE_S",
@@ -103,7 +106,8 @@ class Settings:
     )
     retry_budget_ratio: float = setting(
         0.2, "RETRY_BUDGET_RATIO",
-        "Retries allowed per service as a share of its calls in the budget window.",
+        "Retries allowed per service as a share of its calls in the budget window; a retry "
+        "that the service answers is given back, so this bounds the retries that fail.",
     )
     retry_budget_min_per_s: float = setting(
         1.0, "RETRY_BUDGET_MIN_PER_S",
@@ -117,11 +121,11 @@ class Settings:
     )
     breaker_failure_rate: float = setting(
         0.5, "BREAKER_FAILURE_RATE",
-        "Share of failed attempts (timeouts, connection errors, 5xx, bad bodies) in the "
-        "window that opens a service's breaker.",
+        "Share of failed calls (timeouts, connection errors, 5xx, bad bodies, each call "
+        "counted once, after its retries) in the window that opens a service's breaker.",
     )
     breaker_min_calls: int = setting(
-        20, "BREAKER_MIN_CALLS", "Attempts in the window before the failure rate counts."
+        20, "BREAKER_MIN_CALLS", "Calls in the window before the failure rate counts."
     )
     breaker_window_s: float = setting(
         10.0, "BREAKER_WINDOW_S", "Window over which the breaker measures the failure rate."

@@ -1,11 +1,18 @@
 """The one HTTP client the gateway uses to reach the domain services.
 
 Everything about an upstream call is decided here, once: the shared connection pool, each
-service's timeouts, the request's deadline, retries with exponential backoff and full jitter,
-the per-service retry budget and circuit breaker, JSON decoding, and the classification of
-every failure (by `app.upstream.failures`' table) into an `UpstreamError`. Loaders and
-resolvers only see a decoded body or that error (or `Refused`, `BadUserInput` where the call
-says which refusals are the client's).
+service's timeouts, the request's deadline, retries with exponential backoff and full jitter
+(or the service's Retry-After), the per-service retry budget and circuit breaker, what a write
+may repeat, JSON decoding, and the classification of every failure (by
+`app.upstream.failures`' table) into an `UpstreamError`. Loaders and resolvers only see a
+decoded body or that error (or `Refused`, `BadUserInput` where the call says which refusals
+are the client's).
+
+The retry policy tells a flaky service from a dead one. A retry is granted by the service's
+budget (`RetryBudget`) and refunded when the service answers it, so retries that work cost
+nothing and retries that fail are capped at a share of the calls. The breaker counts calls,
+each after its retries: a flaky service whose retries succeed never trips it, a dead one
+trips it within `BREAKER_MIN_CALLS` calls, and from then on its calls fail at once.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from app.upstream.failures import (
     NO_VERDICT,
     REFUSALS_SHOWN,
     UpstreamError,
+    outcome_unknown,
     status_failure,
     upstream_failure,
 )
@@ -56,6 +64,8 @@ class ServiceGuard:
                  observer: Observer = NULL_OBSERVER, clock: Clock = SYSTEM_CLOCK) -> None:
         self.service = service
         self.observer = observer
+        self._now = clock.monotonic
+        self.not_before = 0.0  # no retry to this service before (its last Retry-After)
         self.total = total
         self.connect = connect
         self.timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect)
@@ -78,8 +88,22 @@ class ServiceGuard:
         self._publish(before)
         return permit
 
+    @property
+    def closed(self) -> bool:
+        """Whether a failed attempt may be retried: not while the breaker is open (the retry
+        would be refused) or half-open (the attempt was its probe, or a probe is out)."""
+        return self.breaker is None or self.breaker.state is State.CLOSED
+
+    def hold(self, seconds: float) -> None:
+        """The service asked for `seconds` of quiet (Retry-After): no retry before then."""
+        self.not_before = max(self.not_before, self._now() + seconds)
+
+    def held_for(self) -> float:
+        return max(0.0, self.not_before - self._now())
+
     def record(self, ok: bool | None, probe: bool) -> None:
-        """An attempt's outcome: ok, failed, or None when it says nothing of the service."""
+        """A call's outcome, after its retries: ok, failed, or None when it says nothing of
+        the service."""
         if self.breaker is None:
             return
         if ok is None:
@@ -152,7 +176,7 @@ class UpstreamClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         route: str | None = None,
-        idempotent: bool | None = None,
+        read: bool | None = None,
         check: Check | None = None,
         client_input: str | None = None,
         refusals: Mapping[str, tuple[str, str | None]] | None = None,
@@ -160,8 +184,12 @@ class UpstreamClient:
     ) -> Any:
         """Call `service` and return its decoded JSON body, or raise `UpstreamError`.
 
-        `idempotent` says whether the call may be repeated; by default a GET may, and a
-        write only when it carries an Idempotency-Key. `route` names the call in telemetry
+        `read` says the call changes nothing (by default: a GET); a read may be repeated. A
+        write may be repeated when it carries an Idempotency-Key header (the service then
+        carries it out at most once); without one, only when it never reached the service (no
+        connection could be opened). A write that fails after it may have been carried out
+        (no answer once sent, an unreadable answer, a 5xx other than 503) raises
+        UPSTREAM_OUTCOME_UNKNOWN instead of the failure. `route` names the call in telemetry
         (a path template, never one with ids in it); it defaults to `path`. `check` tells
         what is wrong with a decoded 2xx body (None when it is the contract's shape): such an
         answer fails like an unparseable one. `client_input` names the client's argument
@@ -172,8 +200,9 @@ class UpstreamClient:
         """
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        if idempotent is None:
-            idempotent = method == "GET" or (headers is not None and "Idempotency-Key" in headers)
+        if read is None:
+            read = method == "GET"
+        keyed = not read and headers is not None and "Idempotency-Key" in headers
         guard = self.guards[service]
         deadline = scope.deadline if scope is not None else None
         url = self.base_urls[service] + path
@@ -183,7 +212,7 @@ class UpstreamClient:
         with self.observer.call(service, method, route) as call:
             try:
                 return await self._call(guard, call, method, url, params, data, hdrs,
-                                        idempotent, deadline, check, scope)
+                                        read, keyed, deadline, check, scope)
             except UpstreamError as err:
                 if refusals is not None and err.status in REFUSALS_SHOWN:
                     code, field = refusals.get(err.upstream_code or "", ("BAD_USER_INPUT", None))
@@ -195,46 +224,83 @@ class UpstreamClient:
 
     async def _call(self, guard: ServiceGuard, call: CallObservation, method: str, url: str,
                     params: Mapping[str, str] | None, data: bytes | None,
-                    hdrs: Mapping[str, str], idempotent: bool,
+                    hdrs: Mapping[str, str], read: bool, keyed: bool,
                     deadline: Deadline | None, check: Check | None,
                     scope: CallScope | None) -> Any:
         service = guard.service
+        budget = guard.budget
         sent = 0  # attempts that went out; retries are the ones after the first
         waits: Iterator[float] | None = None
         previous: UpstreamError | None = None
-        while True:
-            try:
-                limits = self._admit(guard, deadline)
-                probe = guard.allow()
-                if probe is None:
-                    assert guard.breaker is not None
-                    raise upstream_failure("circuit_open", service,
-                                           f"{guard.breaker.retry_in():.1f} s")
-                if sent == 0:
-                    guard.budget.record_call()  # the budget counts calls that went out
-                sent += 1
-                call.attempt(sent)
-                body = await self._send(guard, probe, method, url, params, data, hdrs,
-                                        limits, deadline, check)
-            except UpstreamError as err:
+        granted = False  # the budget granted the retry about to go out
+        unsettled = False  # a write's attempt failed in a way it may have been carried out
+        probe_taken = False
+        verdict: bool | None = None  # the call's outcome for the breaker; None: no verdict
+        try:
+            while True:
+                err: UpstreamError
+                try:
+                    limits = self._admit(guard, deadline)
+                    probe = guard.allow()
+                    if probe is None:
+                        assert guard.breaker is not None
+                        raise upstream_failure("circuit_open", service,
+                                               f"{guard.breaker.retry_in():.1f} s")
+                except UpstreamError as refused:  # nothing went out
+                    err = refused
+                    if granted:
+                        budget.refund()  # a granted retry that never went out costs nothing
+                else:
+                    probe_taken = probe_taken or probe
+                    if sent == 0:
+                        budget.record_call()  # the budget counts calls that went out
+                    sent += 1
+                    call.attempt(sent)
+                    try:
+                        body = await self._send(guard, method, url, params, data, hdrs,
+                                                limits, deadline, check)
+                    except UpstreamError as failed:
+                        err = failed
+                        if granted and _verdict(failed):
+                            budget.refund()  # answered, if only with a refusal: not down
+                    else:
+                        if granted:
+                            budget.refund()  # the retry worked: the service is flaky, not down
+                        verdict = True
+                        self._ended(call, scope, sent - 1, None)
+                        return body
+                unsettled = unsettled or err.failure.unsettled
                 retries = max(0, sent - 1)
-                if waits is None and err.failure.retry and idempotent:
-                    waits = self._waits()  # the first retryable failure of a repeatable call
-                wait = self._retry_wait(guard, err, retries, deadline, waits)
+                # A read or a keyed write may be repeated; any write, if it never went out.
+                repeat = (err.failure.retry and guard.closed
+                          and (read or keyed or not err.failure.sent))
+                if repeat and waits is None:
+                    waits = self._waits()  # the first repeatable failure
+                wait = self._retry_wait(guard, err, retries, deadline,
+                                        waits if repeat else None)
                 if wait is None:
                     if previous is not None and err.failure in NO_VERDICT:
                         # A retry that the deadline cut short, or that the breaker (opened by
                         # the failure before it) refused: that failure is the news.
                         err = previous
+                    verdict = _verdict(err)
+                    if not read and unsettled and not _settles(err):
+                        # Sent, and no answer says it was not carried out: the client must
+                        # not take it for a failure (README: Nothing lost).
+                        unknown = outcome_unknown(err, keyed)
+                        self._ended(call, scope, retries, unknown)
+                        raise unknown.settle(retries) from err
                     self._ended(call, scope, retries, err)
                     raise err.settle(retries) from err.__cause__
                 previous = err
+                granted = True
                 call.retry(sent + 1, err.code, wait)
                 if wait > 0:
                     await self.clock.sleep(wait)
-                continue
-            self._ended(call, scope, max(0, sent - 1), None)
-            return body
+        finally:
+            # Once per call, whatever ended it (a cancelled request too): its verdict, or
+            # none, which frees the probe slot if the call held it.
+            guard.record(verdict, probe_taken)
 
     @staticmethod
     def _ended(call: CallObservation, scope: CallScope | None, retries: int,
@@ -261,48 +327,43 @@ class UpstreamClient:
             return aiohttp.ClientTimeout(total=left, sock_connect=min(guard.connect, left))
         return guard.timeout
 
-    async def _send(self, guard: ServiceGuard, probe: bool, method: str, url: str,
+    async def _send(self, guard: ServiceGuard, method: str, url: str,
                     params: Mapping[str, str] | None, data: bytes | None,
                     hdrs: Mapping[str, str], limits: aiohttp.ClientTimeout,
                     deadline: Deadline | None, check: Check | None) -> Any:
+        """One attempt: the decoded body, or the classified failure."""
         service = guard.service
         assert self._session is not None
-        verdict: bool | None = None  # the attempt's outcome for the breaker; None: no verdict
         try:
-            try:
-                async with self._session.request(method, url, params=params, data=data,
-                                                 headers=hdrs, timeout=limits) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After") if status == 429 else None
-            except TimeoutError:
-                if deadline is not None and deadline.remaining() < MIN_ATTEMPT_S:
-                    # The request ran out of time, not the service (a connect timeout ends
-                    # with time left): no verdict on the service.
-                    raise upstream_failure("deadline", service) from None
-                verdict = False
-                raise upstream_failure("timeout", service) from None
-            except aiohttp.ClientResponseError as err:
-                # A reply that is not valid HTTP (a bad status line, oversized headers).
-                verdict = False
-                raise upstream_failure("bad_body", service, "not a valid HTTP reply") from err
-            except (aiohttp.ClientError, OSError) as err:
-                verdict = False
-                raise upstream_failure("connection", service) from err
-            try:
-                value = _decode(service, status, body, retry_after)
-                wrong = check(value) if check is not None else None
-                if wrong is not None:
-                    raise upstream_failure("bad_body", service, wrong)
-            except UpstreamError as err:
-                verdict = not err.failure.trips
-                raise
-            verdict = True
-            return value
-        finally:
-            # Every attempt ends here, whatever ended it (a cancelled request, an error of
-            # aiohttp's own): a probe that ends without a verdict frees the probe slot.
-            guard.record(verdict, probe)
+            async with self._session.request(method, url, params=params, data=data,
+                                             headers=hdrs, timeout=limits) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = (resp.headers.get("Retry-After") if status in (429, 503)
+                               else None)
+        except TimeoutError as err:
+            # aiohttp's connect timeout is raised before anything is written; its total
+            # timeout may fire in any phase, so the request may have gone out.
+            connecting = isinstance(err, aiohttp.ConnectionTimeoutError)
+            if deadline is not None and deadline.remaining() < MIN_ATTEMPT_S:
+                # The request ran out of time, not the service (a connect timeout ends
+                # with time left): no verdict on the service.
+                raise upstream_failure("deadline" if connecting else "deadline_cut",
+                                       service) from None
+            raise upstream_failure("connect_timeout" if connecting else "timeout",
+                                   service) from None
+        except aiohttp.ClientResponseError as err:
+            # A reply that is not valid HTTP (a bad status line, oversized headers).
+            raise upstream_failure("bad_body", service, "not a valid HTTP reply") from err
+        except aiohttp.ClientConnectorError as err:
+            raise upstream_failure("connection", service) from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise upstream_failure("dropped", service) from err
+        value = _decode(service, status, body, retry_after)
+        wrong = check(value) if check is not None else None
+        if wrong is not None:
+            raise upstream_failure("bad_body", service, wrong)
+        return value
 
     # -- retries ----------------------------------------------------------------------------
     def _waits(self) -> Iterator[float]:
@@ -317,7 +378,9 @@ class UpstreamClient:
     def _retry_wait(self, guard: ServiceGuard, err: UpstreamError, retries: int,
                     deadline: Deadline | None, waits: Iterator[float] | None) -> float | None:
         """How long to wait before the next attempt, or None to give up with `err`. `waits`
-        exist only for a call that may be repeated."""
+        exist only for a call that may repeat `err`."""
+        if err.retry_after is not None:
+            guard.hold(err.retry_after)  # whether or not this call retries
         if waits is None or not err.failure.retry:
             return None
         if retries + 1 >= self.settings.retry_max_attempts:
@@ -326,6 +389,8 @@ class UpstreamClient:
             wait = err.retry_after  # the service said when: no jitter
         else:
             wait = backoff.full_jitter(next(waits))
+        # Another call's Retry-After holds every retry to the service.
+        wait = max(wait, guard.held_for())
         if deadline is not None and deadline.remaining() - wait < MIN_ATTEMPT_S:
             return None  # the retry could not finish before the deadline
         if deadline is None and wait > MAX_UNSCOPED_WAIT_S:
@@ -363,6 +428,22 @@ class ScopedClient:
 
     async def request(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         return await self.client.request(service, method, path, scope=self.scope, **kwargs)
+
+
+def _verdict(err: UpstreamError) -> bool | None:
+    """What a failure says of the service: None (nothing: it was not reached, or the
+    request's own deadline cut the wait), False (it failed), True (it answered, if only to
+    refuse)."""
+    if err.failure in NO_VERDICT:
+        return None
+    return not err.failure.trips
+
+
+def _settles(err: UpstreamError) -> bool:
+    """Whether the service's answer decides a write, whatever an earlier attempt did: a
+    refusal (a 4xx other than 429). With an idempotency key, an earlier attempt that had
+    been carried out would have been answered again instead."""
+    return err.status is not None and 400 <= err.status < 500 and err.status != 429
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -99,12 +99,19 @@ def test_resilience_bench_smoke(tmp_path: Path) -> None:
     res = orjson.loads((tmp_path / "resilience.json").read_bytes())
     rows = {r["scenario"]: r for r in res["deep_query"]}
     assert set(rows) == {"no faults", "10% 503 on every service", "30% 503 on every service",
-                         "reviews hung"}
+                         "reviews down (503 to all), after 1 s", "reviews hung, after 1 s"}
     assert rows["no faults"]["success_rate"] == 1.0
-    assert rows["reviews hung"]["success_rate"] == 0.0  # partial: reviews time out
-    assert rows["reviews hung"]["partial_rate"] == 1.0
+    for label in ("reviews down (503 to all), after 1 s", "reviews hung, after 1 s"):
+        row = rows[label]
+        assert row["success_rate"] == 0.0 and row["partial_rate"] == 1.0, row  # the rest stands
+        assert row["down"]["service"] == "reviews" and row["down"]["calls"] > 0
+    # Down for a second before the measure: its breaker is open, its fields fail at once.
+    down = rows["reviews down (503 to all), after 1 s"]["down"]
+    assert down["circuit_open_share"] > 0.5 and down["fast_share"] > 0.5
     assert res["outage"]["requests"]["retries off"] == 100
-    assert res["breaker"]["requests_reaching_users"] <= 20  # the breaker opened
+    # The breaker opened: 20 failed calls, and the retries the budget granted them (its
+    # reserve of 10 and 20% of the calls).
+    assert res["breaker"]["requests_reaching_users"] <= 20 + 10 + 4
     assert "## Resilience" in (tmp_path / "RESULTS.md").read_text()
 
 

@@ -80,8 +80,13 @@ async def test_open_breaker_sends_nothing_and_a_failed_probe_reopens_it(
 ) -> None:
     gateway = start(**BREAKER)
     faults.set_faults("catalog", error_rate=1.0, error_status=503)
+    # The breaker counts calls, each once after its retries: 4 failed calls are below
+    # BREAKER_MIN_CALLS (5 here), however many attempts they made; the fifth opens it.
     for _ in range(4):
         await post(gateway, QUERY)
+    assert readyz(gateway)["services"]["catalog"]["breaker"] == "closed"
+    assert faults.stats("catalog")["requests"]["GET /products"] > 4  # retried
+    await post(gateway, QUERY)
     assert readyz(gateway)["services"]["catalog"]["breaker"] == "open"
     faults.reset_stats()
     replies = await asyncio.gather(*(post(gateway, QUERY) for _ in range(20)))

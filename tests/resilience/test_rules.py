@@ -1,13 +1,15 @@
-"""The resilience rules apart from HTTP: Retry-After parsing and the sliding window that
-the retry budget and the breaker count in."""
+"""The resilience rules apart from HTTP: Retry-After parsing, the sliding window that the
+retry budget and the breaker count in, and the README's list of the codes failures get."""
 
 from __future__ import annotations
 
 import email.utils
 import time
 
+from app.upstream import failures
 from app.upstream.client import _retry_after
 from app.upstream.resilience import RetryBudget, Window
+from tests.harness import ROOT
 
 
 def test_retry_after_in_seconds_or_as_an_http_date() -> None:
@@ -42,3 +44,15 @@ def test_budget_allows_its_share_of_calls_plus_the_reserve() -> None:
     while budget.try_spend():
         allowed += 1
     assert allowed == 25  # 20% of 100 calls + 5
+
+
+def test_every_code_of_the_classification_table_is_in_the_readme() -> None:
+    # The README's table of error codes is what clients read: each code a failure can be
+    # classified as has its row.
+    codes = {f.code for f in failures.FAILURES.values()} | {
+        f.code for f in failures.STATUS_FAILURES.values()} | {
+        failures.OTHER_5XX.code, failures.OTHER_4XX.code, failures.ODD_STATUS.code}
+    assert "UPSTREAM_OUTCOME_UNKNOWN" in codes
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(c for c in codes if f"\n| `{c}` |" not in readme)
+    assert not missing, missing

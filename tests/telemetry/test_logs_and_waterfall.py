@@ -37,7 +37,7 @@ async def log_lines(gateway: Gateway, until: Callable[[list[dict[str, Any]]], bo
 async def test_log_lines_are_json_with_the_trace_of_the_error_the_client_saw(
     processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
 ) -> None:
-    gateway = processes(RETRY_BASE_S="0.001")
+    gateway = processes(RETRY_BASE_S="0.001", RETRY_MAX_ATTEMPTS="3")
     faults.set_faults("users", error_rate=1.0, error_status=503)
     status, body = await post(http_session, gateway.url, REVIEWS, headers=DEBUG)
     assert status == 200 and body["data"]["product"]["id"] == "p451"
@@ -103,7 +103,7 @@ async def test_the_waterfall_times_every_resolver_with_its_calls_retries_and_err
     processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
 ) -> None:
     # No exporter: the waterfall needs none, and the debug request is recorded all the same.
-    gateway = processes(RETRY_BASE_S="0.001")
+    gateway = processes(RETRY_BASE_S="0.001", RETRY_MAX_ATTEMPTS="3")
     status, body = await post(http_session, gateway.url, DEEP, headers=DEBUG)
     assert status == 200 and "errors" not in body
     debug = body["extensions"]["debug"]

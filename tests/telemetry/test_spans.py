@@ -135,7 +135,7 @@ async def test_the_deep_query_traces_as_a_tree_from_operation_to_http_calls(
 async def test_retries_are_events_on_the_call_and_failures_carry_their_class(
     launch: Any, http_session: aiohttp.ClientSession, faults: Services
 ) -> None:
-    gw = await launch(RETRY_BASE_S="0.001")
+    gw = await launch(RETRY_BASE_S="0.001", RETRY_MAX_ATTEMPTS="3")
     faults.set_faults("users", error_rate=1.0, error_status=503)
     body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
     assert body["data"]["product"]["id"] == "p451"  # a partial result

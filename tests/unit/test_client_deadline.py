@@ -16,8 +16,9 @@ from app.upstream.resilience import Deadline
 from tests.fakeclock import FakeClock
 
 
-def client(**settings: object) -> UpstreamClient:
-    return UpstreamClient(dataclasses.replace(Settings(), **settings))  # type: ignore[arg-type]
+def client(clock: FakeClock | None = None, **settings: object) -> UpstreamClient:
+    return UpstreamClient(dataclasses.replace(Settings(), **settings),  # type: ignore[arg-type]
+                          clock=clock or FakeClock())
 
 
 def test_an_attempt_gets_its_timeout_or_what_is_left_of_the_deadline() -> None:
@@ -48,7 +49,7 @@ def test_no_attempt_starts_once_the_deadline_is_too_close() -> None:
 
 def test_a_retry_that_could_not_finish_before_the_deadline_is_not_made() -> None:
     clock = FakeClock()
-    upstream = client()
+    upstream = client(clock)
     guard = upstream.guards["users"]
     limited = status_failure("users", 429, None, None, 1.0)  # Retry-After: 1
     assert limited.retry_after == 1.0
@@ -56,8 +57,15 @@ def test_a_retry_that_could_not_finish_before_the_deadline_is_not_made() -> None
     assert upstream._retry_wait(guard, limited, 0, Deadline(2.0, clock), upstream._waits()) == 1.0
     # With 300 ms left it gives up at once: the retry would pass the deadline.
     assert upstream._retry_wait(guard, limited, 0, Deadline(0.3, clock), upstream._waits()) is None
-    # The same with a backoff wait: 1 ms left is too little for any retry.
+    # Until the Retry-After has passed, every retry to the service waits for it, whatever
+    # failed (another call's timeout here), and none is made that would pass the deadline.
     timeout = upstream_failure("timeout", "users")
+    clock.advance(0.25)
+    held = upstream._retry_wait(guard, timeout, 0, Deadline(2.0, clock), upstream._waits())
+    assert held == pytest.approx(0.75)
+    assert upstream._retry_wait(guard, timeout, 0, Deadline(0.5, clock), upstream._waits()) is None
+    clock.advance(0.75)
+    # The same with a backoff wait: 1 ms left is too little for any retry.
     short = Deadline(0.001, clock)
     assert upstream._retry_wait(guard, timeout, 0, short, upstream._waits()) is None
     roomy = Deadline(2.0, clock)
