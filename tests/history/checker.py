@@ -17,8 +17,8 @@ Guarantees checked, over every read of every key (`check`):
   for each key);
 - staleness bound: a read sees a version that was current at most the key's bound before
   the read started (`Bounds.bound`: the TTL plus stale-while-revalidate, or plus
-  stale-if-error for an answer flagged stale, plus the time an answer may have been kept
-  by a whole-response cache, plus `Bounds.slack`);
+  stale-if-error for an answer flagged stale, plus `Bounds.slack`, plus for an answer from
+  a whole-response cache its age and the execution that computed it);
 - and the history must be possible: no read sees a value no write made, a write that had
   not started, or a write known to have failed.
 
@@ -101,9 +101,6 @@ class History:
     # What each event means for the keys: the versions it shows committed (an event of a
     # version the workload cannot tie to a write is absent, and implies nothing).
     implies: dict[EventId, list[tuple[str, int]]] = field(default_factory=dict)
-
-    def of(self, kind: type[Op]) -> list[Op]:
-        return [op for op in self.ops if isinstance(op, kind)]
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ async def test_a_short_history_keeps_the_consistency_guarantees(tmp_path: Path) 
     assert _reordered(deliveries) > 0
     assert len(history.implies) > 50
 
-    assert report.ok, violations_text(history, report)
+    assert report.ok, f"{violations_text(history, report)}\nlogs: {result.logs}"
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
@@ -90,7 +90,7 @@ async def test_a_history_with_redis_stalls_keeps_the_consistency_guarantees(
             _read_back_elsewhere(writes, reads) < 50:
         pytest.fail(f"not the history intended: {result.problems}, {faults}")
     report = check(history, result.bounds)
-    assert report.ok, violations_text(history, report)
+    assert report.ok, f"{violations_text(history, report)}\nlogs: {result.logs}"
 
 
 def _read_back_elsewhere(writes: list[Write], reads: list[Read]) -> int:

@@ -11,14 +11,18 @@ Keys and their writers (one writer per key, so its writes are its versions in or
   (the newest review's body names its version; `reviewCount` counts them);
 - `name:N`: a renamer's `PATCH /products/N` at the catalog, the name naming its version;
 - `stock:R`: a restocker's `POST /inventory/{sku}/restock` of one unit at the inventory.
-After each mutation its caller reads the product back on a random replica (read-your-
-writes); readers read the products on their own replica all along.
+After each mutation its caller reads the product back (read-your-writes), on the other
+replica `read_back_elsewhere` of the time; readers read the products on their own replica
+all along.
 
 The services' change events go to a relay of ours, which forwards the signed bodies as they
 are to both replicas, each after a random delay, sometimes twice (so out of order), and
 drops a few altogether (a lost event: only the TTL bounds those). Every service's latency is
-redrawn every `latency_every_s`, and at each of `kills` (seconds into the run) every pub/sub
-connection of the private Redis is killed (`CLIENT KILL TYPE pubsub`).
+redrawn every `latency_every_s`; at each of `kills` (seconds into the run) every pub/sub
+connection of the private Redis is killed (`CLIENT KILL TYPE pubsub`), at each of `stalls`
+Redis is stopped for `stall_ms` (SIGSTOP); with `redis_delay_ms` the replicas reach Redis
+through a proxy that delays its replies. What the replicas log about Redis and their
+invalidation channel joins the history as incidents.
 
 `run()` returns the history, the bounds the guarantees give for its keys (from the schema's
 hints and the staleness table, with the settings the replicas ran with), and anything that
