@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "event_bound_s": result.bounds.event_bound, "slack_s": result.bounds.slack},
         "first": (text.split("\n\n")[1].splitlines()[0] if report.violations else None),
         # What the replicas logged about Redis and their invalidation channel.
-        "incidents": dict(Counter(op.detail.split(":")[0] for op in ops
+        "incidents": dict(Counter(incident(op.detail) for op in ops
                                   if isinstance(op, Nemesis) and op.what.endswith("logged"))),
     }
     # One row per command (with --base, per commit): a run replaces its own row only.
@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     path.write_bytes(orjson.dumps(runs, option=orjson.OPT_INDENT_2))
     replace_section(args.out / "RESULTS.md", SECTION, results_section(runs))
     return 1 if report.violations else 0
+
+
+def incident(message: str) -> str:
+    """A replica's log line without what it goes on to say it does: "invalidation channel
+    lost (its cause)", "invalidation channel back", "redis unavailable (...)"."""
+    head, cause, _ = message.partition("): ")
+    return head + ")" if cause else message.split(": ")[0]
 
 
 def results_section(runs: dict[str, Any]) -> str:
