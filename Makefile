@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-history soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,14 @@ bench-redis: $(STAMP)
 # writes the Tracing section of bench/RESULTS.md and bench/tracing.json.
 bench-tracing: $(STAMP)
 	$(PY) -m bench.tracing
+
+# The consistency guarantees over a long history (tests/history): 60 s of history and two
+# pub/sub kills by default, about 90 s in all; more with HISTORY="--seconds 300 --callers 4",
+# an earlier commit's replicas with HISTORY="--base REV". Writes the History checker section
+# of bench/RESULTS.md and bench/history.json.
+HISTORY ?=
+bench-history: $(STAMP)
+	$(PY) -m bench.history $(HISTORY)
 
 # The waterfall of a query against the running gateway: make trace QUERY=bench/queries/deep.graphql
 QUERY ?= bench/queries/deep.graphql

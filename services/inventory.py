@@ -1,4 +1,5 @@
-"""inventory: stock per sku, batch query by POST body, all-or-nothing idempotent reservations.
+"""inventory: stock per sku, batch query by POST body, all-or-nothing idempotent reservations,
+restocking by the warehouse.
 
 ``POST /inventory/reservations/{reservation_id}/release`` is an extension of the contract used
 by the orders service's cancel; releasing twice is a no-op.
@@ -116,6 +117,18 @@ class Inventory:
             self._apply(changes, versions)
         return JSONResponse({"reservation_id": reservation_id, "released": True})
 
+    async def restock(self, request: Request) -> Response:
+        sku = request.path_params["sku"]
+        if sku not in self.stock:
+            raise not_found(f"sku {sku} not found")
+        body = await read_object(request)
+        quantity = body.get("quantity")
+        if set(body) != {"quantity"} or not is_int(quantity) or quantity < 1:
+            raise bad_input("the body must be {\"quantity\": n} with an integer n >= 1")
+        changes = self._adjust({sku: quantity}, +1)
+        self._apply(changes, self.store.commit(changes))
+        return JSONResponse(self.stock[sku])
+
     def _adjust(self, quantities: dict[str, int], sign: int) -> list[Change]:
         at = now_iso()
         changes = []
@@ -143,4 +156,5 @@ def routes(ctx: Context) -> list[Route]:
         Route("/inventory/reservations", inventory.reserve, methods=["POST"]),
         Route("/inventory/reservations/{reservation_id}/release", inventory.release,
               methods=["POST"]),
+        Route("/inventory/{sku}/restock", inventory.restock, methods=["POST"]),
     ]

@@ -168,3 +168,14 @@ def test_redis_stall_smoke(tmp_path: Path) -> None:
     assert row["readyz_status"] == "degraded"
     assert result["log_lines"] == {"down": 1, "up": 1}  # one stall: said once each way
     assert "## Redis stalled" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_history_bench_smoke(tmp_path: Path) -> None:
+    run_module("bench.history", "--seconds", "2", "--kills", "1", "--out", str(tmp_path))
+    runs = orjson.loads((tmp_path / "history.json").read_bytes())
+    (run,) = runs.values()
+    assert run["violations"] == {} and run["first"] is None
+    assert run["reads"] > 0 and run["deliveries"] > 0 and set(run["writes"]) >= {
+        "placeOrder", "patchName", "restock"}
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert "## History checker" in section and "python -m bench.history --seconds 2" in section

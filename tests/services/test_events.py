@@ -55,6 +55,17 @@ async def test_order_and_stock_events(svc: Services, call: Call, receiver: Recei
     assert sorted(check(receiver.wait_for("Stock", sku, 2), "Stock", "update")) == [2, 3]
 
 
+async def test_restock_events(svc: Services, call: Call, receiver: Receiver,
+                              fresh: Fresh, seed_data: Dataset) -> None:
+    sku = seed_data.products[fresh("product")]["sku"]
+    for _ in range(2):
+        reply = await call("POST", svc.url("inventory") + f"/inventory/{sku}/restock",
+                           {"quantity": 1})
+        assert reply.status == 200
+    events = receiver.wait_for("Stock", sku, 2)
+    assert sorted(check(events, "Stock", "update")) == [2, 3]
+
+
 async def test_review_events(svc: Services, call: Call, receiver: Receiver,
                              fresh: Fresh) -> None:
     pid, author = fresh("product"), fresh("user")

@@ -220,6 +220,22 @@ async def test_reservations_directly(svc: Services, call: Call, fresh: Fresh,
     assert_error(await call("POST", f"{url}/res999999/release"), 404, "NOT_FOUND")
 
 
+async def test_restock(svc: Services, call: Call, fresh: Fresh, seed_data: Dataset) -> None:
+    sku = seed_data.products[fresh("product")]["sku"]
+    before = await stock_of(svc, call, [sku])
+    url = svc.url("inventory") + f"/inventory/{sku}/restock"
+    reply = await call("POST", url, {"quantity": 3})
+    assert reply.status == 200
+    assert reply.body["sku"] == sku and reply.body["quantity"] == before[sku] + 3
+    assert reply.body["in_stock"] is True
+    assert await stock_of(svc, call, [sku]) == {sku: before[sku] + 3}
+    for bad in ({"quantity": 0}, {"quantity": -1}, {"quantity": 1.5}, {"quantity": "2"}, {},
+                {"quantity": 1, "warehouse": "x"}):
+        assert_error(await call("POST", url, bad), 400, "BAD_INPUT")
+    assert_error(await call("POST", svc.url("inventory") + "/inventory/SKU-NOPE/restock",
+                            {"quantity": 1}), 404, "NOT_FOUND")
+
+
 async def test_create_review_updates_rating(svc: Services, call: Call, fresh: Fresh,
                                             seed_data: Dataset) -> None:
     pid, author = fresh("product"), fresh("user")

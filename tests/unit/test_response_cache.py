@@ -52,6 +52,24 @@ def test_an_entry_is_served_until_its_max_age() -> None:
     assert responses.get(key) is None
 
 
+def test_no_response_is_served_while_the_invalidation_channel_is_not_heard() -> None:
+    # A replica without its lease reads around its entity cache (tests/unit/test_lease.py):
+    # an invalidation may have been missed, and its whole responses are as unproven. (The
+    # history checker saw a replica whose channel was killed answer, from this cache, a
+    # review count older than the caller's own addReview: tests/history.)
+    from app.cache.subscription import Lease
+
+    clock, responses = setup()
+    lease = responses.entities.lease = Lease(1.0, clock)
+    lease.heard(clock.monotonic())
+    key = responses.key(QUERY, None, None)
+    assert key is not None
+    responses.put(key, parse(QUERY), DATA, Policy(max_age=60, scope=PUBLIC))
+    assert responses.get(key) is not None
+    clock.advance(1.5)  # no pong for longer than the lease
+    assert responses.get(key) is None
+
+
 def test_other_variables_are_another_entry() -> None:
     _, responses = setup()
     one = responses.key(QUERY, None, {"id": "p1"})
