@@ -254,7 +254,8 @@ class Settings:
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES",
         "Largest request body on every route (/graphql, /events), in bytes: 413 as soon as "
-        "Content-Length says more or more has arrived, and the connection is closed.",
+        "Content-Length says more or more has arrived; the rest is read and dropped, never "
+        "kept.",
     )
     # -- connections (app/http/connections.py, app/http/server.py) ---------------------------------
     header_timeout_s: float = setting(

@@ -42,8 +42,7 @@ async def receive_event(request: Request) -> Response:
     # MAX_BODY_BYTES: an unsigned or oversized POST costs no memory.
     signature = request.headers.get("x-signature")
     if not signature or not SIGNATURE.fullmatch(signature):
-        return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature",
-                      {"Connection": "close"})
+        return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
     try:
         body = await read_body(request, request.app.state.settings.max_body_bytes)
     except HTTPRefusal as refused:

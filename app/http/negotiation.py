@@ -48,9 +48,10 @@ def accept_of(request: Request) -> str:
 
 
 def too_large(limit: int) -> HTTPRefusal:
-    # The connection is closed with the answer: the rest of the body is never read.
-    return HTTPRefusal(413, f"The request body is over {limit} bytes", "PAYLOAD_TOO_LARGE",
-                       headers={"Connection": "close"})
+    # Answered at once; the rest of the body, if the client goes on sending it, is read and
+    # dropped (never kept) until it ends or BODY_TIMEOUT_S: closing now would reset the
+    # connection under the client's upload, and it could lose this answer.
+    return HTTPRefusal(413, f"The request body is over {limit} bytes", "PAYLOAD_TOO_LARGE")
 
 
 def check_length(request: Request, limit: int) -> None:
