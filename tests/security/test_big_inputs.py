@@ -145,3 +145,24 @@ async def test_an_event_over_max_body_bytes_is_413_and_a_small_one_still_applies
                 assert reply.body["error"]["code"] == "PAYLOAD_TOO_LARGE"
             conn.close()
     assert metric_total(gateway.url, "gateway_requests_total", outcome="error") == 0
+
+
+async def test_the_production_profile_bounds_every_read(start: Callable[..., Gateway]) -> None:
+    from app.config.settings import Settings
+    from tests.harness import ROOT
+
+    profile = str(ROOT / "config" / "production.toml")
+    settings = Settings.from_env({"GATEWAY_SETTINGS_FILE": profile})
+    assert (settings.header_timeout_s, settings.body_timeout_s, settings.keepalive_timeout_s,
+            settings.max_header_bytes, settings.max_body_bytes, settings.max_connections,
+            settings.trusted_proxies) == (10.0, 30.0, 5.0, 16384, 1_000_000, 1000, "")
+    gateway = start(GATEWAY_SETTINGS_FILE=profile, DEV_MODE=None, RATE_LIMIT_ENABLED=None)
+    conn = await Conn.open(gateway)
+    await conn.send(graphql_request(headers={"X-Big": "a" * 20_000}))
+    assert (await conn.reply()).status == 431
+    conn = await Conn.open(gateway)
+    await conn.send(request("POST", "/events", {"X-Signature": "sha256=" + "0" * 64,
+                                                "Content-Length": str(2 * MB)}))
+    reply = await conn.response()
+    conn.close()
+    assert reply.status == 413
