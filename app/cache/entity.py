@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
-from app.cache.levels import TOMBSTONE, Epochs, MemoryLevel, RedisLevel
+from app.cache.levels import Epochs, MemoryLevel, RedisLevel, stored_value
 from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
@@ -34,7 +34,7 @@ from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
 from app.upstream.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
-FORMAT = 1  # bump when the stored format changes: old entries are then never read
+FORMAT = 2  # bump when the stored format changes: old entries are then never read
 # Evicted keys held while Redis is down, at most; past it, every namespace's generation is
 # bumped when Redis is back instead (everything cached before is then unreachable).
 MAX_HELD_KEYS = 10_000
@@ -236,8 +236,8 @@ class EntityCache:
             values, epoch = await self.l2.read([full[i] for i in missing])
             still = []
             for i, raw in zip(missing, values, strict=True):
-                if (raw is None or raw.startswith(TOMBSTONE)
-                        or self._evicted_since(full[i], before)):
+                raw = stored_value(raw)
+                if raw is None or self._evicted_since(full[i], before):
                     # An eviction that landed while Redis answered may be of what it
                     # answered: fetched anew rather than kept in memory as current.
                     still.append(i)

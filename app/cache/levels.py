@@ -60,17 +60,37 @@ log = logging.getLogger("gateway.cache")
 T = TypeVar("T")
 
 TOMBSTONE = b"T:"
+
+
+def stored_value(raw: bytes | None) -> bytes | None:
+    """What a fetch stored under a key read from Redis (`_WRITE`'s format), without the
+    epoch it started at; None for a tombstone or nothing."""
+    if raw is None or raw.startswith(TOMBSTONE):
+        return None
+    return raw[raw.index(b":") + 1:]
+
 MISSING: Any = object()  # a guarded read's answer when Redis is down
 
 # KEYS: value keys. ARGV[1]: the epoch the fetch started at; then (value, ttl ms) pairs.
+# A value is stored as '<epoch its fetch started at>:<value>', a tombstone as 'T:<epoch>'.
+# Neither is overwritten by a fetch that started before it: a tombstone means the key
+# changed since, and a value from a later fetch may be of that change (a slow fetch that
+# the tombstone stopped must not replace what came after it).
 _WRITE = """
 local started = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  local stale = current and string.sub(current, 1, 2) == 'T:'
-    and tonumber(string.sub(current, 3)) > started
-  if not stale then
-    redis.call('SET', key, ARGV[2 * i], 'PX', ARGV[2 * i + 1])
+  local at = -1
+  if current then
+    if string.sub(current, 1, 2) == 'T:' then
+      at = tonumber(string.sub(current, 3))
+    else
+      local sep = string.find(current, ':', 1, true)
+      at = sep and tonumber(string.sub(current, 1, sep - 1)) or -1
+    end
+  end
+  if not (at and at > started) then
+    redis.call('SET', key, ARGV[1] .. ':' .. ARGV[2 * i], 'PX', ARGV[2 * i + 1])
   end
 end
 return 1
