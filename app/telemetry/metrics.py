@@ -103,6 +103,12 @@ REDIS_OUTAGES = Counter(
     "Times Redis went down (an operation failed or timed out, and its breaker opened); "
     "counts outages shorter than a scrape interval too.",
 )
+EVICTIONS_HELD = Gauge(
+    "gateway_cache_evictions_held",
+    "Evictions made by this gateway that Redis has not heard of yet (it was unreachable): "
+    "sent once it is back; while any is held, the gateway reads around its caches.",
+    multiprocess_mode="livesum",
+)
 # Why a request or connection ended before its request was read (app/http/connections.py,
 # app/http/transport.py): the client's doing or the limits' (README: Security, Slow clients and
 # big inputs). Never a 500, and never among gateway_requests_total's errors.
