@@ -19,6 +19,7 @@ QUERY = "{ categories { id } }"
 async def test_an_oversized_request_timeout_is_400_not_500(
     prod: Gateway, http_session: aiohttp.ClientSession
 ) -> None:
+    errors = metric_total(prod.url, "gateway_requests_total", outcome="error")
     for value in ("9" * 400, "1" * 10, "0", "-1", "+5", "5_000", "1e3", "5.5", "٣", "0x10",
                   "abc"):
         answer = await call(http_session, prod, QUERY, headers={"X-Request-Timeout-Ms": value})
@@ -28,7 +29,7 @@ async def test_an_oversized_request_timeout_is_400_not_500(
     for value in ("1500", "999999999"):
         answer = await call(http_session, prod, QUERY, headers={"X-Request-Timeout-Ms": value})
         assert answer.status == 200 and "errors" not in answer.body, answer.body
-    assert metric_total(prod.url, "gateway_requests_total", outcome="error") == 0
+    assert metric_total(prod.url, "gateway_requests_total", outcome="error") == errors
 
 
 async def test_headers_outside_ascii_are_400_not_500(prod: Gateway) -> None:
