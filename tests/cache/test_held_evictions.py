@@ -152,7 +152,7 @@ async def test_a_write_past_its_deadline_answers_and_says_its_evictions_are_held
 
     await wait_for(b_has_it, within=10)
     await wait_for(lambda: asyncio.sleep(0, partitioned.held() == 0))
-    assert "sent 1 held evictions" in partitioned.a.process.log()
+    assert "held evictions sent: 1 evictions" in partitioned.a.process.log()
 
 
 async def test_an_event_a_replica_cannot_share_is_refused_for_redelivery(
