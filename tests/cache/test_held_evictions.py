@@ -76,9 +76,11 @@ def partitioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Partitione
     redis_server = start_redis(tmp / "redis")
     relay, relay_port = start_relay(tmp, redis_server.port)
     services = start_services(tmp)  # no webhooks: the tests deliver the events themselves
-    # a's guard probes every 0.2 s, so that it finds Redis back soon after the heal.
+    # a's guard probes every 0.2 s, so that it finds Redis back soon after the heal; its
+    # deadline is long enough for a loaded machine to send the held eviction within it.
     a = start_gateway(tmp, services, env={"REDIS_URL": f"redis://127.0.0.1:{relay_port}/0",
-                                          "REDIS_BREAKER_OPEN_S": "0.2"})
+                                          "REDIS_BREAKER_OPEN_S": "0.2",
+                                          "REQUEST_DEADLINE_S": "10"})
     b = start_gateway(tmp, services, env={"REDIS_URL": redis_server.url})
     pair = Partitioned(services, relay, a, b)
     yield pair
