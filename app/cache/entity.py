@@ -502,7 +502,7 @@ class EntityCache:
             self._held_everything = False
         self._flush()
         self.observer.evictions_held(len(self._held))
-        log.warning("sent %d held evictions (%d keys%s); the cache is trusted again",
+        log.warning("held evictions sent: %d evictions, %d keys%s; the cache is trusted again",
                     len(sequences), len(tombstones), ", every namespace" if everything else "")
 
     async def _wait_sent(self, sequence: int, deadline: Deadline | None) -> bool:
