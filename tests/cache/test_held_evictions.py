@@ -233,8 +233,10 @@ async def test_past_the_bound_every_generation_is_raised_above_any_used_meanwhil
         # Every namespace moved past what a used while cut off, on both replicas.
         assert a.generation("top") >= 3 and a.generation("product") >= 1
         await wait_for(lambda: asyncio.sleep(0, (b.generation("top"), b.generation("product"))
-                                             == (a.generation("top"), a.generation("product"))))
-        await wait_for(lambda: asyncio.sleep(0, a.trusted()))
+                                             == (a.generation("top"), a.generation("product"))),
+                       within=10)
+        # a trusts its cache again once its channel is back too (it retries every 2 s).
+        await wait_for(lambda: asyncio.sleep(0, a.trusted()), within=10)
     finally:
         for cache in (a, b):
             await cache.close()
