@@ -25,6 +25,14 @@ DEFAULT_PORTS = dict(zip(SERVICES, range(8001, 8007), strict=True))
 # The reference services sign events with this secret unless told otherwise; it is a
 # development default only, and long enough for HMAC-SHA256.
 DEV_EVENT_SECRET = "dev-event-secret-change-me-0123456789abcdef"
+# `make token` and docker/compose.yaml's development tokens are signed with this.
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"
+# Secrets anyone can read (the Makefile, config/, docker/, the README): with DEV_MODE off the
+# gateway refuses to start with one of them (`Settings.check_deployable`), since whoever
+# knows it can sign change events or bearer tokens. tests/security/test_secrets.py finds
+# every secret those files publish and fails if one is missing here.
+PUBLISHED_SECRETS = frozenset({DEV_EVENT_SECRET, DEV_JWT_SECRET})
+MIN_SECRET_BYTES = 32  # HMAC-SHA256's key length: a shorter one is easier to guess
 
 
 class SettingsError(ValueError):
@@ -158,7 +166,9 @@ class Settings:
     event_secret: str = setting(
         DEV_EVENT_SECRET,
         "EVENT_SECRET",
-        "Shared secret that signs the services' change events (HMAC-SHA256).",
+        "Shared secret that signs the services' change events (HMAC-SHA256), at least 32 "
+        "bytes. The default is the published development one: with DEV_MODE off the gateway "
+        "will not start with it.",
     )
     dev_mode: bool = setting(
         False,
@@ -444,6 +454,21 @@ class Settings:
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
                      "event_version_ttl_s", "redis_breaker_open_s"):
+    def check_deployable(self) -> None:
+        """Refuse, outside development mode, the secrets anyone can read: with the published
+        EVENT_SECRET anyone can post change events (evict the cache, and with a high version
+        make the genuine events be ignored); with the published AUTH_JWT_SECRET, sign a token
+        for any user. Called when the gateway starts (`python -m app`), not by tools such as
+        `make token` that only read the settings."""
+        if self.dev_mode:
+            return
+        for name in ("event_secret", "auth_jwt_secret"):
+            if getattr(self, name) in PUBLISHED_SECRETS:
+                raise SettingsError(
+                    f"{_env_of(name)} is the published development value; with DEV_MODE off "
+                    f"set a secret of your own, at least {MIN_SECRET_BYTES} random bytes "
+                    "(such as `openssl rand -hex 32`)")
+
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
@@ -469,8 +494,12 @@ class Settings:
             raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:
             raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be in [0, 1]")
-        if self.auth_jwt_secret and len(self.auth_jwt_secret.encode()) < 32:
-            raise SettingsError("AUTH_JWT_SECRET must be at least 32 bytes (HS256)")
+        if self.auth_jwt_secret and len(self.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                                "(HS256)")
+        if len(self.event_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"EVENT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                                "(HMAC-SHA256)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("http://", "https://")):
             raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
         if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):

@@ -27,6 +27,7 @@ from schema import build_schema
 def serve() -> int:
     try:
         settings = Settings.from_env()
+        settings.check_deployable()  # no published secret outside development mode
         # Cache-hint overrides name schema coordinates: check them against the schema now,
         # with a clear message, rather than fail inside the server's start-up.
         CacheHints(build_schema().as_str(), settings.cache_hints)
