@@ -408,6 +408,12 @@ class Settings:
         if self.upstream_timeouts:
             try:
                 overrides = orjson.loads(self.upstream_timeouts)
+    metrics_port: int = setting(
+        0, "METRICS_PORT",
+        "Serve /metrics on this port (on GATEWAY_HOST) instead of the main one, for the "
+        "scraper only: the public port then does not publish the gateway's internals. 0: "
+        "on the main port.",
+    )
             except orjson.JSONDecodeError:
                 raise SettingsError("UPSTREAM_TIMEOUTS is not valid JSON") from None
             if not isinstance(overrides, dict):
@@ -504,6 +510,9 @@ class Settings:
             raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
         if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
             # The provider signs tokens for other applications too: without these, any of
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise SettingsError("METRICS_PORT must be 0 (the main port) or another port than "
+                                f"GATEWAY_PORT, got {self.metrics_port}")
             # them would be accepted here.
             raise SettingsError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
         if self.auth_leeway_s < 0:

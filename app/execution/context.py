@@ -47,6 +47,9 @@ class RequestContext:
     outcome: str | None = None
 
     async def written(self, changes: Sequence[Change]) -> None:
+    # The document is an operation of the persisted-query manifest (deployed, not sent by
+    # whoever calls): its name may become a metric label (app/telemetry/metrics.py).
+    manifest_operation: bool = False
         """This request changed these entities (type, id, the item if known): before the
         caller sees the answer, every replica evicts what they make stale, and this
         request's loaders read the write (both by `loaders.entities`' table)."""

@@ -174,6 +174,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         key = None
         if (responses is not None and request_data.query
                 and OperationType.QUERY in OperationType.from_http(request_adapter.method)):
+        if request_data.query:
+            context.manifest_operation = self.persisted.in_manifest(request_data.query)
             key = responses.key(request_data.query, request_data.operation_name,
                                 request_data.variables)
             hit = responses.get(key) if key is not None else None

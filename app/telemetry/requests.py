@@ -130,15 +130,17 @@ class AccessLog:
             "duration_ms": round(duration * 1000, 3),
         }
         gateway = scope.get("state", {}).get("gateway")
+        admit = False  # whether a new operation name may become a label
         if gateway is not None:
             context = gateway[0]
+            admit = context.viewer.id is not None or context.manifest_operation
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
         if path == GRAPHQL_PATH and (gateway is not None or status >= 400):
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
-            operation = metrics.operation_label(fields.get("operation"))
+            operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
             metrics.REQUESTS.labels(operation, outcome).inc()
             metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)

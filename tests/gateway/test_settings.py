@@ -86,6 +86,7 @@ def test_the_profiles_differ_only_in_settings() -> None:
     assert (dev.dev_mode, dev.graphql_ide, dev.introspection) == (True, True, True)
     assert (prod.dev_mode, prod.graphql_ide, prod.introspection) == (False, False, False)
     assert (prod.log_format, prod.hsts, prod.rate_limit_enabled) == ("json", True, True)
+    assert (dev.metrics_port, prod.metrics_port) == (0, 9100)  # /metrics off the public port
 
 
 def test_odd_files_and_numbers_are_refused_not_crashed_on(tmp_path: Path) -> None:
