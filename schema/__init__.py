@@ -31,12 +31,15 @@ from schema.root import Mutation, Query
 
 
 class GatewaySchema(strawberry.Schema):
+    # With introspection off, validation messages do not suggest the schema's names either.
+    hide_suggestions = False
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Strawberry's hook for every error list (by default it logs each with a trace):
         # classify them instead, and log in full only what is unexpected.
-        classify_errors(errors)
+        classify_errors(errors, hide_suggestions=self.hide_suggestions)
 
 
 def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
@@ -68,6 +71,7 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     )
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)
+    schema.hide_suggestions = not settings.introspection
     install_fallbacks(schema._schema)
     if telemetry is not None:
         # Added once the schema exists: the extension precomputes which fields it traces.
