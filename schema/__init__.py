@@ -60,7 +60,9 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             lambda: ValidationCache(maxsize=256),
             lambda: QueryLimits(max_depth=settings.max_query_depth,
                                 max_aliases=settings.max_aliases,
-                                max_cost=settings.max_query_cost),
+                                max_cost=settings.max_query_cost,
+                                max_id_length=settings.max_id_length,
+                                max_string_length=settings.max_string_length),
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
@@ -69,9 +71,9 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                 lambda: AddValidationRules([NoSchemaIntrospectionCustomRule])]),
         ],
     )
+    schema.hide_suggestions = not settings.introspection
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)
-    schema.hide_suggestions = not settings.introspection
     install_fallbacks(schema._schema)
     if telemetry is not None:
         # Added once the schema exists: the extension precomputes which fields it traces.

@@ -260,6 +260,17 @@ class Settings:
         "Cost an operation may have: each field costs 1, times the `first` (or number of "
         "`ids`) of every list above it, `first`'s default when not given.",
     )
+    max_id_length: int = setting(
+        256, "MAX_ID_LENGTH",
+        "Longest ID an operation may give (a literal or a variable), in characters; a longer "
+        "one refuses the request with BAD_USER_INPUT before any upstream call.",
+    )
+    max_string_length: int = setting(
+        10_000, "MAX_STRING_LENGTH",
+        "Longest other string an operation may give (a review's body is at most 10,000), in "
+        "characters; a longer one refuses the request with BAD_USER_INPUT before any "
+        "upstream call.",
+    )
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
     )
@@ -491,6 +502,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         if self.redis_url and (problem := redisclient.url_problem(self.redis_url)):
+                     "max_id_length", "max_string_length",
             raise SettingsError(problem)
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
         if not set(self.exporters()) <= {"none", "otlp", "console"}:

@@ -1,6 +1,12 @@
 """Query limits, checked once the document is parsed and valid and before any resolver runs:
-depth, aliases and cost (with the request's variables), one pass over the operation. The
-token limit is Strawberry's MaxTokensLimiter (it stops the parser itself).
+the length of the strings it gives (`oversized`), then depth, aliases and cost (with the
+request's variables), one pass over the operation. The token limit is Strawberry's
+MaxTokensLimiter (it stops the parser itself).
+
+Lengths: an ID longer than MAX_ID_LENGTH or any other string longer than MAX_STRING_LENGTH,
+as a literal or in the variables, refuses the request with BAD_USER_INPUT before anything is
+sent upstream (a 100 KB id would otherwise reach a service, whose 400 then reads as the
+service's fault).
 
 Cost: every field costs 1; a field with a `first` or `ids` argument multiplies the cost of
 the selections under it by that number (`first`'s schema default when the query does not
@@ -16,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    BREAK,
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -26,11 +34,18 @@ from graphql import (
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionSetNode,
+    StringValueNode,
+    TypeInfo,
+    TypeInfoVisitor,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
+    Visitor,
     get_named_type,
     get_nullable_type,
+    is_input_object_type,
     is_list_type,
+    type_from_ast,
+    visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
@@ -150,12 +165,91 @@ def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
                                                              False)
 
 
-class QueryLimits(SchemaExtension):
-    """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures."""
+@dataclass(frozen=True)
+class Lengths:
+    """The longest strings an operation may give: IDs, and any other string."""
 
-    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int) -> None:
+    max_id: int
+    max_string: int
+
+    def limit(self, input_type: Any) -> tuple[int, str] | None:
+        """The longest string of this (input) type, and what it is called; None: no string."""
+        name = getattr(get_named_type(input_type), "name", None)
+        if name == "ID":
+            return self.max_id, "an ID"
+        if name == "String":
+            return self.max_string, "a string"
+        return None
+
+    def refusal(self, what: str, actual: int, limit: tuple[int, str],
+                node: Any = None) -> GraphQLError:
+        return GraphQLError(
+            f"{what} is {actual} characters long, over the limit of {limit[0]} for "
+            f"{limit[1]}", nodes=node,
+            extensions={"code": "BAD_USER_INPUT", "limit": limit[0], "actual": actual})
+
+    def in_value(self, value: Any, input_type: Any, path: str) -> GraphQLError | None:
+        """The first string over its limit in a variable's raw (JSON) value."""
+        input_type = get_nullable_type(input_type)
+        if is_list_type(input_type):
+            items = value if isinstance(value, list) else [value]  # (one item coerces)
+            for i, item in enumerate(items):
+                found = self.in_value(item, input_type.of_type, f"{path}.{i}")
+                if found is not None:
+                    return found
+        elif is_input_object_type(input_type):
+            if isinstance(value, dict):
+                for name, field in input_type.fields.items():
+                    if name in value:
+                        found = self.in_value(value[name], field.type, f"{path}.{name}")
+                        if found is not None:
+                            return found
+        elif isinstance(value, str):
+            limit = self.limit(input_type)
+            if limit is not None and len(value) > limit[0]:
+                return self.refusal(f"Variable `{path}`", len(value), limit)
+        return None
+
+
+def oversized(schema: GraphQLSchema, document: DocumentNode,
+              operation: OperationDefinitionNode, variables: dict[str, Any],
+              lengths: Lengths) -> GraphQLError | None:
+    """The first string the request gives (a literal in the document, or in the
+    operation's variables) that is longer than its type's limit; None when none is."""
+    type_info = TypeInfo(schema)
+    found: list[GraphQLError] = []
+
+    class Literals(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> Any:
+            limit = lengths.limit(type_info.get_input_type())
+            if limit is not None and len(node.value) > limit[0]:
+                found.append(lengths.refusal("A string in the document", len(node.value),
+                                             limit, node))
+                return BREAK
+            return None
+
+    visit(document, TypeInfoVisitor(type_info, Literals()))
+    if found:
+        return found[0]
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        input_type = type_from_ast(schema, definition.type)
+        if name in variables and input_type is not None:
+            problem = lengths.in_value(variables[name], input_type, f"${name}")
+            if problem is not None:
+                return problem
+    return None
+
+
+class QueryLimits(SchemaExtension):
+    """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
+    that gives a string over its length limit with BAD_USER_INPUT."""
+
+    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
+                 max_id_length: int = 256, max_string_length: int = 10_000) -> None:
         super().__init__()
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
+        self.lengths = Lengths(max_id_length, max_string_length)
 
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
@@ -175,6 +269,12 @@ class QueryLimits(SchemaExtension):
                     "Must provide operation name if query contains multiple operations.",
                     extensions={"code": "BAD_REQUEST"})])
                 operation = None
+            if operation is not None:
+                too_long = oversized(ec.schema._schema, document, operation,
+                                     ec.variables or {}, self.lengths)
+                if too_long is not None:
+                    ec.result = ExecutionResult(data=None, errors=[too_long])
+                    operation = None
             if operation is not None:
                 figures = measure(ec.schema._schema, operation, fragments,
                                   ec.variables or {})
