@@ -311,6 +311,13 @@ class Settings:
         "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
         "registered before); a query text is refused. For third-party production traffic.",
     )
+    # -- idempotency keys (app/security/idempotency.py) ------------------------------------------
+    idempotency_ttl_s: float = setting(
+        86_400.0, "IDEMPOTENCY_TTL_S",
+        "How long the gateway remembers an `addReview` idempotencyKey (the reviews service has "
+        "none of its own): a repeat within it answers the first review; in Redis when "
+        "REDIS_URL is set (shared by replicas), else in process.",
+    )
     # -- rate limits (app/security/ratelimit.py) ---------------------------------------------------
     rate_limit_enabled: bool = setting(
         True, "RATE_LIMIT_ENABLED", "Rate limits per client, counted in query cost."
@@ -337,7 +344,8 @@ class Settings:
         "",
         "AUTH_JWT_SECRET",
         "HS256 secret that signs bearer tokens (development; `make token` prints one); at "
-        "least 32 bytes. Empty: HS256 tokens are refused.",
+        "least 32 bytes; with DEV_MODE off, not a published development one. Empty: HS256 "
+        "tokens are refused.",
     )
     auth_jwks_url: str = setting(
         "",
@@ -400,6 +408,12 @@ class Settings:
         "json", "LOG_FORMAT",
         "json: one JSON object per line, with the trace id; text: plain lines for a terminal.",
     )
+    metrics_port: int = setting(
+        0, "METRICS_PORT",
+        "Serve /metrics on this port (on GATEWAY_HOST) instead of the main one, for the "
+        "scraper only: the public port then does not publish the gateway's internals. 0: "
+        "on the main port.",
+    )
     debug_token: str = setting(
         "",
         "DEBUG_TOKEN",
@@ -419,12 +433,6 @@ class Settings:
         if self.upstream_timeouts:
             try:
                 overrides = orjson.loads(self.upstream_timeouts)
-    metrics_port: int = setting(
-        0, "METRICS_PORT",
-        "Serve /metrics on this port (on GATEWAY_HOST) instead of the main one, for the "
-        "scraper only: the public port then does not publish the gateway's internals. 0: "
-        "on the main port.",
-    )
             except orjson.JSONDecodeError:
                 raise SettingsError("UPSTREAM_TIMEOUTS is not valid JSON") from None
             if not isinstance(overrides, dict):
@@ -445,6 +453,21 @@ class Settings:
         if overrides:
             raise SettingsError(f"UPSTREAM_TIMEOUTS names unknown services: {sorted(overrides)}")
         return out
+
+    def check_deployable(self) -> None:
+        """Refuse, outside development mode, the secrets anyone can read: with the published
+        EVENT_SECRET anyone can post change events (evict the cache, and with a high version
+        make the genuine events be ignored); with the published AUTH_JWT_SECRET, sign a token
+        for any user. Called when the gateway starts (`python -m app`), not by tools such as
+        `make token` that only read the settings."""
+        if self.dev_mode:
+            return
+        for name in ("event_secret", "auth_jwt_secret"):
+            if getattr(self, name) in PUBLISHED_SECRETS:
+                raise SettingsError(
+                    f"{_env_of(name)} is the published development value; with DEV_MODE off "
+                    f"set a secret of your own, at least {MIN_SECRET_BYTES} random bytes "
+                    "(such as `openssl rand -hex 32`)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -470,22 +493,7 @@ class Settings:
                      "upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
-                     "event_version_ttl_s", "redis_breaker_open_s"):
-    def check_deployable(self) -> None:
-        """Refuse, outside development mode, the secrets anyone can read: with the published
-        EVENT_SECRET anyone can post change events (evict the cache, and with a high version
-        make the genuine events be ignored); with the published AUTH_JWT_SECRET, sign a token
-        for any user. Called when the gateway starts (`python -m app`), not by tools such as
-        `make token` that only read the settings."""
-        if self.dev_mode:
-            return
-        for name in ("event_secret", "auth_jwt_secret"):
-            if getattr(self, name) in PUBLISHED_SECRETS:
-                raise SettingsError(
-                    f"{_env_of(name)} is the published development value; with DEV_MODE off "
-                    f"set a secret of your own, at least {MIN_SECRET_BYTES} random bytes "
-                    "(such as `openssl rand -hex 32`)")
-
+                     "event_version_ttl_s", "redis_breaker_open_s", "idempotency_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
@@ -494,6 +502,7 @@ class Settings:
         if not 0 < self.breaker_failure_rate <= 1:
             raise SettingsError("BREAKER_FAILURE_RATE must be in (0, 1]")
         for name in ("max_query_depth", "max_aliases", "max_query_tokens", "max_query_cost",
+                     "max_id_length", "max_string_length",
                      "max_body_bytes", "rate_limit_anonymous", "rate_limit_authenticated",
                      "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
@@ -501,8 +510,10 @@ class Settings:
                      "invalidation_lease_ms", "redis_timeout_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise SettingsError("METRICS_PORT must be 0 (the main port) or another port than "
+                                f"GATEWAY_PORT, got {self.metrics_port}")
         if self.redis_url and (problem := redisclient.url_problem(self.redis_url)):
-                     "max_id_length", "max_string_length",
             raise SettingsError(problem)
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
         if not set(self.exporters()) <= {"none", "otlp", "console"}:
@@ -522,9 +533,6 @@ class Settings:
             raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
         if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
             # The provider signs tokens for other applications too: without these, any of
-        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
-            raise SettingsError("METRICS_PORT must be 0 (the main port) or another port than "
-                                f"GATEWAY_PORT, got {self.metrics_port}")
             # them would be accepted here.
             raise SettingsError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
         if self.auth_leeway_s < 0:
