@@ -27,12 +27,12 @@ from schema import build_schema
 def serve() -> int:
     try:
         settings = Settings.from_env()
-        settings.check_deployable()  # no published secret outside development mode
         # Cache-hint overrides name schema coordinates: check them against the schema now,
         # with a clear message, rather than fail inside the server's start-up.
         CacheHints(build_schema().as_str(), settings.cache_hints)
         if settings.persisted_queries_file:
             load_manifest(settings.persisted_queries_file)  # a bad manifest: say so now
+        settings.check_deployable()  # no published secret outside development mode
     except SettingsError as err:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2

@@ -7,10 +7,10 @@ schema coordinates, services, route templates, error codes, and at most
 `MAX_OPERATION_NAMES` operation names (clients choose those), never ids or raw paths.
 
 An operation name becomes a label only once an authenticated caller or a persisted
-operation of the manifest has used it (`operation_label`): anonymous callers choose any
-names they like, and would otherwise fill the table with made-up ones and push the real
-ones into "other". With METRICS_PORT, `/metrics` is served on a port of its own
-(`MetricsServer`) and not on the public one.
+operation of the manifest has used it (`operation_label`; in development mode, any caller):
+anonymous callers choose any names they like, and would otherwise fill the table with
+made-up ones and push the real ones into "other". With METRICS_PORT, `/metrics` is served on
+a port of its own (`MetricsServer`) and not on the public one.
 """
 
 from __future__ import annotations
