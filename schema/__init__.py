@@ -20,7 +20,7 @@ from strawberry.types import ExecutionContext
 from app.config.settings import Settings
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
-from app.execution.limits import QueryLimits
+from app.execution.limits import Lengths, QueryLimits, length_rule
 from app.execution.policy import OperationPolicy
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
@@ -47,6 +47,11 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                  ) -> GatewaySchema:
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     settings = settings or Settings()
+    lengths = Lengths(settings.max_id_length, settings.max_string_length)
+    # Built once (validation's cache is keyed by the rules): string literals over their
+    # length, and introspection off by setting (graphql-core's own rule refuses it).
+    rules = [length_rule(lengths),
+             *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -60,15 +65,11 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             lambda: ValidationCache(maxsize=256),
             lambda: QueryLimits(max_depth=settings.max_query_depth,
                                 max_aliases=settings.max_aliases,
-                                max_cost=settings.max_query_cost,
-                                max_id_length=settings.max_id_length,
-                                max_string_length=settings.max_string_length),
+                                max_cost=settings.max_query_cost, lengths=lengths),
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
-            # Introspection off by setting: graphql-core's own validation rule refuses it.
-            *([] if settings.introspection else [
-                lambda: AddValidationRules([NoSchemaIntrospectionCustomRule])]),
+            lambda: AddValidationRules(rules),
         ],
     )
     schema.hide_suggestions = not settings.introspection

@@ -1,5 +1,6 @@
 """Query limits, checked once the document is parsed and valid and before any resolver runs:
-the length of the strings it gives (`oversized`), then depth, aliases and cost (with the
+the length of the strings it gives (its literals: `length_rule`, a validation rule; its
+variables: `oversized`), then depth, aliases and cost (with the
 request's variables), one pass over the operation. The token limit is Strawberry's
 MaxTokensLimiter (it stops the parser itself).
 
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    BREAK,
-    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -35,19 +34,16 @@ from graphql import (
     SchemaMetaFieldDef,
     SelectionSetNode,
     StringValueNode,
-    TypeInfo,
-    TypeInfoVisitor,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
-    Visitor,
     get_named_type,
     get_nullable_type,
     is_input_object_type,
     is_list_type,
     type_from_ast,
-    visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.validation import ValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
@@ -211,30 +207,31 @@ class Lengths:
         return None
 
 
-def oversized(schema: GraphQLSchema, document: DocumentNode,
-              operation: OperationDefinitionNode, variables: dict[str, Any],
-              lengths: Lengths) -> GraphQLError | None:
-    """The first string the request gives (a literal in the document, or in the
-    operation's variables) that is longer than its type's limit; None when none is."""
-    type_info = TypeInfo(schema)
-    found: list[GraphQLError] = []
+def length_rule(lengths: Lengths) -> type[ValidationRule]:
+    """A validation rule refusing string literals over their type's length: it runs once
+    per document (Strawberry's validation cache keeps its verdict), with the input type
+    graphql-core's validation already tracks."""
 
-    class Literals(Visitor):
-        def enter_string_value(self, node: StringValueNode, *_: Any) -> Any:
-            limit = lengths.limit(type_info.get_input_type())
+    class StringLengths(ValidationRule):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+            limit = lengths.limit(self.context.get_input_type())
             if limit is not None and len(node.value) > limit[0]:
-                found.append(lengths.refusal("A string in the document", len(node.value),
-                                             limit, node))
-                return BREAK
-            return None
+                self.report_error(lengths.refusal("A string in the document",
+                                                  len(node.value), limit, node))
 
-    visit(document, TypeInfoVisitor(type_info, Literals()))
-    if found:
-        return found[0]
+    return StringLengths
+
+
+def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
+              variables: dict[str, Any], lengths: Lengths) -> GraphQLError | None:
+    """The first string in the operation's variables longer than its type's limit (the
+    document's own literals are `length_rule`'s); None when none is."""
     for definition in operation.variable_definitions or ():
         name = definition.variable.name.value
+        if name not in variables:
+            continue
         input_type = type_from_ast(schema, definition.type)
-        if name in variables and input_type is not None:
+        if input_type is not None:
             problem = lengths.in_value(variables[name], input_type, f"${name}")
             if problem is not None:
                 return problem
@@ -243,13 +240,13 @@ def oversized(schema: GraphQLSchema, document: DocumentNode,
 
 class QueryLimits(SchemaExtension):
     """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
-    that gives a string over its length limit with BAD_USER_INPUT."""
+    whose variables hold a string over its length limit with BAD_USER_INPUT."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
-                 max_id_length: int = 256, max_string_length: int = 10_000) -> None:
+                 lengths: Lengths | None = None) -> None:
         super().__init__()
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
-        self.lengths = Lengths(max_id_length, max_string_length)
+        self.lengths = lengths or Lengths(256, 10_000)
 
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
@@ -270,8 +267,8 @@ class QueryLimits(SchemaExtension):
                     extensions={"code": "BAD_REQUEST"})])
                 operation = None
             if operation is not None:
-                too_long = oversized(ec.schema._schema, document, operation,
-                                     ec.variables or {}, self.lengths)
+                too_long = (oversized(ec.schema._schema, operation, ec.variables,
+                                      self.lengths) if ec.variables else None)
                 if too_long is not None:
                     ec.result = ExecutionResult(data=None, errors=[too_long])
                     operation = None
