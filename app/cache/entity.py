@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from app.cache.hints import PRIVATE, CacheHints, RequestPolicy
-from app.cache.levels import TOMBSTONE, Epochs, MemoryLevel, RedisLevel
+from app.cache.levels import Epochs, MemoryLevel, RedisLevel, stored_value
 from app.cache.subscription import Lease
 from app.cache.versions import EventVersions
 from app.core.clock import SYSTEM_CLOCK, Clock
@@ -34,7 +34,10 @@ from app.upstream.failures import NO_VERDICT, UpstreamError, upstream_failure
 from app.upstream.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
-FORMAT = 1  # bump when the stored format changes: old entries are then never read
+FORMAT = 2  # bump when the stored format changes: old entries are then never read
+# Evicted keys held while Redis is down, at most; past it, every namespace's generation is
+# bumped when Redis is back instead (everything cached before is then unreachable).
+MAX_HELD_KEYS = 10_000
 Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
 MISSING: Any = object()  # `peek`'s answer when it has no fresh value
 
@@ -92,12 +95,22 @@ class EntityCache:
         # The latest event version per entity, without Redis (with it, Redis holds them).
         self.versions = EventVersions(version_ttl_s, max_entries, clock)
         self._background: set[asyncio.Task[Any]] = set()
+        # Evictions Redis has not heard of (it was down when they were made), by sequence:
+        # (full keys, tombstone ms, namespaces). While any is held this replica reads
+        # around its cache; they are sent once Redis is back (`_send_held`).
+        self._held: dict[int, tuple[list[str], int, list[str]]] = {}
+        self._held_keys = 0
+        self._held_everything = False  # past MAX_HELD_KEYS: the keys were dropped
+        self._sequence = 0
+        self._sending: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self.l2 is not None:
-            self._generations.update(await self.l2.generations(sorted(self._generations)))
-            self.l2.listen(self._on_message, self._lease(), self._regained)
+            self._raise(await self.l2.generations(sorted(self._generations)))
+            self.l2.redis.when_up(self._send_soon)
+            self.l2.listen(self._on_message, self._lease(), self._regained,
+                           beating=self._send_soon)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -110,8 +123,10 @@ class EntityCache:
         return self.lease
 
     def trusted(self) -> bool:
-        """Whether cached data may be read now: no invalidation can have been missed."""
-        return self.lease is None or self.lease.valid()
+        """Whether cached data may be read now: no invalidation can have been missed, and
+        none of this replica's own is unknown to Redis (which holds the values the others
+        may have cached before it)."""
+        return (self.lease is None or self.lease.valid()) and not self._held
 
     async def _regained(self) -> None:
         """The invalidation channel is heard again after a lapse: what was missed meanwhile
@@ -119,7 +134,15 @@ class EntityCache:
         assert self.l2 is not None
         generations = await self.l2.load_generations(sorted(self._generations))
         self._flush()
-        self._generations.update(generations)
+        self._raise(generations)
+        self._send_soon()
+
+    def _raise(self, generations: dict[str, int]) -> None:
+        """Take these generations where they are newer: a generation never goes back (one
+        this replica used while its own bumps could not reach Redis stays used)."""
+        for name, value in generations.items():
+            if value > self._generations.get(name, 0):
+                self._generations[name] = value
 
     def _flush(self) -> None:
         self._epoch += 1
@@ -213,8 +236,8 @@ class EntityCache:
             values, epoch = await self.l2.read([full[i] for i in missing])
             still = []
             for i, raw in zip(missing, values, strict=True):
-                if (raw is None or raw.startswith(TOMBSTONE)
-                        or self._evicted_since(full[i], before)):
+                raw = stored_value(raw)
+                if raw is None or self._evicted_since(full[i], before):
                     # An eviction that landed while Redis answered may be of what it
                     # answered: fetched anew rather than kept in memory as current.
                     still.append(i)
@@ -376,36 +399,131 @@ class EntityCache:
     # -- invalidation ------------------------------------------------------------------------
     async def invalidate(self, keys: Sequence[tuple[Namespace, Hashable]] = (),
                          namespaces: Sequence[str] = (), *, wait_for_replicas: bool = False,
-                         ) -> None:
-        """Evict keys and whole namespaces here, in Redis and, through it, on every replica.
+                         deadline: Deadline | None = None) -> bool:
+        """Evict keys and whole namespaces here, in Redis and, through it, on every replica;
+        True once Redis (and so every replica) has it.
 
         With `wait_for_replicas` (a write the caller will see the result of), return only
         once every other replica has evicted too, or after the lease, when one that has not
         no longer trusts its cache: otherwise the caller's next read, sent to another
         replica, could beat the pub/sub message there.
+
+        When Redis is down the eviction is held and sent once it is back; meanwhile this
+        replica reads around its cache, and a caller `wait_for_replicas` waits for it until
+        `deadline` (False: it was not sent by then). A change event answered False is
+        redelivered by its service.
         """
         full = [self._full(ns, key, None) for ns, key in keys]
         self._forget(full)
         for ns, _ in keys:
             self.observer.evicted(ns.entity)
-        generations: dict[str, int] = {}
-        if namespaces:
-            for name in namespaces:
-                self._generations[name] = self._generations.get(name, 0) + 1
-                generations[name] = self._generations[name]
+        for name in namespaces:
+            self._generations[name] = self._generations.get(name, 0) + 1
         if self.l2 is None:
-            return
+            return True
+        longest = max((ns.ttl + max(ns.swr, ns.sie) for ns, _ in keys), default=60)
+        self._sequence += 1
+        sequence = self._sequence
+        if not self._held:
+            try:
+                await self._share(full, int(longest * 1000),
+                                  {n: self._generations[n] for n in namespaces},
+                                  wait_for_replicas)
+                return True
+            except Exception:  # Redis down or failing: the guard has logged it
+                pass
+        self._hold(sequence, full, int(longest * 1000), list(namespaces))
+        if wait_for_replicas:
+            return await self._wait_sent(sequence, deadline)
+        self._send_soon()
+        return False
+
+    async def _share(self, full: list[str], tombstone_ms: int, floors: dict[str, int],
+                     wait_for_replicas: bool) -> None:
+        """Tombstone `full` in Redis, raise the namespaces' generations to at least their
+        floors, and publish the eviction; raises when Redis is down or fails."""
+        assert self.l2 is not None
         if full:
-            longest = max((ns.ttl + max(ns.swr, ns.sie) for ns, _ in keys), default=60)
-            await self.l2.invalidate(full, int(longest * 1000))
-        if namespaces:
-            generations = await self.l2.bump(list(namespaces)) or generations
-            self._generations.update(generations)
+            await self.l2.invalidate(full, tombstone_ms)
+        generations: dict[str, int] = {}
+        if floors:
+            generations = await self.l2.bump(floors)
+            self._raise(generations)
         ack = f"ack:{uuid.uuid4().hex}" if wait_for_replicas else None
         await self.l2.publish(
             orjson.dumps({"from": self.replica, "keys": full, "generations": generations,
                           "ack": ack}),
             ack, self._lease().seconds)
+
+    def _hold(self, sequence: int, full: list[str], tombstone_ms: int,
+              namespaces: list[str]) -> None:
+        if not self._held:
+            log.warning("evictions held: redis is unreachable; reading around the cache "
+                        "until they are sent")
+        if self._held_everything or self._held_keys + len(full) > MAX_HELD_KEYS:
+            self._held_everything = True  # every generation is bumped instead
+            full = []
+        self._held_keys += len(full)
+        self._held[sequence] = (full, tombstone_ms, namespaces)
+        self.observer.evictions_held(len(self._held))
+
+    def _send_soon(self) -> asyncio.Task[None] | None:
+        """Start sending the held evictions if Redis is up and none is being sent; the task
+        that sends them, if any."""
+        if self._sending is not None and not self._sending.done():
+            return self._sending
+        if not self._held or self.l2 is None or not self.l2.redis.up:
+            return None
+        self._sending = asyncio.get_running_loop().create_task(self._send_held())
+        return self._sending
+
+    async def _send_held(self) -> None:
+        """Send every held eviction as one: tombstones, generations above any this replica
+        used meanwhile (or all of them, past MAX_HELD_KEYS), one message, acknowledged by
+        the other replicas. Then flush here, as after a lapse of the lease."""
+        sequences = list(self._held)
+        everything = self._held_everything
+        tombstones: dict[str, int] = {}
+        names: set[str] = set(self._generations) if everything else set()
+        for sequence in sequences:
+            full, ms, namespaces = self._held[sequence]
+            for fk in full:
+                tombstones[fk] = max(tombstones.get(fk, 0), ms)
+            names.update(namespaces)
+        try:
+            await self._share(list(tombstones), max(tombstones.values(), default=1),
+                              {n: self._generations.get(n, 0) + 1 for n in names}, True)
+        except Exception:  # still down: the next beat or recovery tries again
+            return
+        for sequence in sequences:
+            full, _, _ = self._held.pop(sequence)
+            self._held_keys -= len(full)
+        if not self._held:
+            self._held_everything = False
+        self._flush()
+        self.observer.evictions_held(len(self._held))
+        log.warning("sent %d held evictions (%d keys%s); the cache is trusted again",
+                    len(sequences), len(tombstones), ", every namespace" if everything else "")
+
+    async def _wait_sent(self, sequence: int, deadline: Deadline | None) -> bool:
+        """Wait until the held eviction `sequence` was sent, at most until `deadline` (or a
+        lease without one)."""
+        assert self.l2 is not None
+        until = deadline.at if deadline is not None else (
+            self.clock.monotonic() + self._lease().seconds)
+        while sequence in self._held:
+            left = until - self.clock.monotonic()
+            if left <= 0:
+                return False
+            sending = self._send_soon()
+            if sending is not None:
+                try:
+                    await self.clock.wait_for(asyncio.shield(sending), left)
+                except TimeoutError:
+                    return False
+            else:  # Redis down: try again when its guard probes it
+                await self.clock.sleep(min(left, max(self.l2.redis.retry_in(), 0.01)))
+        return True
 
     def _forget(self, full: Sequence[str]) -> None:
         self._epoch += 1
@@ -428,9 +546,7 @@ class EntityCache:
         if message.get("from") == self.replica:
             return None
         self._forget(message.get("keys", ()))
-        for name, generation in message.get("generations", {}).items():
-            if generation > self._generations.get(name, 0):
-                self._generations[name] = generation
+        self._raise(message.get("generations", {}))
         ack: str | None = message.get("ack")
         return ack
 

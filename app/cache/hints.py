@@ -81,6 +81,8 @@ class RequestPolicy:
 
     dynamic: Policy = field(default_factory=Policy)
     stale: bool = False
+    # A write's evictions could not reach the other replicas before the answer (Redis down).
+    evictions_held: bool = False
 
     def restrict(self, max_age: float | None = None, scope: str | None = None) -> None:
         self.dynamic = self.dynamic.restrict(max_age, scope)

@@ -8,6 +8,8 @@ category's products, all categories) are evicted whole by a namespace generation
 responses are tagged with the types they read and evicted the same way. Events older than a
 version already applied for their entity are ignored; an event's version is recorded
 once its evictions are done, so a redelivery of one that failed midway is applied again.
+An event whose evictions could not reach Redis (it is down) is not recorded either: `/events`
+answers 503 and the service redelivers it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from app.cache.entity import EntityCache, Namespace
 from app.upstream.failures import UpstreamError
+from app.upstream.resilience import Deadline
 
 log = logging.getLogger("gateway.cache")
 Change = tuple[str, str, Mapping[str, Any] | None]  # entity type, id, the item if known
 ReadItem = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+# What became of an event: applied (on every replica), ignored (an equal or newer version was
+# applied), held (applied here, not yet through Redis: to be delivered again).
+Outcome = Literal["applied", "ignored", "held"]
 
 
 def response_namespace(entity_type: str) -> str:
@@ -62,28 +68,32 @@ class Invalidator:
         self.rules = rules
         self.read_item = read_item
 
-    async def on_event(self, event: Mapping[str, Any]) -> bool:
-        """Apply a change event; False when an equal or newer version was applied already.
+    async def on_event(self, event: Mapping[str, Any]) -> Outcome:
+        """Apply a change event.
 
-        The version is recorded only once the eviction is done: an event whose eviction
-        failed is applied again when the service redelivers it."""
+        The version is recorded only once the eviction is done, on every replica: an event
+        whose eviction failed, or could not reach Redis, is applied again when the service
+        redelivers it."""
         field = f"{event['type']}:{event['id']}"
         version = event["version"]
         if version <= await self.cache.latest_version(field):
-            return False
+            return "ignored"
         item = None
         rule = self.rules.get(event["type"])
         if rule is not None and rule.needs_item:
             item = await self._item(event["type"], event["id"])
-        await self.evict_many([(event["type"], event["id"], item)])
+        if not await self.evict_many([(event["type"], event["id"], item)]):
+            return "held"
         # Two deliveries of one event may both evict (harmless); only one records it.
         await self.cache.record_version(field, version)
-        return True
+        return "applied"
 
-    async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False) -> None:
+    async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False,
+                         deadline: Deadline | None = None) -> bool:
         """Evict what these changes (type, id, the item if known) make stale, on every
         replica, in one round; for the gateway's own writes (`own_write`), return only once
-        the other replicas have evicted too."""
+        the other replicas have evicted too. False when Redis could not be reached (by
+        `deadline`, for an own write): the eviction is held and sent when it is back."""
         keys: list[tuple[Namespace, Hashable]] = []
         whole: list[str] = []
         for entity_type, entity_id, item in changes:
@@ -93,8 +103,8 @@ class Invalidator:
                      if name in self.namespaces]
             whole += [name for name in rule_whole if name in self.namespaces]
             whole.append(response_namespace(entity_type))
-        await self.cache.invalidate(keys, list(dict.fromkeys(whole)),
-                                    wait_for_replicas=own_write)
+        return await self.cache.invalidate(keys, list(dict.fromkeys(whole)),
+                                           wait_for_replicas=own_write, deadline=deadline)
 
     async def _item(self, entity_type: str, entity_id: str) -> Mapping[str, Any] | None:
         if self.read_item is None:

@@ -7,9 +7,10 @@ it (aiocache's memory backend is unbounded, arms a timer per key and wraps each 
 that make invalidation race-free and carries pub/sub. (aiocache's RedisCache was used only
 to build that client: its get/set cannot run the scripts, pipelines or pub/sub L2 is made
 of, and its per-call timeout would be a second, disagreeing one beside the guard's.)
-While Redis is down every L2 operation answers its fallback at once: a miss (the caller
-goes upstream), no write, no shared generation or version (the caller keeps its own), no
-message to the other replicas.
+While Redis is down a read or a write answers its fallback at once (a miss: the caller goes
+upstream; no write; no shared version: the caller keeps its own). An eviction (tombstones,
+generations, the message to the other replicas) raises instead: its caller keeps it and
+sends it once Redis is back (`EntityCache.invalidate`).
 
 The client is one Redis or a Redis Cluster (`app.core.redisclient`); on a cluster, what a
 script or a command uses together shares a hash tag: a cache bucket's keys and its epoch
@@ -59,17 +60,37 @@ log = logging.getLogger("gateway.cache")
 T = TypeVar("T")
 
 TOMBSTONE = b"T:"
+
+
+def stored_value(raw: bytes | None) -> bytes | None:
+    """What a fetch stored under a key read from Redis (`_WRITE`'s format), without the
+    epoch it started at; None for a tombstone or nothing."""
+    if raw is None or raw.startswith(TOMBSTONE):
+        return None
+    return raw[raw.index(b":") + 1:]
+
 MISSING: Any = object()  # a guarded read's answer when Redis is down
 
 # KEYS: value keys. ARGV[1]: the epoch the fetch started at; then (value, ttl ms) pairs.
+# A value is stored as '<epoch its fetch started at>:<value>', a tombstone as 'T:<epoch>'.
+# Neither is overwritten by a fetch that started before it: a tombstone means the key
+# changed since, and a value from a later fetch may be of that change (a slow fetch that
+# the tombstone stopped must not replace what came after it).
 _WRITE = """
 local started = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  local stale = current and string.sub(current, 1, 2) == 'T:'
-    and tonumber(string.sub(current, 3)) > started
-  if not stale then
-    redis.call('SET', key, ARGV[2 * i], 'PX', ARGV[2 * i + 1])
+  local at = -1
+  if current then
+    if string.sub(current, 1, 2) == 'T:' then
+      at = tonumber(string.sub(current, 3))
+    else
+      local sep = string.find(current, ':', 1, true)
+      at = sep and tonumber(string.sub(current, 1, sep - 1)) or -1
+    end
+  end
+  if not (at and at > started) then
+    redis.call('SET', key, ARGV[1] .. ':' .. ARGV[2 * i], 'PX', ARGV[2 * i + 1])
   end
 end
 return 1
@@ -81,6 +102,21 @@ for i = 2, #KEYS do
   redis.call('SET', KEYS[i], 'T:' .. epoch, 'PX', ARGV[1])
 end
 return epoch
+"""
+# KEYS: namespace generations. ARGV: per key, the least value it must take (what the writer
+# itself may have used, plus one): generations never go back, on any replica.
+_BUMP = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('INCR', key)
+  local floor = tonumber(ARGV[i])
+  if v < floor then
+    redis.call('SET', key, floor)
+    v = floor
+  end
+  values[i] = v
+end
+return values
 """
 # KEYS[1]: the set of members (replica -> until when, Redis's ms); ARGV: replica, ms to stay.
 _BEAT = """
@@ -181,6 +217,7 @@ class RedisLevel:
         self._publish_command = redisclient.publish_command(self.client)
         self._write = redis.register_script(_WRITE)
         self._invalidate = redis.register_script(_INVALIDATE)
+        self._bump = redis.register_script(_BUMP)
         self._record_version = redis.register_script(_RECORD_VERSION)
         self._beat = redis.register_script(_BEAT)
         self._publish = redis.register_script(_PUBLISH)
@@ -260,23 +297,24 @@ class RedisLevel:
                               None)
 
     async def invalidate(self, keys: list[str], tombstone_ms: int) -> None:
+        """Tombstone `keys` at new epochs. Raises when Redis is down or fails: the caller
+        must know whether the other replicas can see the eviction (`EntityCache.invalidate`
+        keeps it for later)."""
         calls = [([self._epoch_key(b), *(self.key(keys[i], self._tags[b]) for i in members)],
                   [tombstone_ms])
                  for b, members in self._by_bucket(keys).items()]
         if calls:
-            await self._guard("invalidate", partial(redisclient.eval_groups, self.client,
-                                                    self._invalidate, calls), None)
+            await self.redis.call("invalidate", partial(redisclient.eval_groups, self.client,
+                                                        self._invalidate, calls))
 
-    async def bump(self, names: list[str]) -> dict[str, int]:
-        """Increase namespace generations; returns the new values."""
-        async def go() -> dict[str, int]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.incr(self._gen_key(name))
-                values = await pipe.execute()
-            return dict(zip(names, map(int, values), strict=True))
-
-        return await self._guard("bump", go, {})
+    async def bump(self, floors: dict[str, int]) -> dict[str, int]:
+        """Increase namespace generations, each to at least its floor; returns the new
+        values. Raises as `invalidate` does."""
+        names = sorted(floors)
+        values = await self.redis.call("bump", partial(
+            self._bump, keys=[self._gen_key(n) for n in names],
+            args=[floors[n] for n in names]))
+        return dict(zip(names, map(int, values), strict=True))
 
     async def generations(self, names: list[str]) -> dict[str, int]:
         async def go() -> dict[str, int]:
@@ -312,11 +350,13 @@ class RedisLevel:
     async def publish(self, message: bytes, ack: str | None = None,
                       wait_s: float = 0.0) -> int:
         """Publish `message`; with `ack`, wait up to `wait_s` until every other live member
-        has acknowledged it. Returns how many acknowledged."""
-        members: list[bytes] = await self._guard(
+        has acknowledged it. Returns how many acknowledged. Raises as `invalidate` does when
+        the message could not be published (a missing acknowledgement does not raise: the
+        member that did not give it loses its lease)."""
+        members: list[bytes] = await self.redis.call(
             "publish", partial(self._publish,
                                keys=[self.bus_key("members"), self.bus_key(self.channel)],
-                               args=[self._publish_command, message]), [])
+                               args=[self._publish_command, message]))
         others = sum(1 for m in members if m.decode() != self.replica)
         if ack is None or others == 0:
             return 0
@@ -336,9 +376,11 @@ class RedisLevel:
         return acked
 
     def listen(self, handle: Callable[[bytes], str | None], lease: Lease,
-               regained: Callable[[], Awaitable[None]]) -> None:
+               regained: Callable[[], Awaitable[None]],
+               beating: Callable[[], object] = lambda: None) -> None:
         """Apply the other replicas' invalidations (`handle` returns the key to acknowledge
-        one on), keeping `lease` (app/cache/subscription.py). Its Redis operations go through
+        one on), keeping `lease` (app/cache/subscription.py); `beating` is called before
+        each membership beat (every quarter of the lease). Its Redis operations go through
         the guard and raise when Redis is down or fails (`RedisGuard.call`): the channel is
         then lost, as when its connection breaks."""
         async def ack(key: str) -> None:
@@ -353,6 +395,7 @@ class RedisLevel:
                 await self.redis.call("ack", partial(ack, self.bus_key(acked)))
 
         async def beat() -> None:
+            beating()
             await self.redis.call("membership", partial(
                 self._beat, keys=[self.bus_key("members")],
                 args=[self.replica, int(lease.seconds * 2000)]))

@@ -72,6 +72,10 @@ class Observer:
     def evicted(self, entity: str) -> None:
         """A cached `entity` evicted by a change."""
 
+    def evictions_held(self, count: int) -> None:
+        """`count` evictions made here wait for Redis to be sent (it was down); while any
+        does, this replica reads around its cache."""
+
     def hits_at_hand(self, entity: str, hits: int) -> None:
         """Lookups answered from the cache's memory level without a batch (counted once per
         request, when it ends)."""

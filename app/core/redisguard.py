@@ -65,6 +65,7 @@ class RedisGuard:
         self._down_since = 0.0
         self._prober: asyncio.Task[None] | None = None
         self._scripts: list[Any] = []
+        self._when_up: list[Callable[[], object]] = []
         observer.redis_changed(int(State.CLOSED), False)  # the gauge exists from the start
 
     @property
@@ -121,6 +122,11 @@ class RedisGuard:
         self.observer.redis_changed(int(self.breaker.state), True)
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    def when_up(self, callback: Callable[[], object]) -> None:
+        """Call `callback` each time Redis is available again after an outage (the entity
+        cache then sends the evictions it could not)."""
+        self._when_up.append(callback)
 
     def register_script(self, source: str) -> Any:
         """A Lua script of the client's (an AsyncScript: run it through `run` or `call`),
@@ -189,3 +195,5 @@ class RedisGuard:
             self.observer.redis_changed(int(self.breaker.state), False)
         log.warning("redis available again after %.1f s",
                     self.clock.monotonic() - self._down_since)
+        for callback in self._when_up:
+            callback()

@@ -55,8 +55,11 @@ class RequestContext:
         """This request changed these entities (type, id, the item if known): before the
         caller sees the answer, every replica evicts what they make stale, and this
         request's loaders read the write (both by `loaders.entities`' table)."""
-        if self.invalidator is not None:
-            await self.invalidator.evict_many(changes, own_write=True)
+        if self.invalidator is not None and not await self.invalidator.evict_many(
+                changes, own_write=True, deadline=self.scope.deadline):
+            # Redis stayed unreachable until the deadline: the write stands, but another
+            # replica may serve the old value until the eviction is sent. Said in the answer.
+            self.policy.evictions_held = True
         self.loaders.written(changes)
 
     def response_policy(self, failed: bool) -> Policy:

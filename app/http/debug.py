@@ -1,6 +1,6 @@
 """What an answer carries for whoever debugs it: the trace id on every error (a support
 ticket quoting one leads to its trace), the waterfall for a caller allowed to ask for it,
-and the notice that stale data was served."""
+and the notices that stale data was served or that a write's evictions wait for Redis."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def annotate(processed: GraphQLHTTPResponse, context: RequestContext,
         spans = telemetry.requests.take(context.trace_root)
         out["extensions"] = {**(out.get("extensions") or {}),
                              "debug": {"traceId": trace_id, **waterfall(spans)}}
+    cache: dict[str, bool] = {}
     if context.policy.stale:
-        # Data older than its TTL was served because an upstream failed.
-        out["extensions"] = {**(out.get("extensions") or {}), "cache": {"stale": True}}
+        cache["stale"] = True  # data older than its TTL was served: an upstream failed
+    if context.policy.evictions_held:
+        # The write stands, but the other replicas may serve the old value until Redis is
+        # back: read-your-writes holds only on this replica meanwhile.
+        cache["evictionsHeld"] = True
+    if cache:
+        out["extensions"] = {**(out.get("extensions") or {}), "cache": cache}

@@ -47,7 +47,14 @@ async def receive_event(request: Request) -> Response:
         return _error(400, "BAD_REQUEST", "not a change event")
     request.app.state.events_received += 1
     invalidator = request.app.state.caching.invalidator
-    applied = invalidator is not None and await invalidator.on_event(event)
-    log.debug("event %s %s %s v%s applied=%s", event["type"], event["id"], event["op"],
-              event["version"], applied)
+    outcome = "ignored" if invalidator is None else await invalidator.on_event(event)
+    log.debug("event %s %s %s v%s %s", event["type"], event["id"], event["op"],
+              event["version"], outcome)
+    if outcome == "held":
+        # Evicted here, but not on the other replicas (Redis is unreachable): not
+        # acknowledged, so that the service delivers it again.
+        return JSONResponse(
+            {"error": {"code": "UNAVAILABLE",
+                       "message": "the cache's shared level is unreachable: deliver again"}},
+            status_code=503, headers={"Retry-After": "1"})
     return Response(status_code=204)

@@ -109,6 +109,12 @@ REDIS_OUTAGES = Counter(
     "Times Redis went down (an operation failed or timed out, and its breaker opened); "
     "counts outages shorter than a scrape interval too.",
 )
+EVICTIONS_HELD = Gauge(
+    "gateway_cache_evictions_held",
+    "Evictions made by this gateway that Redis has not heard of yet (it was unreachable): "
+    "sent once it is back; while any is held, the gateway reads around its caches.",
+    multiprocess_mode="livesum",
+)
 PLANNED = Counter(
     "gateway_planned_operations_total",
     "Operations run by the breadth-first executor (the rest: graphql-core's).",

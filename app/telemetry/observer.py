@@ -127,6 +127,9 @@ class TelemetryObserver(Observer):
     def evicted(self, entity: str) -> None:
         metrics.CACHE_EVENTS.labels(entity, "eviction").inc(1)
 
+    def evictions_held(self, count: int) -> None:
+        metrics.EVICTIONS_HELD.set(count)
+
     def hits_at_hand(self, entity: str, hits: int) -> None:
         metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
 

@@ -78,9 +78,9 @@ async def test_an_event_whose_eviction_failed_is_applied_when_redelivered() -> N
         await invalidator.on_event(event)
     upstream.values["p1"] = ["r9", "old review"]
     # The service saw no 2xx and delivers the event again: now it evicts.
-    assert await invalidator.on_event(event) is True
+    assert await invalidator.on_event(event) == "applied"
     assert await cache.read_through(ns, ["p1"], upstream.fetch) == [["r9", "old review"]]
-    assert await invalidator.on_event(event) is False  # and once applied, only once
+    assert await invalidator.on_event(event) == "ignored"  # and once applied, only once
 
 
 async def test_only_a_newer_event_evicts() -> None:
@@ -89,14 +89,14 @@ async def test_only_a_newer_event_evicts() -> None:
     ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
     invalidator = Invalidator(cache, {PRODUCT.name: ns}, EVICTIONS)
     upstream = Upstream(p1="v1")
-    assert await invalidator.on_event(product_event(10)) is True
+    assert await invalidator.on_event(product_event(10)) == "applied"
     await cache.read_through(ns, ["p1"], upstream.fetch)
     upstream.values["p1"] = "v2"
     for stale in (9, 10):  # older, then equal: ignored, the entry stands
-        assert await invalidator.on_event(product_event(stale)) is False
+        assert await invalidator.on_event(product_event(stale)) == "ignored"
         assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v1"]
     assert len(upstream.calls) == 1
-    assert await invalidator.on_event(product_event(11)) is True
+    assert await invalidator.on_event(product_event(11)) == "applied"
     assert await cache.read_through(ns, ["p1"], upstream.fetch) == ["v2"]
     assert len(upstream.calls) == 2
 
@@ -111,7 +111,7 @@ async def test_an_eviction_during_a_fetch_keeps_that_fetchs_value_out_of_the_cac
     reading = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
     await settle()
     assert upstream.calls == [["p1"]]  # the fetch is in flight
-    assert await invalidator.on_event(product_event(1)) is True
+    assert await invalidator.on_event(product_event(1)) == "applied"
     upstream.release()
     # The reader that asked still gets its answer ...
     assert await reading == ["before the change"]
@@ -224,7 +224,7 @@ async def test_a_shared_level_answer_overlapping_an_eviction_is_not_kept() -> No
     reading = asyncio.ensure_future(cache.read_through(ns, ["p1"], upstream.fetch))
     await settle()
     assert held.reads == 1  # Redis is answering
-    assert await invalidator.on_event(product_event(1)) is True
+    assert await invalidator.on_event(product_event(1)) == "applied"
     held.gate.set()
     assert await reading == ["new"]  # fetched anew, not the old answer
     assert cache.peek(ns, "p1", None, cache.now()) == "new"
