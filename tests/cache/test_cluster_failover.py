@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from redis.crc import key_slot
 
+from app.cache.entity import FORMAT
 from services.seed import Dataset
 from tests.harness import (
     Gateway,
@@ -147,7 +148,7 @@ async def test_a_master_killed_under_two_replicas(
             await asyncio.sleep(0.05)
     # ... both replicas subscribe again, on the promoted master ...
     new_master = cluster.master_of_slot(channel_slot)
-    channel = f"{failover.prefix}:1:"  # the channel's name ends in {i}invalidate
+    channel = f"{failover.prefix}:{FORMAT}:"  # the channel's name ends in {i}invalidate
     deadline = time.monotonic() + 20
     while True:
         counts = cluster.client(new_master).execute_command("PUBSUB", "SHARDCHANNELS")

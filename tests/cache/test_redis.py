@@ -80,7 +80,10 @@ async def test_keys_are_namespaced_and_versioned(query: Query, replicas: Replica
     keys = replicas.keys(f"{replicas.prefix}:*")
     assert keys, "replicas a and b wrote nothing to Redis"
     # prefix : format version : schema hash : [{bucket tag}] namespace : generation : key
-    assert all(k.split(":")[1] == "1" and len(k.split(":")[2]) == 10 for k in keys), keys[:5]
+    from app.cache.entity import FORMAT
+
+    assert all(k.split(":")[1] == str(FORMAT) and len(k.split(":")[2]) == 10 for k in keys), \
+        keys[:5]
     names = [k.split(":", 3)[3] for k in keys]
     if replicas.cluster is None:  # one Redis: the names as they always were
         assert any(n.startswith("product:") for n in names), names[:5]

@@ -215,7 +215,7 @@ async def test_a_shared_level_answer_overlapping_an_eviction_is_not_kept() -> No
     clock = FakeClock()
     cache = make_cache(clock)
     ns = namespace(cache, PRODUCT.name, "Product", ttl=60)
-    held = HeldRedis(p1=orjson.dumps([clock.time() + 60, "old"]))
+    held = HeldRedis(p1=b"0:" + orjson.dumps([clock.time() + 60, "old"]))  # as _WRITE stores
     cache.l2 = held  # type: ignore[assignment]
     cache.lease = Lease(1.0, clock)
     cache.lease.heard(clock.monotonic())
