@@ -30,7 +30,8 @@ class PlaceOrderInput:
     )
 
 
-@strawberry.input(description="What `addReview` needs: the product, a rating and a text.")
+@strawberry.input(description="What `addReview` needs: the product, a rating and a text, and "
+                  "optionally an idempotency key.")
 class AddReviewInput:
     product_id: strawberry.ID = strawberry.field(
         description="Id of the product reviewed, such as p42 (unknown: NOT_FOUND)."
@@ -42,4 +43,13 @@ class AddReviewInput:
     body: str = strawberry.field(
         description="The text of the review, in plain text: 1 to 10,000 characters, not only "
         "spaces (else BAD_USER_INPUT)."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Optional: a key the client chooses per review, 1 to 200 printable ASCII "
+        "characters (a UUID will do), so that the mutation may be sent again safely: a repeat "
+        "with the same key and the same input returns the review written the first time "
+        "instead of writing another; the same key with another input is refused with "
+        "IDEMPOTENCY_CONFLICT. Keys are the caller's own (another user's equal key is "
+        "another review) and are remembered for a day (IDEMPOTENCY_TTL_S).",
     )

@@ -20,7 +20,7 @@ from strawberry.types import ExecutionContext
 from app.config.settings import Settings
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
-from app.execution.limits import QueryLimits
+from app.execution.limits import Lengths, QueryLimits, length_rule
 from app.execution.policy import OperationPolicy
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
@@ -31,12 +31,15 @@ from schema.root import Mutation, Query
 
 
 class GatewaySchema(strawberry.Schema):
+    # With introspection off, validation messages do not suggest the schema's names either.
+    hide_suggestions = False
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Strawberry's hook for every error list (by default it logs each with a trace):
         # classify them instead, and log in full only what is unexpected.
-        classify_errors(errors)
+        classify_errors(errors, hide_suggestions=self.hide_suggestions)
 
 
 def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
@@ -44,6 +47,11 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                  ) -> GatewaySchema:
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     settings = settings or Settings()
+    lengths = Lengths(settings.max_id_length, settings.max_string_length)
+    # Built once (validation's cache is keyed by the rules): string literals over their
+    # length, and introspection off by setting (graphql-core's own rule refuses it).
+    rules = [length_rule(lengths),
+             *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -57,15 +65,14 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             lambda: ValidationCache(maxsize=256),
             lambda: QueryLimits(max_depth=settings.max_query_depth,
                                 max_aliases=settings.max_aliases,
-                                max_cost=settings.max_query_cost),
+                                max_cost=settings.max_query_cost, lengths=lengths),
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
-            # Introspection off by setting: graphql-core's own validation rule refuses it.
-            *([] if settings.introspection else [
-                lambda: AddValidationRules([NoSchemaIntrospectionCustomRule])]),
+            lambda: AddValidationRules(rules),
         ],
     )
+    schema.hide_suggestions = not settings.introspection
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)
     install_fallbacks(schema._schema)

@@ -136,8 +136,10 @@ class Mutation:
             resolver=m.add_review, permission_classes=[requires("write:reviews")],
             description="Review a product as the signed-in user; the product's "
             "`averageRating` and `reviewCount` include it at once. Needs the write:reviews "
-            "scope. Refusals in `errors`: INVALID_RATING (not 1 to 5), BAD_USER_INPUT (an empty "
-            "or too long body), NOT_FOUND (no such product).",
+            "scope. With an `idempotencyKey` it may be sent again safely: the review is written "
+            "once. Refusals in `errors`: INVALID_RATING (not 1 to 5), BAD_USER_INPUT (an empty "
+            "or too long body), NOT_FOUND (no such product), IDEMPOTENCY_CONFLICT (the key was "
+            "used for another review).",
         ),
         input="The product, the rating and the text of the review.",
     )

@@ -440,10 +440,11 @@ class CancelOrderPayload:
 @strawberry.type(description="The result of `addReview`: the review, or why it was refused.")
 class AddReviewPayload:
     review: Review | None = strawberry.field(
-        description="The review, now first among the product's and the author's reviews; null "
-        "when refused."
+        description="The review, now first among the product's and the author's reviews (or, "
+        "for a repeated `idempotencyKey`, the review written the first time); null when "
+        "refused."
     )
     errors: list[UserError] = strawberry.field(
         description="Why the review was refused: empty on success. Codes: INVALID_RATING, "
-        "BAD_USER_INPUT, NOT_FOUND."
+        "BAD_USER_INPUT, NOT_FOUND, IDEMPOTENCY_CONFLICT."
     )

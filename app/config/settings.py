@@ -26,6 +26,14 @@ DEFAULT_PORTS = dict(zip(SERVICES, range(8001, 8007), strict=True))
 # The reference services sign events with this secret unless told otherwise; it is a
 # development default only, and long enough for HMAC-SHA256.
 DEV_EVENT_SECRET = "dev-event-secret-change-me-0123456789abcdef"
+# `make token` and docker/compose.yaml's development tokens are signed with this.
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"
+# Secrets anyone can read (the Makefile, config/, docker/, the README): with DEV_MODE off the
+# gateway refuses to start with one of them (`Settings.check_deployable`), since whoever
+# knows it can sign change events or bearer tokens. tests/security/test_secrets.py finds
+# every secret those files publish and fails if one is missing here.
+PUBLISHED_SECRETS = frozenset({DEV_EVENT_SECRET, DEV_JWT_SECRET})
+MIN_SECRET_BYTES = 32  # HMAC-SHA256's key length: a shorter one is easier to guess
 
 
 class SettingsError(ValueError):
@@ -159,7 +167,9 @@ class Settings:
     event_secret: str = setting(
         DEV_EVENT_SECRET,
         "EVENT_SECRET",
-        "Shared secret that signs the services' change events (HMAC-SHA256).",
+        "Shared secret that signs the services' change events (HMAC-SHA256), at least 32 "
+        "bytes. The default is the published development one: with DEV_MODE off the gateway "
+        "will not start with it.",
     )
     dev_mode: bool = setting(
         False,
@@ -251,6 +261,17 @@ class Settings:
         "Cost an operation may have: each field costs 1, times the `first` (or number of "
         "`ids`) of every list above it, `first`'s default when not given.",
     )
+    max_id_length: int = setting(
+        256, "MAX_ID_LENGTH",
+        "Longest ID an operation may give (a literal or a variable), in characters; a longer "
+        "one refuses the request with BAD_USER_INPUT before any upstream call.",
+    )
+    max_string_length: int = setting(
+        10_000, "MAX_STRING_LENGTH",
+        "Longest other string an operation may give (a review's body is at most 10,000), in "
+        "characters; a longer one refuses the request with BAD_USER_INPUT before any "
+        "upstream call.",
+    )
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES",
         "Largest request body on every route (/graphql, /events), in bytes: 413 as soon as "
@@ -330,6 +351,13 @@ class Settings:
         "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
         "registered before); a query text is refused. For third-party production traffic.",
     )
+    # -- idempotency keys (app/security/idempotency.py) ------------------------------------------
+    idempotency_ttl_s: float = setting(
+        86_400.0, "IDEMPOTENCY_TTL_S",
+        "How long the gateway remembers an `addReview` idempotencyKey (the reviews service has "
+        "none of its own): a repeat within it answers the first review; in Redis when "
+        "REDIS_URL is set (shared by replicas), else in process.",
+    )
     # -- rate limits (app/security/ratelimit.py) ---------------------------------------------------
     rate_limit_enabled: bool = setting(
         True, "RATE_LIMIT_ENABLED", "Rate limits per client, counted in query cost."
@@ -356,7 +384,8 @@ class Settings:
         "",
         "AUTH_JWT_SECRET",
         "HS256 secret that signs bearer tokens (development; `make token` prints one); at "
-        "least 32 bytes. Empty: HS256 tokens are refused.",
+        "least 32 bytes; with DEV_MODE off, not a published development one. Empty: HS256 "
+        "tokens are refused.",
     )
     auth_jwks_url: str = setting(
         "",
@@ -419,6 +448,12 @@ class Settings:
         "json", "LOG_FORMAT",
         "json: one JSON object per line, with the trace id; text: plain lines for a terminal.",
     )
+    metrics_port: int = setting(
+        0, "METRICS_PORT",
+        "Serve /metrics on this port (on GATEWAY_HOST) instead of the main one, for the "
+        "scraper only: the public port then does not publish the gateway's internals. 0: "
+        "on the main port.",
+    )
     debug_token: str = setting(
         "",
         "DEBUG_TOKEN",
@@ -473,6 +508,21 @@ class Settings:
             raise SettingsError(f"UPSTREAM_TIMEOUTS names unknown services: {sorted(overrides)}")
         return out
 
+    def check_deployable(self) -> None:
+        """Refuse, outside development mode, the secrets anyone can read: with the published
+        EVENT_SECRET anyone can post change events (evict the cache, and with a high version
+        make the genuine events be ignored); with the published AUTH_JWT_SECRET, sign a token
+        for any user. Called when the gateway starts (`python -m app`), not by tools such as
+        `make token` that only read the settings."""
+        if self.dev_mode:
+            return
+        for name in ("event_secret", "auth_jwt_secret"):
+            if getattr(self, name) in PUBLISHED_SECRETS:
+                raise SettingsError(
+                    f"{_env_of(name)} is the published development value; with DEV_MODE off "
+                    f"set a secret of your own, at least {MIN_SECRET_BYTES} random bytes "
+                    "(such as `openssl rand -hex 32`)")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -498,7 +548,7 @@ class Settings:
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
                      "event_version_ttl_s", "redis_breaker_open_s", "header_timeout_s",
-                     "body_timeout_s", "keepalive_timeout_s"):
+                     "body_timeout_s", "keepalive_timeout_s", "idempotency_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
@@ -507,6 +557,7 @@ class Settings:
         if not 0 < self.breaker_failure_rate <= 1:
             raise SettingsError("BREAKER_FAILURE_RATE must be in (0, 1]")
         for name in ("max_query_depth", "max_aliases", "max_query_tokens", "max_query_cost",
+                     "max_id_length", "max_string_length",
                      "max_body_bytes", "rate_limit_anonymous", "rate_limit_authenticated",
                      "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
@@ -516,6 +567,9 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         self.proxies()  # raises on a bad TRUSTED_PROXIES
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise SettingsError("METRICS_PORT must be 0 (the main port) or another port than "
+                                f"GATEWAY_PORT, got {self.metrics_port}")
         if self.redis_url and (problem := redisclient.url_problem(self.redis_url)):
             raise SettingsError(problem)
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS
@@ -526,8 +580,12 @@ class Settings:
             raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:
             raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be in [0, 1]")
-        if self.auth_jwt_secret and len(self.auth_jwt_secret.encode()) < 32:
-            raise SettingsError("AUTH_JWT_SECRET must be at least 32 bytes (HS256)")
+        if self.auth_jwt_secret and len(self.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                                "(HS256)")
+        if len(self.event_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"EVENT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                                "(HMAC-SHA256)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("http://", "https://")):
             raise SettingsError(f"AUTH_JWKS_URL must be an http(s) URL, got {self.auth_jwks_url!r}")
         if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):

@@ -14,6 +14,7 @@ from app.config.settings import Settings
 from app.core.errors import Unauthenticated
 from app.core.observer import NULL_OBSERVER, Observer
 from app.security.auth import ANONYMOUS, Viewer
+from app.security.idempotency import IdempotencyStore
 from app.security.ratelimit import Decision
 from app.upstream.client import CallScope, ScopedClient, UpstreamClient
 from loaders.registry import Loaders
@@ -31,6 +32,7 @@ class RequestContext:
     invalidator: Invalidator | None = None
     observer: Observer = NULL_OBSERVER  # what telemetry hears of this request's work
     viewer: Viewer = ANONYMOUS
+    idempotency: IdempotencyStore | None = None  # the keys of writes whose service has none
     # The executing operation and its static cache policy, set when execution starts.
     document: DocumentNode | None = None
     operation_policy: Policy | None = None
@@ -45,6 +47,9 @@ class RequestContext:
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
+    # The document is an operation of the persisted-query manifest (deployed, not sent by
+    # whoever calls): its name may become a metric label (app/telemetry/metrics.py).
+    manifest_operation: bool = False
 
     async def written(self, changes: Sequence[Change]) -> None:
         """This request changed these entities (type, id, the item if known): before the

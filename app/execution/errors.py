@@ -5,6 +5,7 @@ unclassified, and unexpected exceptions are masked and logged in full."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -18,6 +19,11 @@ log = logging.getLogger("gateway.errors")
 # Completion failures: a value that does not fit its GraphQL type. Resolvers hand upstream
 # values on as they came, so such a value is an upstream answering off-contract.
 COMPLETION_ERRORS = ("Cannot return null for non-nullable field", "Expected Iterable")
+# graphql-core's hints in validation and coercion messages (`did_you_mean`): " Did you mean
+# 'email'?", " Did you mean the enum value 'A' or 'B'?". The names they suggest are the
+# schema's (types, fields, arguments, enum values), so with introspection off they are
+# removed: otherwise a caller could map the schema by guessing near names.
+SUGGESTION = re.compile(r" Did you mean [^?]*\?")
 
 
 def _off_contract(error: GraphQLError) -> bool:
@@ -48,9 +54,10 @@ def _classify(error: GraphQLError) -> tuple[str, dict[str, Any], bool]:
     return "INTERNAL_SERVER_ERROR", {}, True
 
 
-def classify_errors(errors: list[GraphQLError]) -> None:
+def classify_errors(errors: list[GraphQLError], *, hide_suggestions: bool = False) -> None:
     """Give every error an `extensions.code`; mask unexpected exceptions and log them; and
-    report a failed upstream call once, with the paths of every field it failed.
+    report a failed upstream call once, with the paths of every field it failed. With
+    `hide_suggestions` (introspection off), strip graphql-core's "Did you mean ...?" hints.
 
     Called by the schema for every list of errors on every path (parse, validation,
     execution), so no error reaches a client unclassified; edits the list in place.
@@ -69,6 +76,8 @@ def classify_errors(errors: list[GraphQLError]) -> None:
                 continue
             by_failure[id(original)] = error
         kept.append(error)
+        if hide_suggestions and " Did you mean " in error.message:
+            error.message = SUGGESTION.sub("", error.message)
         if error.extensions and "code" in error.extensions:
             continue
         code, extra, mask = _classify(error)

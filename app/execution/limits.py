@@ -1,6 +1,13 @@
 """Query limits, checked once the document is parsed and valid and before any resolver runs:
-depth, aliases and cost (with the request's variables), one pass over the operation. The
-token limit is Strawberry's MaxTokensLimiter (it stops the parser itself).
+the length of the strings it gives (its literals: `length_rule`, a validation rule; its
+variables: `oversized`), then depth, aliases and cost (with the
+request's variables), one pass over the operation. The token limit is Strawberry's
+MaxTokensLimiter (it stops the parser itself).
+
+Lengths: an ID longer than MAX_ID_LENGTH or any other string longer than MAX_STRING_LENGTH,
+as a literal or in the variables, refuses the request with BAD_USER_INPUT before anything is
+sent upstream (a 100 KB id would otherwise reach a service, whose 400 then reads as the
+service's fault).
 
 Cost: every field costs 1; a field with a `first` or `ids` argument multiplies the cost of
 the selections under it by that number (`first`'s schema default when the query does not
@@ -26,13 +33,17 @@ from graphql import (
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionSetNode,
+    StringValueNode,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
     get_named_type,
     get_nullable_type,
+    is_input_object_type,
     is_list_type,
+    type_from_ast,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.validation import ValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
@@ -150,12 +161,92 @@ def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
                                                              False)
 
 
-class QueryLimits(SchemaExtension):
-    """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures."""
+@dataclass(frozen=True)
+class Lengths:
+    """The longest strings an operation may give: IDs, and any other string."""
 
-    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int) -> None:
+    max_id: int
+    max_string: int
+
+    def limit(self, input_type: Any) -> tuple[int, str] | None:
+        """The longest string of this (input) type, and what it is called; None: no string."""
+        name = getattr(get_named_type(input_type), "name", None)
+        if name == "ID":
+            return self.max_id, "an ID"
+        if name == "String":
+            return self.max_string, "a string"
+        return None
+
+    def refusal(self, what: str, actual: int, limit: tuple[int, str],
+                node: Any = None) -> GraphQLError:
+        return GraphQLError(
+            f"{what} is {actual} characters long, over the limit of {limit[0]} for "
+            f"{limit[1]}", nodes=node,
+            extensions={"code": "BAD_USER_INPUT", "limit": limit[0], "actual": actual})
+
+    def in_value(self, value: Any, input_type: Any, path: str) -> GraphQLError | None:
+        """The first string over its limit in a variable's raw (JSON) value."""
+        input_type = get_nullable_type(input_type)
+        if is_list_type(input_type):
+            items = value if isinstance(value, list) else [value]  # (one item coerces)
+            for i, item in enumerate(items):
+                found = self.in_value(item, input_type.of_type, f"{path}.{i}")
+                if found is not None:
+                    return found
+        elif is_input_object_type(input_type):
+            if isinstance(value, dict):
+                for name, field in input_type.fields.items():
+                    if name in value:
+                        found = self.in_value(value[name], field.type, f"{path}.{name}")
+                        if found is not None:
+                            return found
+        elif isinstance(value, str):
+            limit = self.limit(input_type)
+            if limit is not None and len(value) > limit[0]:
+                return self.refusal(f"Variable `{path}`", len(value), limit)
+        return None
+
+
+def length_rule(lengths: Lengths) -> type[ValidationRule]:
+    """A validation rule refusing string literals over their type's length: it runs once
+    per document (Strawberry's validation cache keeps its verdict), with the input type
+    graphql-core's validation already tracks."""
+
+    class StringLengths(ValidationRule):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+            limit = lengths.limit(self.context.get_input_type())
+            if limit is not None and len(node.value) > limit[0]:
+                self.report_error(lengths.refusal("A string in the document",
+                                                  len(node.value), limit, node))
+
+    return StringLengths
+
+
+def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
+              variables: dict[str, Any], lengths: Lengths) -> GraphQLError | None:
+    """The first string in the operation's variables longer than its type's limit (the
+    document's own literals are `length_rule`'s); None when none is."""
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        if name not in variables:
+            continue
+        input_type = type_from_ast(schema, definition.type)
+        if input_type is not None:
+            problem = lengths.in_value(variables[name], input_type, f"${name}")
+            if problem is not None:
+                return problem
+    return None
+
+
+class QueryLimits(SchemaExtension):
+    """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
+    whose variables hold a string over its length limit with BAD_USER_INPUT."""
+
+    def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
+                 lengths: Lengths | None = None) -> None:
         super().__init__()
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
+        self.lengths = lengths or Lengths(256, 10_000)
 
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
@@ -175,6 +266,12 @@ class QueryLimits(SchemaExtension):
                     "Must provide operation name if query contains multiple operations.",
                     extensions={"code": "BAD_REQUEST"})])
                 operation = None
+            if operation is not None:
+                too_long = (oversized(ec.schema._schema, operation, ec.variables,
+                                      self.lengths) if ec.variables else None)
+                if too_long is not None:
+                    ec.result = ExecutionResult(data=None, errors=[too_long])
+                    operation = None
             if operation is not None:
                 figures = measure(ec.schema._schema, operation, fragments,
                                   ec.variables or {})

@@ -108,6 +108,10 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
                           settings=settings, limiter=limiter)
     caching = build_caching(settings, schema.as_str(), client, telemetry, redis)
     graphql = GatewayGraphQL(schema, settings, client, caching, telemetry, limiter, redis)
+    # /metrics on a port of its own (METRICS_PORT), or on the main one.
+    metrics_server = (metrics.MetricsServer(settings.host, settings.metrics_port,
+                                            reuse_port=settings.workers > 1)
+                      if settings.metrics_port else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +120,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             await redis.start()
         if caching.entities is not None:
             await caching.entities.start()
+        if metrics_server is not None:
+            await metrics_server.start()  # a port in use: the gateway does not start
         metrics.watch_gc()  # (first: the start-up's full collection is timed too)
         tune_gc()
         if settings.dev_mode:
@@ -123,6 +129,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         try:
             yield
         finally:
+            if metrics_server is not None:
+                await metrics_server.close()
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
@@ -138,7 +146,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             *([Route(f"{ASSET_PATH}{{path:path}}", graphql.ide.asset)] if graphql.ide else []),
             Route("/healthz", healthz),
             Route("/readyz", Readiness(client, redis).endpoint),
-            Route("/metrics", metrics.endpoint),
+            *([] if metrics_server is not None else [Route("/metrics", metrics.endpoint)]),
             Route("/events", receive_event, methods=["POST"]),
         ],
         lifespan=lifespan,

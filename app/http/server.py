@@ -34,6 +34,7 @@ def serve() -> int:
         CacheHints(build_schema().as_str(), settings.cache_hints)
         if settings.persisted_queries_file:
             load_manifest(settings.persisted_queries_file)  # a bad manifest: say so now
+        settings.check_deployable()  # no published secret outside development mode
     except SettingsError as err:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ from app.http.negotiation import (
 )
 from app.http.response_policy import cache_headers, settle_status
 from app.security.auth import Authenticator
+from app.security.idempotency import IdempotencyStore
 from app.security.persisted import NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids
@@ -83,6 +84,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.telemetry = telemetry
         self.auth = Authenticator(settings)
         self.persisted = PersistedQueries(settings, redis)
+        self.idempotency = IdempotencyStore(redis, settings.redis_prefix,
+                                            settings.idempotency_ttl_s)
         self.limiter = limiter
         self.ide = (Ide(Path(settings.ide_assets_dir or DEFAULT_MODULES))
                     if settings.graphql_ide else None)
@@ -140,6 +143,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             invalidator=caching.invalidator,
             observer=self.telemetry.observer,
             viewer=viewer,
+            idempotency=self.idempotency,
             client_address=request.client.host if request.client else "unknown",
         )
         context.trace_id, context.trace_root = current_span_ids()  # the server span's
@@ -173,6 +177,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             return ExecutionResult(data=None, errors=[GraphQLError(
                 "PersistedQueryNotFound",
                 extensions={"code": "PERSISTED_QUERY_NOT_FOUND"})])
+        if request_data.query:
+            context.manifest_operation = self.persisted.in_manifest(request_data.query)
         responses = self.caching.responses
         key = None
         if (responses is not None and request_data.query

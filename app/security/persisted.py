@@ -107,6 +107,11 @@ class PersistedQueries:
         register = digest if known is None and len(query) <= MAX_DOCUMENT_BYTES else None
         return query, register
 
+    def in_manifest(self, query: str) -> bool:
+        """Whether `query` is one of the manifest's operations (deployed with the gateway,
+        not chosen by whoever calls)."""
+        return bool(self.manifest) and sha256(query) in self.manifest
+
     async def register(self, digest: str, query: str) -> None:
         """Keep `query` under its hash: called once it parsed and validated, so that text
         that is not an operation is never stored."""

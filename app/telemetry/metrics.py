@@ -5,6 +5,12 @@ PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker starts: each pro
 its samples there and `/metrics`, whichever worker answers it, sums them. Labels are bounded:
 schema coordinates, services, route templates, error codes, and at most
 `MAX_OPERATION_NAMES` operation names (clients choose those), never ids or raw paths.
+
+An operation name becomes a label only once an authenticated caller or a persisted
+operation of the manifest has used it (`operation_label`; in development mode, any caller):
+anonymous callers choose any names they like, and would otherwise fill the table with
+made-up ones and push the real ones into "other". With METRICS_PORT, `/metrics` is served on
+a port of its own (`MetricsServer`) and not on the public one.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import threading
 import time
 
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -181,12 +188,16 @@ _operations: set[str] = set()
 _operations_lock = threading.Lock()
 
 
-def operation_label(name: str | None) -> str:
-    """The operation name as a label value: bounded, since clients choose names."""
+def operation_label(name: str | None, *, admit: bool) -> str:
+    """The operation name as a label value: bounded, since clients choose names. A name not
+    yet labelled is taken in only when `admit` (the request came from an authenticated
+    caller, or ran an operation of the persisted-query manifest); else it is "other"."""
     if not name:
         return "anonymous"
     if name in _operations:
         return name
+    if not admit:
+        return "other"
     with _operations_lock:
         if len(_operations) >= MAX_OPERATION_NAMES:
             return "other"
@@ -200,11 +211,52 @@ def process_exit() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-async def endpoint(_: Request) -> Response:
+def exposition() -> bytes:
+    """The metrics in Prometheus's text format."""
     flush_gc()
     if os.environ.get(MULTIPROC_ENV):
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return generate_latest(registry)
+    return generate_latest()
+
+
+async def endpoint(_: Request) -> Response:
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsServer:
+    """`GET /metrics` alone on its own port (METRICS_PORT), in the gateway's event loop, so
+    that the public port does not publish the gateway's internals (operation names, services,
+    error rates): a deployment exposes the main port and keeps this one for its scraper.
+    With several workers, each binds it with SO_REUSEPORT and any of them answers (the
+    samples of all)."""
+
+    def __init__(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self.host = host
+        self.port = port
+        self.reuse_port = reuse_port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port,
+                              reuse_port=self.reuse_port or None).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @staticmethod
+    async def _metrics(_: web.Request) -> web.Response:
+        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -136,8 +136,12 @@ class AccessLog:
         state = scope.get("state", {})
         gateway = state.get("gateway")
         aborted = state.get(ABORTED)
+        admit = False  # whether a new operation name may become a label
         if gateway is not None:
             context = gateway[0]
+            # (In development mode every name: the developer is the caller.)
+            admit = (context.viewer.id is not None or context.manifest_operation
+                     or context.settings.dev_mode)
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
@@ -149,7 +153,7 @@ class AccessLog:
         if path == GRAPHQL_PATH and (gateway is not None or status >= 400):
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
-            operation = metrics.operation_label(fields.get("operation"))
+            operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
             metrics.REQUESTS.labels(operation, outcome).inc()
             metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)

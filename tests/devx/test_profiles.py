@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from tests.devx.conftest import ask
-from tests.harness import ROOT, Gateway, http, token
+from tests.harness import ROOT, Gateway, free_port, http, token
 
 INTROSPECT = "{ __schema { queryType { name } } }"
 ME = "{ me { id } }"
@@ -14,8 +14,9 @@ ME = "{ me { id } }"
 
 def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
         start: Callable[..., Gateway]) -> None:
+    metrics_port = free_port()  # (the profile's 9100 may be taken on a shared machine)
     gateway = start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "production.toml"),
-                    DEV_MODE=None, RATE_LIMIT_ENABLED=None)
+                    DEV_MODE=None, RATE_LIMIT_ENABLED=None, METRICS_PORT=str(metrics_port))
     status, _, page = http("GET", gateway.url + "/graphql", headers={"Accept": "text/html"})
     assert status == 404 and page["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     _, _, body = ask(gateway, INTROSPECT)
@@ -29,6 +30,9 @@ def test_production_trusts_only_tokens_and_publishes_no_ide_or_schema(
     access = [json.loads(line) for line in gateway.process.log().splitlines()
               if line.startswith("{") and '"message":"request"' in line]
     assert access and all(len(entry["trace_id"]) == 32 for entry in access)  # JSON logs
+    # /metrics only on the metrics port, for the scraper.
+    assert http("GET", gateway.url + "/metrics")[0] == 404
+    assert http("GET", f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200
 
 
 def test_development_is_the_ide_with_x_user_id_and_readable_logs(gateway: Gateway) -> None:

@@ -25,6 +25,10 @@ def test_the_readmes_settings_table_is_the_generated_one() -> None:
     ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
     ({"REQUEST_DEADLINE_S": "0"}, "REQUEST_DEADLINE_S"),
     ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET"),
+    ({"EVENT_SECRET": "short"}, "EVENT_SECRET must be at least 32 bytes"),
+    ({"METRICS_PORT": "8000"}, "METRICS_PORT must be 0"),
+    ({"MAX_ID_LENGTH": "0"}, "MAX_ID_LENGTH"),
+    ({"IDEMPOTENCY_TTL_S": "0"}, "IDEMPOTENCY_TTL_S"),
     ({"AUTH_JWKS_URL": "https://id.example/jwks"}, "AUTH_ISSUER"),
     ({"MAX_QUERY_COST": "30000"}, "MAX_QUERY_COST"),
     ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
@@ -82,6 +86,7 @@ def test_the_profiles_differ_only_in_settings() -> None:
     assert (dev.dev_mode, dev.graphql_ide, dev.introspection) == (True, True, True)
     assert (prod.dev_mode, prod.graphql_ide, prod.introspection) == (False, False, False)
     assert (prod.log_format, prod.hsts, prod.rate_limit_enabled) == ("json", True, True)
+    assert (dev.metrics_port, prod.metrics_port) == (0, 9100)  # /metrics off the public port
 
 
 def test_odd_files_and_numbers_are_refused_not_crashed_on(tmp_path: Path) -> None:

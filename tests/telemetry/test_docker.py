@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,10 @@ from tests.harness import ROOT, require
 
 DOCKER = ROOT / "docker"
 REPLICAS = ("gateway-1", "gateway-2")
+# What the stack is started with (docker/README.md): secrets of its own, from the environment.
+STACK_ENV = {"EVENT_SECRET": "compose-event-secret-0123456789abcdef0123456789",
+             "AUTH_JWT_SECRET": "compose-jwt-secret-0123456789abcdef0123456789"}
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")  # ${NAME:?message}: compose interpolates it
 
 
 def compose() -> dict[str, Any]:
@@ -33,7 +38,9 @@ def compose() -> dict[str, Any]:
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in service["environment"].items()}
+    """A service's environment as compose hands it over, with STACK_ENV set."""
+    return {k: REQUIRED.sub(lambda m: STACK_ENV[m.group(1)], str(v))
+            for k, v in service["environment"].items()}
 
 
 def mount(service: dict[str, Any], source: str) -> str:
@@ -50,7 +57,9 @@ def replica_settings(env: dict[str, str]) -> Settings:
     workdir = re.findall(r"^WORKDIR (\S+)", dockerfile, flags=re.M)[-1]  # the final stage's
     assert re.search(r"^COPY config config$", dockerfile, flags=re.M)
     profile = ROOT / PurePosixPath(env["GATEWAY_SETTINGS_FILE"]).relative_to(workdir)
-    return Settings.from_env({**env, "GATEWAY_SETTINGS_FILE": str(profile)})
+    settings = Settings.from_env({**env, "GATEWAY_SETTINGS_FILE": str(profile)})
+    settings.check_deployable()  # what the replica checks as it starts: no published secret
+    return settings
 
 
 def test_two_replicas_with_the_same_settings_share_redis_and_export_to_jaeger() -> None:
@@ -108,12 +117,22 @@ def test_the_load_balancer_forwards_port_8000_to_both_replicas() -> None:
         assert replica_settings(environment(services[name])).proxies() == [f"{address}/32"]
 
 
+def test_the_stack_takes_its_secrets_from_the_environment() -> None:
+    """Compose refuses to start without them; none is written in the file."""
+    text = (DOCKER / "compose.yaml").read_text()
+    assert set(REQUIRED.findall(text)) == {"EVENT_SECRET", "AUTH_JWT_SECRET"}
+    assert "dev-" not in text and "change-me" not in text
+
+
 def test_prometheus_scrapes_each_replica() -> None:
     services = compose()["services"]
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     [job] = prometheus["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    assert sorted(job["static_configs"][0]["targets"]) == [f"{r}:8000" for r in REPLICAS]
+    # On the replicas' metrics port: the public one does not serve /metrics.
+    port = replica_settings(environment(services[REPLICAS[0]])).metrics_port
+    assert port and port != 8000
+    assert sorted(job["static_configs"][0]["targets"]) == [f"{r}:{port}" for r in REPLICAS]
     assert mount(services["prometheus"], "./prometheus.yml") == "/etc/prometheus/prometheus.yml"
 
 
@@ -237,8 +256,13 @@ def test_docker_compose_accepts_the_file() -> None:
     require(command is not None, "docker compose or docker-compose")
     assert command is not None
     result = subprocess.run([*command, "-f", str(DOCKER / "compose.yaml"), "config", "-q"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **STACK_ENV})
     assert result.returncode == 0, result.stderr
+    unset = {k: v for k, v in os.environ.items() if k not in STACK_ENV}
+    result = subprocess.run([*command, "-f", str(DOCKER / "compose.yaml"), "config", "-q"],
+                            capture_output=True, text=True, timeout=60, env=unset)
+    assert result.returncode != 0 and "EVENT_SECRET" in result.stderr
 
 
 def test_the_gateway_image_serves_the_ide_from_its_own_copy_of_the_assets() -> None:
