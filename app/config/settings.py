@@ -253,6 +253,13 @@ class Settings:
     max_body_bytes: int = setting(
         1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
     )
+    batch_max_operations: int = setting(
+        10,
+        "BATCH_MAX_OPERATIONS",
+        "Operations one batch (a JSON array of operations in one POST, as Apollo Client's "
+        "BatchHttpLink sends) may hold; above it the batch is refused with 400 "
+        "BATCH_TOO_LARGE and nothing runs. 0: batches are refused (BATCHING_DISABLED).",
+    )
     # -- transport (app/http/transport.py) ---------------------------------------------------------
     cors_origins: str = setting(
         "",
@@ -446,7 +453,7 @@ class Settings:
                      "event_version_ttl_s", "redis_breaker_open_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
-        for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
+        for name in ("retry_budget_ratio", "retry_budget_min_per_s", "batch_max_operations"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_of(name)} must not be negative")
         if not 0 < self.breaker_failure_rate <= 1:

@@ -45,6 +45,9 @@ class RequestContext:
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
+    # A batch's request (app/http/batching.py): each operation's name and outcome, for the
+    # access log; None for a request of one operation.
+    batch: list[tuple[str | None, str | None]] | None = None
 
     async def written(self, changes: Sequence[Change]) -> None:
         """This request changed these entities (type, id, the item if known): before the

@@ -37,6 +37,7 @@ from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
 access_log = logging.getLogger("gateway.access")
 DEBUG_HEADER = "x-gateway-debug"
 GRAPHQL_PATH = "/graphql"
+BATCH = "[batch]"  # the operation a batch of operations is logged and counted as
 
 
 def debug_allowed(settings: Settings, value: str | None) -> bool:
@@ -135,6 +136,12 @@ class AccessLog:
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
+            if context.batch is not None:
+                # One request, several operations: each with its outcome in the line, the
+                # request counted under BATCH (no GraphQL name has brackets).
+                fields["operation"] = BATCH
+                fields["operations"] = [{"operation": name, "outcome": outcome}
+                                        for name, outcome in context.batch]
         if path == GRAPHQL_PATH and (gateway is not None or status >= 400):
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
