@@ -39,7 +39,7 @@ SETTING = "BATCH_MAX_OPERATIONS"
 # A request's fields that are the operation's own: a batch's operation starts them afresh.
 # Everything else (loaders, deadline, caller, trace) is the request's, shared by the batch.
 FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "rate_limit",
-          "outcome", "resolver_hooks")
+          "outcome", "resolver_hooks", "batch", "batch_gate")
 
 
 def check(body: list[Any], limit: int) -> None:
@@ -85,11 +85,49 @@ def is_mutation(query: str, operation_name: str | None, max_tokens: int) -> bool
     return operation is not None and operation.operation == OperationType.MUTATION
 
 
+class Gate:
+    """Holds the operations that run together at the start of their execution until each of
+    them has reached it or ended (refused before it ran, answered from the response cache):
+    what they awaited before (a rate-limit charge or a persisted query in Redis) takes each
+    its own time, and without the gate their first lookups would leave in batches of their
+    own. From there they stay in step: each level's lookups are answered by one batch."""
+
+    def __init__(self, members: int) -> None:
+        self._missing = members
+        self._open = asyncio.Event()
+
+    def member(self) -> Member:
+        return Member(self)
+
+    def _arrived(self) -> None:
+        self._missing -= 1
+        if self._missing <= 0:
+            self._open.set()
+
+
+class Member:
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._arrived = False
+
+    def arrive(self) -> None:
+        """This operation is at the gate, or will never be (it ended): counted once."""
+        if not self._arrived:
+            self._arrived = True
+            self._gate._arrived()
+
+    async def __call__(self) -> None:
+        """Wait at the gate (RequestContext.batch_gate, awaited by the executor)."""
+        self.arrive()
+        await self._gate._open.wait()
+
+
 async def run_in_order(mutations: Sequence[bool],
-                       run: Callable[[int], Awaitable[ExecutionResult]]
+                       run: Callable[[int, Member | None], Awaitable[ExecutionResult]]
                        ) -> list[ExecutionResult]:
-    """`run(i)` for every operation, in request order: consecutive non-mutations together,
-    each mutation alone between what precedes and what follows it."""
+    """`run(i, member)` for every operation, in request order: consecutive non-mutations
+    together (each a member of their gate), each mutation alone between what precedes and
+    what follows it."""
     results: list[ExecutionResult] = []
     i = 0
     while i < len(mutations):
@@ -97,7 +135,9 @@ async def run_in_order(mutations: Sequence[bool],
         if not mutations[i]:
             while j < len(mutations) and not mutations[j]:
                 j += 1
-        results += await asyncio.gather(*(run(k) for k in range(i, j)))
+        gate = Gate(j - i) if j - i > 1 else None
+        results += await asyncio.gather(*(run(k, gate.member() if gate else None)
+                                          for k in range(i, j)))
         i = j
     return results
 

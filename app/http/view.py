@@ -207,17 +207,21 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                              and batching.is_mutation(data.query, data.operation_name,
                                                       self.settings.max_query_tokens))
 
-        async def run(i: int) -> ExecutionResult:
+        async def run(i: int, gate: batching.Member | None) -> ExecutionResult:
             op, prepared = batch.operations[i], ready[i]
-            if isinstance(prepared, ExecutionResult):
-                op.result = prepared
-            else:
-                try:
+            op.context.batch_gate = gate
+            try:
+                if isinstance(prepared, ExecutionResult):
+                    op.result = prepared
+                else:
                     op.result = await self._execute(
                         request, request_adapter, op.sub_response, op.context, root_value,
                         operations[i], prepared)
-                except HTTPException as error:  # refused by Strawberry (no query, its type)
-                    op.result = batching.failed(error)
+            except HTTPException as error:  # refused by Strawberry (no query, its type)
+                op.result = batching.failed(error)
+            finally:
+                if gate is not None:
+                    gate.arrive()  # (if it never reached the executor)
             return op.result
 
         results = await batching.run_in_order(mutations, run)

@@ -79,6 +79,26 @@ async def test_results_in_request_order_and_one_upstream_call_per_level(
     assert clean_services.stats("reviews")["requests"] == {"GET /reviews": 1}
 
 
+async def test_operations_that_await_redis_first_still_share_their_batches(
+    post: Post, start: Callable[..., Gateway], services: Services, redis_url: str
+) -> None:
+    """Each operation spends its rate limit in Redis before it runs, each round trip taking
+    its own time: they still start together (the gate), so their lookups still leave in one
+    call per service per level."""
+    gateway = start(REDIS_URL=redis_url, REDIS_PREFIX=f"batch-{uuid.uuid4().hex[:8]}",
+                    RATE_LIMIT_ENABLED="true", CACHE_ENABLED="true")
+    query = ("query Product($id: ID!) { product(id: $id) { id name "
+             "reviews(first: 1) { id } } }")
+    for trial in range(5):
+        services.reset_stats()
+        wanted = [f"p{300 + 10 * trial + i}" for i in range(5)]
+        answer = await post(gateway, [{"query": query, "variables": {"id": pid}}
+                                      for pid in wanted])
+        assert [r["data"]["product"]["id"] for r in answer.body] == wanted
+        assert services.stats("catalog")["requests"] == {"GET /products": 1}, trial
+        assert services.stats("reviews")["requests"] == {"GET /reviews": 1}, trial
+
+
 async def test_what_batch_http_link_sends(post: Post, gateway: Gateway,
                                           clean_services: Services) -> None:
     """The body and headers of Apollo Client 4's BatchHttpLink: an array of
