@@ -502,8 +502,11 @@ class EntityCache:
             self._held_everything = False
         self._flush()
         self.observer.evictions_held(len(self._held))
-        log.warning("sent %d held evictions (%d keys%s); the cache is trusted again",
-                    len(sequences), len(tombstones), ", every namespace" if everything else "")
+        # Said once per outage: when nothing held is left (more may have come meanwhile).
+        log.log(logging.INFO if self._held else logging.WARNING,
+                "held evictions sent: %d evictions, %d keys%s%s", len(sequences),
+                len(tombstones), ", every namespace" if everything else "",
+                "" if self._held else "; the cache is trusted again")
 
     async def _wait_sent(self, sequence: int, deadline: Deadline | None) -> bool:
         """Wait until the held eviction `sequence` was sent, at most until `deadline` (or a

@@ -85,9 +85,11 @@ async def test_a_history_with_redis_stalls_keeps_the_consistency_guarantees(
     writes = [op for op in history.ops if isinstance(op, Write)]
     # Not the expected failure (an assertion): a history unfit to check fails the test.
     held = sum("evictions held" in op.detail for op in history.ops if isinstance(op, Nemesis))
+    elsewhere = _read_back_elsewhere(writes, reads)
     if result.problems or faults[STALL] != 5 or faults["replica a logged"] < 2 or \
-            _read_back_elsewhere(writes, reads) < 50:
-        pytest.fail(f"not the history intended: {result.problems}, {faults}")
+            elsewhere < 25:
+        pytest.fail(f"not the history intended: {result.problems}, {faults}, "
+                    f"{elsewhere} reads back elsewhere")
     # The stalls made a replica hold evictions it could not send (what this history tests).
     assert held >= 1, faults
     report = check(history, result.bounds)
