@@ -1,4 +1,5 @@
-"""orders: batch reads, per-user listing newest first, idempotent placement, cancel.
+"""orders: batch reads, per-user listing newest first, idempotent placement, cancel, and
+shipping (by the warehouse's systems).
 
 Placing an order reads prices and skus from catalog and reserves stock through inventory, both
 over HTTP, under a lock per Idempotency-Key so concurrent retries make exactly one order.
@@ -201,6 +202,24 @@ class Orders:
             self.ctx.emitter.emit("Order", order_id, "update", version)
             return JSONResponse(updated)
 
+    async def ship(self, request: Request) -> Response:
+        """The warehouse has sent the order: SHIPPED (its reserved stock stays taken).
+        Shipping a shipped order returns it; a cancelled one cannot ship (409)."""
+        order_id = request.path_params["id"]
+        async with self.ctx.lock(f"order:{order_id}"):
+            order = self.orders.get(order_id)
+            if order is None:
+                raise not_found(f"order {order_id} not found")
+            if order["status"] == "SHIPPED":
+                return JSONResponse(order)
+            if order["status"] == "CANCELLED":
+                raise ApiError(409, "ALREADY_CANCELLED", f"order {order_id} was cancelled")
+            updated = {**order, "status": "SHIPPED"}
+            (version,) = self.store.commit([Change("Order", order_id, updated)])
+            self.orders[order_id] = updated
+            self.ctx.emitter.emit("Order", order_id, "update", version)
+            return JSONResponse(updated)
+
 
 def routes(ctx: Context) -> list[Route]:
     orders = Orders(ctx)
@@ -208,4 +227,5 @@ def routes(ctx: Context) -> list[Route]:
         Route("/orders", orders.list_orders, methods=["GET"]),
         Route("/orders", orders.place, methods=["POST"]),
         Route("/orders/{id}/cancel", orders.cancel, methods=["POST"]),
+        Route("/orders/{id}/ship", orders.ship, methods=["POST"]),
     ]

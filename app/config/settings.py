@@ -278,6 +278,13 @@ class Settings:
         "Content-Length says more or more has arrived; the rest is read and dropped, never "
         "kept.",
     )
+    batch_max_operations: int = setting(
+        10,
+        "BATCH_MAX_OPERATIONS",
+        "Operations one batch (a JSON array of operations in one POST, as Apollo Client's "
+        "BatchHttpLink sends) may hold; above it the batch is refused with 400 "
+        "BATCH_TOO_LARGE and nothing runs. 0: batches are refused (BATCHING_DISABLED).",
+    )
     # -- connections (app/http/connections.py, app/http/server.py) ---------------------------------
     header_timeout_s: float = setting(
         10.0, "HEADER_TIMEOUT_S",
@@ -551,7 +558,7 @@ class Settings:
                      "body_timeout_s", "keepalive_timeout_s", "idempotency_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
-        for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
+        for name in ("retry_budget_ratio", "retry_budget_min_per_s", "batch_max_operations"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_of(name)} must not be negative")
         if not 0 < self.breaker_failure_rate <= 1:

@@ -53,10 +53,12 @@ class HTTPRefusal(HTTPException):
     """A request refused before GraphQL runs (a bad header), with its `extensions.code`."""
 
     def __init__(self, status_code: int, reason: str, code: str,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None) -> None:
         super().__init__(status_code, reason)
         self.code = code
         self.headers = headers
+        self.extensions = extensions or {}  # besides the code: the figures of a limit
 
 
 # A request refused at the HTTP level -> its `extensions.code` (Apollo Server's names).
@@ -66,5 +68,10 @@ HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
 
 def http_refusal_body(error: HTTPException) -> dict[str, Any]:
     """The GraphQL-shaped body of a refused request: a client reads one error format."""
+    return {"errors": [{"message": error.reason, "extensions": refusal_extensions(error)}]}
+
+
+def refusal_extensions(error: HTTPException) -> dict[str, Any]:
+    """A refusal's `extensions`: its code, and the figures of the limit it is over."""
     code = getattr(error, "code", None) or HTTP_CODES.get(error.status_code, "BAD_REQUEST")
-    return {"errors": [{"message": error.reason, "extensions": {"code": code}}]}
+    return {"code": code, **getattr(error, "extensions", {})}

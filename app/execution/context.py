@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from graphql import DocumentNode
@@ -50,6 +50,12 @@ class RequestContext:
     # The document is an operation of the persisted-query manifest (deployed, not sent by
     # whoever calls): its name may become a metric label (app/telemetry/metrics.py).
     manifest_operation: bool = False
+    # A batch's request (app/http/batching.py): each operation's name and outcome, for the
+    # access log; None for a request of one operation.
+    batch: list[tuple[str | None, str | None]] | None = None
+    # An operation of a batch that runs with others awaits this before it executes, so that
+    # they all start together (app/http/batching.py, Gate).
+    batch_gate: Callable[[], Awaitable[None]] | None = None
 
     async def written(self, changes: Sequence[Change]) -> None:
         """This request changed these entities (type, id, the item if known): before the

@@ -21,7 +21,7 @@ executor unchanged; so does a query in which any of them appears.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from math import isfinite
 from typing import Any
 
@@ -176,6 +176,24 @@ class GatewayExecutor(Executor[Any]):
 class PlanExecutor(GatewayExecutor):
 
     def execute_root_grouped_field_set(
+        self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
+        serially: bool, position_context: Any,
+    ) -> Any:
+        gate = getattr(self.context_value, "batch_gate", None)
+        if gate is not None:
+            # An operation of a batch that runs with others: they start together, so that
+            # their lookups go out together (app/http/batching.py, Gate).
+            return self._when_open(gate, root_type, root_value, grouped_field_set, serially,
+                                   position_context)
+        return self._execute_root(root_type, root_value, grouped_field_set, serially,
+                                  position_context)
+
+    async def _when_open(self, gate: Callable[[], Awaitable[None]], *args: Any) -> Any:
+        await gate()
+        result = self._execute_root(*args)
+        return await result if self.is_awaitable(result) else result
+
+    def _execute_root(
         self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
         serially: bool, position_context: Any,
     ) -> Any:

@@ -1,7 +1,10 @@
 """The GraphQL endpoint: Strawberry's ASGI view with this gateway's per-request context,
 persisted queries, the whole-response cache and the rate limit's charge. What the answer
 says besides its body is decided by `response_policy` (Cache-Control, status) and `debug`
-(trace ids, the waterfall); the HTTP checks before GraphQL are in `negotiation`."""
+(trace ids, the waterfall); the HTTP checks before GraphQL are in `negotiation`. A batch (a
+JSON array of operations) runs each through the same per-operation pipeline, each with its
+own context over the request's shared loaders; what is particular to a batch (its checks,
+its order, its one answer's headers) is in `batching`."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -31,6 +34,8 @@ from app.config.settings import Settings
 from app.core.errors import HTTPRefusal
 from app.core.redisguard import RedisGuard
 from app.execution.context import RequestContext
+from app.http import batching
+from app.http.batching import Batch
 from app.http.debug import annotate
 from app.http.ide import DEFAULT_MODULES, Ide
 from app.http.negotiation import (
@@ -109,6 +114,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 check_length(request, limit)
                 check_media_type(request)
                 response = await self.run(request)
+                batch: Batch | None = getattr(request.state, "batch", None)
+                if batch is not None:
+                    batch.finish(response)
             except HTTPException as error:
                 response = refusal(request, error)
             await response(scope, receive, send)
@@ -166,10 +174,70 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 f"{DEADLINE_MAX_MS}", "BAD_USER_INPUT")
         return min(default, int(raw) / 1000)
 
-    async def execute_single(
-        self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
-        root_value: Any, request_data: Any,
-    ) -> ExecutionResult:
+    async def execute_operation(
+        self, request: Request, request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData], context: RequestContext,
+        root_value: Any, sub_response: Any,
+    ) -> Any:
+        if not isinstance(request_data, list):
+            return await super().execute_operation(request, request_adapter, request_data,
+                                                   context, root_value, sub_response)
+        return await self._execute_batch(request, request_adapter, request_data, context,
+                                         root_value, sub_response)
+
+    async def _execute_batch(
+        self, request: Request, request_adapter: Any, operations: list[GraphQLRequestData],
+        context: RequestContext, root_value: Any, sub_response: Any,
+    ) -> list[ExecutionResult]:
+        """Each operation of a batch through `_execute` with a context of its own over the
+        request's loaders, in the order `batching.run_in_order` gives; one that cannot run
+        gets its error in its slot, and the others run."""
+        batch = request.state.batch = Batch(context, [])
+        # (create_response takes the answer's media type from the batch's sub-response.)
+        sub_response.headers["content-type"] = answer_media_type(accept_of(request))
+        ready: list[ExecutionResult | str | None] = []  # a refusal, else the hash to register
+        mutations: list[bool] = []
+        for i, data in enumerate(operations):
+            batch.operation(context, await self.get_sub_response(request), i == 0)
+            problem = batching.shape_error(data.query, data.variables, data.operation_name,
+                                           data.extensions)
+            prepared: ExecutionResult | str | None
+            try:
+                if problem is not None:
+                    raise HTTPRefusal(400, problem, "BAD_REQUEST")
+                prepared = await self._persisted(data)
+            except HTTPRefusal as error:  # as a request of its own would be refused
+                prepared = batching.failed(error)
+            ready.append(prepared)
+            mutations.append(not isinstance(prepared, ExecutionResult)
+                             and data.query is not None
+                             and batching.is_mutation(data.query, data.operation_name,
+                                                      self.settings.max_query_tokens))
+
+        async def run(i: int, gate: batching.Member | None) -> ExecutionResult:
+            op, prepared = batch.operations[i], ready[i]
+            op.context.batch_gate = gate
+            try:
+                if isinstance(prepared, ExecutionResult):
+                    op.result = prepared
+                else:
+                    op.result = await self._execute(
+                        request, request_adapter, op.sub_response, op.context, root_value,
+                        operations[i], prepared)
+            except HTTPException as error:  # refused by Strawberry (no query, its type)
+                op.result = batching.failed(error)
+            finally:
+                if gate is not None:
+                    gate.arrive()  # (if it never reached the executor)
+            return op.result
+
+        results = await batching.run_in_order(mutations, run)
+        batch.settled()
+        return results
+
+    async def _persisted(self, request_data: Any) -> ExecutionResult | str | None:
+        """Resolve the operation's persisted query into `request_data.query`: the hash to
+        register it under once it ran (None: nothing), or the refusal to answer with."""
         try:
             request_data.query, register = await self.persisted.resolve(
                 request_data.query, request_data.extensions)
@@ -177,7 +245,26 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             return ExecutionResult(data=None, errors=[GraphQLError(
                 "PersistedQueryNotFound",
                 extensions={"code": "PERSISTED_QUERY_NOT_FOUND"})])
+        return register
+
+    async def execute_single(
+        self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
+        root_value: Any, request_data: Any,
+    ) -> ExecutionResult:
+        prepared = await self._persisted(request_data)
+        if isinstance(prepared, ExecutionResult):
+            return prepared
+        return await self._execute(request, request_adapter, sub_response, context,
+                                   root_value, request_data, prepared)
+
+    async def _execute(
+        self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,
+        root_value: Any, request_data: Any, register: str | None,
+    ) -> ExecutionResult:
+        """One operation, its persisted query resolved: from the response cache, or run
+        (Strawberry's execute_single), and registered or cached afterwards."""
         if request_data.query:
+            # A manifest operation's name may become a metric label (app/telemetry/metrics.py).
             context.manifest_operation = self.persisted.in_manifest(request_data.query)
         responses = self.caching.responses
         key = None
@@ -223,7 +310,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)
-        context, response = request.state.gateway
+        batch: Batch | None = getattr(request.state, "batch", None)
+        if batch is None:
+            context, response = request.state.gateway
+        else:  # one operation of a batch: its own context and headers (Batch.finish)
+            operation = batch.of(result)
+            context, response = operation.context, operation.sub_response
         cache_headers(context, response, bool(result.errors))
         if context.rate_limit is None and self.limiter is not None:
             # Refused before it ran (a document that does not parse, validate, or fit the
@@ -253,17 +345,24 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         return response
 
     def parse_json(self, data: str | bytes) -> Any:
-        """The body as Strawberry expects it: a JSON object (or a list, a batch, which it
-        refuses), with a string or null operation name. Anything else is the client's 400,
-        not a crash inside Strawberry."""
+        """The body as Strawberry expects it: a JSON object, or a batch (a list of them,
+        `batching.check`), with a string or null operation name. Anything else is the
+        client's 400, not a crash inside Strawberry."""
         body = super().parse_json(data)
         if isinstance(body, list):
+            batching.check(body, self.settings.batch_max_operations)
             return body
         if not isinstance(body, dict):
             raise HTTPRefusal(400, "The request body must be a JSON object", "BAD_REQUEST")
         if not isinstance(body.get("operationName"), str | None):
             raise HTTPRefusal(400, "`operationName` must be a string or null", "BAD_REQUEST")
         return body
+
+    def _validate_batch_request(self, request_data: list[GraphQLRequestData],
+                                protocol: GraphQLRequestProtocol) -> None:
+        # (Strawberry's own check wants its batching config; `parse_json` checked the batch.)
+        if self._get_stream_transport(protocol) is not None:
+            raise HTTPRefusal(400, "A batch cannot be answered as a stream", "BAD_REQUEST")
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)

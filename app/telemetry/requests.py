@@ -41,6 +41,7 @@ ABORTED = "aborted"
 access_log = logging.getLogger("gateway.access")
 DEBUG_HEADER = "x-gateway-debug"
 GRAPHQL_PATH = "/graphql"
+BATCH = "[batch]"  # the operation a batch of operations is logged and counted as
 
 
 def debug_allowed(settings: Settings, value: str | None) -> bool:
@@ -145,6 +146,12 @@ class AccessLog:
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
+            if context.batch is not None:
+                # One request, several operations: each with its outcome in the line, the
+                # request counted under BATCH (no GraphQL name has brackets).
+                fields["operation"] = BATCH
+                fields["operations"] = [{"operation": name, "outcome": outcome}
+                                        for name, outcome in context.batch]
         if aborted is not None:
             # Left before its request was read (app.http.transport): not the gateway's
             # failure. 408 when it was too slow, else nginx's 499 (client closed request).

@@ -138,6 +138,26 @@ async def test_cancel_order_rules(gql: GQL, services: Services, dataset: Dataset
     assert refused["cancelOrder"]["order"] is None
 
 
+async def test_cancel_of_an_order_the_warehouse_shipped(gql: GQL, services: Services,
+                                                         dataset: Dataset) -> None:
+    """The warehouse ships through the orders service, never through the gateway: the next
+    read shows it, and cancelling answers the ALREADY_SHIPPED refusal, stock untouched."""
+    pid = stocked_product(dataset, services)
+    sku = dataset.products[pid]["sku"]
+    placed = data_of(await gql(PLACE, {"input": {"items": [{"productId": pid, "quantity": 1}],
+                                                  "idempotencyKey": key()}}, user="u11"))
+    order_id = placed["placeOrder"]["order"]["id"]
+    status, _, shipped = http("POST", services.url("orders") + f"/orders/{order_id}/ship")
+    assert status == 200 and shipped["status"] == "SHIPPED"
+    read = data_of(await gql('query($id: ID!) { order(id: $id) { id status } }',
+                             {"id": order_id}, user="u11"))
+    assert read["order"] == {"id": order_id, "status": "SHIPPED"}
+    before = live_quantity(services, sku)
+    refused = data_of(await gql(CANCEL, {"id": order_id}, user="u11"))["cancelOrder"]
+    assert refused == {"order": None, "errors": [{"code": "ALREADY_SHIPPED", "field": "id"}]}
+    assert live_quantity(services, sku) == before
+
+
 ADD = """mutation($input: AddReviewInput!) { addReview(input: $input) {
   review { id rating body author { id } product { id reviewCount averageRating reviews(first: 1) { id } } }
   errors { code field } } }"""

@@ -44,8 +44,13 @@ async def test_transport_errors(prod: Gateway, http_session: aiohttp.ClientSessi
                              content_type="text/plain"), 415, "UNSUPPORTED_MEDIA_TYPE")
     assert_refused(await raw(http_session, prod, data=b'{"variables": {}}'), 400,
                    "BAD_REQUEST")
-    assert_refused(await raw(http_session, prod, data=b'[{"query": "{ me { id } }"}, '
-                             b'{"query": "{ me { id } }"}]'), 400, "BAD_REQUEST")
+    # A batch is an array of operations (tests/gateway/test_operation_batching.py); a
+    # malformed one is refused whole.
+    assert_refused(await raw(http_session, prod, data=b"[]"), 400, "BAD_REQUEST")
+    assert_refused(await raw(http_session, prod, data=b'[{"query": "{ me { id } }"}, 1]'),
+                   400, "BAD_REQUEST")
+    assert_refused(await raw(http_session, prod, data=b"[" + b",".join(
+        [b'{"query": "{ me { id } }"}'] * 11) + b"]"), 400, "BATCH_TOO_LARGE")
 
 
 async def test_a_mutation_over_get_is_refused(

@@ -46,7 +46,7 @@ def documents(draw: st.DrawFn) -> str:
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> Any:
+def operations(draw: st.DrawFn) -> Any:
     body: dict[str, Any] = {"query": draw(documents())}
     if draw(st.booleans()):
         body["variables"] = draw(st.one_of(
@@ -56,6 +56,11 @@ def bodies(draw: st.DrawFn) -> Any:
     if draw(st.booleans()):
         body["operationName"] = draw(st.one_of(st.none(), st.text(max_size=8), json_values))
     return draw(st.one_of(st.just(body), json_values))
+
+
+def bodies() -> Any:
+    """An operation (or any JSON), or a batch of them."""
+    return operations() | st.lists(operations(), max_size=4)
 
 
 def writes(services: Services) -> int:
@@ -90,14 +95,17 @@ def test_random_requests_always_get_a_well_formed_answer(
         else:
             status, _, payload = http("POST", prod.url + "/graphql", body)
         assert status in (200, 400, 401, 405, 413, 415), (status, body, payload)
-        assert isinstance(payload, dict), payload
-        assert set(payload) <= {"data", "errors", "extensions"}, payload
-        errors = payload.get("errors") or []
-        assert "data" in payload or errors, payload
-        for error in errors:
-            assert isinstance(error["message"], str)
-            assert error["extensions"]["code"] in KNOWN, (body, error)
-            assert "Traceback" not in error["message"]
+        if isinstance(payload, list):  # a batch's results, one per operation
+            assert status == 200 and isinstance(body, list) and len(payload) == len(body)
+        for result in payload if isinstance(payload, list) else [payload]:
+            assert isinstance(result, dict), payload
+            assert set(result) <= {"data", "errors", "extensions"}, payload
+            errors = result.get("errors") or []
+            assert "data" in result or errors, payload
+            for error in errors:
+                assert isinstance(error["message"], str)
+                assert error["extensions"]["code"] in KNOWN, (body, error)
+                assert "Traceback" not in error["message"]
 
     check()
     assert writes(sservices) == 0  # anonymous: every write was refused before it was sent

@@ -55,6 +55,18 @@ async def test_order_and_stock_events(svc: Services, call: Call, receiver: Recei
     assert sorted(check(receiver.wait_for("Stock", sku, 2), "Stock", "update")) == [2, 3]
 
 
+async def test_ship_event(svc: Services, call: Call, receiver: Receiver, fresh: Fresh) -> None:
+    user, pid = fresh("user"), fresh("product")
+    created = await call("POST", svc.url("orders") + "/orders",
+                         {"user_id": user, "items": [{"product_id": pid, "quantity": 1}]},
+                         headers={"Idempotency-Key": fresh("key")})
+    order_id = created.body["id"]
+    assert (await call("POST", svc.url("orders") + f"/orders/{order_id}/ship")).status == 200
+    events = sorted(receiver.wait_for("Order", order_id, 2), key=lambda e: e.event["version"])
+    assert check(events, "Order", "update") == [1, 2]
+    assert [e.event["op"] for e in events] == ["create", "update"]
+
+
 async def test_restock_events(svc: Services, call: Call, receiver: Receiver,
                               fresh: Fresh, seed_data: Dataset) -> None:
     sku = seed_data.products[fresh("product")]["sku"]

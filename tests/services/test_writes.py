@@ -188,6 +188,35 @@ async def test_cancel_rules(svc: Services, call: Call, fresh: Fresh, seed_data: 
     assert reply.status == 200 and reply.body["status"] == "CANCELLED"
 
 
+async def test_ship_rules(svc: Services, call: Call, fresh: Fresh, seed_data: Dataset) -> None:
+    user, pid = fresh("user"), fresh("product")
+    sku = seed_data.products[pid]["sku"]
+    created = await place(svc, call, fresh("key"),
+                          {"user_id": user, "items": [{"product_id": pid, "quantity": 2}]})
+    taken = await stock_of(svc, call, [sku])
+    url = svc.url("orders") + f"/orders/{created.body['id']}"
+    shipped = await call("POST", url + "/ship")
+    assert shipped.status == 200
+    assert shipped.body == {**created.body, "status": "SHIPPED"}
+    listed = await call("GET", svc.url("orders") + f"/orders?ids={created.body['id']}")
+    assert listed.body["items"] == [shipped.body]
+    assert await stock_of(svc, call, [sku]) == taken  # what shipped stays taken
+    again = await call("POST", url + "/ship")  # shipping twice returns the order
+    assert again.status == 200 and again.body == shipped.body
+    assert_error(await call("POST", url + "/cancel"), 409, "ALREADY_SHIPPED")
+    assert await stock_of(svc, call, [sku]) == taken
+
+    cancelled = await place(svc, call, fresh("key"),
+                            {"user_id": user, "items": [{"product_id": pid, "quantity": 1}]})
+    cancel_url = svc.url("orders") + f"/orders/{cancelled.body['id']}"
+    assert (await call("POST", cancel_url + "/cancel")).status == 200
+    assert_error(await call("POST", cancel_url + "/ship"), 409, "ALREADY_CANCELLED")
+    listed = await call("GET", svc.url("orders") + f"/orders?ids={cancelled.body['id']}")
+    assert listed.body["items"][0]["status"] == "CANCELLED"
+    assert_error(await call("POST", svc.url("orders") + "/orders/o99999999/ship"), 404,
+                 "NOT_FOUND")
+
+
 async def test_reservations_directly(svc: Services, call: Call, fresh: Fresh,
                                      seed_data: Dataset) -> None:
     pid = fresh("product")
