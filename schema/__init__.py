@@ -27,7 +27,7 @@ from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema.direct_resolvers import install_direct_resolvers
 from schema.partial import install_fallbacks
-from schema.root import Mutation, Query
+from schema.root import Mutation, Query, Subscription
 
 
 class GatewaySchema(strawberry.Schema):
@@ -47,6 +47,7 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         # Sources are upstream dicts: read fields by key, a C call per field.
         config=StrawberryConfig(default_resolver=operator.getitem),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
