@@ -109,10 +109,15 @@ class WSConnection:
         assert answer == {"type": "connection_ack"}, answer
         return answer
 
-    async def expect_control(self, within: float = WAIT_S) -> dict[str, Any]:
-        item = await asyncio.wait_for(self.control.get(), within)
-        assert not isinstance(item, Ended), f"closed: {item}"
-        return item
+    async def expect_control(self, within: float = WAIT_S, *,
+                             pings: bool = False) -> dict[str, Any]:
+        """The next protocol message (the server's keep-alive pings skipped, unless
+        `pings`); fails if the connection closes instead."""
+        while True:
+            item = await asyncio.wait_for(self.control.get(), within)
+            assert not isinstance(item, Ended), f"closed: {item}"
+            if pings or item != {"type": "ping"}:
+                return item
 
     async def closed_with(self, within: float = WAIT_S) -> Ended:
         """Skip protocol messages until the connection closes; its close."""
@@ -162,45 +167,58 @@ class WSConnection:
 class SSEStream:
     """One GraphQL over SSE request (distinct connections mode)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, read: bool = True) -> None:
         self.response = response
         self.subscriber = Subscriber()
         self.events: list[str] = []  # every event's name, keep-alive comments as ":"
+        self._reader: asyncio.Task[None] | None = None
+        if read:
+            self.start_reading()
+
+    def start_reading(self) -> None:
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         event, data = "", []
         complete = False
+        pending = b""
         try:
-            async for raw in self.response.content:
-                line = raw.decode().rstrip("\n").rstrip("\r")
-                if line.startswith(":"):
-                    self.events.append(":")
-                elif line.startswith("event:"):
-                    event = line.removeprefix("event:").strip()
-                elif line.startswith("data:"):
-                    data.append(line.removeprefix("data:").strip())
-                elif line == "" and event:
-                    self.events.append(event)
-                    if event == "next":
-                        self.subscriber.messages.put_nowait(orjson.loads("\n".join(data)))
-                    elif event == "complete":
-                        complete = True
-                    event, data = "", []
+            # Chunks, split into lines here: aiohttp's own line reader refuses a line longer
+            # than its buffer, and a message is one line of any length.
+            async for chunk in self.response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode().rstrip("\r")
+                    if line.startswith(":"):
+                        self.events.append(":")
+                    elif line.startswith("event:"):
+                        event = line.removeprefix("event:").strip()
+                    elif line.startswith("data:"):
+                        data.append(line.removeprefix("data:").strip())
+                    elif line == "" and event:
+                        self.events.append(event)
+                        if event == "next":
+                            self.subscriber.messages.put_nowait(orjson.loads("\n".join(data)))
+                        elif event == "complete":
+                            complete = True
+                        event, data = "", []
         except (aiohttp.ClientError, asyncio.CancelledError):
             pass
         self.subscriber.finish(Ended(complete=complete))
 
     async def close(self) -> None:
-        self._reader.cancel()
         self.response.close()
-        await asyncio.wait([self._reader], timeout=WAIT_S)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.wait([self._reader], timeout=WAIT_S)
 
 
 async def open_sse(session: aiohttp.ClientSession, base_url: str, query: str,
                    variables: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None, *,
-                   read_bufsize: int = 2**16) -> SSEStream | aiohttp.ClientResponse:
+                   read_bufsize: int = 2**16, read: bool = True
+                   ) -> SSEStream | aiohttp.ClientResponse:
     """POST the operation with Accept: text/event-stream; the stream, or the response when
     the gateway refused it with a status."""
     response = await session.post(
@@ -211,7 +229,19 @@ async def open_sse(session: aiohttp.ClientSession, base_url: str, query: str,
     if response.status != 200:
         return response
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    return SSEStream(response)
+    return SSEStream(response, read)
+
+
+def small_receive_buffer(size: int) -> aiohttp.TCPConnector:
+    """A connector whose sockets have a small receive buffer: a client that stops reading
+    fills it, and the server's send blocks, sooner."""
+    def factory(addr_info: Any) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return sock
+
+    return aiohttp.TCPConnector(socket_factory=factory)
 
 
 @asynccontextmanager

@@ -27,8 +27,8 @@ async def test_an_event_costs_one_fetch_per_entity_whatever_the_subscribers(
         protocol: str, stack: Stack, session: aiohttp.ClientSession, svc: Services,
         changes: Changes) -> None:
     product = "p201" if protocol == "ws" else "p202"
-    query = ('subscription { productChanged(id: "%s") { name '
-             "reviews(first: 5) { body author { name } } } }" % product)
+    query = ('subscription { productChanged(id: "' + product + '") { name '
+             "reviews(first: 5) { body author { name } } } }")
     async with AsyncExitStack() as exits:
         subscribers: list[Subscriber] = []
         if protocol == "ws":  # two connections of four subscriptions
@@ -62,8 +62,8 @@ async def test_a_subscribers_nested_selections_batch_as_a_querys_do(
         protocol: str, stack: Stack, session: aiohttp.ClientSession, svc: Services,
         changes: Changes) -> None:
     product = "p211" if protocol == "ws" else "p212"
-    query = ('subscription { productChanged(id: "%s") { name reviews(first: 10) '
-             "{ author { name reviews(first: 3) { product { name inStock } } } } } }" % product)
+    query = ('subscription { productChanged(id: "' + product + '") { name reviews(first: 10) '
+             "{ author { name reviews(first: 3) { product { name inStock } } } } } }")
     async with AsyncExitStack() as exits:
         if protocol == "ws":
             connection = await WSConnection.open(stack.nocache.url)

@@ -36,8 +36,8 @@ async def test_product_changed_sends_name_and_rating_changes(
         protocol: str, stack: Stack, session: aiohttp.ClientSession,
         changes: Changes) -> None:
     product = "p111" if protocol == "ws" else "p112"
-    query = ('subscription { productChanged(id: "%s") { id name reviewCount '
-             "price { amount currency } } }" % product)
+    query = ('subscription { productChanged(id: "' + product + '") { id name reviewCount '
+             "price { amount currency } } }")
     async with subscribe(protocol, session, stack.memory.url, query) as sub:
         await wait_active(session, stack.memory, 1)
         await changes.rename(product, f"Renamed {protocol}")
@@ -54,8 +54,8 @@ async def test_review_added_sends_the_products_new_reviews_only(
         protocol: str, stack: Stack, session: aiohttp.ClientSession,
         changes: Changes) -> None:
     product, other = ("p121", "p122") if protocol == "ws" else ("p123", "p124")
-    query = ('subscription { reviewAdded(productId: "%s") '
-             "{ id body rating author { id name } product { id } } }" % product)
+    query = ('subscription { reviewAdded(productId: "' + product + '") '
+             "{ id body rating author { id name } product { id } } }")
     async with subscribe(protocol, session, stack.memory.url, query) as sub:
         await wait_active(session, stack.memory, 1)
         await changes.review(other, "u4", "about another product")
