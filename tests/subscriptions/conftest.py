@@ -152,12 +152,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-async def metrics(session: aiohttp.ClientSession, gateway: Gateway) -> str:
-    async with session.get(gateway.url + "/metrics") as resp:
+async def metrics(session: aiohttp.ClientSession, gateway: Gateway | str) -> str:
+    """`gateway`'s /metrics (a process, or the base URL of one in this process)."""
+    url = gateway if isinstance(gateway, str) else gateway.url
+    async with session.get(url + "/metrics") as resp:
         return await resp.text()
 
 
-async def metric(session: aiohttp.ClientSession, gateway: Gateway, name: str,
+async def metric(session: aiohttp.ClientSession, gateway: Gateway | str, name: str,
                  **labels: str) -> float:
     return sample_total(await metrics(session, gateway), name, **labels)
 
@@ -174,7 +176,7 @@ async def wait_active(session: aiohttp.ClientSession, gateway: Gateway, count: i
         await asyncio.sleep(0.02)
 
 
-async def wait_metric(session: aiohttp.ClientSession, gateway: Gateway, name: str,
+async def wait_metric(session: aiohttp.ClientSession, gateway: Gateway | str, name: str,
                       condition: Callable[[float], bool], **labels: str) -> float:
     deadline = time.monotonic() + SETTLE_S
     while True:
