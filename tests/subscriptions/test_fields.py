@@ -107,3 +107,18 @@ async def test_a_subscription_is_refused_like_a_query(
                 errors = (await sub.next()).get("errors")
                 assert (await sub.end()).complete
             assert errors and errors[0]["extensions"]["code"] == code, (query, errors)
+
+
+async def test_a_query_over_either_transport_is_answered_once(
+        stack: Stack, session: aiohttp.ClientSession) -> None:
+    query = '{ product(id: "p140") { id } }'
+    async with subscribe("ws", session, stack.memory.url, query) as sub:
+        assert (await sub.next())["data"] == {"product": {"id": "p140"}}
+        assert (await sub.end()).complete
+    # SSE over GET, as an EventSource sends it.
+    async with session.get(stack.memory.url + "/graphql", params={"query": query},
+                           headers={"Accept": "text/event-stream"}) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert text == ('event: next\ndata: {"data":{"product":{"id":"p140"}}}\n\n'
+                    "event: complete\ndata: \n\n")
