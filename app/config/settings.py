@@ -9,6 +9,7 @@ config/) uses the same names as keys; the environment overrides it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -251,7 +252,46 @@ class Settings:
         "`ids`) of every list above it, `first`'s default when not given.",
     )
     max_body_bytes: int = setting(
-        1_000_000, "MAX_BODY_BYTES", "Largest request body, in bytes (413 above it)."
+        1_000_000, "MAX_BODY_BYTES",
+        "Largest request body on every route (/graphql, /events), in bytes: 413 as soon as "
+        "Content-Length says more or more has arrived; the rest is read and dropped, never "
+        "kept.",
+    )
+    # -- connections (app/http/connections.py, app/http/server.py) ---------------------------------
+    header_timeout_s: float = setting(
+        10.0, "HEADER_TIMEOUT_S",
+        "Time a client has to send a request's line and headers, from their first byte (a "
+        "new connection's first request: from the connection's opening); past it 408 and the "
+        "connection is closed.",
+    )
+    body_timeout_s: float = setting(
+        30.0, "BODY_TIMEOUT_S",
+        "Time a client has to send a request's whole body once its headers are in; past it "
+        "408 and the connection is closed.",
+    )
+    keepalive_timeout_s: float = setting(
+        5.0, "KEEPALIVE_TIMEOUT_S",
+        "How long an idle connection is kept open before its first request and between "
+        "requests (uvicorn's timeout_keep_alive); keep it above a reverse proxy's keep-alive "
+        "to the gateway (docker/nginx.conf: 4 s).",
+    )
+    max_header_bytes: int = setting(
+        16_384, "MAX_HEADER_BYTES",
+        "Largest request line and headers together, in bytes; 431 above it (checked as they "
+        "arrive) and the connection is closed.",
+    )
+    max_connections: int = setting(
+        1000, "MAX_CONNECTIONS",
+        "Connections (and requests in flight) one gateway process serves at once (uvicorn's "
+        "limit_concurrency, per worker); a request on a connection beyond them gets 503 with "
+        "Retry-After at once, and the connection is closed.",
+    )
+    trusted_proxies: str = setting(
+        "", "TRUSTED_PROXIES",
+        "Addresses of the reverse proxies in front of the gateway (IPs or networks, "
+        "comma-separated): only a connection from one of them has its X-Forwarded-For and "
+        "X-Forwarded-Proto believed (the client address then rate-limits and is logged). "
+        "Empty: those headers are ignored from everyone. Forwarded is never read.",
     )
     # -- subscriptions (app/execution/subscriptions.py, app/http/subscriptions.py) ----------
     subscriptions_per_connection: int = setting(
@@ -420,6 +460,20 @@ class Settings:
     def service_url(self, service: str) -> str:
         return str(getattr(self, f"{service}_url")).rstrip("/")
 
+    def proxies(self) -> list[str]:
+        """TRUSTED_PROXIES as networks (an address is a network of one), for uvicorn."""
+        out = []
+        for item in self.trusted_proxies.split(","):
+            if not item.strip():
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(
+                    f"TRUSTED_PROXIES must list IP addresses or networks (such as 10.0.0.5 or "
+                    f"10.0.0.0/24), got {item.strip()!r}") from None
+        return out
+
     def service_timeouts(self) -> dict[str, tuple[float, float]]:
         """(total, connect) seconds of one attempt, per service."""
         overrides: Any = {}
@@ -471,8 +525,8 @@ class Settings:
                      "upstream_timeout_s", "upstream_connect_timeout_s", "upstream_keepalive_s",
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
-                     "event_version_ttl_s", "redis_breaker_open_s",
-                     "subscription_init_timeout_s"):
+                     "event_version_ttl_s", "redis_breaker_open_s", "header_timeout_s",
+                     "body_timeout_s", "keepalive_timeout_s", "subscription_init_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s"):
@@ -485,11 +539,12 @@ class Settings:
                      "rate_limit_gold",
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes",
-                     "invalidation_lease_ms", "redis_timeout_ms",
-                     "subscriptions_per_connection", "subscription_connections_per_client",
-                     "subscription_buffer_bytes"):
+                     "invalidation_lease_ms", "redis_timeout_ms", "max_header_bytes",
+                     "max_connections", "subscriptions_per_connection",
+                     "subscription_connections_per_client", "subscription_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
+        self.proxies()  # raises on a bad TRUSTED_PROXIES
         if self.redis_url and (problem := redisclient.url_problem(self.redis_url)):
             raise SettingsError(problem)
         self.service_timeouts()  # raises on a bad UPSTREAM_TIMEOUTS

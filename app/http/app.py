@@ -160,6 +160,9 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         middleware=[*request_telemetry(settings, telemetry, graphql.auth),
                     *transport.middleware(settings)],
     )
+    # No redirect from /graphql/ to /graphql: Starlette builds it from the Host header,
+    # which the caller chooses (a redirect to http://evil.example/graphql); a 404 instead.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.client = client
     app.state.caching = caching

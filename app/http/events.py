@@ -6,32 +6,48 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.core.errors import HTTPRefusal
+from app.http.negotiation import read_body
 from loaders.entities import EVENT_TYPES
 
 log = logging.getLogger("gateway.events")
 EVENT_OPS = {"create", "update", "delete"}
 
 
+# X-Signature: sha256=<the body's HMAC-SHA256, in hex>.
+SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+
+
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
+    if not header or not SIGNATURE.fullmatch(header):
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header.removeprefix("sha256="))
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
 
 
 async def receive_event(request: Request) -> Response:
-    body = await request.body()
-    if not signature_ok(request.app.state.settings.event_secret, body,
-                        request.headers.get("x-signature")):
+    # Nothing is read before the signature header has its shape and the body fits
+    # MAX_BODY_BYTES: an unsigned or oversized POST costs no memory.
+    signature = request.headers.get("x-signature")
+    if not signature or not SIGNATURE.fullmatch(signature):
+        return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
+    try:
+        body = await read_body(request, request.app.state.settings.max_body_bytes)
+    except HTTPRefusal as refused:
+        return _error(refused.status_code, refused.code, refused.reason, refused.headers)
+    if not signature_ok(request.app.state.settings.event_secret, body, signature):
         return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
     try:
         event = orjson.loads(body)

@@ -7,7 +7,7 @@ import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope
 
 from app.core.errors import HTTPRefusal, http_refusal_body
 from app.telemetry.tracing import trace_id_of
@@ -59,14 +59,43 @@ def accept_of(request: Request) -> str:
 
 
 def too_large(limit: int) -> HTTPRefusal:
+    # Answered at once; the rest of the body, if the client goes on sending it, is read and
+    # dropped (never kept) until it ends or BODY_TIMEOUT_S: closing now would reset the
+    # connection under the client's upload, and it could lose this answer.
     return HTTPRefusal(413, f"The request body is over {limit} bytes", "PAYLOAD_TOO_LARGE")
 
 
 def check_length(request: Request, limit: int) -> None:
-    """Refuse a body whose declared length is over the limit, before reading it."""
+    """Refuse a body whose declared length is over the limit, before reading it. (The HTTP
+    parser refuses a Content-Length that is not a number; this does not rely on it.)"""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None:
+        return
+    declared = declared.strip()
+    if not (declared.isascii() and declared.isdigit()):
+        raise HTTPRefusal(400, "Content-Length must be a number of bytes", "BAD_REQUEST")
+    if len(declared) > 18 or int(declared) > limit:
         raise too_large(limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most `limit` bytes: refused (413) on its declared length before
+    any of it is read, and as soon as more than `limit` has arrived (chunked, or longer than
+    it said), so that a big body is never held in memory."""
+    check_length(request, limit)
+    chunks: list[bytes] = []
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type_of(request: Request) -> str:
+    """The Content-Type's media type, lower-cased (media types are case-insensitive)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def check_media_type(request: Request) -> None:
@@ -74,9 +103,18 @@ def check_media_type(request: Request) -> None:
     # not Strawberry's 400.
     if request.method != "POST":
         return
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in POST_MEDIA_TYPES:
+    if media_type_of(request) not in POST_MEDIA_TYPES:
         raise HTTPRefusal(415, "A POST body must be application/json", "UNSUPPORTED_MEDIA_TYPE")
+
+
+def normalized(scope: Scope) -> Scope:
+    """The scope with its Content-Type's media type lower-cased: Strawberry compares it as
+    written, and refused `APPLICATION/JSON`, which is the same media type."""
+    headers = scope["headers"]
+    if not any(name == b"content-type" and value != value.lower() for name, value in headers):
+        return scope
+    return {**scope, "headers": [
+        (name, value.lower() if name == b"content-type" else value) for name, value in headers]}
 
 
 def bounded(receive: Receive, limit: int) -> Receive:

@@ -5,6 +5,7 @@ spreads connections over them; one shared socket let one awake worker take whole
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import uvicorn
 from app.cache.hints import CacheHints
 from app.config.settings import Settings, SettingsError
 from app.core.process import die_with_parent
+from app.http.connections import GuardedHttpToolsProtocol
 from app.security.persisted import load_manifest
 from app.telemetry import logs
 from app.telemetry.metrics import MULTIPROC_ENV
@@ -60,11 +62,22 @@ def serve() -> int:
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            # httptools with the limits uvicorn lacks: header and body timeouts, the header
+            # size (app/http/connections.py).
+            http=GuardedHttpToolsProtocol.configure(
+                settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes),
+            limit_concurrency=settings.max_connections,
+            timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+            # X-Forwarded-For and -Proto only from TRUSTED_PROXIES (uvicorn's default trusts
+            # loopback, and its FORWARDED_ALLOW_IPS variable, which is not read here).
+            proxy_headers=bool(settings.proxies()),
+            forwarded_allow_ips=settings.proxies(),
+            server_header=False,
             log_config=logs.logging_config(settings),
             log_level=settings.log_level,
             access_log=False,  # app/telemetry/requests.py writes the access log
         )
+        raise_fd_limit()
         server = GatewayServer(config)
         sockets = None
         if worker:
@@ -105,6 +118,18 @@ def _starlette(app: Any) -> Any:
     while app is not None and not hasattr(app, "state"):
         app = getattr(app, "app", None)
     return app
+
+
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: MAX_CONNECTIONS, the upstream pools
+    and Redis all take descriptors, and a soft limit of 1024 is common."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # as it was
 
 
 # -- several workers ---------------------------------------------------------------------------

@@ -8,9 +8,12 @@ import logging
 import orjson
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config.settings import Settings
+from app.telemetry import metrics
+from app.telemetry.requests import ABORTED
 from app.telemetry.tracing import trace_id_of
 
 log = logging.getLogger("gateway")
@@ -52,6 +55,15 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, receive, secured)
+        except ClientDisconnect:
+            # The client left (or was too slow: app.http.connections) before its request was
+            # read: its doing, not a failure; there is nobody to answer.
+            state = scope.setdefault("state", {})
+            reason = state.setdefault(ABORTED, "client_disconnect")
+            if reason == "client_disconnect":
+                metrics.aborted(reason)  # (a timeout was counted where it fired)
+            log.info("request abandoned before it was read: %s", reason.replace("_", " "),
+                     extra={"reason": reason, "path": scope.get("path")})
         except Exception:
             # A bug outside GraphQL (which masks its own): JSON, no stack trace, the trace
             # id to find it by; logged in full.

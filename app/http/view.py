@@ -6,6 +6,7 @@ says besides its body is decided by `response_policy` (Cache-Control, status) an
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from app.http.negotiation import (
     bounded,
     check_length,
     check_media_type,
+    normalized,
     refusal,
     wants_event_stream,
 )
@@ -54,6 +56,8 @@ from loaders.registry import Loaders
 
 # A client's own, shorter, time budget for its request (the setting is the maximum).
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
+DEADLINE_MAX_MS = 999_999_999
+DEADLINE_VALUE = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass
@@ -100,6 +104,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         # Strawberry answers a refused request (bad JSON, a bad header) in plain text; here
         # it gets the same JSON error shape, with a code, as every other error.
         limit = self.settings.max_body_bytes
+        scope = normalized(scope)
         request = Request(scope=scope, receive=bounded(receive, limit))
         try:
             try:
@@ -160,15 +165,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         raw = request.headers.get(DEADLINE_HEADER)
         if raw is None:
             return default
-        try:
-            asked = int(raw)
-        except ValueError:
-            asked = 0
-        if asked <= 0:
+        # Digits only (int() would take "+5", "5_000", " 5" and other scripts' digits), and
+        # few enough to be a float: a 400-digit value was an OverflowError, a 500.
+        if not DEADLINE_VALUE.fullmatch(raw) or int(raw) == 0:
             raise HTTPRefusal(
-                400, f"{DEADLINE_HEADER} must be a positive whole number of milliseconds",
-                "BAD_USER_INPUT")
-        return min(default, asked / 1000)
+                400, f"{DEADLINE_HEADER} must be a whole number of milliseconds from 1 to "
+                f"{DEADLINE_MAX_MS}", "BAD_USER_INPUT")
+        return min(default, int(raw) / 1000)
 
     async def execute_single(
         self, request: Request, request_adapter: Any, sub_response: Any, context: RequestContext,

@@ -10,6 +10,7 @@ With DEV_MODE, `X-User-Id` names the caller instead (development only).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:review
 DEV_SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:reviews"})
 ASYMMETRIC = ["RS256", "ES256"]
 USER_HEADER = "x-user-id"
+USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,12 @@ class Authenticator:
         """The caller named by the request's headers; raises a 401 refusal for a bad token."""
         authorization = headers.get("authorization")
         if authorization is None:
-            if self.settings.dev_mode and headers.get(USER_HEADER):
-                return Viewer(headers.get(USER_HEADER), DEV_SCOPES, "authenticated")
+            user = headers.get(USER_HEADER) if self.settings.dev_mode else None
+            if user:
+                if not USER_ID.fullmatch(user):
+                    raise HTTPRefusal(400, "X-User-Id must be a user id (letters, digits, - "
+                                      "and _, at most 64)", "BAD_USER_INPUT")
+                return Viewer(user, DEV_SCOPES, "authenticated")
             return ANONYMOUS
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

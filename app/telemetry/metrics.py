@@ -35,7 +35,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 REQUESTS = Counter(
     "gateway_requests_total",
     "GraphQL requests by operation name and outcome (ok, partial: data with errors, error: "
-    "no data, refused: rejected before execution: bad input, limits, rate limit).",
+    "no data, refused: rejected before execution: bad input, limits, rate limit; aborted: "
+    "the client left or was too slow before its request was read).",
     ["operation", "outcome"],
 )
 REQUEST_LATENCY = Histogram(
@@ -108,6 +109,27 @@ EVICTIONS_HELD = Gauge(
     "sent once it is back; while any is held, the gateway reads around its caches.",
     multiprocess_mode="livesum",
 )
+# Why a request or connection ended before its request was read (app/http/connections.py,
+# app/http/transport.py): the client's doing or the limits' (README: Security, Slow clients and
+# big inputs). Never a 500, and never among gateway_requests_total's errors.
+ABORT_REASONS = ("header_timeout", "body_timeout", "headers_too_large", "over_capacity",
+                 "client_disconnect")
+HTTP_ABORTED = Counter(
+    "gateway_http_aborted_total",
+    "Requests or connections that ended before their request was read, by reason: "
+    "header_timeout and body_timeout (408, the client was too slow), headers_too_large "
+    "(431), over_capacity (503: MAX_CONNECTIONS), client_disconnect (the client left "
+    "mid-request).",
+    ["reason"],
+)
+for _reason in ABORT_REASONS:
+    HTTP_ABORTED.labels(_reason)  # every reason shows, at 0, from the start
+
+
+def aborted(reason: str) -> None:
+    HTTP_ABORTED.labels(reason).inc()
+
+
 PLANNED = Counter(
     "gateway_planned_operations_total",
     "Operations run by the breadth-first executor (the rest: graphql-core's).",

@@ -34,6 +34,10 @@ from app.security.auth import Authenticator
 from app.telemetry import metrics
 from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
 
+# The scope state's key naming why a request was abandoned before it was read (set by
+# app/http/connections.py and app/http/transport.py, which may not be imported from here).
+ABORTED = "aborted"
+
 access_log = logging.getLogger("gateway.access")
 DEBUG_HEADER = "x-gateway-debug"
 GRAPHQL_PATH = "/graphql"
@@ -129,12 +133,19 @@ class AccessLog:
             "method": scope["method"], "path": path, "status": status,
             "duration_ms": round(duration * 1000, 3),
         }
-        gateway = scope.get("state", {}).get("gateway")
+        state = scope.get("state", {})
+        gateway = state.get("gateway")
+        aborted = state.get(ABORTED)
         if gateway is not None:
             context = gateway[0]
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
+        if aborted is not None:
+            # Left before its request was read (app.http.transport): not the gateway's
+            # failure. 408 when it was too slow, else nginx's 499 (client closed request).
+            fields["status"] = status = 408 if aborted == "body_timeout" else 499
+            fields["outcome"] = "aborted"
         if path == GRAPHQL_PATH and (gateway is not None or status >= 400):
             # (Without a context and with a 2xx, it was the IDE's page, not a request.)
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")

@@ -5,6 +5,7 @@ checks the compose file itself where the tool exists."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -96,9 +97,15 @@ def test_the_load_balancer_forwards_port_8000_to_both_replicas() -> None:
     assert sorted(servers) == [f"{r}:8000" for r in REPLICAS]
     assert re.search(rf"proxy_pass http://{name};", conf)
     assert re.search(r"listen 8000;", conf)
-    # The replicas trust X-Forwarded-For (FORWARDED_ALLOW_IPS): nginx must set it, never
-    # pass on a caller's own, or a caller would pick its rate-limit bucket.
+    # The replicas trust X-Forwarded-For from nginx's address alone (TRUSTED_PROXIES): nginx
+    # must set it, never pass on a caller's own, or a caller would pick its rate-limit bucket.
     assert re.search(r"proxy_set_header X-Forwarded-For \$remote_addr;", conf)
+    services = compose()["services"]
+    address = lb["networks"]["default"]["ipv4_address"]
+    [subnet] = compose()["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    for name in REPLICAS:
+        assert replica_settings(environment(services[name])).proxies() == [f"{address}/32"]
 
 
 def test_prometheus_scrapes_each_replica() -> None:
