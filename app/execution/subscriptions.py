@@ -133,6 +133,7 @@ class OperationRequest:
 class NotSubscription:
     """The request is a query or a mutation: the transport runs it as over HTTP."""
 
+    query: str  # the document's text (a persisted query's, when sent by its hash)
     document: DocumentNode
     operation: OperationType
 
@@ -227,7 +228,7 @@ class Hub:
                 else f"Unknown operation named '{request.operation_name}'.",
                 extensions={"code": "BAD_REQUEST"}))
         if operation.operation != OperationType.SUBSCRIPTION:
-            return NotSubscription(document, operation.operation)
+            return NotSubscription(query, document, operation.operation)
         cost, over = check_limits(self.schema, document, request.operation_name,
                                   request.variables or {}, self.limits)
         if over is not None:

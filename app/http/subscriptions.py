@@ -403,7 +403,8 @@ class WebSocketConnection(Connection):
         if isinstance(result, Subscription):
             self.subscriptions[subscription_id] = result
         elif isinstance(result, NotSubscription):
-            payload = await self.streams.run_operation(request, self.viewer, self.address)
+            payload = await self.streams.run_operation(request, result.query, self.viewer,
+                                                       self.address)
             self.queue("next", {"id": subscription_id, "type": "next", "payload": payload})
             self.queue("complete", {"id": subscription_id, "type": "complete"})
         else:
@@ -445,7 +446,8 @@ class EventStream(Connection):
             self.start(self._keepalive(b":\n\n"))
             self.start(self._expiry())
         else:
-            payload = (await self.streams.run_operation(request, viewer, self.address)
+            payload = (await self.streams.run_operation(request, result.query, viewer,
+                                                        self.address)
                        if isinstance(result, NotSubscription) else {"errors": result})
             self.outbox.put("next", self.encode_next("", payload))
             self.outbox.put("complete", b"event: complete\ndata: \n\n")
@@ -559,14 +561,14 @@ class Streams:
             self._closed(connection)
             self.release(connection)
 
-    async def run_operation(self, request: OperationRequest, viewer: Viewer,
+    async def run_operation(self, request: OperationRequest, query: str, viewer: Viewer,
                             address: str) -> Payload:
         """A query or a mutation sent over a subscription transport: run as over HTTP
         (the schema's extensions: limits, rate limit), its one result."""
         context = self.hub.request_context(viewer, address)
         try:
             result = await self.schema.execute(
-                request.query, variable_values=request.variables, context_value=context,
+                query, variable_values=request.variables, context_value=context,
                 operation_name=request.operation_name)
         finally:
             context.loaders.release()
