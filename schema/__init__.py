@@ -22,6 +22,7 @@ from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import QueryLimits
 from app.execution.policy import OperationPolicy
+from app.execution.subscriptions import NoSubscriptionOverHTTP
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
@@ -62,6 +63,8 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
+            # Subscriptions have transports of their own (app/http/subscriptions.py).
+            lambda: AddValidationRules([NoSubscriptionOverHTTP]),
             # Introspection off by setting: graphql-core's own validation rule refuses it.
             *([] if settings.introspection else [
                 lambda: AddValidationRules([NoSchemaIntrospectionCustomRule])]),

@@ -42,7 +42,9 @@ from graphql import (
     ExecutionResult,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     OperationType,
+    ValidationRule,
     get_operation_ast,
     parse,
     specified_rules,
@@ -139,6 +141,18 @@ class NotSubscription:
 
 
 Refusal = list[dict[str, Any]]  # the formatted GraphQL errors that refuse a request
+
+
+class NoSubscriptionOverHTTP(ValidationRule):
+    """A subscription sent as a plain HTTP request (its answer is one response): refused,
+    saying where subscriptions are served. (The hub validates without this rule.)"""
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+        if node.operation == OperationType.SUBSCRIPTION:
+            self.report_error(GraphQLError(
+                "Subscriptions are served at /graphql over a WebSocket (subprotocol "
+                "graphql-transport-ws) or as Server-Sent Events (Accept: text/event-stream), "
+                "not as a single HTTP response", node))
 
 
 @dataclass

@@ -122,3 +122,14 @@ async def test_a_query_over_either_transport_is_answered_once(
         text = await resp.text()
     assert text == ('event: next\ndata: {"data":{"product":{"id":"p140"}}}\n\n'
                     "event: complete\ndata: \n\n")
+
+
+async def test_a_subscription_as_a_plain_http_request_says_where_to_subscribe(
+        stack: Stack, session: aiohttp.ClientSession) -> None:
+    async with session.post(stack.memory.url + "/graphql", json={
+            "query": 'subscription { productChanged(id: "p141") { name } }'},
+            headers={"Accept": "application/graphql-response+json"}) as resp:
+        assert resp.status == 400
+        error = (await resp.json())["errors"][0]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "graphql-transport-ws" in error["message"] and "text/event-stream" in error["message"]
