@@ -22,12 +22,13 @@ from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import Lengths, QueryLimits, length_rule
 from app.execution.policy import OperationPolicy
+from app.execution.subscriptions import NoSubscriptionOverHTTP
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema.direct_resolvers import install_direct_resolvers
 from schema.partial import install_fallbacks
-from schema.root import Mutation, Query
+from schema.root import Mutation, Query, Subscription
 
 
 class GatewaySchema(strawberry.Schema):
@@ -49,12 +50,14 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     settings = settings or Settings()
     lengths = Lengths(settings.max_id_length, settings.max_string_length)
     # Built once (validation's cache is keyed by the rules): string literals over their
-    # length, and introspection off by setting (graphql-core's own rule refuses it).
-    rules = [length_rule(lengths),
+    # length, subscriptions over HTTP (they have transports of their own:
+    # app/http/subscriptions.py), and introspection off by setting (graphql-core's rule).
+    rules = [length_rule(lengths), NoSubscriptionOverHTTP,
              *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
     schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         # Sources are upstream dicts: read fields by key, a C call per field.
         config=StrawberryConfig(default_resolver=operator.getitem),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,

@@ -34,8 +34,16 @@ def _key_reader(key: str, inline: bool) -> Resolve:
     return resolve
 
 
+def _event(source: Any, info: Any, **arguments: Any) -> Any:
+    """A subscription field's value at an event: the entity the event names (its subscribe
+    resolver and permissions ran once, when the client subscribed)."""
+    return source
+
+
 def _direct(field: GraphQLField, definition: StrawberryField, inline_keys: bool
             ) -> Resolve | None:
+    if definition.is_subscription:
+        return _event
     if definition.extensions or any(
         is_input_object_type(get_named_type(arg.type)) for arg in field.args.values()
     ):

@@ -6,6 +6,7 @@ import strawberry
 
 from resolvers import mutations as m
 from resolvers import query as q
+from resolvers import subscriptions as s
 from schema.directives import PRIVATE, cache
 from schema.permissions import requires
 from schema.types import (
@@ -15,6 +16,8 @@ from schema.types import (
     Order,
     PlaceOrderPayload,
     Product,
+    Review,
+    Stock,
     User,
     documented,
     first_argument,
@@ -142,4 +145,46 @@ class Mutation:
             "used for another review).",
         ),
         input="The product, the rating and the text of the review.",
+    )
+
+
+@strawberry.type(
+    description="Live updates, fed by the domain services' change events: over WebSocket "
+    "(graphql-transport-ws, at /graphql) or Server-Sent Events (POST /graphql with "
+    "`Accept: text/event-stream`). Each message is the subscription's selection resolved like "
+    "a query (batched, cached) at the version the event names or newer; an older or repeated "
+    "event sends nothing. A subscription is checked when it starts like a query (limits, "
+    "rate limit, permissions); a connection's bearer token is checked then too, and the "
+    "connection ends when the token expires."
+)
+class Subscription:
+    stock_changed: Stock = documented(
+        strawberry.subscription(
+            resolver=s.stock_changed,
+            description="Every change of the product's stock: orders placed and cancelled, "
+            "restocks. NOT_FOUND when there is no such product.",
+        ),
+        product_id="The product's id, such as p42.",
+    )
+    product_changed: Product = documented(
+        strawberry.subscription(
+            resolver=s.product_changed,
+            description="Every change of the product's name, description, price or rating "
+            "(a new review changes its rating). NOT_FOUND when there is no such product.",
+        ),
+        id="The product's id, such as p42.",
+    )
+    review_added: Review = documented(
+        strawberry.subscription(
+            resolver=s.review_added,
+            description="Each new review of the product. NOT_FOUND when there is no such "
+            "product.",
+        ),
+        product_id="The product's id, such as p42.",
+    )
+    order_updated: Order = strawberry.subscription(
+        resolver=s.order_updated, permission_classes=[requires("read:orders")],
+        description="Every change of the signed-in caller's own orders: placed, cancelled, "
+        "shipped. Needs a bearer token with the read:orders scope (UNAUTHENTICATED without "
+        "one, FORBIDDEN without the scope).",
     )

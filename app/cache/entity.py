@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ FORMAT = 2  # bump when the stored format changes: old entries are then never re
 MAX_HELD_KEYS = 10_000
 Fetch = Callable[[list[Any]], Awaitable[list[Any]]]
 MISSING: Any = object()  # `peek`'s answer when it has no fresh value
+Event = Mapping[str, Any]  # a service's change event: type, id, op, version
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ class EntityCache:
         self._held_everything = False  # past MAX_HELD_KEYS: the keys were dropped
         self._sequence = 0
         self._sending: asyncio.Task[None] | None = None
+        # Who hears the change events applied, once their evictions are done here (the
+        # subscription hub): on every replica, from the eviction's own message.
+        self._on_events: Callable[[list[Event]], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -397,9 +401,25 @@ class EntityCache:
         task.add_done_callback(self._background.discard)
 
     # -- invalidation ------------------------------------------------------------------------
+    def on_events(self, callback: Callable[[list[Event]], None]) -> None:
+        """Hand every change event whose eviction is applied to `callback`, on every replica
+        (`invalidate`'s `events`): after the eviction, in the order the replica applies them,
+        from the invalidation channel's own message, so a reader called back reads what the
+        event changed, not what it evicted. An event whose eviction is held (Redis down) is
+        not handed on: its service delivers it again."""
+        self._on_events = callback
+
+    def _hand_on(self, events: Sequence[Event]) -> None:
+        if not events or self._on_events is None:
+            return
+        try:
+            self._on_events(list(events))
+        except Exception:  # a listener's bug must not undo or stall an eviction
+            log.exception("change event listener failed")
+
     async def invalidate(self, keys: Sequence[tuple[Namespace, Hashable]] = (),
                          namespaces: Sequence[str] = (), *, wait_for_replicas: bool = False,
-                         deadline: Deadline | None = None) -> bool:
+                         deadline: Deadline | None = None, events: Sequence[Event] = ()) -> bool:
         """Evict keys and whole namespaces here, in Redis and, through it, on every replica;
         True once Redis (and so every replica) has it.
 
@@ -412,6 +432,10 @@ class EntityCache:
         replica reads around its cache, and a caller `wait_for_replicas` waits for it until
         `deadline` (False: it was not sent by then). A change event answered False is
         redelivered by its service.
+
+        `events`, the change events this eviction applies, travel in its message: every
+        replica hands them on (`on_events`) once it has applied the eviction; this one
+        once it was shared. Held, they are not handed on anywhere.
         """
         full = [self._full(ns, key, None) for ns, key in keys]
         self._forget(full)
@@ -420,6 +444,7 @@ class EntityCache:
         for name in namespaces:
             self._generations[name] = self._generations.get(name, 0) + 1
         if self.l2 is None:
+            self._hand_on(events)
             return True
         longest = max((ns.ttl + max(ns.swr, ns.sie) for ns, _ in keys), default=60)
         self._sequence += 1
@@ -428,10 +453,12 @@ class EntityCache:
             try:
                 await self._share(full, int(longest * 1000),
                                   {n: self._generations[n] for n in namespaces},
-                                  wait_for_replicas)
-                return True
+                                  wait_for_replicas, events)
             except Exception:  # Redis down or failing: the guard has logged it
                 pass
+            else:
+                self._hand_on(events)
+                return True
         self._hold(sequence, full, int(longest * 1000), list(namespaces))
         if wait_for_replicas:
             return await self._wait_sent(sequence, deadline)
@@ -439,9 +466,10 @@ class EntityCache:
         return False
 
     async def _share(self, full: list[str], tombstone_ms: int, floors: dict[str, int],
-                     wait_for_replicas: bool) -> None:
+                     wait_for_replicas: bool, events: Sequence[Event] = ()) -> None:
         """Tombstone `full` in Redis, raise the namespaces' generations to at least their
-        floors, and publish the eviction; raises when Redis is down or fails."""
+        floors, and publish the eviction (with the change `events` it applies); raises when
+        Redis is down or fails."""
         assert self.l2 is not None
         if full:
             await self.l2.invalidate(full, tombstone_ms)
@@ -450,10 +478,11 @@ class EntityCache:
             generations = await self.l2.bump(floors)
             self._raise(generations)
         ack = f"ack:{uuid.uuid4().hex}" if wait_for_replicas else None
-        await self.l2.publish(
-            orjson.dumps({"from": self.replica, "keys": full, "generations": generations,
-                          "ack": ack}),
-            ack, self._lease().seconds)
+        message: dict[str, Any] = {"from": self.replica, "keys": full,
+                                   "generations": generations, "ack": ack}
+        if events:
+            message["events"] = list(events)
+        await self.l2.publish(orjson.dumps(message), ack, self._lease().seconds)
 
     def _hold(self, sequence: int, full: list[str], tombstone_ms: int,
               namespaces: list[str]) -> None:
@@ -550,6 +579,9 @@ class EntityCache:
             return None
         self._forget(message.get("keys", ()))
         self._raise(message.get("generations", {}))
+        events = message.get("events")
+        if isinstance(events, list):
+            self._hand_on([e for e in events if isinstance(e, dict)])
         ack: str | None = message.get("ack")
         return ack
 

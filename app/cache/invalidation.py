@@ -82,18 +82,21 @@ class Invalidator:
         rule = self.rules.get(event["type"])
         if rule is not None and rule.needs_item:
             item = await self._item(event["type"], event["id"])
-        if not await self.evict_many([(event["type"], event["id"], item)]):
+        applied = {k: event[k] for k in ("type", "id", "op", "version")}
+        if not await self.evict_many([(event["type"], event["id"], item)], events=[applied]):
             return "held"
         # Two deliveries of one event may both evict (harmless); only one records it.
         await self.cache.record_version(field, version)
         return "applied"
 
     async def evict_many(self, changes: Sequence[Change], *, own_write: bool = False,
-                         deadline: Deadline | None = None) -> bool:
+                         deadline: Deadline | None = None,
+                         events: Sequence[Mapping[str, Any]] = ()) -> bool:
         """Evict what these changes (type, id, the item if known) make stale, on every
         replica, in one round; for the gateway's own writes (`own_write`), return only once
         the other replicas have evicted too. False when Redis could not be reached (by
-        `deadline`, for an own write): the eviction is held and sent when it is back."""
+        `deadline`, for an own write): the eviction is held and sent when it is back.
+        `events` (the change events applied) travel with the eviction (`EntityCache.on_events`)."""
         keys: list[tuple[Namespace, Hashable]] = []
         whole: list[str] = []
         for entity_type, entity_id, item in changes:
@@ -104,7 +107,8 @@ class Invalidator:
             whole += [name for name in rule_whole if name in self.namespaces]
             whole.append(response_namespace(entity_type))
         return await self.cache.invalidate(keys, list(dict.fromkeys(whole)),
-                                           wait_for_replicas=own_write, deadline=deadline)
+                                           wait_for_replicas=own_write, deadline=deadline,
+                                           events=events)
 
     async def _item(self, entity_type: str, entity_id: str) -> Mapping[str, Any] | None:
         if self.read_item is None:

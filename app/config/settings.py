@@ -321,6 +321,34 @@ class Settings:
         "X-Forwarded-Proto believed (the client address then rate-limits and is logged). "
         "Empty: those headers are ignored from everyone. Forwarded is never read.",
     )
+    # -- subscriptions (app/execution/subscriptions.py, app/http/subscriptions.py) ----------
+    subscriptions_per_connection: int = setting(
+        100, "SUBSCRIPTIONS_PER_CONNECTION",
+        "Subscriptions one WebSocket connection may hold at once; one more is refused with an "
+        "error message (TOO_MANY_SUBSCRIPTIONS), the others go on.",
+    )
+    subscription_connections_per_client: int = setting(
+        20, "SUBSCRIPTION_CONNECTIONS_PER_CLIENT",
+        "Subscription connections (WebSocket and SSE) one client (token subject, else address) "
+        "may hold at once on a gateway process; one more is refused (WebSocket: close 1013, SSE: "
+        "429).",
+    )
+    subscription_init_timeout_s: float = setting(
+        10.0, "SUBSCRIPTION_INIT_TIMEOUT_S",
+        "Time a WebSocket client has to send connection_init after it connects, in seconds "
+        "(then close 4408).",
+    )
+    subscription_buffer_bytes: int = setting(
+        1_000_000, "SUBSCRIPTION_BUFFER_BYTES",
+        "Messages waiting to be sent to one subscription connection, in bytes: a consumer that "
+        "falls this far behind is dropped (WebSocket: close 1013; SSE: the stream ends), so a "
+        "slow client never grows the gateway's memory.",
+    )
+    subscription_keepalive_s: float = setting(
+        15.0, "SUBSCRIPTION_KEEPALIVE_S",
+        "How often an idle subscription connection gets a keep-alive (a graphql-transport-ws "
+        "ping, an SSE comment), in seconds; 0: never.",
+    )
     # -- transport (app/http/transport.py) ---------------------------------------------------------
     cors_origins: str = setting(
         "",
@@ -555,7 +583,8 @@ class Settings:
                      "request_deadline_s", "retry_base_s", "retry_max_backoff_s",
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
                      "event_version_ttl_s", "redis_breaker_open_s", "header_timeout_s",
-                     "body_timeout_s", "keepalive_timeout_s", "idempotency_ttl_s"):
+                     "body_timeout_s", "keepalive_timeout_s", "idempotency_ttl_s",
+                     "subscription_init_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s", "batch_max_operations"):
@@ -570,7 +599,8 @@ class Settings:
                      "upstream_pool_size", "fanout_concurrency", "port", "cache_max_entries",
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes",
                      "invalidation_lease_ms", "redis_timeout_ms", "max_header_bytes",
-                     "max_connections"):
+                     "max_connections", "subscriptions_per_connection",
+                     "subscription_connections_per_client", "subscription_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         self.proxies()  # raises on a bad TRUSTED_PROXIES
@@ -599,6 +629,8 @@ class Settings:
             # The provider signs tokens for other applications too: without these, any of
             # them would be accepted here.
             raise SettingsError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
+        if self.subscription_keepalive_s < 0:
+            raise SettingsError("SUBSCRIPTION_KEEPALIVE_S must not be negative")
         if self.auth_leeway_s < 0:
             raise SettingsError("AUTH_LEEWAY_S must not be negative")
         smallest = min(self.rate_limit_anonymous, self.rate_limit_authenticated,

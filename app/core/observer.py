@@ -9,7 +9,9 @@ trace, and the hooks on hot paths are one method call.
 
 The events: a batch dispatched; cache hits, misses and stale values; an upstream call, its
 attempts, retries and failure; a breaker's state and a retry refused by the budget; Redis
-going down and up; an operation started and planned.
+going down and up; an operation started and planned; subscriptions opened and closed, the
+change events their hub received, each event's fan-out, the messages sent, and why a
+subscription connection was closed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,26 @@ class CallObservation:
 
 
 _NULL_CALL = CallObservation()
+
+
+class FanOutObservation:
+    """One change event's fan-out to its subscribers (the lookups of its entity and the
+    subscribers' selections run inside it), from start to end."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> FanOutObservation:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+    def subscribers(self, count: int) -> None:
+        """The event concerns `count` subscriptions (0: nobody here watches that entity)."""
+
+
+_NULL_FAN_OUT = FanOutObservation()
 
 
 class Observer:
@@ -108,6 +130,26 @@ class Observer:
 
     def operation_planned(self) -> None:
         """An operation runs on the plan executor."""
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscription_changed(self, protocol: str, field: str, delta: int) -> None:
+        """A subscription to `field` over `protocol` (ws, sse) started (+1) or ended (-1)."""
+
+    def subscription_event(self, entity: str, outcome: str) -> None:
+        """A change event reached the subscription hub: `outcome` fanned_out (someone here
+        watches its type), unwatched, or stale (an older or repeated version: nothing sent)."""
+
+    def fan_out(self, entity: str, entity_id: str, version: int) -> FanOutObservation:
+        """An event's fan-out begins."""
+        return _NULL_FAN_OUT
+
+    def subscription_message(self, protocol: str, kind: str) -> None:
+        """A message was sent to a subscriber: next, error or complete."""
+
+    def subscription_connection_closed(self, protocol: str, reason: str) -> None:
+        """The gateway closed a subscription connection (or refused it) for `reason`:
+        slow_consumer, token_expired, shutdown, init_timeout, too_many_connections,
+        unauthenticated, bad_request."""
 
 
 NULL_OBSERVER = Observer()

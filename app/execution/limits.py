@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -238,6 +239,44 @@ def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
     return None
 
 
+def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+                 variables: dict[str, Any], limits: dict[str, int], lengths: Lengths
+                 ) -> tuple[int | None, GraphQLError | None]:
+    """The operation's cost (None when its variables do not coerce, or it is not found),
+    and the error that refuses it: a variable's string over its length (BAD_USER_INPUT),
+    over one of `limits` (depth, aliases, cost: QUERY_TOO_COMPLEX), or several operations
+    and no name chosen (`operation_name` is the client's own, never a default). Every
+    operation a client sends is checked here, whatever carries it: `QueryLimits` over HTTP,
+    the subscriptions' own path (`app.execution.subscriptions`)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    if len(operations) > 1 and operation_name is None:
+        # Strawberry's operation_name falls back to the first operation's; the spec
+        # (GetOperation) asks the client to choose when there are several.
+        return None, GraphQLError(
+            "Must provide operation name if query contains multiple operations.",
+            extensions={"code": "BAD_REQUEST"})
+    operation = next((o for o in operations if operation_name is None
+                      or (o.name and o.name.value == operation_name)), None)
+    if operation is None:
+        return None, None
+    too_long = oversized(schema, operation, variables, lengths) if variables else None
+    if too_long is not None:
+        return None, too_long
+    figures = measure(schema, operation, fragments, variables)
+    if figures is None:
+        return None, None
+    for name, limit in limits.items():
+        actual = getattr(figures, name)
+        if actual > limit:
+            return figures.cost, GraphQLError(
+                f"The operation's {name} is {actual}, over the limit of {limit}",
+                extensions={"code": "QUERY_TOO_COMPLEX", "measure": name, "limit": limit,
+                            "actual": actual})
+    return figures.cost, None
+
+
 class QueryLimits(SchemaExtension):
     """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
     whose variables hold a string over its length limit with BAD_USER_INPUT."""
@@ -252,40 +291,14 @@ class QueryLimits(SchemaExtension):
         ec = self.execution_context
         document = ec.graphql_document
         if document is not None and ec.result is None:
-            operations = [d for d in document.definitions
-                          if isinstance(d, OperationDefinitionNode)]
-            fragments = {d.name.value: d for d in document.definitions
-                         if isinstance(d, FragmentDefinitionNode)}
-            operation = next((o for o in operations if ec.operation_name is None
-                              or (o.name and o.name.value == ec.operation_name)), None)
-            # Strawberry's operation_name falls back to the first operation's; the spec
-            # (GetOperation) asks the client to choose when there are several.
+            # The operation name the client gave: Strawberry's falls back to the first.
             named = getattr(ec, "_provided_operation_name", ec.operation_name)
-            if len(operations) > 1 and named is None:
-                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                    "Must provide operation name if query contains multiple operations.",
-                    extensions={"code": "BAD_REQUEST"})])
-                operation = None
-            if operation is not None:
-                too_long = (oversized(ec.schema._schema, operation, ec.variables,
-                                      self.lengths) if ec.variables else None)
-                if too_long is not None:
-                    ec.result = ExecutionResult(data=None, errors=[too_long])
-                    operation = None
-            if operation is not None:
-                figures = measure(ec.schema._schema, operation, fragments,
-                                  ec.variables or {})
-                if figures is not None:
-                    context = ec.context
-                    if hasattr(context, "cost"):
-                        context.cost = figures.cost  # what the rate limit counts
-                    for name, limit in self.limits.items():
-                        actual = getattr(figures, name)
-                        if actual > limit:
-                            ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                                f"The operation's {name} is {actual}, over the limit of "
-                                f"{limit}", extensions={
-                                    "code": "QUERY_TOO_COMPLEX", "measure": name,
-                                    "limit": limit, "actual": actual})])
-                            break
+            cost, error = check_limits(ec.schema._schema, document, named,
+                                       ec.variables or {}, self.limits, self.lengths)
+            if cost is not None:
+                context = ec.context
+                if hasattr(context, "cost"):
+                    context.cost = cost  # what the rate limit counts
+            if error is not None:
+                ec.result = ExecutionResult(data=None, errors=[error])
         yield

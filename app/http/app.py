@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from app.cache.entity import EntityCache, Staleness
 from app.cache.hints import CacheHints
@@ -20,10 +20,12 @@ from app.config.settings import Settings
 from app.core import redisclient
 from app.core.observer import NULL_OBSERVER, Observer
 from app.core.redisguard import RedisGuard
+from app.execution.subscriptions import Hub
 from app.http import transport
 from app.http.events import receive_event
 from app.http.health import Readiness, healthz
 from app.http.ide import ASSET_PATH
+from app.http.subscriptions import Streams
 from app.http.view import Caching, GatewayGraphQL
 from app.security.ratelimit import RateLimiter
 from app.telemetry import metrics
@@ -112,6 +114,14 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     metrics_server = (metrics.MetricsServer(settings.host, settings.metrics_port,
                                             reuse_port=settings.workers > 1)
                       if settings.metrics_port else None)
+    hub = Hub(schema._schema, settings, client, caching.hints, entities=caching.entities,
+              namespaces=caching.namespaces, persisted=graphql.persisted, limiter=limiter,
+              observer=telemetry.observer)
+    streams = graphql.streams = Streams(hub, settings, graphql.auth, schema,
+                                        telemetry.observer)
+    if caching.entities is not None:
+        # Every replica hands the change events to its hub once their evictions are applied.
+        caching.entities.on_events(hub.receive)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -131,6 +141,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         finally:
             if metrics_server is not None:
                 await metrics_server.close()
+            await streams.shutdown()  # (done already when the server shut down: see server.py)
+            await hub.close()
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
         routes=[
             # Route, not Mount: a Mount answers /graphql with a redirect to /graphql/.
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", streams),
             *([Route(f"{ASSET_PATH}{{path:path}}", graphql.ide.asset)] if graphql.ide else []),
             Route("/healthz", healthz),
             Route("/readyz", Readiness(client, redis).endpoint),
@@ -163,4 +176,6 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     app.state.caching = caching
     app.state.telemetry = telemetry
     app.state.events_received = 0
+    app.state.hub = hub
+    app.state.streams = streams
     return app

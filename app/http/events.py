@@ -63,7 +63,13 @@ async def receive_event(request: Request) -> Response:
         return _error(400, "BAD_REQUEST", "not a change event")
     request.app.state.events_received += 1
     invalidator = request.app.state.caching.invalidator
-    outcome = "ignored" if invalidator is None else await invalidator.on_event(event)
+    if invalidator is None:
+        # No entity cache, nothing to evict: the subscriptions hear the event here (with it,
+        # they hear it once its eviction is applied, on every replica: `EntityCache.on_events`).
+        request.app.state.hub.receive([event])
+        outcome = "ignored"
+    else:
+        outcome = await invalidator.on_event(event)
     log.debug("event %s %s %s v%s %s", event["type"], event["id"], event["op"],
               event["version"], outcome)
     if outcome == "held":

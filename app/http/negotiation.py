@@ -42,6 +42,17 @@ def answer_media_type(accept: str | None) -> str:
         else LEGACY_JSON
 
 
+def wants_event_stream(accept: str) -> bool:
+    """Whether the client asks for Server-Sent Events (a subscription, or any operation,
+    over GraphQL over SSE: app/http/subscriptions.py)."""
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if media.lower() == "text/event-stream" and not any(
+                p.replace(" ", "") in ("q=0", "q=0.0") for p in params):
+            return True
+    return False
+
+
 def accept_of(request: Request) -> str:
     """Every Accept header of the request, as one list (a client may send several)."""
     return ",".join(request.headers.getlist("accept"))

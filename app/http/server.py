@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import uvicorn
 
@@ -78,7 +79,7 @@ def serve() -> int:
             access_log=False,  # app/telemetry/requests.py writes the access log
         )
         raise_fd_limit()
-        server = uvicorn.Server(config)
+        server = GatewayServer(config)
         sockets = None
         if worker:
             try:
@@ -95,6 +96,29 @@ def serve() -> int:
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown (SIGTERM, SIGINT) first stops accepting connections,
+    then ends every subscription connection the way its client library retries
+    (`app.http.subscriptions.Streams.shutdown`), and only then does uvicorn's own: it would
+    close WebSockets without a word and wait forever for event streams to end."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        streams = getattr(getattr(_starlette(self.config.loaded_app), "state", None),
+                          "streams", None)
+        if streams is not None:
+            await streams.shutdown()
+        await super().shutdown(sockets)
+
+
+def _starlette(app: Any) -> Any:
+    """The Starlette application inside uvicorn's wrappers (proxy headers, logging)."""
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    return app
 
 
 def raise_fd_limit() -> None:

@@ -47,8 +47,10 @@ from app.http.negotiation import (
     check_media_type,
     normalized,
     refusal,
+    wants_event_stream,
 )
 from app.http.response_policy import cache_headers, settle_status
+from app.http.subscriptions import Streams
 from app.security.auth import Authenticator
 from app.security.idempotency import IdempotencyStore
 from app.security.persisted import NotFound, PersistedQueries
@@ -81,8 +83,10 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         caching: Caching, telemetry: Telemetry, limiter: RateLimiter | None = None,
         redis: RedisGuard | None = None,
     ) -> None:
+        # Subscriptions are served by app/http/subscriptions.py (the WebSocket route and
+        # Server-Sent Events), not by Strawberry's own protocols.
         super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
-                         allow_queries_via_get=True)
+                         allow_queries_via_get=True, subscription_protocols=())
         self.settings = settings
         self.client = client
         self.caching = caching
@@ -94,6 +98,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         self.limiter = limiter
         self.ide = (Ide(Path(settings.ide_assets_dir or DEFAULT_MODULES))
                     if settings.graphql_ide else None)
+        self.streams: Streams | None = None  # set where the app is wired
 
     @property
     def graphql_ide_html(self) -> str:
@@ -113,6 +118,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             try:
                 check_length(request, limit)
                 check_media_type(request)
+                if self.streams is not None and request.method in ("GET", "POST") \
+                        and wants_event_stream(accept_of(request)):
+                    body = (self._event_stream_body(await request.body())
+                            if request.method == "POST" else None)
+                    await self.streams.event_stream(scope, receive, send, body)
+                    return
                 response = await self.run(request)
                 batch: Batch | None = getattr(request.state, "batch", None)
                 if batch is not None:
@@ -363,6 +374,16 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         # (Strawberry's own check wants its batching config; `parse_json` checked the batch.)
         if self._get_stream_transport(protocol) is not None:
             raise HTTPRefusal(400, "A batch cannot be answered as a stream", "BAD_REQUEST")
+
+    def _event_stream_body(self, data: bytes) -> Any:
+        try:
+            body = self.parse_json(data)
+        except ValueError:
+            raise HTTPRefusal(400, "Unable to parse request body as JSON",
+                              "BAD_REQUEST") from None
+        if isinstance(body, list):
+            raise HTTPRefusal(400, "A batch cannot be answered as a stream", "BAD_REQUEST")
+        return body
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)

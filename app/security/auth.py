@@ -36,6 +36,9 @@ class Viewer:
     id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     tier: str = "anonymous"  # rate-limit tier: anonymous, authenticated or gold
+    # When the gateway stops accepting the token (its `exp` plus AUTH_LEEWAY_S), in seconds
+    # since the epoch; None without one. A long-lived connection (a subscription) ends then.
+    valid_until: float | None = None
 
     @property
     def admin(self) -> bool:
@@ -90,7 +93,21 @@ class Authenticator:
             raise _refuse("The token's `scope` must be a space-separated string")
         scopes = frozenset(scope.split()) & SCOPES
         tier = "gold" if claims.get("tier") == "gold" else "authenticated"
-        return Viewer(subject, scopes, tier)
+        expires = claims.get("exp")  # required, and checked as a number by pyjwt
+        valid_until = (float(expires) + self.settings.auth_leeway_s
+                       if isinstance(expires, int | float) else None)
+        return Viewer(subject, scopes, tier, valid_until)
+
+    async def viewer_of_params(self, params: Any) -> Viewer:
+        """The caller named by a WebSocket's `connection_init` payload: its keys as the
+        HTTP request's headers (`Authorization`, any case; `X-User-Id` in DEV_MODE).
+        Raises a 401 refusal for a bad token, as `viewer` does."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise _refuse("The connection_init payload must be an object")
+        headers = {str(k).lower(): v for k, v in params.items() if isinstance(v, str)}
+        return await self.viewer(headers)
 
     async def claims(self, token: str) -> dict[str, Any]:
         try:

@@ -142,6 +142,32 @@ PLANNED = Counter(
     "Operations run by the breadth-first executor (the rest: graphql-core's).",
 )
 
+SUBSCRIPTIONS_ACTIVE = Gauge(
+    "gateway_subscriptions_active",
+    "Subscriptions open now, by protocol (ws: graphql-transport-ws, sse: GraphQL over "
+    "Server-Sent Events) and root field.",
+    ["protocol", "field"], multiprocess_mode="livesum",
+)
+SUBSCRIPTION_EVENTS = Counter(
+    "gateway_subscription_events_total",
+    "Change events the subscription hub received, by entity type and outcome (fanned_out: "
+    "someone here watches its type; unwatched; stale: an older or repeated version, nothing "
+    "sent).",
+    ["entity", "outcome"],
+)
+SUBSCRIPTION_MESSAGES = Counter(
+    "gateway_subscription_messages_total",
+    "Messages sent to subscribers, by protocol and kind (next, error, complete).",
+    ["protocol", "kind"],
+)
+SUBSCRIPTION_CLOSES = Counter(
+    "gateway_subscription_connections_closed_total",
+    "Subscription connections the gateway closed or refused, by protocol and reason "
+    "(slow_consumer, token_expired, shutdown, init_timeout, too_many_connections, "
+    "unauthenticated, bad_request).",
+    ["protocol", "reason"],
+)
+
 # The event loop stops while the cycle collector runs: under load a young-generation pass
 # walks every in-flight request's objects, tens of milliseconds that land on whichever
 # requests are running (their p99) and on the CPU per request.

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import Span, Status, StatusCode
 
-from app.core.observer import CallObservation, Observer
+from app.core.observer import CallObservation, FanOutObservation, Observer
 from app.telemetry import metrics
 from app.telemetry.logs import OPERATION
 
@@ -86,6 +86,33 @@ class _Call(CallObservation):
                 span.set_attribute("error.type", code)
                 span.set_status(Status(StatusCode.ERROR, message[:200]))
             span.end()
+
+
+class _FanOut(FanOutObservation):
+    """An event's fan-out: a root span of its own (the hub runs outside any request), sampled
+    like a request's; the lookups and upstream calls of its subscribers' selections are its
+    children."""
+
+    __slots__ = ("_manager", "_span")
+
+    def __init__(self, tracer: trace.Tracer, entity: str, entity_id: str, version: int) -> None:
+        self._manager = tracer.start_as_current_span(
+            f"subscription fan-out {entity}", kind=trace.SpanKind.CONSUMER,
+            attributes={"gateway.event.type": entity, "gateway.event.id": entity_id,
+                        "gateway.event.version": version})
+        self._span: Span | None = None
+
+    def __enter__(self) -> _FanOut:
+        self._span = self._manager.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._manager.__exit__(kind, error, tb)
+
+    def subscribers(self, count: int) -> None:
+        if self._span is not None and self._span.is_recording():
+            self._span.set_attribute("gateway.subscribers", count)
 
 
 class TelemetryObserver(Observer):
@@ -160,3 +187,19 @@ class TelemetryObserver(Observer):
 
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscription_changed(self, protocol: str, field: str, delta: int) -> None:
+        metrics.SUBSCRIPTIONS_ACTIVE.labels(protocol, field).inc(delta)
+
+    def subscription_event(self, entity: str, outcome: str) -> None:
+        metrics.SUBSCRIPTION_EVENTS.labels(entity, outcome).inc()
+
+    def fan_out(self, entity: str, entity_id: str, version: int) -> FanOutObservation:
+        return _FanOut(self.tracer, entity, entity_id, version)
+
+    def subscription_message(self, protocol: str, kind: str) -> None:
+        metrics.SUBSCRIPTION_MESSAGES.labels(protocol, kind).inc()
+
+    def subscription_connection_closed(self, protocol: str, reason: str) -> None:
+        metrics.SUBSCRIPTION_CLOSES.labels(protocol, reason).inc()

@@ -31,9 +31,8 @@ def served() -> object:
     return build_schema(build_gateway_schema().as_str())
 
 
-PENDING = ["type Subscription"]  # issue 18: subscriptions fed by the change events
-PENDING_BREAKING = [  # issue 18: subscriptions, @defer and @stream
-    "TYPE_REMOVED: Subscription was removed.",
+PENDING: list[str] = []
+PENDING_BREAKING = [  # issue 18: @defer and @stream
     "DIRECTIVE_REMOVED: Directive @defer was removed.",
     "DIRECTIVE_REMOVED: Directive @stream was removed.",
 ]
