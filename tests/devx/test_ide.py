@@ -163,3 +163,45 @@ def test_the_scripts_are_gzipped_for_clients_that_take_it(gateway: Gateway) -> N
         assert answer.headers["Vary"] == "Accept-Encoding"
         body = answer.read()
     assert gzip.decompress(body) == original and len(body) < len(original) / 3
+
+
+def test_the_ide_runs_a_subscription_and_shows_each_change_live(
+        browser: Any, gateway: Gateway, dservices: Any, tmp_path: Path) -> None:
+    """GraphiQL's subscription URL (graphql-transport-ws on /graphql): the result pane shows
+    each stock change as the change event reaches the gateway (issue 18, point 4)."""
+    import hashlib
+    import hmac
+
+    from tests.harness import EVENT_SECRET, metric_total
+
+    pid = "p5"
+    _, _, product = http("GET", dservices.url("catalog") + f"/products?ids={pid}")
+    sku = product["items"][0]["sku"]
+    ide = Ide(browser, gateway,
+              f'subscription {{ stockChanged(productId: "{pid}") {{ sku quantity }} }}')
+    ide.page.click(".graphiql-execute-button")
+    deadline = time.monotonic() + 30
+    while metric_total(gateway.url, "gateway_subscriptions_active") < 1:
+        assert time.monotonic() < deadline, "the IDE's subscription never started"
+        time.sleep(0.05)
+    for quantity in (3, 4):
+        _, _, stock = http("POST", dservices.url("inventory") + f"/inventory/{sku}/restock",
+                           {"quantity": quantity})
+        # The change event the inventory service would send (these services send none).
+        event = json.dumps({"type": "Stock", "id": sku, "op": "update",
+                            "version": time.time_ns(), "at": stock["updated_at"]}).encode()
+        signature = hmac.new(EVENT_SECRET.encode(), event, hashlib.sha256).hexdigest()
+        urllib.request.urlopen(urllib.request.Request(
+            gateway.url + "/events", data=event, method="POST", headers={
+                "Content-Type": "application/json", "X-Signature": f"sha256={signature}"}))
+        expected = {"data": {"stockChanged": {"sku": sku, "quantity": stock["quantity"]}}}
+        deadline = time.monotonic() + 30
+        while True:
+            shown = ide.page.evaluate(RESULT)
+            if shown and json.loads(shown) == expected:
+                break
+            assert time.monotonic() < deadline, f"the result pane shows {shown[:300]!r}"
+            ide.page.wait_for_timeout(50)
+    ide.page.screenshot(path=str(tmp_path / "ide-subscription.png"))
+    assert (tmp_path / "ide-subscription.png").stat().st_size > 10_000
+    assert ide.elsewhere == []  # the WebSocket client came with the pinned scripts
