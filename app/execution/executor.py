@@ -270,8 +270,6 @@ class PlanExecutor(GatewayExecutor):
             field_def = parent.fields.get(name)
             if field_def is None or not getattr(field_def.resolve, DIRECT, False):
                 return False
-            if any(d.defer_usage is not None for d in details):
-                return False
             named = field_def.type
             while isinstance(named, GraphQLNonNull | GraphQLList):
                 named = named.of_type
@@ -283,9 +281,9 @@ class PlanExecutor(GatewayExecutor):
                 continue
             seen.add(id(details))
             collected = self.collect_subfields(named, details)
-            if collected.new_defer_usages or not self._plannable(
-                named, collected.grouped_field_set, seen
-            ):
+            # (A deferred field is planned with the rest: this executor answers whole, as
+            # graphql-core's base executor does; incremental delivery has its own class.)
+            if not self._plannable(named, collected.grouped_field_set, seen):
                 return False
         return True
 

@@ -20,7 +20,7 @@ import pytest
 from tests.cache.test_held_evictions import start_relay
 from tests.conftest import QUERIES
 from tests.gateway.incremental import EVENT_STREAM, MULTIPART, merged, multipart_parts, sse_events
-from tests.harness import Gateway, Process, Services, gateways, http, token
+from tests.harness import Gateway, Process, Services, gateways, http, metric_total, token
 
 PAGE = (QUERIES / "product_page_defer.graphql").read_text()
 PAGE_WHOLE = PAGE.replace('@defer(label: "reviews")', "").replace(
@@ -133,6 +133,7 @@ async def test_a_client_that_does_not_accept_the_parts_gets_the_whole_result(
         gw: Gateway, http_session: aiohttp.ClientSession, clean: Services,
         accept: str | None) -> None:
     headers = {} if accept is None else {"Accept": accept}
+    planned = metric_total(gw.url, "gateway_planned_operations_total")
     async with http_session.post(gw.url + "/graphql", json={"query": PRODUCTS},
                                  headers=headers) as resp:
         assert resp.status == 200
@@ -141,6 +142,8 @@ async def test_a_client_that_does_not_accept_the_parts_gets_the_whole_result(
     assert "hasNext" not in body and "pending" not in body
     products = body["data"]["topProducts"]
     assert all(p["description"] for p in products)  # the deferred field, in place
+    # On the breadth-first executor, as the same query without @defer.
+    assert metric_total(gw.url, "gateway_planned_operations_total") == planned + 1
     plain = await ask(http_session, gw, PRODUCTS.replace('@defer(label: "more")', ""),
                       accept="application/json")
     assert body == plain.parts[0]
