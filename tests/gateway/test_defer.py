@@ -122,6 +122,25 @@ async def test_event_stream_sends_each_part_as_a_next_event_then_complete(
     assert merged(parts) == multipart.whole
 
 
+async def test_event_stream_parts_carry_their_errors_and_a_get_streams_too(
+        gw: Gateway, http_session: aiohttp.ClientSession, clean: Services) -> None:
+    query = '{ user(id: "u2") { id ... @defer(label: "private") { email } } }'
+    async with http_session.post(gw.url + "/graphql", json={"query": query},
+                                 headers={"Accept": EVENT_STREAM,
+                                          "Authorization": f"Bearer {USER}"}) as resp:
+        events = [event async for event in sse_events(resp)]
+    parts = [json.loads(data) for kind, data in events if kind == "next"]
+    assert "errors" not in parts[0] and parts[0]["data"] == {"user": {"id": "u2"}}
+    (entry,) = [e for part in parts[1:] for e in part.get("incremental") or ()]
+    assert codes(entry["errors"]) == ["FORBIDDEN"] and entry["errors"][0]["path"] == \
+        ["user", "email"]
+    async with http_session.get(gw.url + "/graphql", params={"query": PRODUCTS},
+                                headers={"Accept": MULTIPART}) as resp:
+        got = [part async for part in multipart_parts(resp)]
+    assert len(got) > 1 and got[0]["pending"]
+    assert merged(got) == (await ask(http_session, gw, PRODUCTS)).whole
+
+
 @pytest.mark.parametrize("accept", [
     "application/json",
     "application/graphql-response+json",
