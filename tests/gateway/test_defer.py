@@ -325,8 +325,11 @@ def held(tmp: Path, services: Services, gateway_of: Any) -> Iterator[tuple[Gatew
     """A gateway that reaches the recommendations service through a relay the test can
     stop: while it is stopped, no answer of that service can reach the gateway."""
     relay, port = start_relay(tmp, services.ports["recommendations"])
+    # (Timeouts long enough for a loaded machine: the relay is stopped until the test has
+    # read the first part, and a retried call would be a second answer.)
     gateway = gateway_of(RECOMMENDATIONS_URL=f"http://127.0.0.1:{port}",
-                         REQUEST_DEADLINE_S="30")
+                         REQUEST_DEADLINE_S="30", UPSTREAM_TIMEOUT_S="20",
+                         UPSTREAM_CONNECT_TIMEOUT_S="20")
     yield gateway, relay
     os.kill(relay.proc.pid, signal.SIGCONT)
     relay.stop()
