@@ -24,6 +24,8 @@ query asked as plain JSON is answered whole, with the usual policy.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -90,6 +92,21 @@ async def later_payloads(results: ExperimentalIncrementalExecutionResults,
         yield {"completed": [{"id": i, "errors": [_INTERNAL]} for i in sorted(pending)],
                "hasNext": False}
     finally:
+        await stream.aclose()
+
+
+async def discard(results: ExperimentalIncrementalExecutionResults) -> None:
+    """Stop the deferred work of an answer whose later parts were never asked for (the
+    client left before its first part went out). graphql-core cancels that work when its
+    stream of parts is closed once started (a stream never started runs no `finally`), so
+    it is started and cancelled at once. Harmless on a stream already closed or ended."""
+    stream = results.subsequent_results
+    step = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)  # (into the stream, up to its first wait)
+    step.cancel()
+    with contextlib.suppress(BaseException):
+        await step
+    with contextlib.suppress(Exception):
         await stream.aclose()
 
 

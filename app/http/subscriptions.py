@@ -46,7 +46,7 @@ from app.execution.subscriptions import (
     Subscription,
 )
 from app.http.framing import SSE_COMPLETE, SSE_HEADERS, SSE_KEEPALIVE, sse_next
-from app.http.incremental import first_payload, later_payloads
+from app.http.incremental import discard, first_payload, later_payloads
 from app.security.auth import ANONYMOUS, USER_HEADER, Authenticator, Viewer
 from app.security.ratelimit import client_of
 
@@ -595,8 +595,9 @@ class Streams:
         result, or the parts of one with @defer or @stream (app/http/incremental.py)."""
         context = self.hub.request_context(viewer, address)
         context.incremental = True
+        result: Any = None
         try:
-            result: Any = await self.schema.execute(
+            result = await self.schema.execute(
                 query, variable_values=request.variables, context_value=context,
                 operation_name=request.operation_name)
             if not isinstance(result, ExperimentalIncrementalExecutionResults):
@@ -610,6 +611,8 @@ class Streams:
             async for part in later_payloads(result, context, hide_suggestions=hide):
                 yield part
         finally:
+            if isinstance(result, ExperimentalIncrementalExecutionResults):
+                await discard(result)  # (the client left before the later parts)
             context.loaders.release()
 
     async def shutdown(self) -> None:

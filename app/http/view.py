@@ -42,7 +42,12 @@ from app.http.batching import Batch
 from app.http.debug import annotate
 from app.http.framing import MULTIPART_MEDIA_TYPE
 from app.http.ide import DEFAULT_MODULES, Ide
-from app.http.incremental import INCREMENTAL_CACHE_CONTROL, later_payloads, multipart_body
+from app.http.incremental import (
+    INCREMENTAL_CACHE_CONTROL,
+    discard,
+    later_payloads,
+    multipart_body,
+)
 from app.http.negotiation import (
     LEGACY_JSON,
     accept_of,
@@ -143,6 +148,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             # noticeable part of a deep query's CPU: it runs on the loop's next turn, once
             # the middleware has timed and logged the request, so neither the caller nor
             # the request's own duration includes it (the next request on the core may).
+            results = getattr(request.state, "incremental_results", None)
+            if results is not None:
+                await discard(results)  # (the client left before the parts were sent)
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
@@ -339,6 +347,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         sub_response.headers["Cache-Control"] = INCREMENTAL_CACHE_CONTROL
         request.state.incremental = multipart_body(
             dict(first), later_payloads(result, context, hide_suggestions=hide))
+        request.state.incremental_results = result
 
     async def create_streaming_response(
         self, request: Request | Any, stream: Callable[[], AsyncIterator[str]],

@@ -22,7 +22,7 @@ from app.http.framing import (
     multipart_part,
     sse_next,
 )
-from app.http.incremental import event_stream_body, later_payloads, multipart_body
+from app.http.incremental import discard, event_stream_body, later_payloads, multipart_body
 from app.http.negotiation import accepts_incremental
 
 
@@ -137,3 +137,26 @@ async def test_closing_the_parts_stops_the_deferred_work() -> None:
         await waiting
     await parts.aclose()
     await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_discarding_parts_never_asked_for_stops_the_deferred_work() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(_info: Any) -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    # Early execution: the deferred field runs before anyone asks for its part.
+    result = experimental_execute_incrementally(
+        SCHEMA, parse("{ fast ... @defer { slow } }"), root_value={"fast": "x", "slow": slow},
+        enable_early_execution=True)
+    results = await result if asyncio.iscoroutine(result) else result
+    await asyncio.wait_for(started.wait(), 5)
+    await discard(results)  # the client left before the first part went out
+    await asyncio.wait_for(cancelled.wait(), 5)
+    await discard(results)  # (twice is harmless)
