@@ -16,7 +16,9 @@ reach it is `app/execution/subscriptions.py`; here is what the protocols add:
   1001 without `complete`, so graphql-ws subscribes again; SSE the stream ends without
   `complete`, so graphql-sse reconnects).
 
-Every message of a connection goes through its `Outbox`, one writer at a time.
+Every message of a connection goes through its `Outbox`, one writer at a time. A query or a
+mutation over SSE is answered as `next` events: one, or the parts of an operation with
+@defer or @stream (app/http/incremental.py); over the WebSocket it is answered whole.
 """
 
 from __future__ import annotations
