@@ -59,7 +59,11 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
         mutation=Mutation,
         subscription=Subscription,
         # Sources are upstream dicts: read fields by key, a C call per field.
-        config=StrawberryConfig(default_resolver=operator.getitem),
+        # @defer and @stream (the contract's): served incrementally only to a client that
+        # accepts it (app/http/incremental.py); otherwise the executor applies them as if
+        # absent and the answer is whole.
+        config=StrawberryConfig(default_resolver=operator.getitem,
+                                enable_experimental_incremental_execution=True),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
         extensions=[
             # Before the parser cache: it sets the parser's token limit for this request.

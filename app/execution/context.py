@@ -56,6 +56,9 @@ class RequestContext:
     # An operation of a batch that runs with others awaits this before it executes, so that
     # they all start together (app/http/batching.py, Gate).
     batch_gate: Callable[[], Awaitable[None]] | None = None
+    # The client accepts incremental delivery (multipart/mixed or SSE): an operation with
+    # @defer or @stream is then answered in parts (app/http/incremental.py).
+    incremental: bool = False
 
     async def written(self, changes: Sequence[Change]) -> None:
         """This request changed these entities (type, id, the item if known): before the

@@ -13,9 +13,16 @@ under it runs before its siblings' lookups have been issued.
 
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
-parent. Mutations, subscriptions, @defer/@stream, abstract types and fields that need
-Strawberry's own resolver path (permission classes, input objects) use graphql-core's
-executor unchanged; so does a query in which any of them appears.
+parent. Mutations, subscriptions, abstract types and fields that need Strawberry's own
+resolver path (permission classes, input objects) use graphql-core's executor unchanged; so
+does a query in which any of them appears.
+
+@defer and @stream: both executors here apply them as if absent (graphql-core's base
+executor does), which is the whole answer a client gets when it does not accept incremental
+delivery. When it does (`RequestContext.incremental`, set by the HTTP view from Accept) and
+the operation uses either, `GatewayExecutor.build` hands the operation to
+`IncrementalGatewayExecutor`: graphql-core's incremental executor with this module's partial
+results, over the same context, loaders and resolver middleware.
 """
 
 from __future__ import annotations
@@ -44,7 +51,10 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import Executor
+from graphql.execution.incremental.incremental_executor import IncrementalExecutor
 from graphql.execution.values import get_argument_values
+from graphql.language import DirectiveNode, DocumentNode, Visitor, visit
+from graphql.language.visitor import BREAK
 from graphql.pyutils import Path
 
 from app.core.errors import Forbidden
@@ -118,6 +128,27 @@ class _Failed:
 _NO_FALLBACK = object()
 
 
+INCREMENTAL_DIRECTIVES = frozenset({"defer", "stream"})
+EARLY_EXECUTION = 6  # `enable_early_execution`'s position in Executor.build after the context
+
+
+class _FindsIncremental(Visitor):
+    found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> Any:
+        if node.name.value in INCREMENTAL_DIRECTIVES:
+            self.found = True
+            return BREAK
+        return None
+
+
+def uses_incremental(document: DocumentNode) -> bool:
+    """Whether a document has a @defer or @stream anywhere (its `if` is decided later)."""
+    finder = _FindsIncremental()
+    visit(document, finder)
+    return finder.found
+
+
 class GatewayExecutor(Executor[Any]):
     """graphql-core's executor, with partial results: a field whose upstream failed takes
     its fallback (`schema.partial`) instead of nulling its parents."""
@@ -125,6 +156,25 @@ class GatewayExecutor(Executor[Any]):
     def __init__(self, *args: Any, operation_extensions: Any = None, **kwargs: Any) -> None:
         # Strawberry hands its executor class the request's `extensions`; unused here.
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def build(cls, schema: Any, document: DocumentNode, root_value: Any = None,
+              context_value: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The executor for one operation: this class, or the incremental one when the
+        client accepts incremental delivery and the operation defers or streams."""
+        if (cls is not IncrementalGatewayExecutor
+                and getattr(context_value, "incremental", False)
+                and uses_incremental(document)):
+            # Deferred work starts with the rest, not once the first part is out: a slow
+            # deferred service then costs the whole answer its own latency, not the sum.
+            # (graphql-core passes build's arguments by position; this is the seventh.)
+            if len(args) > EARLY_EXECUTION:
+                args = (*args[:EARLY_EXECUTION], True, *args[EARLY_EXECUTION + 1:])
+            else:
+                kwargs["enable_early_execution"] = True
+            return IncrementalGatewayExecutor.build(schema, document, root_value,
+                                                    context_value, *args, **kwargs)
+        return super().build(schema, document, root_value, context_value, *args, **kwargs)
 
     def build_response(self, data: dict[str, Any] | None) -> Any:
         response = super().build_response(data)
@@ -173,6 +223,11 @@ class GatewayExecutor(Executor[Any]):
             return_type, field_details_list, info, path, result, position_context)
 
 
+class IncrementalGatewayExecutor(GatewayExecutor, IncrementalExecutor):
+    """graphql-core's incremental executor (@defer, @stream) with the partial results of
+    `GatewayExecutor`; its parts are formatted and sent by app/http/incremental.py."""
+
+
 class PlanExecutor(GatewayExecutor):
 
     def execute_root_grouped_field_set(
@@ -215,8 +270,6 @@ class PlanExecutor(GatewayExecutor):
             field_def = parent.fields.get(name)
             if field_def is None or not getattr(field_def.resolve, DIRECT, False):
                 return False
-            if any(d.defer_usage is not None for d in details):
-                return False
             named = field_def.type
             while isinstance(named, GraphQLNonNull | GraphQLList):
                 named = named.of_type
@@ -228,9 +281,9 @@ class PlanExecutor(GatewayExecutor):
                 continue
             seen.add(id(details))
             collected = self.collect_subfields(named, details)
-            if collected.new_defer_usages or not self._plannable(
-                named, collected.grouped_field_set, seen
-            ):
+            # (A deferred field is planned with the rest: this executor answers whole, as
+            # graphql-core's base executor does; incremental delivery has its own class.)
+            if not self._plannable(named, collected.grouped_field_set, seen):
                 return False
         return True
 

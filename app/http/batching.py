@@ -39,7 +39,7 @@ SETTING = "BATCH_MAX_OPERATIONS"
 # A request's fields that are the operation's own: a batch's operation starts them afresh.
 # Everything else (loaders, deadline, caller, trace) is the request's, shared by the batch.
 FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "rate_limit",
-          "outcome", "resolver_hooks", "batch", "batch_gate")
+          "outcome", "resolver_hooks", "batch", "batch_gate", "incremental")
 
 
 def check(body: list[Any], limit: int) -> None:

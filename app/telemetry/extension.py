@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from graphql import GraphQLObjectType, GraphQLSchema
+from graphql import ExperimentalIncrementalExecutionResults, GraphQLObjectType, GraphQLSchema
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -133,7 +133,12 @@ class Tracing(SchemaExtension):
 
     def _settle_operation(self, span: Span) -> None:
         ec = self.execution_context
-        errors = (ec.result.errors if ec.result is not None else None) \
+        result: Any = ec.result
+        if isinstance(result, ExperimentalIncrementalExecutionResults):
+            # @defer/@stream: the operation's span covers its first part; the deferred
+            # fields' spans, children of it, end as their parts are sent.
+            result = result.initial_result
+        errors = (result.errors if result is not None else None) \
             or ec.pre_execution_errors
         if span.is_recording():
             self._describe(span)
