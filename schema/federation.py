@@ -101,6 +101,9 @@ def federated_query(query: type) -> tuple[type, Callable[[strawberry.Schema], No
     def complete(schema: strawberry.Schema) -> None:
         union = schema._schema.type_map["_Entity"]
         assert isinstance(union, GraphQLUnionType)
+        # The union and the resolver's table name the same types (a type added to one only
+        # would be keyed but not resolved, or the other way round).
+        assert {t.name for t in union.types} == set(BY_TYPE), union.types
         union.resolve_type = _resolve_type
         sdl.append(subgraph_sdl(parse(schema.as_str())))
 
