@@ -223,3 +223,18 @@ def test_the_federation_fields_and_types_are_described() -> None:
 
     assert undocumented(build_gateway_schema(
         settings=Settings(federation_subgraph=True))._schema) == []
+
+
+def test_with_the_entity_cache_entities_read_again_cost_no_call(
+        start: Callable[..., Gateway], fservices: Services) -> None:
+    cached = start(CACHE_ENABLED=None)  # the default: on
+    variables = {"representations": reps("Product", ["p61", "p62", "p63"])}
+    fservices.reset_stats()
+    first = ask(cached, ENTITIES, variables)
+    second = ask(cached, ENTITIES, variables)
+    assert first == second and "errors" not in first
+    assert fservices.stats("catalog")["requests"] == {"GET /products": 1}
+    # A router's entity fetch is never stored by a shared cache: no hint covers `_entities`.
+    status, headers, _ = http("POST", cached.url + "/graphql",
+                              {"query": ENTITIES, "variables": variables})
+    assert status == 200 and headers["cache-control"] == "no-store"
