@@ -373,6 +373,15 @@ class Settings:
         False, "HSTS",
         "Send Strict-Transport-Security (only behind HTTPS).",
     )
+    # -- Apollo Federation (schema/federation.py) -------------------------------------------
+    federation_subgraph: bool = setting(
+        False, "FEDERATION_SUBGRAPH",
+        "Serve the graph as an Apollo Federation v2 subgraph as well: `_service { sdl }` (the "
+        "schema with `@key` on User, Product, Category, Order and Review) and "
+        "`_entities(representations:)`, so that a supergraph router can compose it. "
+        "`_service` answers even with INTROSPECTION off: expose the gateway to the router "
+        "only, or compose from a published SDL.",
+    )
     # -- persisted queries (app/security/persisted.py) ---------------------------------------------
     persisted_queries_file: str = setting(
         "",

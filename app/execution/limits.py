@@ -13,7 +13,8 @@ Cost: every field costs 1; a field with a `first` or `ids` argument multiplies t
 the selections under it by that number (`first`'s schema default when the query does not
 give it, or gives null), so `topProducts(first: 10) { reviews(first: 5) { author { name } } }`
 costs 1 + 10 x (1 + 5 x (1 + 1)) = 111. Other lists count as LIST_SIZE items (a
-connection's edges are counted by its `first`).
+connection's edges are counted by its `first`). A federation router's `_entities` counts its
+`representations` the same way (schema/federation.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from graphql.validation import ValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-MULTIPLIERS = ("first", "ids")
+MULTIPLIERS = ("first", "ids", "representations")
 # A list with no `first` or `ids` (an order's items, a product's images...) is assumed to
 # hold this many; a few are known to hold more. A connection's edges are counted by its
 # `first`, above them.
