@@ -1,15 +1,17 @@
-"""A breadth-first executor for the gateway's queries: graphql-core's `Executor`, except that a
-query whose fields all resolve directly (see `schema/direct_resolvers.py`) runs level by level.
+"""A dataflow executor for the gateway's queries: graphql-core's `Executor`, except that a
+query whose fields all resolve directly (see `schema/direct_resolvers.py`) runs as a plan.
 
 graphql-core spends most of a deep query's CPU on per-field machinery: a resolve-info object,
-argument parsing, a coroutine and awaitable checks per field, a `gather` per list. Here each
-level of the query is one pass: every field of every object at that level is resolved (key
-reads inline, arguments parsed once per field node, resolvers called with one shared info
-object), then the level's awaitables are awaited together, and completion builds the next
-level. Because every lookup of a level is issued before anything is awaited, loaders batch a
-whole level without depending on event-loop timing, and the loaders may answer a lookup
-whose value is at hand with the value itself (`loaders.registry.Loaders.get`): nothing
-under it runs before its siblings' lookups have been issued.
+argument parsing, a coroutine and awaitable checks per field, a `gather` per list. Here the
+fields of every object that is ready are resolved in one synchronous pass (key reads inline,
+arguments parsed once per field node, resolvers called with one shared info object); the
+lookups they issue leave together, one batch per loader, and each awaited value is completed
+as soon as it arrives, its objects' fields resolved at once. There is no level barrier: a
+branch of the query goes on as soon as its own lookups answer, whatever a slow service
+elsewhere in the query is doing; values that arrive in the same loop turn (all of one batch)
+are completed together, so their lookups still batch. The loaders may answer a lookup whose
+value is at hand with the value itself (`loaders.registry.Loaders.get`): nothing under it
+runs before its siblings' lookups have been issued.
 
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from math import isfinite
 from typing import Any
 
@@ -116,6 +119,10 @@ class _FieldInfo:
 # one is made per object in the result (about 1,500 in the deep query), and a class's
 # __init__ call costs several times a tuple's creation.
 _Slot = tuple[Any, Any, bool, Any]
+# A value to complete: its field's type and details, the value, where it goes (container,
+# key, slot), its path, and the field's parent type and name (the arguments of _complete).
+_Entry = tuple[GraphQLOutputType, FieldDetailsList, Any, Any, Any, _Slot, tuple[Any, ...],
+               GraphQLObjectType, str]
 
 
 class _Failed:
@@ -147,6 +154,17 @@ def uses_incremental(document: DocumentNode) -> bool:
     finder = _FindsIncremental()
     visit(document, finder)
     return finder.found
+
+
+class _Cohort:
+    """A field's values across the objects of one round (a list's items): how many are
+    still awaited, and those that are here, which complete together when none is."""
+
+    __slots__ = ("held", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.held: list[_Entry] = []
 
 
 class GatewayExecutor(Executor[Any]):
@@ -290,13 +308,14 @@ class PlanExecutor(GatewayExecutor):
     # -- execution ---------------------------------------------------------------------------
     async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
         # Every object's dict starts with its response keys in selection order (all None),
-        # so that values written as they come (key reads at once, resolver results a level
-        # later) keep the order the spec gives them. Each key is always written after.
+        # so that values written as they come (key reads at once, resolver results later)
+        # keep the order the spec gives them. Each key is always written after.
         data: dict[str, Any] = dict.fromkeys(grouped)
         root = ({"data": data}, "data", True, None)
         info = _Info(self.context_value)
-        # A level's lookups are all issued before any is completed, so values at hand cannot
-        # run ahead of their siblings: the request's loaders may answer them without a batch.
+        # Every object's lookups are issued in one synchronous pass with those of the other
+        # objects that became ready with it, so values at hand cannot run ahead of their
+        # siblings: the request's loaders may answer them without a batch.
         loaders = getattr(self.context_value, "loaders", None)
         if loaders is not None:
             loaders.by_level = True
@@ -309,97 +328,153 @@ class PlanExecutor(GatewayExecutor):
         arguments: dict[int, dict[str, Any]] = {}
         plans: dict[int, list[tuple[Any, ...]]] = {}
         is_awaitable = self.is_awaitable
-        level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]
-        level = [(root_type, grouped, root_value, data, root, ())]
-        while level:
-            calls: list[tuple[Any, ...]] = []
-            awaiting: list[int] = []
-            for parent_type, fields, source, target, slot, path in level:
-                # What each field of this selection needs, worked out once per request for
-                # all the objects that share the selection (hundreds in a list).
-                plan = plans.get(id(fields))
-                if plan is None:
-                    plan = plans[id(fields)] = _plan(parent_type, fields)
-                for key, details, node, name, field_def, source_key, verbatim, nullable in plan:
-                    if field_def is None:
-                        target[key] = parent_type.name  # __typename
-                        continue
-                    try:
-                        if source_key is not None:
-                            value = source[source_key]
-                            # A key read of a well-typed scalar: the answer, written now
-                            # (no completion step, no path built). Strings and booleans,
-                            # most of them, need no further check.
-                            kind = type(value)
-                            if kind is verbatim:
-                                if kind is str or kind is bool or _verbatim(verbatim, value):
-                                    target[key] = value
-                                    continue
-                            elif value is None and nullable:
-                                target[key] = None
+        complete = self._complete
+        # No level barrier: an awaited value is completed as soon as its cohort is whole
+        # (below), and the objects it makes have their fields resolved at once, so a branch
+        # never waits for a slow lookup elsewhere in the query. What arrives in the same loop
+        # turn (a batch's futures are all set in one step) is completed together, and the
+        # lookups it issues leave together, one batch per loader.
+        arrived: list[tuple[_Cohort, tuple[Any, ...], Any, asyncio.Future[Any]]] = []
+        wake: list[asyncio.Future[None] | None] = [None]
+        started: list[asyncio.Future[Any]] = []  # tasks of this run's coroutines
+        outstanding = 0
+
+        def arrive(cohort: _Cohort, call: tuple[Any, ...], fn: Any,
+                   future: asyncio.Future[Any]) -> None:
+            arrived.append((cohort, call, fn, future))
+            waiter = wake[0]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        Work = tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]
+        work: list[Work] = [(root_type, grouped, root_value, data, root, ())]
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while work:
+                    # One round: resolve the fields of every object that is ready, issuing
+                    # their lookups, then complete what was at hand, which readies the next
+                    # objects. A field's values across the round's objects (a list's items)
+                    # are a cohort: they complete together once all have arrived, so that a
+                    # value at hand (or an early batch of a split list) does not send the
+                    # lookups under it ahead of its siblings', in a batch of their own.
+                    cohorts: dict[int, _Cohort] = {}
+                    at_hand: list[_Entry] = []
+                    for parent_type, fields, source, target, slot, path in work:
+                        # What each field of this selection needs, worked out once per
+                        # request for all the objects that share the selection.
+                        plan = plans.get(id(fields))
+                        if plan is None:
+                            plan = plans[id(fields)] = _plan(parent_type, fields)
+                        for key, details, node, name, field_def, source_key, verbatim, \
+                                nullable in plan:
+                            if field_def is None:
+                                target[key] = parent_type.name  # __typename
                                 continue
+                            try:
+                                if source_key is not None:
+                                    value = source[source_key]
+                                    # A key read of a well-typed scalar: the answer, written
+                                    # now (no completion step, no path built). Strings and
+                                    # booleans, most of them, need no further check.
+                                    kind = type(value)
+                                    if kind is verbatim:
+                                        if kind is str or kind is bool \
+                                                or _verbatim(verbatim, value):
+                                            target[key] = value
+                                            continue
+                                    elif value is None and nullable:
+                                        target[key] = None
+                                        continue
+                                else:
+                                    args = arguments.get(id(node))
+                                    if args is None:
+                                        args = (get_argument_values(field_def, node,
+                                                                    self.variable_values)
+                                                if field_def.args or node.arguments else {})
+                                        arguments[id(node)] = args
+                                    resolve = field_def.resolve
+                                    if wrap is None:
+                                        value = resolve(source, info, **args) if args \
+                                            else resolve(source, info)
+                                    else:
+                                        value = wrap(resolve)(
+                                            source, _FieldInfo(info.context, parent_type,
+                                                               name, (*path, key)), **args)
+                                    if type(value) not in _SYNC and is_awaitable(value):
+                                        fn = None
+                                        if isinstance(value, Then):
+                                            future, fn = value.future, value.fn
+                                        elif asyncio.isfuture(value):
+                                            future = value
+                                        else:  # a coroutine: it runs to issue its lookups
+                                            future = asyncio.ensure_future(value)
+                                            started.append(future)
+                                        cohort = cohorts.get(id(details))
+                                        if cohort is None:
+                                            cohort = cohorts[id(details)] = _Cohort()
+                                        cohort.waiting += 1
+                                        future.add_done_callback(partial(
+                                            arrive, cohort,
+                                            (field_def.type, details, target, key, slot,
+                                             (*path, key), parent_type, name), fn))
+                                        outstanding += 1
+                                        continue
+                            except Exception as error:
+                                value = _Failed(error)
+                            at_hand.append((field_def.type, details, value, target, key,
+                                            slot, (*path, key), parent_type, name))
+                    # After the round's lookups are issued: what was at hand completes
+                    # before anything awaited, so that a null it propagates is in place
+                    # before the awaited values under it complete (as in graphql-core).
+                    work = []
+                    for entry in at_hand:
+                        cohort = cohorts.get(id(entry[1]))
+                        if cohort is not None:
+                            cohort.held.append(entry)  # completes with its siblings
                         else:
-                            args = arguments.get(id(node))
-                            if args is None:
-                                args = (get_argument_values(field_def, node, self.variable_values)
-                                        if field_def.args or node.arguments else {})
-                                arguments[id(node)] = args
-                            resolve = field_def.resolve
-                            if wrap is None:
-                                value = resolve(source, info, **args) if args \
-                                    else resolve(source, info)
-                            else:
-                                value = wrap(resolve)(
-                                    source, _FieldInfo(info.context, parent_type, name,
-                                                       (*path, key)), **args)
-                            if type(value) not in _SYNC and is_awaitable(value):
-                                awaiting.append(len(calls))
-                    except Exception as error:
-                        value = _Failed(error)
-                    calls.append((field_def.type, details, value, target, key, slot,
-                                  (*path, key), parent_type, name))
-            if awaiting:
-                await self._settle(calls, awaiting)
-            next_level: list[Any] = []
-            if awaiting:
-                # As graphql-core does: what was at hand completes before what was awaited,
-                # so that a null propagated by a value at hand is in place before the
-                # awaited values under it complete (and their errors are dropped, below).
-                waited = set(awaiting)
-                calls = [call for i, call in enumerate(calls) if i not in waited] + [
-                    calls[i] for i in awaiting]
-            for return_type, details, value, target, key, slot, path, parent_type, name in calls:
-                self._complete(return_type, details, value, target, key, slot, path,
-                               parent_type, name, next_level)
-            level = next_level
+                            complete(*entry, work)
+                if not outstanding:
+                    break
+                if not arrived:
+                    waiter = wake[0] = loop.create_future()
+                    await waiter
+                    wake[0] = None
+                ready = arrived[:]
+                arrived.clear()
+                outstanding -= len(ready)
+                for cohort, call, fn, future in ready:
+                    failed = future.exception()  # raises CancelledError if it was cancelled
+                    if failed is not None:
+                        if not isinstance(failed, Exception):
+                            raise failed
+                        value = _Failed(failed)
+                    else:
+                        value = future.result()
+                        if fn is not None:
+                            try:
+                                value = fn(value)
+                            except Exception as failure:
+                                value = _Failed(failure)
+                    return_type, details, target_, key, slot_, path_, parent, name = call
+                    cohort.held.append((return_type, details, value, target_, key, slot_,
+                                        path_, parent, name))
+                    cohort.waiting -= 1
+                    if not cohort.waiting:
+                        held, cohort.held = cohort.held, []
+                        for entry in held:
+                            if self._nulled and self._under_nulled(entry[6]):
+                                continue  # its object is null already: graphql-core cancels
+                            complete(*entry, work)
+        finally:
+            for task in started:
+                if not task.done():
+                    task.cancel()  # the request ended (its deadline): nothing may outlive it
         return root[0]["data"]
-
-    @staticmethod
-    async def _settle(calls: list[tuple[Any, ...]], awaiting: list[int]) -> None:
-        """Replace each awaitable of a level with its value.
-
-        Every lookup of the level was issued before this runs, so the futures are in flight
-        together: awaiting them one by one costs one suspension per batch, not per field.
-        Coroutines must run to issue their lookups, so they alone are started together
-        first; a `Then` is its future's value through its function, applied inline.
-        """
-        coroutines = [i for i in awaiting if asyncio.iscoroutine(calls[i][2])]
-        tasks = {i: asyncio.ensure_future(calls[i][2]) for i in coroutines}
-        for i in awaiting:
-            call = calls[i]
-            awaitable = tasks.get(i, call[2])
-            try:
-                if isinstance(awaitable, Then):
-                    value = awaitable.fn(await awaitable.future)
-                else:
-                    value = await awaitable
-            except Exception as error:
-                value = _Failed(error)
-            calls[i] = (call[0], call[1], value, *call[3:])
 
     def _complete(self, return_type: GraphQLOutputType, details: FieldDetailsList, value: Any,
                   container: Any, key: Any, parent: _Slot, path: tuple[Any, ...],
-                  parent_type: GraphQLObjectType, name: str, next_level: list[Any]) -> None:
+                  parent_type: GraphQLObjectType, name: str, work: list[Any]) -> None:
         # The field's coordinate (parent type, name) is formatted only for an error message.
         nullable = not isinstance(return_type, GraphQLNonNull)
         inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
@@ -433,7 +508,7 @@ class PlanExecutor(GatewayExecutor):
             slot = (container, key, nullable, parent)
             for index, item in enumerate(value):
                 self._complete(inner.of_type, details, item, items, index, slot,
-                               (*path, index), parent_type, name, next_level)
+                               (*path, index), parent_type, name, work)
             return
         if isinstance(inner, GraphQLObjectType):
             # An object type's subfields depend only on the field nodes: one lookup by their
@@ -446,7 +521,7 @@ class PlanExecutor(GatewayExecutor):
             grouped, template = subfields
             result: dict[str, Any] = template.copy()
             container[key] = result
-            next_level.append((inner, grouped, value, result,
+            work.append((inner, grouped, value, result,
                                (container, key, nullable, parent), path))
             return
         if _verbatim(VERBATIM.get(inner), value):
