@@ -99,6 +99,10 @@ bench-tracing: $(STAMP)
 # an earlier commit's replicas with HISTORY="--base REV". Writes the History checker section
 # of bench/RESULTS.md and bench/history.json.
 HISTORY ?=
+# The plan executor without a level barrier against the commit before it (with one).
+bench-barrier: $(STAMP)
+	$(PY) -m bench.barrier --base 3cfee5b
+
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
 

@@ -180,7 +180,7 @@ class Settings:
     plan_executor: bool = setting(
         True,
         "PLAN_EXECUTOR",
-        "Run queries with the breadth-first executor (app/execution/executor.py); false: "
+        "Run queries with the plan executor (app/execution/executor.py); false: "
         "graphql-core's own executor for everything.",
     )
     cache_enabled: bool = setting(
