@@ -33,7 +33,21 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.config.settings import SERVICES
+from app.upstream import failures
+from loaders.declarations import ALL as LOADERS
+from loaders.entities import ENTITIES
+from loaders.spec import BatchSpec
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The label values known before any traffic (`start_series` creates their series at 0).
+OUTCOMES = ("ok", "partial", "error", "refused", "aborted")
+CACHE_OUTCOMES = ("hit", "miss", "stale", "eviction")
+PROTOCOLS = ("ws", "sse")
+EVENT_OUTCOMES = ("fanned_out", "unwatched", "stale")
+MESSAGE_KINDS = ("next", "error", "complete")
+CLOSE_REASONS = ("slow_consumer", "token_expired", "shutdown", "init_timeout",
+                 "too_many_connections", "unauthenticated", "bad_request")
 MAX_OPERATION_NAMES = 200
 # Seconds: from a cache hit (well under a millisecond) to a request at its deadline (2 s).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -229,6 +243,51 @@ def operation_label(name: str | None, *, admit: bool) -> str:
             return "other"
         _operations.add(name)
     return name
+
+
+def upstream_codes() -> list[str]:
+    """Every outcome an upstream call can end with: OK, or a code of the failure table."""
+    table = [*failures.FAILURES.values(), *failures.STATUS_FAILURES.values(),
+             failures.OTHER_5XX, failures.OTHER_4XX, failures.ODD_STATUS]
+    return ["OK", *sorted({f.code for f in table})]
+
+
+def start_series(subscription_fields: tuple[str, ...] = ()) -> None:
+    """Create, at 0, every series whose label values are known at start (in each process:
+    with several workers each writes its zeros to the shared directory), so that `rate()`
+    and the alerts read 0 on a fresh gateway rather than no data. Label values learnt from
+    traffic (operation names, clients, currencies) appear when first seen."""
+    for operation in ("anonymous", "other"):
+        for outcome in OUTCOMES:
+            REQUESTS.labels(operation, outcome)
+            REQUEST_LATENCY.labels(operation, outcome)
+    codes = upstream_codes()
+    # One route per service at least (the loaders' own; writes' routes appear when used):
+    # enough for the sums by service that the alerts read.
+    routes = {(spec.service, spec.path if isinstance(spec, BatchSpec) else spec.route)
+              for spec in LOADERS}
+    for service, route in sorted((s, r) for s, r in routes if r is not None):
+        UPSTREAM_LATENCY.labels(service, route)
+        for code in codes:
+            UPSTREAM_CALLS.labels(service, route, code)
+    for service in SERVICES:
+        UPSTREAM_RETRIES.labels(service)
+        RETRY_BUDGET_REFUSALS.labels(service)
+        BREAKER_OPENED.labels(service)
+    for spec in LOADERS:
+        LOADER_BATCH_SIZE.labels(spec.name)
+    for entity in ENTITIES:
+        for outcome in CACHE_OUTCOMES:
+            CACHE_EVENTS.labels(entity, outcome)
+        for outcome in EVENT_OUTCOMES:
+            SUBSCRIPTION_EVENTS.labels(entity, outcome)
+    for protocol in PROTOCOLS:
+        for field in subscription_fields:
+            SUBSCRIPTIONS_ACTIVE.labels(protocol, field)
+        for kind in MESSAGE_KINDS:
+            SUBSCRIPTION_MESSAGES.labels(protocol, kind)
+        for reason in CLOSE_REASONS:
+            SUBSCRIPTION_CLOSES.labels(protocol, reason)
 
 
 def process_exit() -> None:

@@ -181,3 +181,46 @@ def test_timing_collections_cannot_deadlock_the_metrics(tmp_path: Path) -> None:
                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 1  # and the pauses were recorded, once flushed
+
+
+async def test_a_fresh_gateway_reports_its_known_series_at_zero(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """Before any request, every series whose labels are known at start exists (at 0), so
+    that `rate()` and the alerts read zero rather than no data; with two workers too."""
+    services = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
+    for workers in ("1", "2"):
+        gateway = processes(GATEWAY_WORKERS=workers)
+        m = await scrape(http_session, gateway)
+        for outcome in ("ok", "partial", "error", "refused", "aborted"):
+            for operation in ("anonymous", "other"):
+                assert m.value("gateway_requests", "_total", operation=operation,
+                               outcome=outcome) == 0
+                assert m.value("gateway_request_duration_seconds", "_count",
+                               operation=operation, outcome=outcome) == 0
+        for service in services:
+            for family in ("gateway_upstream_retries", "gateway_retry_budget_refusals",
+                           "gateway_circuit_opened"):
+                assert m.samples(family, "_total") and m.value(
+                    family, "_total", service=service) == 0, (family, service)
+            assert m.value("gateway_circuit_state", service=service) == 0
+            outcomes = {s.labels["outcome"] for s in m.samples("gateway_upstream_calls", "_total")
+                        if s.labels["service"] == service}
+            assert {"OK", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "CIRCUIT_OPEN",
+                    "DEADLINE_EXCEEDED"} <= outcomes, service
+        assert {(s.labels["entity"], s.labels["outcome"])
+                for s in m.samples("gateway_cache_events", "_total")} >= {
+            (e, o) for e in ("User", "Product", "Review", "Order", "Stock", "Category")
+            for o in ("hit", "miss", "stale", "eviction")}
+        assert {s.labels["loader"] for s in m.samples("gateway_loader_batch_size", "_count")
+                } >= {"user", "product", "stock", "reviews_by_product", "top_products"}
+        assert m.value("gateway_redis_outages", "_total") == 0
+        assert m.value("gateway_redis_state") == 0
+        assert {(s.labels["protocol"], s.labels["reason"]) for s in
+                m.samples("gateway_subscription_connections_closed", "_total")} >= {
+            ("ws", "slow_consumer"), ("sse", "shutdown")}
+        assert {s.labels["field"] for s in m.samples("gateway_subscriptions_active")} == {
+            "stockChanged", "productChanged", "reviewAdded", "orderUpdated"}
+        assert m.value("gateway_subscription_events", "_total", entity="Stock",
+                       outcome="fanned_out") == 0
+        assert m.value("gateway_http_aborted", "_total", reason="client_disconnect") == 0
