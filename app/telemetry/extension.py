@@ -32,7 +32,7 @@ from strawberry.types.field import StrawberryField
 
 from app.core.errors import GatewayError
 from app.execution.context import RequestContext
-from app.telemetry.metrics import RESOLVER_LATENCY
+from app.telemetry.metrics import RESOLVER_LATENCY, sampled_trace_id, timed
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry
 from loaders.then import Then
 
@@ -55,7 +55,7 @@ class _Field:
 
     def __init__(self, parent: str, name: str) -> None:
         self.coordinate = f"{parent}.{name}"
-        self.latency = RESOLVER_LATENCY.labels(self.coordinate)
+        self.latency = timed(RESOLVER_LATENCY, self.coordinate)
         # The span's attributes but its path (one dict copy per span).
         self.attributes = {COORDINATE: self.coordinate, "graphql.selection.field.name": name,
                            "graphql.selection.field.parent_type": parent,
@@ -260,7 +260,8 @@ class Tracing(SchemaExtension):
     def _end(self, field: _Field, span: Span | None, start: float,
              error: BaseException | None) -> None:
         if self._metrics:
-            field.latency.observe(time.perf_counter() - start)
+            field.latency.observe(time.perf_counter() - start,
+                                  sampled_trace_id(span) if span is not None else None)
         if span is not None:
             if error is not None:
                 span.set_attribute("error.type", error_class(error))

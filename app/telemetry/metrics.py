@@ -15,21 +15,31 @@ a port of its own (`MetricsServer`) and not on the public one.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
 import gc
+import glob
 import os
 import threading
 import time
+from collections.abc import Iterator
 
+import orjson
 from aiohttp import web
+from opentelemetry import trace
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    Metric,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -290,25 +300,193 @@ def start_series(subscription_fields: tuple[str, ...] = ()) -> None:
             SUBSCRIPTION_CLOSES.labels(protocol, reason)
 
 
+# -- exemplars ------------------------------------------------------------------------------
+# A latency bucket links to the trace of a request it counted: the latest sampled (exported)
+# observation of each bucket keeps its trace id, shown to a scraper asking for OpenMetrics
+# (`# {trace_id="..."} 0.042 1733212345.1`). prometheus_client keeps exemplars only in
+# single-process mode (its multiprocess values drop them), so the gateway keeps its own in
+# both: each process holds the latest per bucket, and with several workers writes them, at
+# most once a second, to `exemplars_<pid>.json` in the shared directory; whichever worker
+# answers the scrape puts the newest of every process on the merged buckets.
+EXEMPLAR_FLUSH_S = 1.0
+_BucketKey = tuple[str, tuple[tuple[str, str], ...], str]  # family, labels, le
+_Seen = tuple[str, float, float]  # trace id, value, when (Unix time)
+
+
+class Exemplars:
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self.latest: dict[_BucketKey, _Seen] = {}
+        self._flushed = 0.0
+        self._flush_pending = False
+
+    def record(self, family: str, labels: tuple[tuple[str, str], ...], le: str, value: float,
+               trace_id: str) -> None:
+        self.latest[(family, labels, le)] = (trace_id, value, time.time())
+        if self.directory is not None:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_pending:
+            return
+        wait = self._flushed + EXEMPLAR_FLUSH_S - time.monotonic()
+        if wait <= 0:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_pending = True
+        loop.call_later(wait, self.flush)
+
+    def _path(self, pid: int) -> str:
+        assert self.directory is not None
+        return os.path.join(self.directory, f"exemplars_{pid}.json")
+
+    def flush(self) -> None:
+        """Write this process's exemplars for the other workers (atomically: a reader sees
+        the previous file or this one)."""
+        self._flush_pending = False
+        self._flushed = time.monotonic()
+        if self.directory is None:
+            return
+        rows = [[family, labels, le, *seen] for (family, labels, le), seen in self.latest.items()]
+        path = self._path(os.getpid())
+        try:
+            with open(path + ".tmp", "wb") as out:
+                out.write(orjson.dumps(rows))
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass  # exemplars are a convenience: never fail a request for them
+
+    def merged(self) -> dict[_BucketKey, Exemplar]:
+        """The newest exemplar of every bucket, across the workers."""
+        newest: dict[_BucketKey, _Seen] = {}
+        if self.directory is not None:
+            own = os.path.basename(self._path(os.getpid()))
+            for path in glob.glob(os.path.join(self.directory, "exemplars_*.json")):
+                if os.path.basename(path) == own:
+                    continue
+                try:
+                    with open(path, "rb") as file:
+                        rows = orjson.loads(file.read())
+                except (OSError, orjson.JSONDecodeError):
+                    continue
+                for family, labels, le, trace_id, value, at in rows:
+                    key = (family, tuple(tuple(pair) for pair in labels), le)
+                    seen = newest.get(key)
+                    if seen is None or seen[2] < at:
+                        newest[key] = (trace_id, value, at)
+        for key, mine in self.latest.items():
+            seen = newest.get(key)
+            if seen is None or seen[2] <= mine[2]:
+                newest[key] = mine
+        return {key: Exemplar({"trace_id": trace_id}, value, at)
+                for key, (trace_id, value, at) in newest.items()}
+
+    def remove(self) -> None:
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self._path(os.getpid()))
+
+
+EXEMPLARS = Exemplars(os.environ.get(MULTIPROC_ENV) or None)
+
+
+class Timed:
+    """A latency histogram's series that also keeps, per bucket, the trace of a sampled
+    observation (the exemplar). Made once per label set (they are bounded)."""
+
+    __slots__ = ("_bounds", "_child", "_family", "_labels", "_les")
+
+    def __init__(self, histogram: Histogram, *values: str) -> None:
+        self._child = histogram.labels(*values)
+        self._family = histogram._name
+        self._labels = tuple(sorted(zip(histogram._labelnames, values, strict=True)))
+        self._bounds = histogram._upper_bounds
+        self._les = [floatToGoString(b) for b in self._bounds]
+
+    def observe(self, value: float, trace_id: str | None = None) -> None:
+        """`trace_id`: the hex id of the exported (sampled) trace this observation is part
+        of, if any."""
+        self._child.observe(value)
+        if trace_id is not None:
+            EXEMPLARS.record(self._family, self._labels,
+                             self._les[bisect.bisect_left(self._bounds, value)], value,
+                             trace_id)
+
+
+_timed: dict[tuple[str, tuple[str, ...]], Timed] = {}
+
+
+def timed(histogram: Histogram, *values: str) -> Timed:
+    """The series of `histogram` at these label values (kept: label values are bounded)."""
+    key = (histogram._name, values)
+    series = _timed.get(key)
+    if series is None:
+        series = _timed[key] = Timed(histogram, *values)
+    return series
+
+
+def sampled_trace_id(span: trace.Span | None = None) -> str | None:
+    """The trace id of `span` (by default the current one) when its trace is exported
+    (sampled): only such a trace can be found from an exemplar."""
+    ctx = (span or trace.get_current_span()).get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.trace_flags.sampled else None
+
+
+class _WithExemplars:
+    """A registry's metrics with the exemplars put on their histogram buckets."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        table = EXEMPLARS.merged()
+        families = {key[0] for key in table}
+        for metric in self.registry.collect():
+            if metric.type == "histogram" and metric.name in families:
+                metric.samples = [self._with(metric.name, sample, table)
+                                  for sample in metric.samples]
+            yield metric
+
+    @staticmethod
+    def _with(family: str, sample: Sample, table: dict[_BucketKey, Exemplar]) -> Sample:
+        if not sample.name.endswith("_bucket"):
+            return sample
+        labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+        exemplar = table.get((family, labels, sample.labels.get("le", "")))
+        return sample._replace(exemplar=exemplar) if exemplar is not None else sample
+
+
 def process_exit() -> None:
     """With several workers: this one's live gauges (breaker states) stop counting."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(os.getpid())
+        EXEMPLARS.remove()
 
 
-def exposition() -> bytes:
-    """The metrics in Prometheus's text format."""
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The metrics, and their media type: Prometheus's text format, or OpenMetrics (with
+    the latency buckets' exemplars) when `accept` asks for it."""
     flush_gc()
     if os.environ.get(MULTIPROC_ENV):
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
+    else:
+        registry = REGISTRY
+    encoder, media_type = choose_encoder(accept or "")
+    if media_type.startswith("application/openmetrics-text"):
+        return encoder(_WithExemplars(registry)), media_type
+    return encoder(registry), media_type
 
 
-async def endpoint(_: Request) -> Response:
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+async def endpoint(request: Request) -> Response:
+    body, media_type = exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": media_type})
 
 
 class MetricsServer:
@@ -343,5 +521,6 @@ class MetricsServer:
             self._runner = None
 
     @staticmethod
-    async def _metrics(_: web.Request) -> web.Response:
-        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _metrics(request: web.Request) -> web.Response:
+        body, media_type = exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": media_type})

@@ -81,9 +81,9 @@ class _Call(CallObservation):
 
     def end(self, retries: int, code: str | None, message: str = "") -> None:
         metrics.UPSTREAM_CALLS.labels(self._service, self._route, code or "OK").inc()
-        metrics.UPSTREAM_LATENCY.labels(self._service, self._route).observe(
-            time.monotonic() - self._started)
         span, self._span = self._span, None
+        metrics.timed(metrics.UPSTREAM_LATENCY, self._service, self._route).observe(
+            time.monotonic() - self._started, metrics.sampled_trace_id(span))
         if span is not None:
             span.set_attribute("gateway.upstream.retries", retries)
             if code is not None:

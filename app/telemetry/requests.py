@@ -163,7 +163,8 @@ class AccessLog:
             operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
             metrics.REQUESTS.labels(operation, outcome).inc()
-            metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)
+            metrics.timed(metrics.REQUEST_LATENCY, operation, outcome).observe(
+                duration, metrics.sampled_trace_id())
             access_log.info("request", extra=fields)
         else:
             access_log.debug("request", extra=fields)
