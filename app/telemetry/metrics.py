@@ -192,6 +192,101 @@ SUBSCRIPTION_CLOSES = Counter(
     ["protocol", "reason"],
 )
 
+# -- business --------------------------------------------------------------------------------
+# Counted on the gateway's own successful mutations (resolvers/mutations.py), not on the
+# services' change events: a write made directly on a service is not counted here.
+ORDERS_PLACED = Counter(
+    "gateway_orders_placed_total",
+    "Orders placed through the gateway's placeOrder (a repeat with the same idempotencyKey "
+    "that the service answers with an order made earlier is not counted again).",
+)
+ORDER_VALUE = Counter(
+    "gateway_order_value_cents_total",
+    "Value of the orders placed through the gateway, in hundredths of the currency's unit "
+    "(total_cents), by currency (ISO 4217 codes; at most 20, then other).",
+    ["currency"],
+)
+ORDERS_CANCELLED = Counter(
+    "gateway_orders_cancelled_total",
+    "Orders cancelled through the gateway's cancelOrder (not an order cancelled already).",
+)
+REVIEWS_ADDED = Counter(
+    "gateway_reviews_added_total",
+    "Reviews written through the gateway's addReview (a repeat answered from its "
+    "idempotencyKey is not counted again).",
+)
+MAX_CURRENCIES = 20
+_currencies: set[str] = set()
+
+
+def currency_label(currency: object) -> str:
+    """The currency as a label: an ISO 4217 code, at most MAX_CURRENCIES of them."""
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isascii() \
+            or not currency.isupper() or not currency.isalpha():
+        return "other"
+    if currency in _currencies:
+        return currency
+    with _operations_lock:
+        if len(_currencies) >= MAX_CURRENCIES:
+            return "other"
+        _currencies.add(currency)
+    return currency
+
+
+# -- clients ---------------------------------------------------------------------------------
+CLIENT_REQUESTS = Counter(
+    "gateway_client_requests_total",
+    "GraphQL requests by client (the apollographql-client-name and -version headers: "
+    "CLIENT_NAMES_MAX names, each first sent by a signed-in caller or with a persisted "
+    "operation, then other; unknown: no header) and outcome.",
+    ["client_name", "client_version", "outcome"],
+)
+CLIENT_LATENCY = Histogram(
+    "gateway_client_request_duration_seconds",
+    "Time to answer a GraphQL request, by client name (bounded as in "
+    "gateway_client_requests_total).",
+    ["client_name"], buckets=LATENCY_BUCKETS,
+)
+MAX_CLIENT_VERSIONS = 10  # per client name
+MAX_CLIENT_LABEL = 64  # characters; a longer name or version is `other`
+_clients: dict[str, set[str]] = {}  # admitted name -> its admitted versions
+
+
+def _printable(value: str) -> bool:
+    return len(value) <= MAX_CLIENT_LABEL and value.isascii() and value.isprintable()
+
+
+def client_labels(name: str | None, version: str | None, *, admit: bool, limit: int
+                  ) -> tuple[str, str]:
+    """The client's name and version as label values: bounded, since clients choose them.
+    As with operation names, a name (and a version of an admitted name) not yet labelled is
+    taken in only when `admit`, while fewer than `limit` names (MAX_CLIENT_VERSIONS
+    versions) have been; else it is "other". No header: "unknown"."""
+    if not name:
+        return "unknown", "unknown"
+    versions = _clients.get(name)
+    if versions is None:
+        if not admit or not _printable(name):
+            return "other", "other"
+        with _operations_lock:
+            versions = _clients.get(name)
+            if versions is None:
+                if len(_clients) >= limit:
+                    return "other", "other"
+                versions = _clients[name] = set()
+    if not version:
+        return name, "unknown"
+    if version in versions:
+        return name, version
+    if not admit or not _printable(version):
+        return name, "other"
+    with _operations_lock:
+        if len(versions) >= MAX_CLIENT_VERSIONS:
+            return name, "other"
+        versions.add(version)
+    return name, version
+
+
 # The event loop stops while the cycle collector runs: under load a young-generation pass
 # walks every in-flight request's objects, tens of milliseconds that land on whichever
 # requests are running (their p99) and on the CPU per request.
@@ -271,6 +366,10 @@ def start_series(subscription_fields: tuple[str, ...] = ()) -> None:
         for outcome in OUTCOMES:
             REQUESTS.labels(operation, outcome)
             REQUEST_LATENCY.labels(operation, outcome)
+    for client in ("unknown", "other"):
+        CLIENT_LATENCY.labels(client)
+        for outcome in OUTCOMES:
+            CLIENT_REQUESTS.labels(client, client, outcome)
     codes = upstream_codes()
     # One route per service at least (the loaders' own; writes' routes appear when used):
     # enough for the sums by service that the alerts read.

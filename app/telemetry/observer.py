@@ -195,6 +195,18 @@ class TelemetryObserver(Observer):
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
 
+    # -- business events -------------------------------------------------------------------
+    def order_placed(self, currency: str, total_cents: int) -> None:
+        metrics.ORDERS_PLACED.inc()
+        if total_cents > 0:
+            metrics.ORDER_VALUE.labels(metrics.currency_label(currency)).inc(total_cents)
+
+    def order_cancelled(self) -> None:
+        metrics.ORDERS_CANCELLED.inc()
+
+    def review_added(self) -> None:
+        metrics.REVIEWS_ADDED.inc()
+
     # -- subscriptions ---------------------------------------------------------------------
     def subscription_changed(self, protocol: str, field: str, delta: int) -> None:
         metrics.SUBSCRIPTIONS_ACTIVE.labels(protocol, field).inc(delta)
