@@ -227,6 +227,12 @@ async def test_a_fresh_gateway_reports_its_known_series_at_zero(
         assert m.value("gateway_subscription_events", "_total", entity="Stock",
                        outcome="fanned_out") == 0
         assert m.value("gateway_http_aborted", "_total", reason="client_disconnect") == 0
+        for client in ("unknown", "other"):
+            assert m.value("gateway_client_requests", "_total", client_name=client,
+                           client_version=client, outcome="ok") == 0
+        for family in ("gateway_orders_placed", "gateway_orders_cancelled",
+                       "gateway_reviews_added"):
+            assert m.value(family, "_total") == 0
 
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
