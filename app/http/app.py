@@ -114,6 +114,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     metrics_server = (metrics.MetricsServer(settings.host, settings.metrics_port,
                                             reuse_port=settings.workers > 1)
                       if settings.metrics_port else None)
+    subscription = schema._schema.subscription_type
+    metrics.start_series(tuple(subscription.fields) if subscription is not None else ())
     hub = Hub(schema._schema, settings, client, caching.hints, entities=caching.entities,
               namespaces=caching.namespaces, persisted=graphql.persisted, limiter=limiter,
               observer=telemetry.observer)
