@@ -122,6 +122,7 @@ async def run(
     failures = 0
     errors = 0
     partial = 0  # responses with errors that still carry data
+    first_error: str | None = None  # what the first failure or error answer said, for a report
     counter = start_index
     deadline = time.perf_counter() + seconds
 
@@ -138,7 +139,7 @@ async def run(
         return None
 
     async def worker() -> None:
-        nonlocal counter, failures, errors, partial
+        nonlocal counter, failures, errors, partial, first_error
         conn = await connect()
         if conn is None:
             return
@@ -161,10 +162,14 @@ async def run(
                 latencies.append((time.perf_counter() - started) * 1000)
                 if status != 200:
                     failures += 1
+                    if first_error is None:
+                        first_error = f"HTTP {status}: {raw[:300]!r}"
                 elif ERRORS_KEY in raw:
                     answer = orjson.loads(raw)
                     if answer.get("errors"):
                         errors += 1
+                        if first_error is None:
+                            first_error = orjson.dumps(answer["errors"][:2]).decode()[:300]
                         if answer.get("data"):
                             partial += 1
                 if conn.lost or status == 0:
@@ -184,6 +189,7 @@ async def run(
         "requests": len(latencies),
         "failures": failures,
         "responses_with_errors": errors,
+        "first_error": first_error,
         "partial_responses": partial,
         "elapsed_s": elapsed,
         "rps": len(latencies) / elapsed if elapsed else 0.0,

@@ -87,6 +87,7 @@ class Row:
     # The services' own time answering, per request (their /_timing, injected latency
     # excluded): at concurrency 1 it is on the critical path, like the gateway's CPU.
     services_ms: float = 0.0
+    first_error: str | None = None  # what the first failed or erroneous answer said
 
 
 # -- process measurements ------------------------------------------------------------------------
@@ -191,6 +192,7 @@ def run_cell(gateway: Gateway, services: Services, mode: str, workload: str, lat
         mode=mode, workload=workload, latency_ms=latency, concurrency=concurrency,
         requests=res["requests"], failures=res["failures"],
         responses_with_errors=res["responses_with_errors"], rps=res["rps"],
+        first_error=res["first_error"],
         p50_ms=res["p50_ms"], p95_ms=res["p95_ms"], p99_ms=res["p99_ms"],
         upstream_per_query=sum(counts.values()) / done,
         upstream_by_service={k: v / done for k, v in sorted(counts.items()) if v},
