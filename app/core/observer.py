@@ -137,7 +137,8 @@ class Observer:
 
     def subscription_event(self, entity: str, outcome: str) -> None:
         """A change event reached the subscription hub: `outcome` fanned_out (someone here
-        watches its type), unwatched, or stale (an older or repeated version: nothing sent)."""
+        watches its type), unwatched, stale (an older or repeated version: nothing sent), or
+        coalesced (replaced by a newer event of its entity before its fan-out began)."""
 
     def fan_out(self, entity: str, entity_id: str, version: int) -> FanOutObservation:
         """An event's fan-out begins."""

@@ -152,7 +152,7 @@ SUBSCRIPTION_EVENTS = Counter(
     "gateway_subscription_events_total",
     "Change events the subscription hub received, by entity type and outcome (fanned_out: "
     "someone here watches its type; unwatched; stale: an older or repeated version, nothing "
-    "sent).",
+    "sent; coalesced: replaced, while it waited for its entity's fan-out, by a newer one).",
     ["entity", "outcome"],
 )
 SUBSCRIPTION_MESSAGES = Counter(

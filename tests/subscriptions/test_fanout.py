@@ -87,3 +87,31 @@ async def test_a_subscribers_nested_selections_batch_as_a_querys_do(
     assert calls(svc, "reviews", "GET /reviews")[0] == 2
     assert calls(svc, "users", "GET /users")[0] == 1
     assert calls(svc, "inventory", "POST /inventory/query")[0] == 1
+
+
+async def test_each_subscribers_message_goes_out_once_its_own_selection_is_resolved(
+        stack: Stack, session: aiohttp.ClientSession, svc: Services,
+        changes: Changes) -> None:
+    """Two subscribers of one event on one connection (its messages keep their order): the
+    one that reads only the product is sent first, without waiting for the one whose
+    selection reads the slowed reviews service, although it subscribed second."""
+    product = "p221"
+    connection = await WSConnection.open(stack.nocache.url)
+    try:
+        await connection.init()
+        slow = await connection.subscribe("slow", 'subscription { productChanged(id: "'
+                                          + product + '") { name reviews(first: 2) { body } } }')
+        await wait_active(session, stack.nocache, 1)
+        fast = await connection.subscribe("fast", 'subscription { productChanged(id: "'
+                                          + product + '") { name } }')
+        await wait_active(session, stack.nocache, 2)
+        svc.set_faults("reviews", latency_ms=300)
+        await changes.rename(product, "Streamed")
+        first = await fast.next()
+        assert slow.messages.empty()  # not sent yet: the fast one did not wait for it
+        second = await slow.next()
+    finally:
+        await connection.close()
+    assert first["data"]["productChanged"] == {"name": "Streamed"}
+    assert second["data"]["productChanged"]["name"] == "Streamed"
+    assert "errors" not in second
