@@ -150,7 +150,7 @@ class Observer:
     def subscription_connection_closed(self, protocol: str, reason: str) -> None:
         """The gateway closed a subscription connection (or refused it) for `reason`:
         slow_consumer, token_expired, shutdown, init_timeout, too_many_connections,
-        unauthenticated, bad_request."""
+        over_capacity (MAX_SUBSCRIPTION_CONNECTIONS), unauthenticated, bad_request."""
 
 
 NULL_OBSERVER = Observer()

@@ -164,7 +164,7 @@ SUBSCRIPTION_CLOSES = Counter(
     "gateway_subscription_connections_closed_total",
     "Subscription connections the gateway closed or refused, by protocol and reason "
     "(slow_consumer, token_expired, shutdown, init_timeout, too_many_connections, "
-    "unauthenticated, bad_request).",
+    "over_capacity, unauthenticated, bad_request).",
     ["protocol", "reason"],
 )
 
