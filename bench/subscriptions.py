@@ -89,10 +89,18 @@ def rss_kb(pid: int) -> int:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    status, _, text = http("GET", gateway.url + "/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics answered {status}: {text}")
-    return sample_total(text, name, **labels)
+    problem = ""
+    for _ in range(100):  # a 503 (MAX_CONNECTIONS), or slow, in a burst: again
+        try:
+            status, _, text = http("GET", gateway.url + "/metrics")
+        except OSError as error:  # (a timeout)
+            problem = repr(error)
+            continue
+        if status == 200:
+            return sample_total(text, name, **labels)
+        problem = f"status {status}: {text}"
+        time.sleep(0.1)
+    raise RuntimeError(f"/metrics failed: {problem}")
 
 
 def active(gateway: Gateway) -> int:

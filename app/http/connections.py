@@ -20,6 +20,8 @@ so the limits live here, in the protocol that reads the bytes:
   streams: `SUBSCRIPTIONS`) are not counted: they have their own cap,
   MAX_SUBSCRIPTION_CONNECTIONS (app.http.subscriptions). Counted, 1,000 idle subscribers
   took every place, and every request after them, /events and /healthz included, got 503.
+  Nor is a WebSocket upgrade refused here: 5,000 clients connecting at once were, while
+  their handshakes waited their turn, 1,000 connections and more.
 
 Each refusal is counted (`gateway_http_aborted_total{reason}`) and logged at info: these are
 the client's doing, not the gateway's failures. A body timeout ends the request as a client
@@ -211,8 +213,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._too_large()
             return
         held = SUBSCRIPTIONS.open  # counted against their own cap, not this one
-        if self.capacity is not None and (len(self.connections) - held > self.capacity
-                                          or len(self.tasks) - held >= self.capacity):
+        # A WebSocket upgrade becomes a subscription connection: MAX_SUBSCRIPTION_CONNECTIONS
+        # bounds it (close 1013, which graphql-ws retries), not a 503 here.
+        upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if self.capacity is not None and not upgrade and (
+                len(self.connections) - held > self.capacity
+                or len(self.tasks) - held >= self.capacity):
             self._close("over_capacity", OVER_CAPACITY)
             return
         self._over_capacity = False  # served: its next requests get the usual time

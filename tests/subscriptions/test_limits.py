@@ -183,12 +183,24 @@ async def test_a_slow_event_stream_consumer_is_dropped(
 
 async def test_subscription_connections_have_their_own_cap_beside_max_connections(
         stack: Stack, session: aiohttp.ClientSession) -> None:
-    """Open subscription connections are not counted against MAX_CONNECTIONS (counted, they
-    took every place and every request after them got 503, /events included), and
+    """Open subscription connections, and WebSocket upgrades, are not counted against
+    MAX_CONNECTIONS (counted, they took every place and every request after them got 503,
+    /events included; 5,000 clients connecting at once were refused), and
     MAX_SUBSCRIPTION_CONNECTIONS bounds them on both protocols."""
     gateway = await asyncio.to_thread(start_gateway, stack.tmp, stack.services, env={
         "MAX_CONNECTIONS": "4", "MAX_SUBSCRIPTION_CONNECTIONS": "6"})
     held: list[WSConnection] = []
+    host, port = gateway.url.removeprefix("http://").split(":")
+    # Five connections that have sent nothing yet (as handshakes waiting their turn in a
+    # burst): a WebSocket upgrade beside them is not refused for MAX_CONNECTIONS.
+    waiting = [await asyncio.open_connection(host, int(port)) for _ in range(5)]
+    try:
+        first = await WSConnection.open(gateway.url)
+        await first.init()
+        await first.close()
+    finally:
+        for _, writer in waiting:
+            writer.close()
     try:
         for i in range(6):
             connection = await WSConnection.open(gateway.url)
