@@ -18,7 +18,8 @@ event fans out to all of them. For each protocol:
   upper bound) to the moment the client read it, same machine clock. p50 and p99;
 - memory per idle subscription: a fresh gateway, 20 subscriptions to warm its paths, RSS
   (`VmRSS`), then `--idle` more idle subscriptions, RSS again: the delta per subscription,
-  with one subscription per connection and (WebSocket only: SSE carries one per stream)
+  with one subscription per connection (WebSocket with permessage-deflate, as browsers and
+  the `ws` package offer it, and without) and (WebSocket only: SSE carries one per stream)
   100 per connection;
 - a burst (`--burst`, WebSocket, one subscription per connection): that many clients connect
   and subscribe at once; the time until all are active, and the gateway's CPU per
@@ -145,7 +146,7 @@ class Client:
 
 
 def start_clients(tmp: Path, url: str, protocol: str, connections: int, per_connection: int,
-                  processes: int = CLIENT_PROCESSES) -> list[Client]:
+                  processes: int = CLIENT_PROCESSES, deflate: bool = True) -> list[Client]:
     clients = []
     for i in range(processes):
         share = connections // processes + (1 if i < connections % processes else 0)
@@ -153,7 +154,7 @@ def start_clients(tmp: Path, url: str, protocol: str, connections: int, per_conn
             continue
         out = tmp / f"client-{protocol}-{time.monotonic_ns()}-{i}.json"
         spec = {"url": url, "protocol": protocol, "connections": share,
-                "per_connection": per_connection, "out": str(out)}
+                "per_connection": per_connection, "out": str(out), "deflate": deflate}
         proc = subprocess.Popen(
             [*pinned("1"), sys.executable, "-m", "bench.subscriptions", "client",
              orjson.dumps(spec).decode()],
@@ -194,7 +195,9 @@ async def client_main(spec: dict[str, Any]) -> None:
             async with websockets.connect(
                     url.replace("http://", "ws://") + "/graphql",
                     subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-                    ping_interval=None, open_timeout=120, max_queue=None) as ws:
+                    ping_interval=None, open_timeout=120, max_queue=None,
+                    # permessage-deflate, as browsers and the `ws` package offer it, or not.
+                    compression="deflate" if spec["deflate"] else None) as ws:
                 await ws.send(orjson.dumps({"type": "connection_init", "payload": {}}).decode())
                 ack = orjson.loads(await ws.recv())
                 if ack.get("type") != "connection_ack":
@@ -365,8 +368,8 @@ def fan_out(tmp: Path, protocol: str, subscribers: int, seconds: float, flood: f
     }
 
 
-def idle_memory(tmp: Path, protocol: str, subscriptions: int, per_connection: int
-                ) -> dict[str, Any]:
+def idle_memory(tmp: Path, protocol: str, subscriptions: int, per_connection: int,
+                deflate: bool = True) -> dict[str, Any]:
     """RSS per idle subscription: the delta over `subscriptions`, after a warm-up."""
     stack = start_stack(tmp)
     pid = stack.gateway.process.proc.pid
@@ -379,7 +382,8 @@ def idle_memory(tmp: Path, protocol: str, subscriptions: int, per_connection: in
         time.sleep(1.0)
         before = rss_kb(pid)
         connections = -(-subscriptions // per_connection)
-        clients = start_clients(tmp, stack.gateway.url, protocol, connections, per_connection)
+        clients = start_clients(tmp, stack.gateway.url, protocol, connections, per_connection,
+                                deflate=deflate)
         wait_active(stack.gateway, 20 + connections * per_connection, clients)
         time.sleep(1.0)
         after = rss_kb(pid)
@@ -391,6 +395,7 @@ def idle_memory(tmp: Path, protocol: str, subscriptions: int, per_connection: in
         stack.stop()
     count = connections * per_connection
     return {"protocol": protocol, "per_connection": per_connection, "subscriptions": count,
+            "deflate": deflate and protocol == "ws",
             "rss_before_kb": before, "rss_after_kb": after,
             "kb_per_subscription": (after - before) / count,
             "failures": sum(len(r["failures"]) for r in results)}
@@ -428,21 +433,27 @@ def report(out: Path, command: str, result: dict[str, Any]) -> str:
         f"`stockChanged` on one product; each event is a restock at the inventory, delivered "
         "signed to `/events` (bench/subscriptions.py says how each figure is taken).", "",
         "| protocol | subscribers (connections) | messages/s | gateway CPU | CPU per message "
-        "| events fanned out / coalesced | paced p50 | paced p99 | paced messages |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| per full core | events fanned out / coalesced | paced p50 | paced p99 "
+        "| paced messages |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["fan_out"]:
         lines.append(
             f"| {names[r['protocol']]} | {r['subscribers']:,} ({r['connections']:,}) | "
             f"{r['messages_per_s']:,.0f} | {100 * r['cpu_share']:.0f}% | "
-            f"{r['cpu_us_per_message']:.0f} µs | {r['events_fanned_out']:.0f} / "
+            f"{r['cpu_us_per_message']:.0f} µs | "
+            f"{1e6 / r['cpu_us_per_message'] if r['cpu_us_per_message'] else 0:,.0f} msg/s | "
+            f"{r['events_fanned_out']:.0f} / "
             f"{r['events_coalesced']:.0f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | "
             f"{r['paced_messages']:,} of {r['paced_expected']:,} |")
     lines += ["", "Memory per idle subscription (RSS delta, after 20 warm-up subscriptions):",
               "", "| protocol | subscriptions per connection | subscriptions | per subscription |",
               "|---|---|---|---|"]
     for r in result["idle"]:
-        lines.append(f"| {names[r['protocol']]} | {r['per_connection']} | "
+        name = names[r["protocol"]] + (
+            "" if r["protocol"] != "ws" else ", permessage-deflate" if r["deflate"]
+            else ", no compression")
+        lines.append(f"| {name} | {r['per_connection']} | "
                      f"{r['subscriptions']:,} | {r['kb_per_subscription']:.1f} kB |")
     if result.get("burst"):
         b = result["burst"]
@@ -491,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
             "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "fan_out": [fan_out(tmp, p, args.subscribers, args.seconds, args.flood_rate,
                                 args.events, args.rate) for p in protocols],
-            "idle": [idle_memory(tmp, p, args.idle, per)
-                     for p in protocols for per in ((1, PER_CONNECTION) if p == "ws" else (1,))],
+            "idle": [idle_memory(tmp, p, args.idle, per, deflate)
+                     for p in protocols for per, deflate in (
+                         ((1, True), (1, False), (PER_CONNECTION, True)) if p == "ws"
+                         else ((1, False),))],
             "burst": burst(tmp, args.burst) if args.burst else None,
         }
     finally:

@@ -194,8 +194,8 @@ def test_subscriptions_bench_smoke(tmp_path: Path) -> None:
         # Every paced event reached every subscriber, each message matched to its event.
         assert row["paced_messages"] == row["paced_expected"] == 5 * 20
         assert 0 < row["p50_ms"] <= row["p99_ms"]
-    idle = {(r["protocol"], r["per_connection"]): r for r in result["idle"]}
-    assert set(idle) == {("ws", 1), ("ws", 100), ("sse", 1)}
+    idle = {(r["protocol"], r["per_connection"], r["deflate"]): r for r in result["idle"]}
+    assert set(idle) == {("ws", 1, True), ("ws", 1, False), ("ws", 100, True), ("sse", 1, False)}
     assert all(r["failures"] == 0 and r["rss_after_kb"] > 0 for r in idle.values())
     assert result["burst"]["clients"] == 20 and result["burst"]["failures"] == 0
     report = (tmp_path / "RESULTS.md").read_text()
