@@ -338,7 +338,8 @@ class Settings:
         "Subscription connections (WebSockets and SSE streams) one gateway process holds at "
         "once, all clients together; one more is refused (WebSocket: close 1013, SSE: 503 "
         "with Retry-After). They are not counted against MAX_CONNECTIONS, which bounds the "
-        "HTTP requests (and /events) beside them; an idle one costs about 54 kB.",
+        "HTTP requests (and /events) beside them. An idle WebSocket costs about 100 kB, an "
+        "SSE stream about 34 kB (bench/RESULTS.md).",
     )
     subscription_init_timeout_s: float = setting(
         10.0, "SUBSCRIPTION_INIT_TIMEOUT_S",
