@@ -7,12 +7,13 @@ writes that make the events share core 1. Every event is a real write at the inv
 gateway's `/events`; every subscriber holds `stockChanged` on the same product, so one
 event fans out to all of them. For each protocol:
 
-- fan-out throughput: restocks at `--flood-rate` per second (more events than the fan-outs
-  keep up with) for `--seconds` after a one-second warm-up; messages the clients received
-  per second, and the gateway's CPU time (`/proc/PID/stat`, read before and after) per
-  delivered message. Events that come faster
-  than a fan-out coalesce to the entity's latest (app/execution/subscriptions.py), so the
-  gateway stays busy without an unbounded queue;
+- fan-out throughput (WebSocket clients with permessage-deflate, as browsers and the `ws`
+  package offer it, and without): restocks at `--flood-rate` per second (more events than
+  the fan-outs keep up with) for `--seconds` after a one-second warm-up; messages received
+  per second by the clients, and the gateway's CPU time (`/proc/PID/stat`, read before and
+  after) per delivered message. Events that come faster than a fan-out coalesce to the
+  entity's latest (app/execution/subscriptions.py): the gateway stays busy without an
+  unbounded queue;
 - delivery latency: `--events` restocks paced at `--rate` per second; for each message,
   the time from the moment the restock was sent (before the service's event exists: an
   upper bound) to the moment the client read it, same machine clock. p50 and p99;
@@ -316,13 +317,14 @@ def start_stack(tmp: Path, env: dict[str, str] | None = None) -> Stack:
 
 
 def fan_out(tmp: Path, protocol: str, subscribers: int, seconds: float, flood: float,
-            events: int, rate: float) -> dict[str, Any]:
+            events: int, rate: float, deflate: bool = True) -> dict[str, Any]:
     """Throughput, then paced latency, with the same subscribers."""
     stack = start_stack(tmp)
     pid = stack.gateway.process.proc.pid
     per = min(PER_CONNECTION, subscribers) if protocol == "ws" else 1
     connections = -(-subscribers // per)
-    clients = start_clients(tmp, stack.gateway.url, protocol, connections, per)
+    clients = start_clients(tmp, stack.gateway.url, protocol, connections, per,
+                            deflate=deflate)
     try:
         wait_active(stack.gateway, connections * per, clients)
         writer = Writer(stack.services, stack.sku)
@@ -355,7 +357,8 @@ def fan_out(tmp: Path, protocol: str, subscribers: int, seconds: float, flood: f
     expected = len(paced) * connections * per
     failures = [f for r in results for f in r["failures"]]
     return {
-        "protocol": protocol, "subscribers": connections * per, "connections": connections,
+        "protocol": protocol, "deflate": deflate and protocol == "ws",
+        "subscribers": connections * per, "connections": connections,
         "seconds": t1 - t0, "writes": writes, "flood_rate": flood, "events_fanned_out": fanned,
         "events_coalesced": coalesced,
         "messages_per_s": delivered / (t1 - t0), "cpu_share": (c1 - c0) / (t1 - t0),
@@ -437,9 +440,14 @@ def report(out: Path, command: str, result: dict[str, Any]) -> str:
         "| paced messages |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def name(r: dict[str, Any]) -> str:
+        return names[r["protocol"]] + (
+            "" if r["protocol"] != "ws" else ", permessage-deflate" if r["deflate"]
+            else ", no compression")
+
     for r in result["fan_out"]:
         lines.append(
-            f"| {names[r['protocol']]} | {r['subscribers']:,} ({r['connections']:,}) | "
+            f"| {name(r)} | {r['subscribers']:,} ({r['connections']:,}) | "
             f"{r['messages_per_s']:,.0f} | {100 * r['cpu_share']:.0f}% | "
             f"{r['cpu_us_per_message']:.0f} µs | "
             f"{1e6 / r['cpu_us_per_message'] if r['cpu_us_per_message'] else 0:,.0f} msg/s | "
@@ -450,10 +458,7 @@ def report(out: Path, command: str, result: dict[str, Any]) -> str:
               "", "| protocol | subscriptions per connection | subscriptions | per subscription |",
               "|---|---|---|---|"]
     for r in result["idle"]:
-        name = names[r["protocol"]] + (
-            "" if r["protocol"] != "ws" else ", permessage-deflate" if r["deflate"]
-            else ", no compression")
-        lines.append(f"| {name} | {r['per_connection']} | "
+        lines.append(f"| {name(r)} | {r['per_connection']} | "
                      f"{r['subscriptions']:,} | {r['kb_per_subscription']:.1f} kB |")
     if result.get("burst"):
         b = result["burst"]
@@ -511,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {
             "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "fan_out": [fan_out(tmp, p, args.subscribers, args.seconds, args.flood_rate,
-                                args.events, args.rate) for p in protocols],
+                                args.events, args.rate, deflate)
+                        for p in protocols
+                        for deflate in ((True, False) if p == "ws" else (False,))],
             "idle": [idle_memory(tmp, p, args.idle, per, deflate)
                      for p in protocols for per, deflate in (
                          ((1, True), (1, False), (PER_CONNECTION, True)) if p == "ws"

@@ -186,8 +186,8 @@ def test_subscriptions_bench_smoke(tmp_path: Path) -> None:
     run_module("bench.subscriptions", "--subscribers", "20", "--seconds", "1", "--events", "5",
                "--rate", "10", "--idle", "20", "--burst", "20", "--out", str(tmp_path))
     result = orjson.loads((tmp_path / "subscriptions.json").read_bytes())
-    rows = {r["protocol"]: r for r in result["fan_out"]}
-    assert set(rows) == {"ws", "sse"}
+    rows = {(r["protocol"], r["deflate"]): r for r in result["fan_out"]}
+    assert set(rows) == {("ws", True), ("ws", False), ("sse", False)}
     for row in rows.values():
         assert row["failures"] == 0 and row["subscribers"] == 20
         assert row["messages_per_s"] > 0 and row["cpu_us_per_message"] > 0
