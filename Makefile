@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-history soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history soak trace token settings-doc clean bench-subscriptions
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,13 @@ bench: $(STAMP)
 	$(PY) -m bench.invalidation
 	$(PY) -m bench.redis_levels
 	$(PY) -m bench.scaleout
+
+# Subscriptions over graphql-transport-ws and SSE (about 2 minutes): fan-out to 1,000
+# subscribers on one gateway core, CPU per message, paced delivery latency, memory per idle
+# subscription, 5,000 clients subscribing at once. Writes the Subscriptions section of
+# bench/RESULTS.md and bench/subscriptions.json.
+bench-subscriptions: $(STAMP)
+	$(PY) -m bench.subscriptions
 
 # The deep query under injected faults, and the load an outage sees (about 2 minutes):
 # writes the Resilience section of bench/RESULTS.md and bench/resilience.json.

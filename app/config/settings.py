@@ -333,6 +333,14 @@ class Settings:
         "may hold at once on a gateway process; one more is refused (WebSocket: close 1013, SSE: "
         "429).",
     )
+    max_subscription_connections: int = setting(
+        10_000, "MAX_SUBSCRIPTION_CONNECTIONS",
+        "Subscription connections (WebSockets and SSE streams) one gateway process holds at "
+        "once, all clients together; one more is refused (WebSocket: close 1013, SSE: 503 "
+        "with Retry-After). They are not counted against MAX_CONNECTIONS, which bounds the "
+        "HTTP requests (and /events) beside them. An idle WebSocket costs about 100 kB, an "
+        "SSE stream about 34 kB (bench/RESULTS.md).",
+    )
     subscription_init_timeout_s: float = setting(
         10.0, "SUBSCRIPTION_INIT_TIMEOUT_S",
         "Time a WebSocket client has to send connection_init after it connects, in seconds "
@@ -618,7 +626,8 @@ class Settings:
                      "workers", "retry_max_attempts", "breaker_min_calls", "breaker_probes",
                      "invalidation_lease_ms", "redis_timeout_ms", "max_header_bytes",
                      "max_connections", "subscriptions_per_connection",
-                     "subscription_connections_per_client", "subscription_buffer_bytes"):
+                     "subscription_connections_per_client", "subscription_buffer_bytes",
+                     "max_subscription_connections"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_of(name)} must be at least 1")
         self.proxies()  # raises on a bad TRUSTED_PROXIES

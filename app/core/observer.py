@@ -148,7 +148,8 @@ class Observer:
 
     def subscription_event(self, entity: str, outcome: str) -> None:
         """A change event reached the subscription hub: `outcome` fanned_out (someone here
-        watches its type), unwatched, or stale (an older or repeated version: nothing sent)."""
+        watches its type), unwatched, stale (an older or repeated version: nothing sent), or
+        coalesced (replaced by a newer event of its entity before its fan-out began)."""
 
     def fan_out(self, entity: str, entity_id: str, version: int) -> FanOutObservation:
         """An event's fan-out begins."""
@@ -160,7 +161,7 @@ class Observer:
     def subscription_connection_closed(self, protocol: str, reason: str) -> None:
         """The gateway closed a subscription connection (or refused it) for `reason`:
         slow_consumer, token_expired, shutdown, init_timeout, too_many_connections,
-        unauthenticated, bad_request."""
+        over_capacity (MAX_SUBSCRIPTION_CONNECTIONS), unauthenticated, bad_request."""
 
 
 NULL_OBSERVER = Observer()

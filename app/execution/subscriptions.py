@@ -16,14 +16,19 @@ without the entity cache, `/events` hands them over directly). Per event:
 
 - an older or repeated version (per entity, the last one fanned out here) sends nothing;
 - events of one entity fan out one after the other, in the order they came (so in version
-  order), events of different entities side by side;
+  order), events of different entities side by side. While an entity's fan-out runs, only
+  its latest event waits behind it (`EntityQueue`): a newer one replaces it, since a
+  message is resolved at its event's version or newer and the older one would read the
+  same entity. What waits is bounded by the number of entities, not of events (under load
+  three in four queued events were superseded before their turn);
 - one fan-out is one set of loaders (`loaders.registry.Loaders`, one deadline) shared by
   every subscriber of the event: the entity is read once, through the entity cache, and the
   subscribers' selections run together, so their lookups batch and dedupe as one query's
   do. Each subscriber's selection runs with its own request context (its viewer: private
   fields are checked per subscriber) on the plan executor, with the entity as its root;
-- each subscriber's result is handed to its connection (`Sink.offer`), which queues it
-  without waiting (and drops a consumer that falls too far behind).
+- each subscriber's result is handed to its connection (`Sink.offer`) as soon as it is
+  resolved, not once every subscriber's is: the connection queues it without waiting (and
+  drops a consumer that falls too far behind).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ import asyncio
 import contextvars
 import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol
 
 from graphql import (
@@ -76,6 +81,7 @@ from loaders.spec import BatchSpec
 
 log = logging.getLogger("gateway.subscriptions")
 ALL_OPS = frozenset({"create", "update", "delete"})
+DOCUMENTS_CACHED = 256  # subscription documents kept parsed and validated, the latest used
 Payload = dict[str, Any]  # an execution result as sent: data, errors
 
 
@@ -182,6 +188,65 @@ def gateway_error(error: GatewayError) -> GraphQLError:
     return GraphQLError(str(error), original_error=error)
 
 
+class EntityQueue:
+    """Per entity, one fan-out at a time and at most one event waiting behind it: the latest.
+
+    `put` starts `run(event)` at once when the entity has no fan-out running; otherwise the
+    event waits, replacing any event that was waiting (which then never runs: it is handed
+    to `on_replaced`, for the metric). When a fan-out ends, the waiting event, if any,
+    starts. So an entity's events run in the order they came, every run
+    reads at least the version of the event it was started for, and the memory held is at
+    most two events per entity however fast they come."""
+
+    def __init__(self, run: Callable[[Event], Awaitable[None]],
+                 on_replaced: Callable[[Event], None] | None = None) -> None:
+        self._run = run
+        self._on_replaced = on_replaced
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, Event] = {}
+
+    def put(self, name: str, event: Event) -> None:
+        if name in self._running:
+            replaced = self._waiting.get(name)
+            self._waiting[name] = event
+            if replaced is not None and self._on_replaced is not None:
+                self._on_replaced(replaced)
+            return
+        # A context of its own: a fan-out is a trace of its own, whoever delivered it.
+        self._running[name] = asyncio.get_running_loop().create_task(
+            self._drain(name, event), context=contextvars.Context())
+
+    async def _drain(self, name: str, event: Event | None) -> None:
+        try:
+            while event is not None:
+                try:
+                    await self._run(event)
+                except Exception:  # one failed fan-out: the next event still runs
+                    log.exception("subscription fan-out failed")
+                event = self._waiting.pop(name, None)
+        finally:
+            self._running.pop(name, None)
+            self._waiting.pop(name, None)
+
+    @property
+    def waiting(self) -> int:
+        """Events waiting behind a running fan-out (at most one per entity)."""
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def close(self) -> None:
+        """Stop every fan-out in flight and drop what waits."""
+        self._waiting.clear()
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
 class Hub:
     """This process's subscriptions, and the fan-out of change events to them."""
 
@@ -210,7 +275,8 @@ class Hub:
         self.versions = EventVersions(settings.event_version_ttl_s,
                                       settings.cache_max_entries, clock)
         self._routes: dict[str, dict[tuple[str | None, str], _Route]] = {}
-        self._tails: dict[str, asyncio.Task[None]] = {}  # per entity: its latest fan-out
+        self.queue = EntityQueue(self._fan_out, self._replaced)
+        self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
         self.count = 0
 
     # -- subscribing ------------------------------------------------------------------------
@@ -226,13 +292,10 @@ class Hub:
                                         extensions={"code": "PERSISTED_QUERY_NOT_FOUND"}))
         except HTTPRefusal as error:
             return refusal(GraphQLError(error.reason, extensions={"code": error.code}))
-        try:
-            document = parse(query, max_tokens=self.settings.max_query_tokens)
-        except GraphQLError as error:
-            return refusal(error)
-        errors = validate(self.schema, document, self.rules)
-        if errors:
-            return refusal(*errors)
+        checked = self._checked(query)
+        if isinstance(checked, list):
+            return refusal(*checked)
+        document = checked
         if register is not None and self.persisted is not None:
             await self.persisted.register(register, query)
         operation = get_operation_ast(document, request.operation_name)
@@ -274,6 +337,29 @@ class Hub:
                                     viewer, client_address, sink)
         self._add(subscription)
         return subscription
+
+    def _checked(self, query: str) -> DocumentNode | list[GraphQLError]:
+        """`query` parsed and validated, or its errors: once per text while it stays among
+        the last DOCUMENTS_CACHED (documents are not changed by running them). Clients
+        subscribe with the same few documents: 5,000 subscribing at once spent 85% of the
+        gateway's CPU validating one document again and again (bench/RESULTS.md)."""
+        found = self._documents.get(query)
+        if found is not None:
+            self._documents.move_to_end(query)
+            return found
+        checked: DocumentNode | list[GraphQLError]
+        try:
+            checked = parse(query, max_tokens=self.settings.max_query_tokens)
+        except GraphQLError as error:
+            checked = [error]
+        else:
+            errors = validate(self.schema, checked, self.rules)
+            if errors:
+                checked = errors
+        self._documents[query] = checked
+        if len(self._documents) > DOCUMENTS_CACHED:
+            self._documents.popitem(last=False)
+        return checked
 
     async def _document(self, request: OperationRequest) -> tuple[str, str | None]:
         """The document to run (the persisted one a hash names), and the hash to register
@@ -319,9 +405,7 @@ class Hub:
     # -- events -------------------------------------------------------------------------------
     def receive(self, events: list[Event]) -> None:
         """Change events whose evictions are applied here (called without awaiting, in the
-        order they were applied): each starts its fan-out, after the previous one of its
-        entity."""
-        loop = asyncio.get_running_loop()
+        order they were applied): each starts its fan-out, or waits behind its entity's."""
         for event in events:
             entity, entity_id, version = event.get("type"), event.get("id"), event.get("version")
             if not (isinstance(entity, str) and isinstance(entity_id, str)
@@ -334,23 +418,15 @@ class Hub:
             if entity not in self._routes:
                 self.observer.subscription_event(entity, "unwatched")
                 continue
-            self.observer.subscription_event(entity, "fanned_out")
-            # A context of its own: the fan-out is a trace of its own, whoever delivered it.
-            task = loop.create_task(self._fan_out(dict(event), self._tails.get(name)),
-                                    context=contextvars.Context())
-            self._tails[name] = task
-            task.add_done_callback(partial(self._fanned_out, name))
+            self.queue.put(name, dict(event))
 
-    def _fanned_out(self, name: str, task: asyncio.Task[None]) -> None:
-        if self._tails.get(name) is task:
-            del self._tails[name]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("subscription fan-out failed", exc_info=task.exception())
+    def _replaced(self, event: Event) -> None:
+        # Superseded while it waited: the newer event's message reads its entity anyway.
+        self.observer.subscription_event(event["type"], "coalesced")
 
-    async def _fan_out(self, event: Event, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # its own failure is logged by its callback
+    async def _fan_out(self, event: Event) -> None:
         entity, entity_id = event["type"], event["id"]
+        self.observer.subscription_event(entity, "fanned_out")
         scope = CallScope(deadline=Deadline(self.settings.request_deadline_s, self.clock))
         loaders = self._loaders(scope)
         try:
@@ -359,14 +435,18 @@ class Hub:
                 observed.subscribers(len(targets))
                 if not targets:
                     return
-                payloads = await asyncio.gather(*(
-                    self._resolve(subscription, root, loaders, scope)
-                    for subscription, root in targets))
-                for (subscription, _), payload in zip(targets, payloads, strict=True):
-                    if subscription.active:
-                        subscription.sink.offer(subscription, payload)
+                # Started together, so that their lookups batch in the shared loaders;
+                # each message goes to its connection as soon as it is resolved.
+                await asyncio.gather(*(self._deliver(subscription, root, loaders, scope)
+                                       for subscription, root in targets))
         finally:
             loaders.release()
+
+    async def _deliver(self, subscription: Subscription, root: Any, loaders: Loaders,
+                       scope: CallScope) -> None:
+        payload = await self._resolve(subscription, root, loaders, scope)
+        if subscription.active:
+            subscription.sink.offer(subscription, payload)
 
     async def _targets(self, event: Event, loaders: Loaders
                        ) -> list[tuple[Subscription, Any]]:
@@ -435,8 +515,4 @@ class Hub:
 
     async def close(self) -> None:
         """Stop every fan-out in flight (the process is ending)."""
-        tasks = list(self._tails.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self.queue.close()

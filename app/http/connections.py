@@ -16,7 +16,12 @@ so the limits live here, in the protocol that reads the bytes:
   as soon as they pass it, before the rest is read;
 - beyond MAX_CONNECTIONS connections (or requests in flight) a request gets 503 with
   Retry-After at once, and its connection is closed; such a connection has a second, not
-  HEADER_TIMEOUT_S, to send its headers.
+  HEADER_TIMEOUT_S, to send its headers. Open subscription connections (WebSockets, SSE
+  streams: `SUBSCRIPTIONS`) are not counted: they have their own cap,
+  MAX_SUBSCRIPTION_CONNECTIONS (app.http.subscriptions). Counted, 1,000 idle subscribers
+  took every place, and every request after them, /events and /healthz included, got 503.
+  Nor is a WebSocket upgrade refused here: 5,000 clients connecting at once were, while
+  their handshakes waited their turn, 1,000 connections and more.
 
 Each refusal is counted (`gateway_http_aborted_total{reason}`) and logged at info: these are
 the client's doing, not the gateway's failures. A body timeout ends the request as a client
@@ -55,6 +60,15 @@ def refusal(status: int, code: str, message: str,
     head += [name + b": " + value + b"\r\n" for name, value in extra_headers]
     return b"".join(head) + b"\r\n" + body
 
+
+class SubscriptionConnections:
+    """How many of this process's connections serve subscriptions (each is one connection
+    and one task to uvicorn): kept by `app.http.subscriptions.Streams`."""
+
+    open = 0
+
+
+SUBSCRIPTIONS = SubscriptionConnections()
 
 OVER_CAPACITY = refusal(503, "OVER_CAPACITY", "The gateway is serving as many connections as "
                         "it may; retry shortly", ((b"retry-after", b"1"),))
@@ -135,7 +149,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- uvicorn's protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if self.capacity is not None and len(self.connections) > self.capacity:
+        if (self.capacity is not None
+                and len(self.connections) - SUBSCRIPTIONS.open > self.capacity):
             self._over_capacity = True
         # Nothing sent yet: idle, as between requests (silently closed, as uvicorn does
         # after a response). The header timeout starts with the request's first byte.
@@ -197,8 +212,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if size > self.max_header_bytes:
             self._too_large()
             return
-        if self.capacity is not None and (
-                len(self.connections) > self.capacity or len(self.tasks) >= self.capacity):
+        held = SUBSCRIPTIONS.open  # counted against their own cap, not this one
+        # A WebSocket upgrade becomes a subscription connection: MAX_SUBSCRIPTION_CONNECTIONS
+        # bounds it (close 1013, which graphql-ws retries), not a 503 here.
+        upgrade = self.parser.should_upgrade() and self._should_upgrade()
+        if self.capacity is not None and not upgrade and (
+                len(self.connections) - held > self.capacity
+                or len(self.tasks) - held >= self.capacity):
             self._close("over_capacity", OVER_CAPACITY)
             return
         self._over_capacity = False  # served: its next requests get the usual time

@@ -7,8 +7,9 @@ reach it is `app/execution/subscriptions.py`; here is what the protocols add:
   DEV_MODE `X-User-Id` too), else the WebSocket request's own headers; the SSE request's
   headers. A connection ends when its token expires: WebSocket close 4403, SSE an
   UNAUTHENTICATED error event and the end of the stream;
-- limits: subscriptions per WebSocket connection, connections per client (per process),
-  the connection_init timeout (4408), and the bytes waiting for a connection: a consumer
+- limits: subscriptions per WebSocket connection, connections per client and in all
+  (MAX_SUBSCRIPTION_CONNECTIONS, per process, apart from MAX_CONNECTIONS), the
+  connection_init timeout (4408), and the bytes waiting for a connection: a consumer
   that falls `SUBSCRIPTION_BUFFER_BYTES` behind is dropped (WebSocket close 1013, SSE the
   stream ends), so that a slow client costs a bounded amount of memory;
 - keep-alives (a ping, an SSE comment) on idle connections, and pong for every ping;
@@ -47,6 +48,7 @@ from app.execution.subscriptions import (
     Payload,
     Subscription,
 )
+from app.http.connections import SUBSCRIPTIONS
 from app.http.framing import SSE_COMPLETE, SSE_HEADERS, SSE_KEEPALIVE, sse_next
 from app.http.incremental import discard, first_payload, later_payloads
 from app.security.auth import ANONYMOUS, USER_HEADER, Authenticator, Viewer
@@ -275,6 +277,9 @@ class WebSocketConnection(Connection):
         await send({"type": "websocket.accept", "subprotocol": WS_PROTOCOL})
         if self.streams.closing:
             self.fail(GOING_AWAY, "The gateway is shutting down: connect again", "shutdown")
+        elif len(self.streams.connections) > self.settings.max_subscription_connections:
+            self.fail(TRY_AGAIN_LATER, "The gateway holds as many subscription connections "
+                      "as it may: connect again shortly", "over_capacity")
         else:
             self.start_writer(
                 lambda data: send({"type": "websocket.send", "text": data.decode()}))
@@ -561,6 +566,12 @@ class Streams:
             await _refuse(send, 503, "SHUTTING_DOWN", "The gateway is shutting down: "
                           "connect again", {"Retry-After": "1"})
             return
+        if len(self.connections) >= self.settings.max_subscription_connections:
+            self.observer.subscription_connection_closed("sse", "over_capacity")
+            await _refuse(send, 503, "OVER_CAPACITY", "The gateway holds as many subscription "
+                          "connections as it may (MAX_SUBSCRIPTION_CONNECTIONS): retry "
+                          "shortly", {"Retry-After": "1"})
+            return
         if not self.admit(connection, viewer):
             self.observer.subscription_connection_closed("sse", "too_many_connections")
             await _refuse(send, 429, "TOO_MANY_CONNECTIONS",
@@ -635,10 +646,12 @@ class Streams:
 
     def _opened(self, connection: Connection) -> None:
         self.connections.add(connection)
+        SUBSCRIPTIONS.open = len(self.connections)  # outside MAX_CONNECTIONS
         self._empty.clear()
 
     def _closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
+        SUBSCRIPTIONS.open = len(self.connections)
         if not self.connections:
             self._empty.set()
 

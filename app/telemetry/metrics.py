@@ -176,7 +176,7 @@ SUBSCRIPTION_EVENTS = Counter(
     "gateway_subscription_events_total",
     "Change events the subscription hub received, by entity type and outcome (fanned_out: "
     "someone here watches its type; unwatched; stale: an older or repeated version, nothing "
-    "sent).",
+    "sent; coalesced: replaced, while it waited for its entity's fan-out, by a newer one).",
     ["entity", "outcome"],
 )
 SUBSCRIPTION_MESSAGES = Counter(
@@ -188,7 +188,7 @@ SUBSCRIPTION_CLOSES = Counter(
     "gateway_subscription_connections_closed_total",
     "Subscription connections the gateway closed or refused, by protocol and reason "
     "(slow_consumer, token_expired, shutdown, init_timeout, too_many_connections, "
-    "unauthenticated, bad_request).",
+    "over_capacity, unauthenticated, bad_request).",
     ["protocol", "reason"],
 )
 

@@ -197,3 +197,25 @@ def test_barrier_bench_smoke(tmp_path: Path) -> None:
     rows = orjson.loads((tmp_path / "barrier.json").read_bytes())
     assert len(rows) == 6 and all(row["upstream"] > 0 for row in rows)
     assert "## No level barrier" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_subscriptions_bench_smoke(tmp_path: Path) -> None:
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Soak\n\nkept\n")
+    run_module("bench.subscriptions", "--subscribers", "20", "--seconds", "1", "--events", "5",
+               "--rate", "10", "--idle", "20", "--burst", "20", "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "subscriptions.json").read_bytes())
+    rows = {(r["protocol"], r["deflate"]): r for r in result["fan_out"]}
+    assert set(rows) == {("ws", True), ("ws", False), ("sse", False)}
+    for row in rows.values():
+        assert row["failures"] == 0 and row["subscribers"] == 20
+        assert row["messages_per_s"] > 0 and row["cpu_us_per_message"] > 0
+        # Every paced event reached every subscriber, each message matched to its event.
+        assert row["paced_messages"] == row["paced_expected"] == 5 * 20
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+    idle = {(r["protocol"], r["per_connection"], r["deflate"]): r for r in result["idle"]}
+    assert set(idle) == {("ws", 1, True), ("ws", 1, False), ("ws", 100, True), ("sse", 1, False)}
+    assert all(r["failures"] == 0 and r["rss_after_kb"] > 0 for r in idle.values())
+    assert result["burst"]["clients"] == 20 and result["burst"]["failures"] == 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Subscriptions" in report and "python -m bench.subscriptions --subscribers 20" \
+        in report and "## Soak\n\nkept" in report

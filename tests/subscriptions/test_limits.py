@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import Gateway, start_gateway
 from tests.subscriptions.clients import (
     WAIT_S,
     SSEStream,
@@ -20,7 +20,7 @@ from tests.subscriptions.clients import (
     open_sse,
     small_receive_buffer,
 )
-from tests.subscriptions.conftest import Changes, bearer, metric, wait_active
+from tests.subscriptions.conftest import Changes, Stack, bearer, metric, wait_active
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 QUERY = 'subscription { productChanged(id: "p601") { name } }'
@@ -179,3 +179,56 @@ async def test_a_slow_event_stream_consumer_is_dropped(
             assert stream.events.count("next") < renames
         finally:
             await stream.close()
+
+
+async def test_subscription_connections_have_their_own_cap_beside_max_connections(
+        stack: Stack, session: aiohttp.ClientSession) -> None:
+    """Open subscription connections, and WebSocket upgrades, are not counted against
+    MAX_CONNECTIONS (counted, they took every place and every request after them got 503,
+    /events included; 5,000 clients connecting at once were refused), and
+    MAX_SUBSCRIPTION_CONNECTIONS bounds them on both protocols."""
+    gateway = await asyncio.to_thread(start_gateway, stack.tmp, stack.services, env={
+        "MAX_CONNECTIONS": "4", "MAX_SUBSCRIPTION_CONNECTIONS": "6"})
+    held: list[WSConnection] = []
+    host, port = gateway.url.removeprefix("http://").split(":")
+    # Five connections that have sent nothing yet (as handshakes waiting their turn in a
+    # burst): a WebSocket upgrade beside them is not refused for MAX_CONNECTIONS.
+    waiting = [await asyncio.open_connection(host, int(port)) for _ in range(5)]
+    try:
+        first = await WSConnection.open(gateway.url)
+        await first.init()
+        await first.close()
+    finally:
+        for _, writer in waiting:
+            writer.close()
+    try:
+        for i in range(6):
+            connection = await WSConnection.open(gateway.url)
+            held.append(connection)
+            await connection.init()
+            await connection.subscribe(str(i), QUERY)
+        await wait_active(session, gateway, 6)
+        # Beside six subscription connections, a query is served as usual.
+        async with session.post(gateway.url + "/graphql", json={
+                "query": '{ product(id: "p601") { id } }'}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["data"]["product"] == {"id": "p601"}
+        seventh = await WSConnection.open(gateway.url)
+        closed = await seventh.closed_with()
+        assert closed.code == 1013 and "subscription connections" in closed.reason
+        refused = await open_sse(session, gateway.url, QUERY)
+        assert not isinstance(refused, SSEStream) and refused.status == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert (await refused.json())["errors"][0]["extensions"]["code"] == "OVER_CAPACITY"
+        assert await metric(session, gateway, "gateway_subscription_connections_closed_total",
+                            reason="over_capacity") == 2
+        await held.pop().close()  # a place frees: the next one is served
+        await wait_active(session, gateway, 5)
+        stream = await open_sse(session, gateway.url, QUERY)
+        assert isinstance(stream, SSEStream)
+        await wait_active(session, gateway, 6)
+        await stream.close()
+    finally:
+        for connection in held:
+            await connection.close()
+        gateway.stop()
