@@ -20,6 +20,7 @@ State (codes, refresh tokens, keys) lives in memory: a restart signs everyone ou
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import ipaddress
 import logging
@@ -103,8 +104,6 @@ class Client(ClientMixin):
                    for uri in self.redirect_uris)
 
     def check_client_secret(self, client_secret: str) -> bool:
-        import hmac
-
         return self.secret is not None and hmac.compare_digest(self.secret, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
@@ -620,8 +619,6 @@ def routes(ctx: Context) -> list[Route]:
         if request.method == "POST":
             name = oauth_request.form.get("username", "")
             user = state.users.get(name) or by_name.get(name)
-            import hmac
-
             if user is not None and hmac.compare_digest(
                     oauth_request.form.get("password", "").encode(),
                     settings.dev_password.encode()):

@@ -105,15 +105,17 @@ class KeySet:
 
     async def key(self, kid: str) -> tuple[str, Any] | None:
         """The algorithm and key of `kid`, None when the provider does not publish it."""
-        if self._now() >= self._fresh_until:
+        fetched = False
+        if self._now() >= self._fresh_until or (
+                kid not in self._keys and self._inflight is not None
+                and not self._inflight.done()):
+            # Stale, or another request's fetch is under way (likely for this very key id,
+            # just rotated in): its answer, rather than a refusal for the cooldown.
             await self._refresh()
+            fetched = True
         found = self._keys.get(kid)
-        if found is None and self._inflight is not None and not self._inflight.done():
-            # Another request's fetch is under way (likely for this very key id, just
-            # rotated in): its answer, rather than a refusal for the cooldown.
-            await self._refresh()
-            found = self._keys.get(kid)
-        if found is None and self._now() - self._unknown_refetch_at >= self.cooldown_s:
+        if found is None and not fetched \
+                and self._now() - self._unknown_refetch_at >= self.cooldown_s:
             self._unknown_refetch_at = self._now()
             await self._refresh()
             found = self._keys.get(kid)
