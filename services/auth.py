@@ -490,6 +490,7 @@ class AuthState:
     _family: ContextVar[str | None] = field(
         default_factory=lambda: ContextVar("family", default=None))
     rotating: asyncio.Task[None] | None = None
+    swept_at: float = 0.0
 
     def now(self) -> float:
         return time.time() + self.offset_s
@@ -511,6 +512,9 @@ class AuthState:
 
     def forget_expired(self) -> None:
         now = self.now()
+        if now - self.swept_at < 60:
+            return  # a sweep is a pass over every token: not on each request
+        self.swept_at = now
         self.codes = {k: v for k, v in self.codes.items() if v.expires_at > now}
         self.refresh_tokens = {k: v for k, v in self.refresh_tokens.items()
                                if v.expires_at > now}

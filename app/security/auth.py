@@ -101,10 +101,13 @@ class KeySet:
         self._fresh_until = -float("inf")
         self._unknown_refetch_at = -float("inf")
         self._inflight: asyncio.Task[None] | None = None
-        self.fetches = 0
+        self._error: str | None = None  # why the last fetch failed, until one succeeds
 
     async def key(self, kid: str) -> tuple[str, Any] | None:
         """The algorithm and key of `kid`, None when the provider does not publish it."""
+        if not self._keys and self._error is not None and self._now() < self._fresh_until:
+            # Down, nothing cached: refused as unavailable until the next try is due.
+            raise KeysUnavailable(self._error)
         fetched = False
         if self._now() >= self._fresh_until or (
                 kid not in self._keys and self._inflight is not None
@@ -128,18 +131,18 @@ class KeySet:
         await asyncio.shield(self._inflight)
 
     async def _load(self) -> None:
-        self.fetches += 1
         try:
             published = await self._fetch()
             keys = parse_jwks(published)
         except Exception as err:  # the provider's trouble, whatever it is
             self._fresh_until = self._now() + self.cooldown_s
+            self._error = str(err) or type(err).__name__
             if not self._keys:
-                raise KeysUnavailable(str(err) or type(err).__name__) from None
+                raise KeysUnavailable(self._error) from None
             log.warning("identity provider's keys not refreshed (%s): the cached ones stay",
                         err)
             return
-        self._keys = keys
+        self._keys, self._error = keys, None
         self._fresh_until = self._now() + self.ttl_s
 
 

@@ -101,10 +101,16 @@ async def test_the_cached_keys_stay_while_the_provider_is_down() -> None:
     clock.advance(20)
     await keys.key("k1")
     assert provider.fetches == 3
-    never = KeySet(Provider(), ttl_s=300, cooldown_s=30, clock=clock)
-    never._fetch = provider  # down from the start: nothing cached
-    with pytest.raises(KeysUnavailable):
-        await never.key("k1")
+    down = Provider(K1)
+    down.down = True
+    never = KeySet(down, ttl_s=300, cooldown_s=30, clock=clock)  # nothing ever cached
+    for _ in range(3):
+        with pytest.raises(KeysUnavailable):  # 503, not "unknown key" (401)
+            await never.key("k1")
+    assert down.fetches == 1  # not one fetch per request
+    down.down = False
+    clock.advance(30)
+    assert await never.key("k1") is not None and down.fetches == 2
 
 
 def test_each_key_verifies_with_its_own_algorithm_only() -> None:
