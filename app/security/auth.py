@@ -257,6 +257,8 @@ class Authenticator:
                 # algorithm than the key's own): refused before any signature check.
                 raise _refuse(f"The token says {algorithm!r}, but its key {kid!r} signs "
                               f"with {key_algorithm}")
+        elif self.keys is not None and algorithm in ASYMMETRIC:
+            raise _refuse("The token names no signing key (`kid` in its header)")
         else:
             raise _refuse(f"Tokens signed with {algorithm!r} are not accepted here")
         try:
