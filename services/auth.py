@@ -28,6 +28,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,8 +263,10 @@ class AuthSettings:
     dev_password: str
 
     @classmethod
-    def from_env(cls, issuer: str) -> AuthSettings:
-        env = os.environ
+    def from_env(cls, issuer: str, environ: Mapping[str, str] | None = None) -> AuthSettings:
+        """`issuer`: where this server listens, the default `iss` (AUTH_ISSUER: the address
+        its clients and resource servers know it by)."""
+        env = os.environ if environ is None else environ
         access_ttl = int(env.get("AUTH_ACCESS_TOKEN_TTL_S", "900"))
         alg = env.get("AUTH_SIGNING_ALG", "RS256")
         if alg not in ("RS256", "ES256"):
@@ -549,9 +552,18 @@ def metadata(settings: AuthSettings) -> dict[str, Any]:
                                                   "none"],
         "code_challenge_methods_supported": ["S256"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [settings.alg],
+        # No ID tokens are issued (access tokens only), but discovery requires the field
+        # and RS256 in it.
+        "id_token_signing_alg_values_supported": list(dict.fromkeys(["RS256", settings.alg])),
     })
-    data.validate()
+    try:
+        data.validate()
+    except ValueError as err:
+        # OpenID Connect wants an https issuer; plain http is fine on loopback, and on a
+        # development network (docker compose's http://services:8007) it has to do.
+        if not (settings.issuer.startswith("http://") and "https" in str(err)):
+            raise
+        log.warning("issuer %s is not https: for development only", settings.issuer)
     return dict(data)
 
 
@@ -567,7 +579,11 @@ LOGIN_FORM = """<!doctype html>
 
 
 def routes(ctx: Context) -> list[Route]:
-    settings = AuthSettings.from_env(ctx.config.url("auth"))
+    listening = urlsplit(ctx.config.url("auth"))
+    # Listening on every address (docker): named by loopback unless AUTH_ISSUER says better.
+    own = (f"http://127.0.0.1:{listening.port}" if listening.hostname in ("0.0.0.0", "::")
+           else ctx.config.url("auth"))
+    settings = AuthSettings.from_env(own)
     state = AuthState(settings, KeyRing(settings.alg, settings.overlap_s))
     state.keys.add(new_key(settings.alg), state.now())
     for user in ctx.dataset.users.values():

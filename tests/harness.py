@@ -274,7 +274,8 @@ def start_services(
         e["DATA_DIR"] = str(data_dir)
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
+    first = next(iter(port_map.values()))
+    process = spawn(["-m", "services"], e, tmp / f"services-{first}.log", cpus)
     services = Services(process=process, ports=port_map)
     try:
         for n in port_map:  # all six, or the subset given (with ONLY=...)
