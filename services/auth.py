@@ -56,7 +56,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from services.context import Context
-from services.http import JSONResponse, bad_input, read_object
+from services.http import ApiError, JSONResponse, bad_input, read_object
 
 log = logging.getLogger("services.auth")
 
@@ -614,7 +614,11 @@ def routes(ctx: Context) -> list[Route]:
 
     async def token(request: Request) -> Response:
         state.tick()
-        form = await form_of(request)
+        try:
+            form = await form_of(request)
+        except ApiError as err:  # in OAuth's error format, which clients parse (RFC 6749 5.2)
+            return JSONResponse({"error": "invalid_request", "error_description": err.message},
+                                400, headers={"Cache-Control": "no-store"})
         oauth_request = StarletteRequest(request, form)
         resource = oauth_request.payload.data.get("resource")
         _RESOURCE.set(resource)

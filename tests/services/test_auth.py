@@ -83,3 +83,13 @@ def test_an_http_issuer_off_loopback_is_allowed_for_development() -> None:
     assert described["token_endpoint"] == "http://services:8007/oauth/token"
     with pytest.raises(ValueError):
         AuthSettings.from_env("http://127.0.0.1:8007", {"AUTH_SIGNING_ALG": "HS256"})
+
+
+def test_the_token_endpoint_answers_in_oauths_error_format(es256: Services) -> None:
+    token_url = es256.url("auth") + "/oauth/token"
+    status, headers, body = http("POST", token_url, {"grant_type": "client_credentials"})
+    assert status == 400 and body["error"] == "invalid_request"  # JSON: not a form
+    assert {k.lower(): v for k, v in headers.items()}["cache-control"] == "no-store"
+    status, _, body = http("POST", token_url, None, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and body["error"] == "unsupported_grant_type"
