@@ -109,12 +109,15 @@ trace: $(STAMP)
 # An access token from the authorization server (`make run` or `make services` running), by
 # the client credentials grant of a seed API client (README: For third-party developers):
 # make token CLIENT=bigcorp CLIENT_SECRET=... SCOPE="read:catalog"; no SCOPE: all it may have.
+# A seed user's (the authorization code flow with PKCE, signed in for them): make token USER_ID=u65
 CLIENT ?= acme-shop
 CLIENT_SECRET ?= acme-shop-secret-0123456789abcdef012345
 SCOPE ?=
+USER_ID ?=
 token: $(STAMP)
 	@GATEWAY_SETTINGS_FILE=$${GATEWAY_SETTINGS_FILE:-config/development.toml} \
-	  $(PY) -m app token --client "$(CLIENT)" --client-secret "$(CLIENT_SECRET)" --scope "$(SCOPE)"
+	  $(PY) -m app token $(if $(USER_ID),--user "$(USER_ID)",--client "$(CLIENT)" \
+	  --client-secret "$(CLIENT_SECRET)") --scope "$(SCOPE)"
 
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)

@@ -385,3 +385,22 @@ def test_make_token_gets_a_client_credentials_token_the_gateway_accepts(
         env={"PATH": "/usr/bin:/bin", "CLIENT_SECRET": BIGCORP[1],
              "AUTH_ISSUER": issuer(oservices)})
     assert refused.returncode == 2 and "invalid_scope" in refused.stderr
+
+
+def test_make_token_signs_a_seed_user_in_through_the_code_flow(
+    oservices: Services, gateway: Gateway, seed: Dataset
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "AUTH_ISSUER": issuer(oservices)}
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "token", "--user", seed.users["u65"]["username"],
+         "--scope", "read:orders"],
+        cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+    issued = out.stdout.strip()
+    assert jwt.decode(issued, options={"verify_signature": False})["client_id"] == "storefront"
+    status, _, body = http("POST", gateway.url + "/graphql", {"query": ME},
+                           headers={"Authorization": f"Bearer {issued}"})
+    assert status == 200 and body["data"]["me"] == {"id": "u65"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "app", "token", "--user", "u65", "--password", "wrong"],
+        cwd=ROOT, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "wrong password" in refused.stderr
