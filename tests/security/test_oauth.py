@@ -51,7 +51,8 @@ def ostart(stmp: Path, oservices: Services) -> Iterator[Callable[..., Gateway]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(ostart: Callable[..., Gateway]) -> Gateway:
+def ogateway(ostart: Callable[..., Gateway]) -> Gateway:
+    """A production-mode gateway checking tokens through the server's JWKS."""
     return ostart()
 
 
@@ -130,7 +131,7 @@ async def authorize(session: aiohttp.ClientSession, services: Services, username
 
 
 async def test_the_authorization_code_flow_with_pkce_and_rotated_refresh_tokens(
-    oservices: Services, gateway: Gateway, seed: Dataset, http_session: aiohttp.ClientSession
+    oservices: Services, ogateway: Gateway, seed: Dataset, http_session: aiohttp.ClientSession
 ) -> None:
     user = seed.users["u42"]
     verifier, challenge = pkce()
@@ -152,7 +153,7 @@ async def test_the_authorization_code_flow_with_pkce_and_rotated_refresh_tokens(
     assert claims["aud"] == "urn:federation-gateway" and "tier" not in claims
     assert {"exp", "iat", "jti"} <= set(claims) and claims["client_id"] == "storefront"
     # The gateway accepts it: the caller is the user who signed in.
-    answer = await call(http_session, gateway, ME, token=tokens["access_token"])
+    answer = await call(http_session, ogateway, ME, token=tokens["access_token"])
     assert answer.status == 200 and answer.body["data"]["me"] == {"id": "u42"}
 
     # Refresh: a new access token and a new refresh token; the old one is spent.
@@ -163,7 +164,7 @@ async def test_the_authorization_code_flow_with_pkce_and_rotated_refresh_tokens(
     assert status == 200, renewed
     second = renewed["refresh_token"]
     assert second != first and renewed["access_token"] != tokens["access_token"]
-    answer = await call(http_session, gateway, ME, token=renewed["access_token"])
+    answer = await call(http_session, ogateway, ME, token=renewed["access_token"])
     assert answer.body["data"]["me"] == {"id": "u42"}
     status, body = await token_request(http_session, oservices,
                                        {**refresh, "refresh_token": first})
@@ -227,13 +228,13 @@ def test_discovery_names_the_endpoints_and_the_jwks_the_keys(oservices: Services
 
 
 async def test_a_key_rotation_fails_no_request(
-    oservices: Services, gateway: Gateway, http_session: aiohttp.ClientSession
+    oservices: Services, ogateway: Gateway, http_session: aiohttp.ClientSession
 ) -> None:
     """Clients keep calling while the server rotates its key: tokens signed by the old key
     keep working (it stays published), and the new key's are accepted at once (the
     gateway fetches the set again for the new key id)."""
     old_token = await client_token(http_session, oservices, ACME)
-    assert (await call(http_session, gateway, ME, token=old_token)).status == 200
+    assert (await call(http_session, ogateway, ME, token=old_token)).status == 200
     old_kid = jwt.get_unverified_header(old_token)["kid"]
     rotated, busy = asyncio.Event(), asyncio.Event()
     statuses: list[tuple[str, int]] = []  # (which token, status), in order of answers
@@ -242,7 +243,7 @@ async def test_a_key_rotation_fails_no_request(
     async def with_the_old_token() -> None:
         while not rotated.is_set() or sum(w == "old-after" for w, _ in statuses) < 20:
             phase = "old-after" if rotated.is_set() else "old-before"
-            answer = await call(http_session, gateway, ME, token=old_token)
+            answer = await call(http_session, ogateway, ME, token=old_token)
             statuses.append((phase, answer.status))
             if len(statuses) >= 20:
                 busy.set()
@@ -251,7 +252,7 @@ async def test_a_key_rotation_fails_no_request(
         while not rotated.is_set() or sum(w == "new" for w, _ in statuses) < 20:
             fresh = await client_token(http_session, oservices, ACME)
             kid = jwt.get_unverified_header(fresh)["kid"]
-            answer = await call(http_session, gateway, ME, token=fresh)
+            answer = await call(http_session, ogateway, ME, token=fresh)
             statuses.append(("new" if kid != old_kid else "fresh-old-key", answer.status))
             if len(statuses) >= 20:
                 busy.set()
@@ -276,7 +277,7 @@ async def test_a_key_rotation_fails_no_request(
 
 
 async def test_an_expired_token_and_a_token_for_another_api_are_401(
-    oservices: Services, gateway: Gateway, http_session: aiohttp.ClientSession
+    oservices: Services, ogateway: Gateway, http_session: aiohttp.ClientSession
 ) -> None:
     # The server issues a token as if two hours ago: its 15 minutes are long gone.
     assert http("PUT", issuer(oservices) + "/_clock", {"offset_s": -7200})[0] == 200
@@ -284,7 +285,7 @@ async def test_an_expired_token_and_a_token_for_another_api_are_401(
         expired = await client_token(http_session, oservices, ACME)
     finally:
         http("PUT", issuer(oservices) + "/_clock", {"offset_s": 0})
-    answer = await call(http_session, gateway, ME, token=expired)
+    answer = await call(http_session, ogateway, ME, token=expired)
     assert answer.status == 401 and answer.codes() == ["UNAUTHENTICATED"]
     assert "expired" in answer.body["errors"][0]["message"]
     assert answer.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
@@ -292,7 +293,7 @@ async def test_an_expired_token_and_a_token_for_another_api_are_401(
     # A genuine token from the same server, for another resource server (RFC 8707).
     other = await client_token(http_session, oservices, ACME, resource="urn:reporting-api")
     assert jwt.decode(other, options={"verify_signature": False})["aud"] == "urn:reporting-api"
-    answer = await call(http_session, gateway, ME, token=other)
+    answer = await call(http_session, ogateway, ME, token=other)
     assert answer.status == 401 and answer.codes() == ["UNAUTHENTICATED"]
     assert "audience" in answer.body["errors"][0]["message"]
     # A client may not ask for tokens for a resource it is not registered for.
@@ -307,7 +308,7 @@ def b64(data: bytes) -> str:
 
 
 async def test_an_hs256_token_signed_with_the_public_key_is_401(
-    oservices: Services, gateway: Gateway, http_session: aiohttp.ClientSession
+    oservices: Services, ogateway: Gateway, http_session: aiohttp.ClientSession
 ) -> None:
     """Algorithm confusion: a verifier that takes the token's `alg` at its word would check
     this HMAC with the public key's bytes, which anyone can fetch, as the secret."""
@@ -325,11 +326,11 @@ async def test_an_hs256_token_signed_with_the_public_key_is_401(
                             f"{b64(json.dumps(claims).encode())}"
             signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
             forged = f"{signing_input}.{b64(signature)}"
-            answer = await call(http_session, gateway, ME, token=forged)
+            answer = await call(http_session, ogateway, ME, token=forged)
             assert answer.status == 401 and answer.codes() == ["UNAUTHENTICATED"], header
     # (The same claims signed by the server's key are fine: only the forgery is refused.)
     genuine = await client_token(http_session, oservices, ACME)
-    assert (await call(http_session, gateway, ME, token=genuine)).status == 200
+    assert (await call(http_session, ogateway, ME, token=genuine)).status == 200
 
 
 async def test_the_tier_claim_selects_the_rate_limit(
@@ -364,7 +365,7 @@ async def test_the_tier_claim_selects_the_rate_limit(
 
 
 def test_make_token_gets_a_client_credentials_token_the_gateway_accepts(
-    oservices: Services, gateway: Gateway
+    oservices: Services, ogateway: Gateway
 ) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "app", "token", "--client", BIGCORP[0], "--scope",
@@ -376,7 +377,7 @@ def test_make_token_gets_a_client_credentials_token_the_gateway_accepts(
     claims = jwt.decode(issued, options={"verify_signature": False})
     assert claims["sub"] == "bigcorp" and claims["tier"] == "gold"
     assert claims["scope"] == "read:catalog"
-    status, _, body = http("POST", gateway.url + "/graphql", {"query": CHEAP},
+    status, _, body = http("POST", ogateway.url + "/graphql", {"query": CHEAP},
                            headers={"Authorization": f"Bearer {issued}"})
     assert status == 200 and "errors" not in body
     refused = subprocess.run(
@@ -388,7 +389,7 @@ def test_make_token_gets_a_client_credentials_token_the_gateway_accepts(
 
 
 def test_make_token_signs_a_seed_user_in_through_the_code_flow(
-    oservices: Services, gateway: Gateway, seed: Dataset
+    oservices: Services, ogateway: Gateway, seed: Dataset
 ) -> None:
     env = {"PATH": "/usr/bin:/bin", "AUTH_ISSUER": issuer(oservices)}
     out = subprocess.run(
@@ -397,7 +398,7 @@ def test_make_token_signs_a_seed_user_in_through_the_code_flow(
         cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     issued = out.stdout.strip()
     assert jwt.decode(issued, options={"verify_signature": False})["client_id"] == "storefront"
-    status, _, body = http("POST", gateway.url + "/graphql", {"query": ME},
+    status, _, body = http("POST", ogateway.url + "/graphql", {"query": ME},
                            headers={"Authorization": f"Bearer {issued}"})
     assert status == 200 and body["data"]["me"] == {"id": "u65"}
     refused = subprocess.run(
