@@ -9,11 +9,13 @@ on authlib's grants, standing in for a company's identity provider.
 - `GET/POST /oauth/authorize`: a minimal login form for the seed users (development only).
 
 Access tokens are JWTs (RFC 9068 `typ: at+jwt`) with `iss`, `aud`, `sub`, `scope`, `exp`,
-`iat`, `jti`, `client_id` and, for API clients, `tier`. Keys rotate on `POST /_keys/rotate`
-(and every AUTH_KEY_ROTATION_S): the new key signs from then on, the previous one stays in
-the JWKS for AUTH_KEY_OVERLAP_S so that tokens it signed keep verifying until they expire.
-Reference-only hooks beside the contract's: `/_keys/rotate`, `/_keys/retire` (end the
-overlap now) and `PUT /_clock` (issue tokens as if at another time: expired ones, in tests).
+`iat`, `jti`, `client_id` and, for API clients, `tier`. Keys rotate every AUTH_KEY_ROTATION_S:
+the new key is published AUTH_KEY_PUBLISH_AHEAD_S before it signs, and the previous one stays
+in the JWKS for AUTH_KEY_OVERLAP_S, so that tokens it signed keep verifying until they expire.
+Reference-only hooks beside the contract's: `POST /_keys/rotate` (`{"publish_ahead_s": n}`,
+default 0: signing at once), `/_keys/activate` (the key published ahead signs now),
+`/_keys/retire` (end the overlap now) and `PUT /_clock` (issue tokens as if at another time:
+expired ones, in tests).
 State (codes, refresh tokens, keys) lives in memory: a restart signs everyone out.
 """
 
@@ -208,6 +210,8 @@ class User:
 class SigningKey:
     key: RSAKey | ECKey
     created: float
+    signs_from: float | None = None  # None: published ahead, not signing yet
+    activate_at: float = 0.0  # when a key published ahead starts signing
     retire_at: float | None = None  # set once another key signs: published until then
 
     @property
@@ -224,9 +228,14 @@ def new_key(alg: str) -> RSAKey | ECKey:
 
 @dataclass
 class KeyRing:
-    """The signing key and the previous ones still published. The newest signs; a replaced
-    key stays in the JWKS for `overlap_s` (at least a token's lifetime plus the resource
-    servers' leeway), then goes."""
+    """The signing key, the next one published ahead, and the previous ones still published.
+
+    A rotation publishes the new key first and lets it sign only `ahead_s` later: resource
+    servers that reread the JWKS meanwhile (the gateway: every AUTH_JWKS_TTL_S) know it
+    before the first token it signs, so none depends on fetching the set for an unknown key
+    id then (which a gateway rate-limits, and a flood of made-up key ids could hold off). A
+    replaced key stays published for `overlap_s` (at least a token's lifetime plus the
+    resource servers' leeway), then goes."""
 
     alg: str
     overlap_s: float
@@ -234,21 +243,44 @@ class KeyRing:
 
     @property
     def signing(self) -> SigningKey:
-        return self.keys[-1]
+        return [k for k in self.keys if k.signs_from is not None][-1]
 
-    def add(self, key: RSAKey | ECKey, now: float) -> None:
-        if self.keys:
-            self.signing.retire_at = now + self.overlap_s
-        self.keys.append(SigningKey(key, now))
+    @property
+    def pending(self) -> SigningKey | None:
+        return next((k for k in self.keys if k.signs_from is None), None)
+
+    def add(self, key: RSAKey | ECKey, now: float, ahead_s: float = 0.0) -> None:
+        if self.pending is not None:
+            self.activate(now)  # a rotation asked for during one: the earlier one is done
+        self.keys.append(SigningKey(key, now, activate_at=now + ahead_s))
+        if ahead_s <= 0 or len(self.keys) == 1:
+            self.activate(now)
+
+    def activate(self, now: float) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        signers = [k for k in self.keys if k.signs_from is not None]
+        if signers:
+            signers[-1].retire_at = now + self.overlap_s
+        pending.signs_from = now
 
     def tick(self, now: float) -> None:
+        pending = self.pending
+        if pending is not None and pending.activate_at <= now:
+            self.activate(now)
         self.keys = [k for k in self.keys if k.retire_at is None or k.retire_at > now]
 
     def retire_now(self) -> None:
-        self.keys = [self.signing]
+        self.keys = [k for k in self.keys if k.retire_at is None]
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.key.as_dict(private=False) for k in self.keys]}
+
+    def described(self) -> dict[str, Any]:
+        pending = self.pending
+        return {"signing": self.signing.kid, "next": pending.kid if pending else None,
+                "published": [k.kid for k in self.keys]}
 
 
 @dataclass
@@ -259,6 +291,7 @@ class AuthSettings:
     refresh_ttl_s: int
     alg: str
     rotation_s: float
+    ahead_s: float
     overlap_s: float
     dev_password: str
 
@@ -278,6 +311,8 @@ class AuthSettings:
             refresh_ttl_s=int(env.get("AUTH_REFRESH_TOKEN_TTL_S", str(30 * 86_400))),
             alg=alg,
             rotation_s=float(env.get("AUTH_KEY_ROTATION_S", "86400")),
+            # Twice the gateway's default AUTH_JWKS_TTL_S: every gateway has reread the set.
+            ahead_s=float(env.get("AUTH_KEY_PUBLISH_AHEAD_S", "600")),
             # A replaced key verifies the tokens it signed until the last one expires (with
             # a resource server's clock-skew leeway on top).
             overlap_s=float(env.get("AUTH_KEY_OVERLAP_S", str(access_ttl + 300))),
@@ -524,18 +559,22 @@ class AuthState:
         if len(self.used_codes) > 100_000:
             self.used_codes.clear()  # reuse detection is best effort past that
 
-    async def rotate(self) -> None:
+    async def rotate(self, ahead_s: float) -> None:
         # RSA key generation takes tens of milliseconds: off the loop the six services share.
         key = await asyncio.to_thread(new_key, self.settings.alg)
-        self.keys.add(key, self.now())
+        self.keys.add(key, self.now(), ahead_s)
 
     def tick(self) -> None:
-        """Due rotations and retirements, checked on each request (no timer to stop)."""
-        self.keys.tick(self.now())
-        due = self.settings.rotation_s > 0 and \
-            self.now() - self.keys.signing.created >= self.settings.rotation_s
+        """Due rotations, activations and retirements, checked on each request (no timer to
+        stop): a rotation starts `ahead_s` before the signing key's time is up."""
+        now = self.now()
+        self.keys.tick(now)
+        signs_from = self.keys.signing.signs_from or 0.0
+        due = self.settings.rotation_s > 0 and self.keys.pending is None and \
+            now - signs_from >= self.settings.rotation_s - self.settings.ahead_s
         if due and (self.rotating is None or self.rotating.done()):
-            self.rotating = asyncio.get_running_loop().create_task(self.rotate())
+            self.rotating = asyncio.get_running_loop().create_task(
+                self.rotate(self.settings.ahead_s))
 
 
 def metadata(settings: AuthSettings) -> dict[str, Any]:
@@ -661,14 +700,20 @@ def routes(ctx: Context) -> list[Route]:
                                        "frame-ancestors 'none'"})
 
     async def rotate(request: Request) -> Response:
-        await state.rotate()
-        return JSONResponse({"signing": state.keys.signing.kid,
-                             "published": [k.kid for k in state.keys.keys]})
+        raw = await request.body()
+        ahead = (await read_object(request)).get("publish_ahead_s", 0) if raw else 0
+        if not isinstance(ahead, int | float) or isinstance(ahead, bool) or ahead < 0:
+            raise bad_input("publish_ahead_s must be a number of seconds, at least 0")
+        await state.rotate(float(ahead))
+        return JSONResponse(state.keys.described())
+
+    async def activate(request: Request) -> Response:
+        state.keys.activate(state.now())
+        return JSONResponse(state.keys.described())
 
     async def retire(request: Request) -> Response:
         state.keys.retire_now()
-        return JSONResponse({"signing": state.keys.signing.kid,
-                             "published": [k.kid for k in state.keys.keys]})
+        return JSONResponse(state.keys.described())
 
     async def clock(request: Request) -> Response:
         if request.method == "PUT":
@@ -686,6 +731,7 @@ def routes(ctx: Context) -> list[Route]:
         Route("/oauth/token", token, methods=["POST"]),
         Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
         Route("/_keys/rotate", rotate, methods=["POST"]),
+        Route("/_keys/activate", activate, methods=["POST"]),
         Route("/_keys/retire", retire, methods=["POST"]),
         Route("/_clock", clock, methods=["GET", "PUT"]),
     ]

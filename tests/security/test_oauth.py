@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from services.seed import Dataset
@@ -405,3 +406,43 @@ def test_make_token_signs_a_seed_user_in_through_the_code_flow(
         [sys.executable, "-m", "app", "token", "--user", "u65", "--password", "wrong"],
         cwd=ROOT, capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "wrong password" in refused.stderr
+
+
+def jwks_fetches(services: Services) -> int:
+    return int(services.stats("auth")["requests"].get("GET /jwks.json", 0))
+
+
+async def test_a_key_published_ahead_is_known_before_made_up_key_ids_can_hold_it_off(
+    oservices: Services, ostart: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """A gateway fetches the key set again for an unknown key id at most once per
+    AUTH_JWKS_COOLDOWN_S, so tokens with made-up key ids can spend that refetch just before
+    a rotation. A key that starts signing at once is then refused until the cooldown ends;
+    one published ahead (as the server's own rotations do) was fetched before, and passes."""
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def made_up() -> str:
+        return jwt.encode({"sub": "u1", "exp": int(time.time()) + 600,
+                           "iss": issuer(oservices), "aud": "urn:federation-gateway"},
+                          forger, algorithm="RS256", headers={"kid": secrets.token_hex(8)})
+
+    async def status(gateway: Gateway, issued: str) -> int:
+        return (await call(http_session, gateway, ME, token=issued)).status
+
+    # Published ahead: a gateway reading the set meanwhile has the next key.
+    http("POST", issuer(oservices) + "/_keys/rotate", {"publish_ahead_s": 3600})
+    ahead = ostart(AUTH_JWKS_COOLDOWN_S="3600")
+    assert await status(ahead, await client_token(http_session, oservices, ACME)) == 200
+    assert await status(ahead, made_up()) == 401  # spends the refetch
+    fetched = jwks_fetches(oservices)
+    http("POST", issuer(oservices) + "/_keys/activate")
+    fresh = await client_token(http_session, oservices, ACME)
+    assert await status(ahead, fresh) == 200
+    assert jwks_fetches(oservices) == fetched  # known already: no fetch was needed
+
+    # Signing at once, after the same made-up key ids: refused for the cooldown.
+    at_once = ostart(AUTH_JWKS_COOLDOWN_S="3600")
+    assert await status(at_once, fresh) == 200
+    assert await status(at_once, made_up()) == 401
+    http("POST", issuer(oservices) + "/_keys/rotate", {"publish_ahead_s": 0})
+    assert await status(at_once, await client_token(http_session, oservices, ACME)) == 401

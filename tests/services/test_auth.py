@@ -74,6 +74,21 @@ def test_a_rotation_publishes_both_keys_until_the_overlap_ends(es256: Services) 
     assert [k["kid"] for k in jwks["keys"]] == [new_kid]
 
 
+def test_a_key_published_ahead_signs_only_once_activated(es256: Services) -> None:
+    issuer = es256.url("auth")
+    signing = jwt.get_unverified_header(client_token(es256))["kid"]
+    status, _, rotated = http("POST", issuer + "/_keys/rotate", {"publish_ahead_s": 3600})
+    assert status == 200 and rotated["signing"] == signing and rotated["next"] != signing
+    _, _, jwks = http("GET", issuer + "/jwks.json")
+    assert [k["kid"] for k in jwks["keys"]] == rotated["published"]
+    assert rotated["next"] in rotated["published"]  # published before it signs anything
+    assert jwt.get_unverified_header(client_token(es256))["kid"] == signing
+    _, _, activated = http("POST", issuer + "/_keys/activate")
+    assert activated["signing"] == rotated["next"] and activated["next"] is None
+    assert jwt.get_unverified_header(client_token(es256))["kid"] == rotated["next"]
+    assert signing in activated["published"]  # the overlap
+
+
 def test_an_http_issuer_off_loopback_is_allowed_for_development() -> None:
     """docker compose names it http://services:8007: OpenID Connect wants https, but the
     reference server must still start (it is a development stand-in)."""
