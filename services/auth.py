@@ -304,7 +304,7 @@ class AuthSettings:
         alg = env.get("AUTH_SIGNING_ALG", "RS256")
         if alg not in ("RS256", "ES256"):
             raise ValueError(f"AUTH_SIGNING_ALG must be RS256 or ES256, got {alg!r}")
-        return cls(
+        settings = cls(
             issuer=env.get("AUTH_ISSUER") or issuer,
             audience=env.get("AUTH_AUDIENCE", "urn:federation-gateway"),
             access_ttl_s=access_ttl,
@@ -318,6 +318,16 @@ class AuthSettings:
             overlap_s=float(env.get("AUTH_KEY_OVERLAP_S", str(access_ttl + 300))),
             dev_password=env.get("AUTH_DEV_PASSWORD", "password"),
         )
+        if settings.access_ttl_s < 1 or settings.refresh_ttl_s < 1:
+            raise ValueError("AUTH_ACCESS_TOKEN_TTL_S and AUTH_REFRESH_TOKEN_TTL_S must be "
+                             "at least 1")
+        if settings.overlap_s < settings.access_ttl_s:
+            raise ValueError("AUTH_KEY_OVERLAP_S must be at least AUTH_ACCESS_TOKEN_TTL_S: "
+                             "tokens of a replaced key would stop verifying before they expire")
+        if settings.rotation_s > 0 and not 0 <= settings.ahead_s < settings.rotation_s:
+            raise ValueError("AUTH_KEY_PUBLISH_AHEAD_S must be at least 0 and less than "
+                             "AUTH_KEY_ROTATION_S")
+        return settings
 
 
 # What the token endpoint is asked for beyond the grant (RFC 8707 `resource`), for the token

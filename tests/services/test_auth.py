@@ -96,8 +96,11 @@ def test_an_http_issuer_off_loopback_is_allowed_for_development() -> None:
     described = metadata(settings)
     assert described["issuer"] == "http://services:8007"
     assert described["token_endpoint"] == "http://services:8007/oauth/token"
-    with pytest.raises(ValueError):
-        AuthSettings.from_env("http://127.0.0.1:8007", {"AUTH_SIGNING_ALG": "HS256"})
+    for bad in ({"AUTH_SIGNING_ALG": "HS256"},
+                {"AUTH_ACCESS_TOKEN_TTL_S": "900", "AUTH_KEY_OVERLAP_S": "600"},
+                {"AUTH_KEY_ROTATION_S": "600", "AUTH_KEY_PUBLISH_AHEAD_S": "600"}):
+        with pytest.raises(ValueError):
+            AuthSettings.from_env("http://127.0.0.1:8007", bad)
 
 
 def test_the_token_endpoint_answers_in_oauths_error_format(es256: Services) -> None:
