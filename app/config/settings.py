@@ -432,9 +432,10 @@ class Settings:
     auth_jwt_secret: str = setting(
         "",
         "AUTH_JWT_SECRET",
-        "HS256 secret that signs bearer tokens (development; `make token` prints one); at "
-        "least 32 bytes; with DEV_MODE off, not a published development one. Empty: HS256 "
-        "tokens are refused.",
+        "HS256 secret that signs bearer tokens (the tests' development tokens, `python -m app "
+        "token --sub u1`; `make run` uses the authorization server instead); at least 32 "
+        "bytes; with DEV_MODE off, not a published development one. Empty: HS256 tokens are "
+        "refused.",
     )
     auth_jwks_url: str = setting(
         "",
