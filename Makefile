@@ -8,9 +8,6 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ASSETS := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
-# Development bearer tokens are signed with this (make token); never in production.
-AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
-export AUTH_JWT_SECRET
 
 .PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history soak trace token settings-doc clean bench-subscriptions
 
@@ -36,7 +33,9 @@ $(ASSETS): package.json package-lock.json
 
 assets: $(ASSETS)
 
-# The six reference services on 8001-8006 and the gateway on 8000; Ctrl-C stops them all.
+# The six reference services on 8001-8006, the authorization server on 8007 and the gateway
+# on 8000 (checking tokens through the server's JWKS: config/development.toml); Ctrl-C stops
+# them all.
 run: $(STAMP) $(ASSETS)
 	@EVENT_WEBHOOKS=http://127.0.0.1:8000/events EVENT_SECRET=$(EVENT_SECRET) \
 	  $(PY) -m services & svc=$$!; \
@@ -123,11 +122,18 @@ QUERY ?= bench/queries/deep.graphql
 trace: $(STAMP)
 	$(PY) -m app trace $(QUERY)
 
-# A development bearer token: make token SUB=u1 SCOPE="read:orders write:orders"
-SUB ?= u1
-SCOPE ?= read:catalog read:orders write:orders write:reviews
+# An access token from the authorization server (`make run` or `make services` running), by
+# the client credentials grant of a seed API client (README: For third-party developers):
+# make token CLIENT=bigcorp CLIENT_SECRET=... SCOPE="read:catalog"; no SCOPE: all it may have.
+# A seed user's (the authorization code flow with PKCE, signed in for them): make token USER_ID=u65
+CLIENT ?= acme-shop
+CLIENT_SECRET ?= acme-shop-secret-0123456789abcdef012345
+SCOPE ?=
+USER_ID ?=
 token: $(STAMP)
-	@$(PY) -m app token --sub "$(SUB)" --scope "$(SCOPE)"
+	@GATEWAY_SETTINGS_FILE=$${GATEWAY_SETTINGS_FILE:-config/development.toml} \
+	  $(PY) -m app token $(if $(USER_ID),--user "$(USER_ID)",--client "$(CLIENT)" \
+	  --client-secret "$(CLIENT_SECRET)") --scope "$(SCOPE)"
 
 # Ten minutes at concurrency 32, watching the gateway's memory (bench/RESULTS.md, Soak).
 soak: $(STAMP)

@@ -81,23 +81,136 @@ def trace(argv: Sequence[str]) -> int:
 def token(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app token",
-        description="Print a development bearer token (HS256, signed with AUTH_JWT_SECRET) "
-                    "to paste into the IDE's headers: {\"Authorization\": \"Bearer ...\"}.")
-    parser.add_argument("--sub", default="u1", help="the user id the token acts as")
-    parser.add_argument("--scope", default="read:catalog read:orders write:orders write:reviews",
-                        help="space-separated scopes (add admin for everything)")
-    parser.add_argument("--tier", default=None, help="gold for the gold rate-limit tier")
-    parser.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds")
+        description="Print a bearer token to paste into the IDE's headers: "
+                    "{\"Authorization\": \"Bearer ...\"}. With --client, an access token "
+                    "from the authorization server of AUTH_ISSUER (OpenID Connect discovery, "
+                    "then the client credentials grant: make token). Without, a token "
+                    "signed with AUTH_JWT_SECRET (HS256: the tests' development tokens).")
+    parser.add_argument("--client", default=None, help="an API client's id (make token)")
+    parser.add_argument("--client-secret", default=os.environ.get("CLIENT_SECRET", ""),
+                        help="its secret (default: CLIENT_SECRET)")
+    parser.add_argument("--issuer", default=None, help="the authorization server (default: "
+                        "AUTH_ISSUER)")
+    parser.add_argument("--user", default=None,
+                        help="a seed user's id or username: sign in as them through the "
+                             "authorization code flow with PKCE (the storefront app)")
+    parser.add_argument("--password", default="password", help="with --user (development)")
+    parser.add_argument("--sub", default="u1", help="HS256: the user id the token acts as")
+    parser.add_argument("--scope", default=None,
+                        help="space-separated scopes (with --client, none: all the client "
+                             "may have)")
+    parser.add_argument("--tier", default=None, help="HS256: a rate-limit tier, such as gold")
+    parser.add_argument("--ttl", type=int, default=86_400, help="HS256: lifetime in seconds")
     args = parser.parse_args(argv)
     from app.security.auth import development_token
 
     try:
         settings = Settings.from_env()
-        print(development_token(settings, args.sub, args.scope, args.ttl, args.tier))
+        if args.client:
+            print(client_credentials_token(args.issuer or settings.auth_issuer, args.client,
+                                           args.client_secret, args.scope or ""))
+        elif args.user:
+            print(user_token(args.issuer or settings.auth_issuer, args.user, args.password,
+                             args.scope or ""))
+        else:
+            scope = args.scope if args.scope is not None else \
+                "read:catalog read:orders write:orders write:reviews"
+            print(development_token(settings, args.sub, scope, args.ttl, args.tier))
     except (SettingsError, ValueError) as err:
         print(f"token: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"token: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def discover(issuer: str) -> dict[str, str]:
+    """The authorization server's OpenID Connect discovery document."""
+    if not issuer:
+        raise ValueError("no authorization server: set AUTH_ISSUER or give --issuer")
+    discovery = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    try:
+        with urllib.request.urlopen(discovery, timeout=10) as response:
+            described = orjson.loads(response.read())
+            return {k: described[k] for k in ("token_endpoint", "authorization_endpoint")}
+    except (urllib.error.URLError, KeyError, TypeError, orjson.JSONDecodeError) as err:
+        raise OSError(f"cannot read {discovery} ({err}): is the authorization server "
+                      "running (make run, or make services)?") from None
+
+
+def client_credentials_token(issuer: str, client: str, secret: str, scope: str) -> str:
+    """An access token by the client credentials grant, from the token endpoint that the
+    issuer's OpenID Connect discovery names (RFC 6749 4.4, client_secret_basic)."""
+    import base64
+    import urllib.parse
+
+    endpoint = discover(issuer)["token_endpoint"]
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    basic = base64.b64encode(f"{urllib.parse.quote(client, safe='')}:"
+                             f"{urllib.parse.quote(secret, safe='')}".encode()).decode()
+    return _token_request(endpoint, form, {"Authorization": f"Basic {basic}"})["access_token"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the redirect carries the code: read it, do not follow it
+
+
+def user_token(issuer: str, user: str, password: str, scope: str) -> str:
+    """A seed user's access token, as the storefront app gets it: the authorization code
+    grant with PKCE, the reference server's development login filled in for the user."""
+    import base64
+    import hashlib
+    import secrets
+    import urllib.parse
+
+    endpoints = discover(issuer)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    redirect_uri, state = "http://127.0.0.1/callback", secrets.token_urlsafe(16)
+    params = {"response_type": "code", "client_id": "storefront", "redirect_uri": redirect_uri,
+              "state": state, "code_challenge": challenge.rstrip(b"=").decode(),
+              "code_challenge_method": "S256", **({"scope": scope} if scope else {}),
+              "username": user, "password": password}
+    request = urllib.request.Request(
+        endpoints["authorization_endpoint"], data=urllib.parse.urlencode(params).encode(),
+        method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        urllib.request.build_opener(_NoRedirect).open(request, timeout=10)
+        raise ValueError("the authorization server answered without a redirect")
+    except urllib.error.HTTPError as err:
+        if err.code != 302:
+            raise ValueError(f"sign-in refused (status {err.code}): unknown user or wrong "
+                             "password") from None
+        answer = urllib.parse.parse_qs(urllib.parse.urlsplit(err.headers["Location"]).query)
+    if answer.get("state") != [state] or "code" not in answer:
+        raise ValueError(f"the authorization server refused: {answer.get('error')}")
+    return _token_request(endpoints["token_endpoint"], {
+        "grant_type": "authorization_code", "code": answer["code"][0],
+        "redirect_uri": redirect_uri, "client_id": "storefront", "code_verifier": verifier,
+    }, {})["access_token"]
+
+
+def _token_request(endpoint: str, form: dict[str, str], headers: dict[str, str]
+                   ) -> dict[str, str]:
+    import urllib.parse
+
+    request = urllib.request.Request(
+        endpoint, data=urllib.parse.urlencode(form).encode(), method="POST",
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(orjson.loads(response.read()))
+    except urllib.error.HTTPError as err:
+        try:
+            body = orjson.loads(err.read())
+            reason = f"{body.get('error')}: {body.get('error_description', '')}"
+        except (orjson.JSONDecodeError, AttributeError):
+            reason = f"status {err.code}"
+        raise ValueError(f"the authorization server refused: {reason}") from None
+    except urllib.error.URLError as err:
+        raise OSError(f"cannot reach {endpoint}: {err}") from None
 
 
 def write_schema(argv: Sequence[str]) -> int:

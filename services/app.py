@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from services import catalog, inventory, orders, recommendations, reviews, users
+from services import auth, catalog, inventory, orders, recommendations, reviews, users
 from services.context import Context
 from services.http import EXCEPTION_HANDLERS
 from services.middleware import Control, ControlMiddleware, hook_routes
@@ -22,6 +22,7 @@ ROUTES: dict[str, Callable[[Context], list[Route]]] = {
     "orders": orders.routes,
     "reviews": reviews.routes,
     "recommendations": recommendations.routes,
+    "auth": auth.routes,
 }
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from services.middleware import FAULT_FIELDS, Faults
 
-SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
-DEFAULT_PORTS = dict(zip(SERVICE_NAMES, range(8001, 8007), strict=True))
+SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommendations",
+                 "auth")
+DEFAULT_PORTS = dict(zip(SERVICE_NAMES, range(8001, 8008), strict=True))
 DEFAULT_SECRET = "dev-event-secret-change-me-0123456789abcdef"
 
 
@@ -53,7 +54,8 @@ def _split(raw: str) -> list[str]:
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="python -m services",
-                                     description="Run the six reference domain services.")
+                                     description="Run the six reference domain services and the "
+                                                 "authorization server.")
     parser.add_argument("--host", default=env.get("HOST", "127.0.0.1"))
     for name in SERVICE_NAMES:
         parser.add_argument(f"--{name}-port", type=int,

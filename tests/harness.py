@@ -31,6 +31,9 @@ SERVICE_NAMES = ("users", "catalog", "inventory", "orders", "reviews", "recommen
 EVENT_SECRET = "test-event-secret-0123456789abcdef0123456789"
 
 
+# The authorization server's default audience (services/auth.py): the gateway's.
+AUTH_AUDIENCE = "urn:federation-gateway"
+
 # The tests' gateways accept HS256 tokens signed with this (tests.harness.token).
 JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
 
@@ -194,6 +197,13 @@ class Services:
         """Upstream URL settings for a gateway pointed at these services."""
         return {f"{n.upper()}_URL": self.url(n) for n in SERVICE_NAMES}
 
+    def oauth_env(self) -> dict[str, str | None]:
+        """Settings for a gateway that checks tokens as `make run`'s does: through the
+        authorization server's JWKS, with no HS256 secret."""
+        issuer = self.url("auth")
+        return {"AUTH_JWKS_URL": f"{issuer}/jwks.json", "AUTH_ISSUER": issuer,
+                "AUTH_AUDIENCE": AUTH_AUDIENCE, "AUTH_JWT_SECRET": None}
+
     def stats(self, name: str) -> dict[str, Any]:
         return http("GET", self.url(name) + "/_stats")[2]
 
@@ -243,21 +253,29 @@ def start_services(
     env: Mapping[str, str] | None = None,
     ports: Mapping[str, int] | None = None,
     cpus: str | None = None,
+    auth: bool = False,
 ) -> Services:
+    """The six services, and with `auth` the authorization server too (tests of the real
+    OAuth flows; the others sign their tokens with JWT_SECRET)."""
     port_map = dict(ports or dict(zip(SERVICE_NAMES, free_ports(len(SERVICE_NAMES)),
                                       strict=True)))
+    if auth:
+        port_map.setdefault("auth", free_port())
     e: dict[str, str] = {f"{n.upper()}_PORT": str(p) for n, p in port_map.items()}
     e.update(
         SEED=str(seed),
         SCALE=str(scale),
         EVENT_SECRET=EVENT_SECRET,
         EVENT_WEBHOOKS=",".join(webhooks or []),
+        # Only the services given ports: another would take its default port, maybe in use.
+        ONLY=",".join(port_map),
     )
     if data_dir is not None:
         e["DATA_DIR"] = str(data_dir)
     e.update(env or {})
     tmp.mkdir(parents=True, exist_ok=True)
-    process = spawn(["-m", "services"], e, tmp / f"services-{port_map['users']}.log", cpus)
+    first = next(iter(port_map.values()))
+    process = spawn(["-m", "services"], e, tmp / f"services-{first}.log", cpus)
     services = Services(process=process, ports=port_map)
     try:
         for n in port_map:  # all six, or the subset given (with ONLY=...)

@@ -26,13 +26,21 @@ DEFAULT_PORTS = dict(zip(SERVICES, range(8001, 8007), strict=True))
 # The reference services sign events with this secret unless told otherwise; it is a
 # development default only, and long enough for HMAC-SHA256.
 DEV_EVENT_SECRET = "dev-event-secret-change-me-0123456789abcdef"
-# `make token` and docker/compose.yaml's development tokens are signed with this.
+# `make run` signed its development tokens with this before the authorization server
+# (services/auth.py) came; published since, so refused all the same.
 DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"
+# The reference authorization server's seed API clients' secrets (services/auth.py, the
+# Makefile's `make token`, the README): published, so never a secret of the gateway's.
+DEV_CLIENT_SECRETS = frozenset({
+    "sandbox-secret-0123456789abcdef0123456789",
+    "acme-shop-secret-0123456789abcdef012345",
+    "bigcorp-secret-0123456789abcdef0123456789",
+})
 # Secrets anyone can read (the Makefile, config/, docker/, the README): with DEV_MODE off the
 # gateway refuses to start with one of them (`Settings.check_deployable`), since whoever
 # knows it can sign change events or bearer tokens. tests/security/test_secrets.py finds
 # every secret those files publish and fails if one is missing here.
-PUBLISHED_SECRETS = frozenset({DEV_EVENT_SECRET, DEV_JWT_SECRET})
+PUBLISHED_SECRETS = frozenset({DEV_EVENT_SECRET, DEV_JWT_SECRET, *DEV_CLIENT_SECRETS})
 MIN_SECRET_BYTES = 32  # HMAC-SHA256's key length: a shorter one is easier to guess
 
 
@@ -431,19 +439,32 @@ class Settings:
         500000, "RATE_LIMIT_GOLD",
         "Query cost a gold client (a token with tier: gold) may spend per window.",
     )
+    rate_limit_tiers: str = setting(
+        '{"free": 20000, "standard": 100000}', "RATE_LIMIT_TIERS",
+        "More tiers, as a JSON object of tier name to query cost per window: a token whose "
+        "`tier` claim names one (an API client's, set by the authorization server) gets its "
+        "budget; an unknown tier gets RATE_LIMIT_AUTHENTICATED's.",
+    )
     # -- authentication (app/security/auth.py) -----------------------------------------------------
     auth_jwt_secret: str = setting(
         "",
         "AUTH_JWT_SECRET",
-        "HS256 secret that signs bearer tokens (development; `make token` prints one); at "
-        "least 32 bytes; with DEV_MODE off, not a published development one. Empty: HS256 "
-        "tokens are refused.",
+        "HS256 secret that signs bearer tokens (the tests' development tokens, `python -m app "
+        "token --sub u1`; `make run` uses the authorization server instead); at least 32 "
+        "bytes; with DEV_MODE off, not a published development one. Empty: HS256 tokens are "
+        "refused.",
     )
     auth_jwks_url: str = setting(
         "",
         "AUTH_JWKS_URL",
-        "JWKS URL of the identity provider: RS256 and ES256 tokens are checked against its "
-        "keys (fetched once, cached, refetched for an unknown key id).",
+        "JWKS URL of the identity provider (an OAuth 2.0 authorization server; "
+        "config/development.toml: the reference one on 8007): RS256 and ES256 tokens are "
+        "checked against its keys, each key with its own algorithm only.",
+    )
+    auth_jwks_ttl_s: float = setting(
+        300.0, "AUTH_JWKS_TTL_S",
+        "How long the key set is used before it is fetched again (a key the provider stops "
+        "publishing stops verifying then; a new key id is fetched at once, see below).",
     )
     auth_jwks_cooldown_s: float = setting(
         30.0, "AUTH_JWKS_COOLDOWN_S",
@@ -569,6 +590,12 @@ class Settings:
             raise SettingsError(f"UPSTREAM_TIMEOUTS names unknown services: {sorted(overrides)}")
         return out
 
+    def rate_limit_budgets(self) -> dict[str, int]:
+        """Query cost per window, by rate-limit tier."""
+        tiers = orjson.loads(self.rate_limit_tiers) if self.rate_limit_tiers else {}
+        return {**tiers, "anonymous": self.rate_limit_anonymous,
+                "authenticated": self.rate_limit_authenticated, "gold": self.rate_limit_gold}
+
     def check_deployable(self) -> None:
         """Refuse, outside development mode, the secrets anyone can read: with the published
         EVENT_SECRET anyone can post change events (evict the cache, and with a high version
@@ -610,7 +637,7 @@ class Settings:
                      "retry_budget_window_s", "breaker_window_s", "breaker_open_s",
                      "event_version_ttl_s", "redis_breaker_open_s", "header_timeout_s",
                      "body_timeout_s", "keepalive_timeout_s", "idempotency_ttl_s",
-                     "subscription_init_timeout_s"):
+                     "subscription_init_timeout_s", "auth_jwks_ttl_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_of(name)} must be positive")
         for name in ("retry_budget_ratio", "retry_budget_min_per_s", "batch_max_operations"):
@@ -662,8 +689,18 @@ class Settings:
             raise SettingsError("SUBSCRIPTION_KEEPALIVE_S must not be negative")
         if self.auth_leeway_s < 0:
             raise SettingsError("AUTH_LEEWAY_S must not be negative")
-        smallest = min(self.rate_limit_anonymous, self.rate_limit_authenticated,
-                       self.rate_limit_gold)
+        try:
+            tiers = orjson.loads(self.rate_limit_tiers) if self.rate_limit_tiers else {}
+        except orjson.JSONDecodeError:
+            raise SettingsError("RATE_LIMIT_TIERS is not valid JSON") from None
+        if not isinstance(tiers, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for v in tiers.values()):
+            raise SettingsError("RATE_LIMIT_TIERS must map tier names to budgets of at least 1")
+        if {"anonymous", "authenticated", "gold"} & set(tiers):
+            raise SettingsError("RATE_LIMIT_TIERS may not redefine anonymous, authenticated "
+                                "or gold (RATE_LIMIT_ANONYMOUS, ..._AUTHENTICATED, ..._GOLD)")
+        smallest = min(self.rate_limit_budgets().values())
         if self.rate_limit_enabled and self.max_query_cost > smallest:
             raise SettingsError(f"MAX_QUERY_COST ({self.max_query_cost}) must not exceed the "
                                 f"smallest rate-limit budget ({smallest}): such a query could "

@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
             if caching.entities is not None:
                 await caching.entities.close()
             await client.close()
+            await graphql.auth.close()
             if redis is not None:
                 await redis.close()
             telemetry.shutdown()  # exports the spans still queued

@@ -1,30 +1,41 @@
-"""Who is calling: the bearer token's subject and scopes, checked with pyjwt.
+"""Who is calling: the bearer token's subject, scopes and rate tier, checked with pyjwt.
 
-`Authorization: Bearer <JWT>`: HS256 with `AUTH_JWT_SECRET` (development), RS256/ES256 with
-the keys of `AUTH_JWKS_URL` (production); issuer, audience, expiry and not-before are checked
-with `AUTH_LEEWAY_S` of leeway. No token: anonymous. A token that does not verify is refused
-(401 UNAUTHENTICATED), never downgraded to anonymous: a client must learn its token is bad.
-With DEV_MODE, `X-User-Id` names the caller instead (development only).
+`Authorization: Bearer <JWT>`: RS256/ES256 against the keys of `AUTH_JWKS_URL` (an OAuth 2.0
+authorization server: `make run` uses the reference one, services/auth.py), or HS256 with
+`AUTH_JWT_SECRET` (the tests' development tokens). Issuer, audience, expiry and not-before are
+checked with `AUTH_LEEWAY_S` of leeway. No token: anonymous. A token that does not verify is
+refused (401 UNAUTHENTICATED), never downgraded to anonymous: a client must learn its token
+is bad. With DEV_MODE, `X-User-Id` names the caller instead (development only).
+
+Each published key verifies only with its own algorithm (RS256 for an RSA key, ES256 for a
+P-256 one), whatever the token's header says: an HS256 token "signed" with a public key
+(algorithm confusion) never meets that key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import jwt
 
 from app.config.settings import Settings
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.errors import HTTPRefusal
 
 SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:reviews", "admin"})
 # What the development X-User-Id caller may do: a signed-in customer, not an admin.
 DEV_SCOPES = frozenset({"read:catalog", "read:orders", "write:orders", "write:reviews"})
 ASYMMETRIC = ["RS256", "ES256"]
+# A published key's algorithm by its type: the only one it verifies.
+KEY_ALGORITHMS: dict[tuple[Any, Any], str] = {("RSA", None): "RS256", ("EC", "P-256"): "ES256"}
+log = logging.getLogger("gateway.auth")
 USER_HEADER = "x-user-id"
 USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -35,7 +46,9 @@ class Viewer:
 
     id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
-    tier: str = "anonymous"  # rate-limit tier: anonymous, authenticated or gold
+    # Rate-limit tier: anonymous, authenticated (signed in), or a token's `tier` claim
+    # that has a budget (RATE_LIMIT_GOLD, RATE_LIMIT_TIERS).
+    tier: str = "anonymous"
     # When the gateway stops accepting the token (its `exp` plus AUTH_LEEWAY_S), in seconds
     # since the epoch; None without one. A long-lived connection (a subscription) ends then.
     valid_until: float | None = None
@@ -61,14 +74,120 @@ def _refuse(reason: str) -> HTTPRefusal:
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
+class KeysUnavailable(Exception):
+    """The identity provider's key set cannot be read (and none is cached)."""
+
+
+Fetch = Callable[[], Awaitable[Any]]
+
+
+class KeySet:
+    """The identity provider's public keys, by key id, cached for `ttl_s`.
+
+    A token naming a key id the set lacks makes it fetch the set again (the provider rotated
+    its keys), at most once per `cooldown_s`: tokens with made-up ids must not make the
+    gateway hammer the provider. Concurrent requests share one fetch. A refetch replaces
+    the set, so a key the provider stopped publishing stops verifying. When a refetch fails
+    the cached keys stay in use (a provider outage must not sign everyone out), and it is
+    tried again after `cooldown_s`."""
+
+    def __init__(self, fetch: Fetch, ttl_s: float, cooldown_s: float,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self._fetch = fetch
+        self.ttl_s = ttl_s
+        self.cooldown_s = cooldown_s
+        self._now = clock.monotonic
+        self._keys: dict[str, tuple[str, Any]] = {}  # kid -> (algorithm, public key)
+        self._fresh_until = -float("inf")
+        self._unknown_refetch_at = -float("inf")
+        self._inflight: asyncio.Task[None] | None = None
+        self._error: str | None = None  # why the last fetch failed, until one succeeds
+
+    async def key(self, kid: str) -> tuple[str, Any] | None:
+        """The algorithm and key of `kid`, None when the provider does not publish it."""
+        if not self._keys and self._error is not None and self._now() < self._fresh_until:
+            # Down, nothing cached: refused as unavailable until the next try is due.
+            raise KeysUnavailable(self._error)
+        fetched = False
+        if self._now() >= self._fresh_until or (
+                kid not in self._keys and self._inflight is not None
+                and not self._inflight.done()):
+            # Stale, or another request's fetch is under way (likely for this very key id,
+            # just rotated in): its answer, rather than a refusal for the cooldown.
+            await self._refresh()
+            fetched = True
+        found = self._keys.get(kid)
+        if found is None and not fetched \
+                and self._now() - self._unknown_refetch_at >= self.cooldown_s:
+            self._unknown_refetch_at = self._now()
+            await self._refresh()
+            found = self._keys.get(kid)
+        return found
+
+    async def _refresh(self) -> None:
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._load())
+        # shield: a caller cancelled (its client went away) does not cancel the others' fetch
+        await asyncio.shield(self._inflight)
+
+    async def _load(self) -> None:
+        try:
+            published = await self._fetch()
+            keys = parse_jwks(published)
+        except Exception as err:  # the provider's trouble, whatever it is
+            self._fresh_until = self._now() + self.cooldown_s
+            self._error = str(err) or type(err).__name__
+            if not self._keys:
+                raise KeysUnavailable(self._error) from None
+            log.warning("identity provider's keys not refreshed (%s): the cached ones stay",
+                        err)
+            return
+        self._keys, self._error = keys, None
+        self._fresh_until = self._now() + self.ttl_s
+
+
+def parse_jwks(published: Any) -> dict[str, tuple[str, Any]]:
+    """The signing keys of a JWKS document, each with the one algorithm it verifies. Keys
+    of other types (a symmetric `oct` key: a secret), without an id or for encryption are
+    left out."""
+    if not isinstance(published, dict) or not isinstance(published.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    keys: dict[str, tuple[str, Any]] = {}
+    for item in published["keys"]:
+        if not isinstance(item, dict) or not isinstance(item.get("kid"), str):
+            continue
+        algorithm = KEY_ALGORITHMS.get((item.get("kty"), item.get("crv")))
+        if algorithm is None or item.get("use", "sig") != "sig" \
+                or item.get("alg", algorithm) != algorithm:
+            continue
+        try:
+            keys[item["kid"]] = (algorithm, jwt.PyJWK(item, algorithm).key)
+        except jwt.PyJWTError:
+            continue
+    return keys
+
+
 class Authenticator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
-        # The key set is cached for 5 minutes and refetched for an unknown key id; no per-key
-        # cache (PyJWT's never expires, so a key the provider revoked would stay trusted).
-        self._jwks = (jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False, lifespan=300,
-                                      timeout=5, cooldown_duration=settings.auth_jwks_cooldown_s)
-                      if settings.auth_jwks_url else None)
+        self._tiers = settings.rate_limit_budgets()
+        self._session: aiohttp.ClientSession | None = None
+        # No per-key cache beyond the set's: a key the provider revoked must stop verifying.
+        self.keys = (KeySet(self._fetch_jwks, settings.auth_jwks_ttl_s,
+                            settings.auth_jwks_cooldown_s, clock)
+                     if settings.auth_jwks_url else None)
+
+    async def _fetch_jwks(self) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        async with self._session.get(self.settings.auth_jwks_url) as response:
+            response.raise_for_status()
+            return await response.json(content_type=None)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def viewer(self, headers: Any) -> Viewer:
         """The caller named by the request's headers; raises a 401 refusal for a bad token."""
@@ -92,7 +211,11 @@ class Authenticator:
         if not isinstance(scope, str):
             raise _refuse("The token's `scope` must be a space-separated string")
         scopes = frozenset(scope.split()) & SCOPES
-        tier = "gold" if claims.get("tier") == "gold" else "authenticated"
+        # The API client's rate tier (the authorization server's `tier` claim); a tier this
+        # gateway has no budget for, or none (a user's token), is the signed-in default.
+        tier = claims.get("tier")
+        if not isinstance(tier, str) or tier == "anonymous" or tier not in self._tiers:
+            tier = "authenticated"
         expires = claims.get("exp")  # required, and checked as a number by pyjwt
         valid_until = (float(expires) + self.settings.auth_leeway_s
                        if isinstance(expires, int | float) else None)
@@ -115,18 +238,27 @@ class Authenticator:
         except jwt.PyJWTError:
             raise _refuse("The bearer token is not a JWT") from None
         algorithm = header.get("alg")
+        kid = header.get("kid")
         if algorithm == "HS256" and self.settings.auth_jwt_secret:
             key: Any = self.settings.auth_jwt_secret
-        elif algorithm in ASYMMETRIC and self._jwks is not None:
+        elif self.keys is not None and isinstance(kid, str):
             try:
-                # PyJWKClient fetches over blocking HTTP when a key id is new: off the loop.
-                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
-            except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError) as err:
+                found = await self.keys.key(kid)
+            except KeysUnavailable as err:
                 # The identity provider's fault, not the token's: say so, and not 401.
                 raise HTTPRefusal(503, f"The identity provider's keys are unavailable: {err}",
                                   "AUTHENTICATION_UNAVAILABLE") from None
-            except jwt.PyJWKClientError as err:
-                raise _refuse(f"The token's signing key is unknown: {err}") from None
+            if found is None:
+                raise _refuse(f"The token's signing key {kid!r} is not published by the "
+                              "identity provider")
+            key_algorithm, key = found
+            if algorithm != key_algorithm:
+                # Algorithm confusion (HS256 with the public key as the secret, or any other
+                # algorithm than the key's own): refused before any signature check.
+                raise _refuse(f"The token says {algorithm!r}, but its key {kid!r} signs "
+                              f"with {key_algorithm}")
+        elif self.keys is not None and algorithm in ASYMMETRIC:
+            raise _refuse("The token names no signing key (`kid` in its header)")
         else:
             raise _refuse(f"Tokens signed with {algorithm!r} are not accepted here")
         try:
@@ -142,6 +274,9 @@ class Authenticator:
             raise _refuse("The bearer token has expired") from None
         except jwt.ImmatureSignatureError:
             raise _refuse("The bearer token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise _refuse("The bearer token is for another audience than this API "
+                          f"({self.settings.auth_audience})") from None
         except jwt.PyJWTError as err:
             raise _refuse(f"The bearer token is not valid: {err}") from None
 

@@ -85,9 +85,7 @@ class RateLimiter:
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self._now = clock.monotonic  # the in-process buckets' time (Redis keeps its own)
-        self.budgets = {"anonymous": settings.rate_limit_anonymous,
-                        "authenticated": settings.rate_limit_authenticated,
-                        "gold": settings.rate_limit_gold}
+        self.budgets = settings.rate_limit_budgets()  # by tier (the token's `tier` claim)
         self._redis = redis
         self._spend = redis.register_script(SPEND) if redis is not None else None
         # Per client: (tokens, when), this process's bucket, or Redis's last report of it.

@@ -103,7 +103,8 @@ def test_config_env_then_flags() -> None:
     assert config.url("users") == "http://127.0.0.1:9201"
     assert parse(["--fault-rate-limit-rps", "3"], {}).faults["orders"].rate_limit_rps == 3
     assert parse([], {}).ports == {"users": 8001, "catalog": 8002, "inventory": 8003,
-                                   "orders": 8004, "reviews": 8005, "recommendations": 8006}
+                                   "orders": 8004, "reviews": 8005, "recommendations": 8006,
+                                   "auth": 8007}
 
 
 @pytest.mark.parametrize("env", [{"EVENT_SECRET": "short"}, {"FAULT_ERROR_RATE": "2"},
