@@ -137,6 +137,53 @@ def aborted(reason: str) -> None:
     HTTP_ABORTED.labels(reason).inc()
 
 
+# The SLOs' indicator (ops/prometheus/, README: For SREs): every GraphQL request by its
+# operation type and by whose fault its errors were (app.core.errors.fault: none, client,
+# server), so that availability counts only the gateway's failures and latency is judged per
+# operation type. Every series exists from the start, so that the rules read zeros.
+SLI_TYPES = ("query", "mutation", "subscription", "batch", "unknown")
+SLI_FAULTS = ("none", "client", "server")
+SLI_DURATION = Histogram(
+    "gateway_sli_duration_seconds",
+    "GraphQL requests for the SLOs: time to answer, by operation type (query, mutation, "
+    "subscription, batch: several operations in one request, unknown: refused before it "
+    "ran, a document that does not parse or validate, a body that is not JSON) and fault "
+    "(none: no error; client: every error the client's own, refused and aborted requests "
+    "included; server: any other error).",
+    ["type", "fault"], buckets=LATENCY_BUCKETS,
+)
+for _type in SLI_TYPES:
+    for _fault in SLI_FAULTS:
+        SLI_DURATION.labels(_type, _fault)
+
+# Change events received on /events, by what became of them (applied: evicted here;
+# ignored: an older or repeated version, or no entity cache; held: evicted here but Redis is
+# unreachable, answered 503 to be delivered again; rejected: a bad signature or body). Its
+# silence while mutations succeed is the alert GatewayEventDeliveryStalled.
+CHANGE_EVENT_OUTCOMES = ("applied", "ignored", "held", "rejected")
+CHANGE_EVENTS = Counter(
+    "gateway_change_events_total",
+    "Change events received on /events, by outcome: applied, ignored (an older or repeated "
+    "version, or no entity cache), held (Redis unreachable: answered 503, to be sent again), "
+    "rejected (bad signature or body).",
+    ["outcome"],
+)
+for _outcome in CHANGE_EVENT_OUTCOMES:
+    CHANGE_EVENTS.labels(_outcome)
+
+
+def change_event(outcome: str) -> None:
+    CHANGE_EVENTS.labels(outcome).inc()
+
+
+# A worker that the supervisor started again after one ended (app/http/server.py): with
+# several workers, counted by the new worker itself (a crash leaves no live process to say).
+WORKER_RESTARTS = Counter(
+    "gateway_worker_restarts_total",
+    "Worker processes started again after one ended (a crash, a kill), with GATEWAY_WORKERS "
+    "above 1.",
+)
+
 PLANNED = Counter(
     "gateway_planned_operations_total",
     "Operations run by the breadth-first executor (the rest: graphql-core's).",

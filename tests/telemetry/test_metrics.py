@@ -181,3 +181,54 @@ def test_timing_collections_cannot_deadlock_the_metrics(tmp_path: Path) -> None:
                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 1  # and the pauses were recorded, once flushed
+
+
+async def test_the_slo_indicator_counts_the_gateways_failures_apart_from_the_clients(
+    processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
+) -> None:
+    """gateway_sli_duration_seconds{type, fault}: a request whose errors are all the client's
+    own (a validation error, a NOT_FOUND, a body that is not JSON) is fault="client"; one
+    with an upstream's failure is fault="server", partial data or not (ops/prometheus)."""
+    gateway = processes(RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
+    m = await scrape(http_session, gateway)
+    # Every series is there from the start, at 0: the rules read zeros, not "no data".
+    assert {(s.labels["type"], s.labels["fault"])
+            for s in m.samples("gateway_sli_duration_seconds", "_count")} == {
+        (t, f) for t in ("query", "mutation", "subscription", "batch", "unknown")
+        for f in ("none", "client", "server")}
+    assert {s.labels["outcome"] for s in m.samples("gateway_change_events", "_total")} == {
+        "applied", "ignored", "held", "rejected"}
+    assert m.value("gateway_worker_restarts", "_total") == 0
+
+    status, body = await post(http_session, gateway.url, '{ product(id: "p451") { id } }')
+    assert status == 200 and "errors" not in body
+    status, body = await post(http_session, gateway.url, "{ nope }")
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    # Partial: the product, and the order field refused to an anonymous caller.
+    status, body = await post(http_session, gateway.url,
+                              '{ product(id: "p451") { id } order(id: "o1") { id } }')
+    assert body["data"]["product"] and body["data"]["order"] is None
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"UNAUTHENTICATED"}
+    async with http_session.post(gateway.url + "/graphql", data=b"{not json",
+                                 headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+    # A change event with a wrong signature: rejected (its silence alerts, not its refusal).
+    async with http_session.post(gateway.url + "/events", data=b"{}",
+                                 headers={"X-Signature": "sha256=" + "0" * 64}) as resp:
+        assert resp.status == 401
+    faults.set_faults("reviews", error_rate=1.0, error_status=503)
+    status, body = await post(http_session, gateway.url,
+                              '{ product(id: "p451") { id reviews(first: 2) { id } } }')
+    assert body["data"]["product"]["id"] == "p451"
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"UPSTREAM_UNAVAILABLE"}
+
+    m = await scrape(http_session, gateway)
+    count = "_count"
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="none") == 1
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="client") == 1
+    # Refused before it ran (it did not validate; the body that is not JSON): no type.
+    assert m.value("gateway_sli_duration_seconds", count, type="unknown", fault="client") == 2
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="server") == 1
+    assert m.value("gateway_sli_duration_seconds", count, fault="server") == 1
+    assert m.value("gateway_change_events", "_total", outcome="rejected") == 1
+    assert m.value("gateway_change_events", "_total", outcome="applied") == 0
