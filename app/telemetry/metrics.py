@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import threading
 import time
+from collections.abc import Iterator
+from typing import ClassVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -27,9 +30,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -284,13 +290,51 @@ def process_exit() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
+class WorkersProcess(Collector):
+    """With several workers: the process metrics (CPU, memory, open files) of every live
+    worker, summed. prometheus_client's own describe one process, and in multi-process mode
+    none is exported at all, which left the dashboard's CPU and memory panels empty. The
+    workers are the processes whose metric files are in the shared directory."""
+
+    SUMMED: ClassVar[dict[str, str]] = {
+        "process_cpu_seconds": "CPU time of the gateway's live workers, in seconds.",
+        "process_resident_memory_bytes": "Resident memory of the live workers.",
+        "process_virtual_memory_bytes": "Virtual memory of the live workers.",
+        "process_open_fds": "Open file descriptors of the live workers."}
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        totals = dict.fromkeys(self.SUMMED, 0.0)
+        for pid in self.workers():
+            # (Reads /proc/<pid>; a worker that ends meanwhile is skipped, not an error.)
+            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for family in collector.collect():
+                if family.name in totals:
+                    totals[family.name] += sum(sample.value for sample in family.samples)
+        for name, help_text in self.SUMMED.items():
+            kind = CounterMetricFamily if name == "process_cpu_seconds" else GaugeMetricFamily
+            yield kind(name, help_text, value=totals[name])
+
+    def workers(self) -> set[int]:
+        pids = set()
+        for name in os.listdir(self.directory):
+            found = re.search(r"_(\d+)\.db$", name)
+            if found and os.path.exists(f"/proc/{found.group(1)}"):
+                pids.add(int(found.group(1)))
+        return pids
+
+
 def exposition() -> bytes:
     """The metrics in Prometheus's text format."""
     flush_gc()
-    if os.environ.get(MULTIPROC_ENV):
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(WorkersProcess(directory))
         return generate_latest(registry)
     return generate_latest()
 

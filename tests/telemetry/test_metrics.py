@@ -116,6 +116,15 @@ async def test_two_workers_report_the_totals_of_both(
         assert m.value("gateway_requests", "_total", operation="Two", outcome="ok") == sent
         assert m.value("gateway_resolver_duration_seconds", "_count",
                        coordinate="Query.topProducts") == sent
+    # CPU and memory: both workers' together (the dashboard's panels), not the answerer's.
+    memory = [_worker_rss(pid) for pid in pids]
+    assert m.value("process_resident_memory_bytes") >= 0.9 * sum(memory) > 1.5 * max(memory)
+    assert m.value("process_cpu_seconds", "_total") > 0
+
+
+def _worker_rss(pid: int) -> int:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
