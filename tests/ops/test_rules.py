@@ -4,6 +4,7 @@ not for every alert; and every alert's runbook (docs/runbooks/)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_every_alert_has_its_runbook(name: str) -> None:
     assert [line[:3] for line in first.splitlines() if line[:3] in ("1. ", "2. ", "3. ")] \
         == ["1. ", "2. ", "3. "]
     assert name in (RUNBOOKS / "README.md").read_text()
+
+
+def test_the_readme_lists_the_codes_that_are_the_clients_own() -> None:
+    """README, For SREs, says which `extensions.code` values count against availability:
+    the same list as the code that decides it; anything else is the gateway's fault."""
+    from app.core.errors import CLIENT_FAULT_CODES, fault
+
+    section = (ROOT / "README.md").read_text().split("## For SREs")[1].split("\n## ")[0]
+    listed = section.split("- `client`")[1].split("- `server`")[0]
+    assert set(re.findall(r"`([A-Z_]+)`", listed)) == CLIENT_FAULT_CODES
+    assert fault(set()) == "none"
+    assert fault({"FORBIDDEN", "NOT_FOUND"}) == "client"
+    assert fault({"FORBIDDEN", "CIRCUIT_OPEN"}) == "server"
+    assert fault({"SOMETHING_NEW"}) == "server"
+    for name in alerts():
+        assert f"[runbook](docs/runbooks/{name}.md)" in section, name
