@@ -23,7 +23,7 @@ from app.core.process import die_with_parent
 from app.http.connections import GuardedHttpToolsProtocol
 from app.security.persisted import load_manifest
 from app.telemetry import logs
-from app.telemetry.metrics import MULTIPROC_ENV, WORKER_RESTARTS
+from app.telemetry.metrics import MULTIPROC_ENV, WORKER_RESTARTS, worker_ended
 from schema import build_schema
 
 
@@ -190,6 +190,7 @@ def supervise(workers: int) -> int:
                 break
             print(f"gateway: worker {proc.pid} ended (exit {code}); starting another",
                   file=sys.stderr, flush=True)
+            worker_ended(proc.pid)
             time.sleep(RESTART_AFTER_S)
             running[i] = spawn(restarted=True)
         time.sleep(0.2)

@@ -290,6 +290,14 @@ def process_exit() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
+def worker_ended(pid: int) -> None:
+    """With several workers: a worker that ended without saying so (a crash, SIGKILL, the
+    OOM killer) is forgotten by the supervisor, or its last breaker and Redis states would
+    count among the live ones for ever (an alert that never resolves)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
 class WorkersProcess(Collector):
     """With several workers: the process metrics (CPU, memory, open files) of every live
     worker, summed. prometheus_client's own describe one process, and in multi-process mode

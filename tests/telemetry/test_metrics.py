@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import ROOT, Gateway, Services, sample_total
+from tests.harness import ROOT, Gateway, Services, listeners, sample_total
 from tests.telemetry.conftest import DEEP, post
 
 PRODUCT_REVIEWS = '{ product(id: "p451") { id reviews(first: 3) { id author { id name } } } }'
@@ -241,3 +241,39 @@ async def test_the_slo_indicator_counts_the_gateways_failures_apart_from_the_cli
     assert m.value("gateway_sli_duration_seconds", count, fault="server") == 1
     assert m.value("gateway_change_events", "_total", outcome="rejected") == 1
     assert m.value("gateway_change_events", "_total", outcome="applied") == 0
+
+
+async def test_a_killed_workers_breaker_state_does_not_outlive_it(
+    processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
+) -> None:
+    """The breaker gauge is the worst state among live workers: a worker killed with its
+    breaker open (SIGKILL: it cannot say so itself) must not hold GatewayCircuitOpen open
+    forever. The supervisor forgets it when it starts the next one."""
+    gateway = processes(GATEWAY_WORKERS="2", BREAKER_MIN_CALLS="2", BREAKER_OPEN_S="600",
+                        RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
+    faults.set_faults("catalog", error_rate=1.0, error_status=503)
+    query = '{ product(id: "p3") { id } }'
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(40):
+            await asyncio.gather(*(post(s, gateway.url, query) for _ in range(4)))
+    m = await scrape(http_session, gateway)
+    assert m.value("gateway_circuit_state", service="catalog") == 2
+    faults.clear_faults()
+    supervisor = gateway.process.proc.pid
+    workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    for pid in workers:
+        os.kill(int(pid), 9)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        current = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        if len(current) == 2 and not set(current) & set(workers):
+            break
+        assert asyncio.get_running_loop().time() < deadline, current
+        await asyncio.sleep(0.1)
+    while listeners(gateway.port) < 2:  # both new workers serving
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    m = await scrape(http_session, gateway)
+    # The new workers' breakers are closed; the dead ones' open state is gone with them.
+    assert m.value("gateway_circuit_state", service="catalog") == 0
+    assert m.value("gateway_worker_restarts", "_total") == 2
