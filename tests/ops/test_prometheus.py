@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's `prometheus`) scraping a real gateway with two workers, with
 the rules of ops/prometheus (their `for:` shortened to seconds) and traffic with injected
 faults. Asserted through Prometheus's HTTP API: every recording rule has data, an outage
-takes its alerts from pending to firing, a killed worker fires GatewayWorkerRestarting,
-every query of the Grafana dashboard parses and returns series, and (once the gateway
+takes its alerts from pending to firing, and so does a stalled Redis, a killed worker fires
+GatewayWorkerRestarting, every query of the Grafana dashboard parses and returns series, and (once the gateway
 sends them) a latency exemplar leads to a trace."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from app.core.process import die_with_parent
 from tests.harness import (
     ROOT,
     Gateway,
+    RedisServer,
     Services,
     free_port,
     http,
@@ -87,6 +88,7 @@ class Prometheus:
 @dataclass
 class Stack:
     services: Services
+    redis: RedisServer
     gateway: Gateway
     prometheus: Prometheus
     metrics_url: str
@@ -194,7 +196,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "BREAKER_MIN_CALLS": "5", "BREAKER_OPEN_S": "2"})
         prometheus = start_prometheus(tmp, f"127.0.0.1:{metrics_port}", shortened_rules(tmp))
         with Traffic(gateway, token("u7", "read:orders write:orders")):
-            yield Stack(services, gateway, prometheus, f"http://127.0.0.1:{metrics_port}")
+            yield Stack(services, redis, gateway, prometheus,
+                        f"http://127.0.0.1:{metrics_port}")
     finally:
         if prometheus is not None:
             prometheus.process.terminate()
@@ -343,6 +346,22 @@ def test_every_dashboard_query_parses_and_returns_series(stack: Stack) -> None:
                                        variable["query"]["query"])
         values = prometheus.api(f"label/{label}/values", **{"match[]": metric})
         assert values, variable["name"]
+
+
+def test_a_stalled_redis_takes_redis_degraded_from_pending_to_firing(stack: Stack) -> None:
+    prometheus = stack.prometheus
+    assert not prometheus.alerts("GatewayRedisDegraded")
+    assert stack.redis.process is not None
+    os.kill(stack.redis.process.pid, signal.SIGSTOP)  # the gateway's next call times out
+    try:
+        seen = watch(prometheus, {"GatewayRedisDegraded"},
+                     lambda alerts: firing(alerts, "GatewayRedisDegraded"))
+    finally:
+        os.kill(stack.redis.process.pid, signal.SIGCONT)
+    assert seen["GatewayRedisDegraded"][:2] == ["pending", "firing"], seen
+    # Redis back: the alert resolves (the gateway's probe finds it within a second).
+    prometheus.wait(lambda: not prometheus.alerts("GatewayRedisDegraded"),
+                    "GatewayRedisDegraded resolved")
 
 
 def test_a_latency_exemplar_leads_to_a_trace(stack: Stack) -> None:
