@@ -75,3 +75,24 @@ def refusal_extensions(error: HTTPException) -> dict[str, Any]:
     """A refusal's `extensions`: its code, and the figures of the limit it is over."""
     code = getattr(error, "code", None) or HTTP_CODES.get(error.status_code, "BAD_REQUEST")
     return {"code": code, **getattr(error, "extensions", {})}
+
+
+# The `extensions.code` values that are the client's own doing: what it sent, who it is,
+# what it asked for, how often. A request whose errors all have one of these does not count
+# against the availability SLO (ops/prometheus/slo.rules.yml, README: For SREs); any other
+# code, an unknown one included, is the gateway's or an upstream's failure and does.
+CLIENT_FAULT_CODES = frozenset({
+    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "BAD_REQUEST",
+    "QUERY_TOO_COMPLEX", "RATE_LIMITED", "PERSISTED_QUERY_NOT_FOUND",
+    "PERSISTED_QUERY_REQUIRED", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND",
+    "BATCH_TOO_LARGE", "BATCHING_DISABLED", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE",
+    "METHOD_NOT_ALLOWED",
+})
+
+
+def fault(codes: frozenset[str] | set[str]) -> str:
+    """Whose failure a request's error codes are: none (no error), client (all the
+    client's own), server (any other)."""
+    if not codes:
+        return "none"
+    return "client" if codes <= CLIENT_FAULT_CODES else "server"

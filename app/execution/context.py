@@ -47,6 +47,8 @@ class RequestContext:
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
+    # The `extensions.code` of every error of the result (for the SLO's fault label).
+    error_codes: frozenset[str] = frozenset()
     # The document is an operation of the persisted-query manifest (deployed, not sent by
     # whoever calls): its name may become a metric label (app/telemetry/metrics.py).
     manifest_operation: bool = False

@@ -224,5 +224,7 @@ class Batch:
             "ok" if all(o == "ok" for o in outcomes)
             else "refused" if all(o == "refused" for o in outcomes)
             else "error" if "error" in outcomes else "partial")
+        self.context.error_codes = frozenset().union(
+            *(op.context.error_codes for op in self.operations))
         self.context.batch = [(op.context.operation_name, op.context.outcome)
                               for op in self.operations]

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.core.errors import HTTPRefusal
 from app.http.negotiation import read_body
+from app.telemetry import metrics
 from loaders.entities import EVENT_TYPES
 
 log = logging.getLogger("gateway.events")
@@ -42,16 +43,20 @@ async def receive_event(request: Request) -> Response:
     # MAX_BODY_BYTES: an unsigned or oversized POST costs no memory.
     signature = request.headers.get("x-signature")
     if not signature or not SIGNATURE.fullmatch(signature):
+        metrics.change_event("rejected")
         return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
     try:
         body = await read_body(request, request.app.state.settings.max_body_bytes)
     except HTTPRefusal as refused:
+        metrics.change_event("rejected")
         return _error(refused.status_code, refused.code, refused.reason, refused.headers)
     if not signature_ok(request.app.state.settings.event_secret, body, signature):
+        metrics.change_event("rejected")
         return _error(401, "UNAUTHENTICATED", "missing or wrong X-Signature")
     try:
         event = orjson.loads(body)
     except orjson.JSONDecodeError:
+        metrics.change_event("rejected")
         return _error(400, "BAD_REQUEST", "body is not JSON")
     if not (
         isinstance(event, dict)
@@ -60,6 +65,7 @@ async def receive_event(request: Request) -> Response:
         and isinstance(event.get("id"), str)
         and isinstance(event.get("version"), int)
     ):
+        metrics.change_event("rejected")
         return _error(400, "BAD_REQUEST", "not a change event")
     request.app.state.events_received += 1
     invalidator = request.app.state.caching.invalidator
@@ -70,6 +76,7 @@ async def receive_event(request: Request) -> Response:
         outcome = "ignored"
     else:
         outcome = await invalidator.on_event(event)
+    metrics.change_event(outcome)
     log.debug("event %s %s %s v%s %s", event["type"], event["id"], event["op"],
               event["version"], outcome)
     if outcome == "held":

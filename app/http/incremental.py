@@ -56,10 +56,16 @@ def first_payload(results: ExperimentalIncrementalExecutionResults, *,
     return dict(initial.formatted)
 
 
-def _classify(errors: list[GraphQLError] | None, hide_suggestions: bool) -> bool:
+def _classify(errors: list[GraphQLError] | None, hide_suggestions: bool,
+              context: RequestContext | None) -> bool:
     if not errors:
         return False
     classify_errors(errors, hide_suggestions=hide_suggestions)
+    if context is not None:
+        # The request's codes, later parts' too: the SLO tells the client's own (a deferred
+        # FORBIDDEN) from a server-side failure by them (app/telemetry/requests.py).
+        context.error_codes = context.error_codes.union(
+            str((e.extensions or {}).get("code")) for e in errors)
     return True
 
 
@@ -76,10 +82,10 @@ async def later_payloads(results: ExperimentalIncrementalExecutionResults,
             pending.update(p.id for p in value.pending or ())
             failed = False
             for entry in value.incremental or ():
-                failed = _classify(entry.errors, hide_suggestions) or failed
+                failed = _classify(entry.errors, hide_suggestions, context) or failed
             for done in value.completed or ():
                 pending.discard(done.id)
-                failed = _classify(done.errors, hide_suggestions) or failed
+                failed = _classify(done.errors, hide_suggestions, context) or failed
             if failed and context is not None and context.outcome == "ok":
                 context.outcome = "partial"
             yield dict(value.formatted)

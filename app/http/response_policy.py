@@ -50,13 +50,16 @@ def settle_status(context: RequestContext, response: Response, result: Execution
                   processed: GraphQLHTTPResponse, media_type: str) -> None:
     """The status code, and the request's outcome (ok, partial, refused, error)."""
     stopped = never_ran(result)
+    errors: list[Any] = list(processed.get("errors") or [])
     # Refused: it never ran, and the client is to fix it; not an error of this gateway's.
-    refused = stopped and client_fault(list(processed.get("errors") or []))
+    refused = stopped and client_fault(errors)
     if media_type == GRAPHQL_RESPONSE and stopped:
         # The specification's status for a request that never ran, and no data entry.
         processed.pop("data", None)
         if response.status_code in (None, 200):
             response.status_code = 400 if refused else 500
+    context.error_codes = frozenset(
+        str((e.get("extensions") or {}).get("code")) for e in errors)
     context.outcome = ("ok" if not result.errors
                        else "partial" if result.data is not None
                        else "refused" if refused else "error")

@@ -23,7 +23,7 @@ from app.core.process import die_with_parent
 from app.http.connections import GuardedHttpToolsProtocol
 from app.security.persisted import load_manifest
 from app.telemetry import logs
-from app.telemetry.metrics import MULTIPROC_ENV
+from app.telemetry.metrics import MULTIPROC_ENV, WORKER_RESTARTS, worker_ended
 from schema import build_schema
 
 
@@ -40,6 +40,8 @@ def serve() -> int:
         print(f"gateway: bad setting: {err}", file=sys.stderr)
         return 2
     worker = os.environ.get(WORKER_ENV) == "1"  # one of several, started by `supervise`
+    if worker and os.environ.get(RESTARTED_ENV) == "1":
+        WORKER_RESTARTS.inc()  # the one that ended cannot say so: its successor does
     if settings.workers > 1 and not settings.redis_url and not worker:
         print("gateway: several workers without REDIS_URL: each has its own cache, rate "
               "limits and persisted queries, and a change event reaches only one of them",
@@ -139,6 +141,7 @@ def raise_fd_limit() -> None:
 # (bench/README.md, scale-out). Here each worker binds its own socket with SO_REUSEPORT, and
 # the kernel spreads new connections over them.
 WORKER_ENV = "GATEWAY_WORKER"
+RESTARTED_ENV = "GATEWAY_WORKER_RESTARTED"  # set for a worker started in place of one
 STARTUP_FAILURE = 3
 RESTART_AFTER_S = 1.0
 CANNOT_START = (2, STARTUP_FAILURE)  # a bad setting, or the server did not start: no retry
@@ -161,8 +164,9 @@ def supervise(workers: int) -> int:
     (restarting it would fail the same way)."""
     env = {**os.environ, WORKER_ENV: "1"}
 
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "app"], env=env,
+    def spawn(restarted: bool = False) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "app"],
+                                env={**env, RESTARTED_ENV: "1"} if restarted else env,
                                 preexec_fn=die_with_parent)
 
     running = [spawn() for _ in range(workers)]
@@ -186,8 +190,9 @@ def supervise(workers: int) -> int:
                 break
             print(f"gateway: worker {proc.pid} ended (exit {code}); starting another",
                   file=sys.stderr, flush=True)
+            worker_ended(proc.pid)
             time.sleep(RESTART_AFTER_S)
-            running[i] = spawn()
+            running[i] = spawn(restarted=True)
         time.sleep(0.2)
     for proc in running:
         if proc.poll() is None:

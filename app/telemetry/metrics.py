@@ -21,9 +21,11 @@ import contextlib
 import gc
 import glob
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import orjson
 from aiohttp import web
@@ -35,9 +37,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Metric,
+    ProcessCollector,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
@@ -160,6 +165,53 @@ for _reason in ABORT_REASONS:
 def aborted(reason: str) -> None:
     HTTP_ABORTED.labels(reason).inc()
 
+
+# The SLOs' indicator (ops/prometheus/, README: For SREs): every GraphQL request by its
+# operation type and by whose fault its errors were (app.core.errors.fault: none, client,
+# server), so that availability counts only the gateway's failures and latency is judged per
+# operation type. Every series exists from the start, so that the rules read zeros.
+SLI_TYPES = ("query", "mutation", "subscription", "batch", "unknown")
+SLI_FAULTS = ("none", "client", "server")
+SLI_DURATION = Histogram(
+    "gateway_sli_duration_seconds",
+    "GraphQL requests for the SLOs: time to answer, by operation type (query, mutation, "
+    "subscription, batch: several operations in one request, unknown: refused before it "
+    "ran, a document that does not parse or validate, a body that is not JSON) and fault "
+    "(none: no error; client: every error the client's own, refused and aborted requests "
+    "included; server: any other error).",
+    ["type", "fault"], buckets=LATENCY_BUCKETS,
+)
+for _type in SLI_TYPES:
+    for _fault in SLI_FAULTS:
+        SLI_DURATION.labels(_type, _fault)
+
+# Change events received on /events, by what became of them (applied: evicted here;
+# ignored: an older or repeated version, or no entity cache; held: evicted here but Redis is
+# unreachable, answered 503 to be delivered again; rejected: a bad signature or body). Its
+# silence while mutations succeed is the alert GatewayEventDeliveryStalled.
+CHANGE_EVENT_OUTCOMES = ("applied", "ignored", "held", "rejected")
+CHANGE_EVENTS = Counter(
+    "gateway_change_events_total",
+    "Change events received on /events, by outcome: applied, ignored (an older or repeated "
+    "version, or no entity cache), held (Redis unreachable: answered 503, to be sent again), "
+    "rejected (bad signature or body).",
+    ["outcome"],
+)
+for _outcome in CHANGE_EVENT_OUTCOMES:
+    CHANGE_EVENTS.labels(_outcome)
+
+
+def change_event(outcome: str) -> None:
+    CHANGE_EVENTS.labels(outcome).inc()
+
+
+# A worker that the supervisor started again after one ended (app/http/server.py): with
+# several workers, counted by the new worker itself (a crash leaves no live process to say).
+WORKER_RESTARTS = Counter(
+    "gateway_worker_restarts_total",
+    "Worker processes started again after one ended (a crash, a kill), with GATEWAY_WORKERS "
+    "above 1.",
+)
 
 PLANNED = Counter(
     "gateway_planned_operations_total",
@@ -567,14 +619,60 @@ def process_exit() -> None:
         EXEMPLARS.remove()
 
 
+def worker_ended(pid: int) -> None:
+    """With several workers: a worker that ended without saying so (a crash, SIGKILL, the
+    OOM killer) is forgotten by the supervisor, or its last breaker and Redis states would
+    count among the live ones for ever (an alert that never resolves)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+class WorkersProcess(Collector):
+    """With several workers: the process metrics (CPU, memory, open files) of every live
+    worker, summed. prometheus_client's own describe one process, and in multi-process mode
+    none is exported at all, which left the dashboard's CPU and memory panels empty. The
+    workers are the processes whose metric files are in the shared directory."""
+
+    SUMMED: ClassVar[dict[str, str]] = {
+        "process_cpu_seconds": "CPU time of the gateway's live workers, in seconds.",
+        "process_resident_memory_bytes": "Resident memory of the live workers.",
+        "process_virtual_memory_bytes": "Virtual memory of the live workers.",
+        "process_open_fds": "Open file descriptors of the live workers."}
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        totals = dict.fromkeys(self.SUMMED, 0.0)
+        for pid in self.workers():
+            # (Reads /proc/<pid>; a worker that ends meanwhile is skipped, not an error.)
+            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for family in collector.collect():
+                if family.name in totals:
+                    totals[family.name] += sum(sample.value for sample in family.samples)
+        for name, help_text in self.SUMMED.items():
+            kind = CounterMetricFamily if name == "process_cpu_seconds" else GaugeMetricFamily
+            yield kind(name, help_text, value=totals[name])
+
+    def workers(self) -> set[int]:
+        pids = set()
+        for name in os.listdir(self.directory):
+            found = re.search(r"_(\d+)\.db$", name)
+            if found and os.path.exists(f"/proc/{found.group(1)}"):
+                pids.add(int(found.group(1)))
+        return pids
+
+
 def exposition(accept: str | None = None) -> tuple[bytes, str]:
     """The metrics, and their media type: Prometheus's text format, or OpenMetrics (with
     the latency buckets' exemplars) when `accept` asks for it."""
     flush_gc()
-    if os.environ.get(MULTIPROC_ENV):
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(WorkersProcess(directory))
     else:
         registry = REGISTRY
     encoder, media_type = choose_encoder(accept or "")

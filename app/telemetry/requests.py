@@ -22,6 +22,7 @@ import re
 import time
 from typing import Any, cast
 
+from graphql import get_operation_ast
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, asgi_getter
 from starlette.datastructures import Headers
@@ -29,7 +30,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config.settings import Settings
-from app.core.errors import HTTPRefusal
+from app.core.errors import HTTPRefusal, fault
 from app.security.auth import Authenticator
 from app.telemetry import metrics
 from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
@@ -176,9 +177,30 @@ class AccessLog:
                 limit=limit)
             metrics.CLIENT_REQUESTS.labels(client, version, outcome).inc()
             metrics.timed(metrics.CLIENT_LATENCY, client).observe(duration, trace_id)
+            metrics.SLI_DURATION.labels(*_sli_labels(gateway, outcome)).observe(duration)
             access_log.info("request", extra=fields)
         else:
             access_log.debug("request", extra=fields)
+
+
+def _sli_labels(gateway: Any, outcome: str) -> tuple[str, str]:
+    """The SLO's labels of a request: its operation type, and whose fault its errors are."""
+    context = gateway[0] if gateway is not None else None
+    kind = "unknown"
+    if context is not None:
+        if context.batch is not None:
+            kind = "batch"
+        elif context.document is not None:
+            operation = get_operation_ast(context.document, context.operation_name)
+            if operation is not None:
+                kind = operation.operation.value
+    if outcome in ("refused", "aborted"):
+        return kind, "client"  # never ran, or left: the client's own doing
+    if outcome == "ok":
+        return kind, "none"
+    codes = context.error_codes if context is not None else frozenset()
+    # An error without codes (no context: failed before GraphQL ran) is the gateway's.
+    return kind, fault(codes) if codes else "server"
 
 
 def middleware(settings: Settings, telemetry: Telemetry, auth: Authenticator

@@ -134,6 +134,10 @@ def test_prometheus_scrapes_each_replica() -> None:
     assert port and port != 8000
     assert sorted(job["static_configs"][0]["targets"]) == [f"{r}:{port}" for r in REPLICAS]
     assert mount(services["prometheus"], "./prometheus.yml") == "/etc/prometheus/prometheus.yml"
+    # The SLO and cause rules of ops/prometheus, evaluated by the stack's Prometheus.
+    rules = mount(services["prometheus"], "../ops/prometheus")
+    assert prometheus["rule_files"] == [f"{rules}/*.rules.yml"]
+    assert list((ROOT / "ops" / "prometheus").glob("*.rules.yml"))
 
 
 def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard() -> None:
@@ -200,6 +204,20 @@ def gateway_series() -> dict[str, set[str]]:
     return series
 
 
+def recorded_series() -> dict[str, set[str]]:
+    """The series the recording rules of ops/prometheus make, with their labels (the rule's
+    own and those it aggregates by)."""
+    series: dict[str, set[str]] = {}
+    for path in (ROOT / "ops" / "prometheus").glob("*.rules.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    by = re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"])
+                    series.setdefault(rule["record"], set()).update(
+                        rule.get("labels", {}), *(re.findall(r"\w+", b) for b in by))
+    return series
+
+
 def test_the_dashboard_queries_only_metrics_and_labels_the_gateway_has() -> None:
     # The parser itself: a name it missed would pass unchecked.
     assert promql_names('sum by (le, x) (rate(gateway_nope_total{y=~"$a"}[5m])) / scalar(up)'
@@ -207,6 +225,9 @@ def test_the_dashboard_queries_only_metrics_and_labels_the_gateway_has() -> None
     series = gateway_series()
     assert {"gateway_requests_total", "gateway_upstream_duration_seconds_bucket",
             "gateway_circuit_state"} <= set(series)
+    # And the SLO panels' recorded series (whose values tests/ops checks in a Prometheus).
+    assert recorded_series()["gateway:slo_latency_slow:ratio_rate5m"] == {"type"}
+    series |= recorded_series()
 
     dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "gateway.json").read_text())
     used: set[str] = set()

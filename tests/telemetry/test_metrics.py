@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import ROOT, Gateway, Services, sample_total
+from tests.harness import ROOT, Gateway, Services, listeners, sample_total
 from tests.telemetry.conftest import DEEP, post
 
 PRODUCT_REVIEWS = '{ product(id: "p451") { id reviews(first: 3) { id author { id name } } } }'
@@ -116,6 +116,15 @@ async def test_two_workers_report_the_totals_of_both(
         assert m.value("gateway_requests", "_total", operation="Two", outcome="ok") == sent
         assert m.value("gateway_resolver_duration_seconds", "_count",
                        coordinate="Query.topProducts") == sent
+    # CPU and memory: both workers' together (the dashboard's panels), not the answerer's.
+    memory = [_worker_rss(pid) for pid in pids]
+    assert m.value("process_resident_memory_bytes") >= 0.9 * sum(memory) > 1.5 * max(memory)
+    assert m.value("process_cpu_seconds", "_total") > 0
+
+
+def _worker_rss(pid: int) -> int:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
@@ -310,3 +319,90 @@ async def test_unsampled_requests_leave_no_exemplar(
     assert await exemplars(http_session, gateway) == {}
     m = await scrape(http_session, gateway)
     assert m.value("gateway_requests", "_total", operation="Quiet", outcome="ok") == 5
+
+
+async def test_the_slo_indicator_counts_the_gateways_failures_apart_from_the_clients(
+    processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
+) -> None:
+    """gateway_sli_duration_seconds{type, fault}: a request whose errors are all the client's
+    own (a validation error, a NOT_FOUND, a body that is not JSON) is fault="client"; one
+    with an upstream's failure is fault="server", partial data or not (ops/prometheus)."""
+    gateway = processes(RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
+    m = await scrape(http_session, gateway)
+    # Every series is there from the start, at 0: the rules read zeros, not "no data".
+    assert {(s.labels["type"], s.labels["fault"])
+            for s in m.samples("gateway_sli_duration_seconds", "_count")} == {
+        (t, f) for t in ("query", "mutation", "subscription", "batch", "unknown")
+        for f in ("none", "client", "server")}
+    assert {s.labels["outcome"] for s in m.samples("gateway_change_events", "_total")} == {
+        "applied", "ignored", "held", "rejected"}
+    assert m.value("gateway_worker_restarts", "_total") == 0
+
+    status, body = await post(http_session, gateway.url, '{ product(id: "p451") { id } }')
+    assert status == 200 and "errors" not in body
+    status, body = await post(http_session, gateway.url, "{ nope }")
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    # Partial: the product, and the order field refused to an anonymous caller.
+    status, body = await post(http_session, gateway.url,
+                              '{ product(id: "p451") { id } order(id: "o1") { id } }')
+    assert body["data"]["product"] and body["data"]["order"] is None
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"UNAUTHENTICATED"}
+    async with http_session.post(gateway.url + "/graphql", data=b"{not json",
+                                 headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+    # A change event with a wrong signature: rejected (its silence alerts, not its refusal).
+    async with http_session.post(gateway.url + "/events", data=b"{}",
+                                 headers={"X-Signature": "sha256=" + "0" * 64}) as resp:
+        assert resp.status == 401
+    faults.set_faults("reviews", error_rate=1.0, error_status=503)
+    status, body = await post(http_session, gateway.url,
+                              '{ product(id: "p451") { id reviews(first: 2) { id } } }')
+    assert body["data"]["product"]["id"] == "p451"
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"UPSTREAM_UNAVAILABLE"}
+
+    m = await scrape(http_session, gateway)
+    count = "_count"
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="none") == 1
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="client") == 1
+    # Refused before it ran (it did not validate; the body that is not JSON): no type.
+    assert m.value("gateway_sli_duration_seconds", count, type="unknown", fault="client") == 2
+    assert m.value("gateway_sli_duration_seconds", count, type="query", fault="server") == 1
+    assert m.value("gateway_sli_duration_seconds", count, fault="server") == 1
+    assert m.value("gateway_change_events", "_total", outcome="rejected") == 1
+    assert m.value("gateway_change_events", "_total", outcome="applied") == 0
+
+
+async def test_a_killed_workers_breaker_state_does_not_outlive_it(
+    processes: Callable[..., Gateway], faults: Services, http_session: aiohttp.ClientSession
+) -> None:
+    """The breaker gauge is the worst state among live workers: a worker killed with its
+    breaker open (SIGKILL: it cannot say so itself) must not hold GatewayCircuitOpen open
+    forever. The supervisor forgets it when it starts the next one."""
+    gateway = processes(GATEWAY_WORKERS="2", BREAKER_MIN_CALLS="2", BREAKER_OPEN_S="600",
+                        RETRY_BUDGET_RATIO="0", RETRY_BUDGET_MIN_PER_S="0.1")
+    faults.set_faults("catalog", error_rate=1.0, error_status=503)
+    query = '{ product(id: "p3") { id } }'
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(40):
+            await asyncio.gather(*(post(s, gateway.url, query) for _ in range(4)))
+    m = await scrape(http_session, gateway)
+    assert m.value("gateway_circuit_state", service="catalog") == 2
+    faults.clear_faults()
+    supervisor = gateway.process.proc.pid
+    workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    for pid in workers:
+        os.kill(int(pid), 9)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        current = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        if len(current) == 2 and not set(current) & set(workers):
+            break
+        assert asyncio.get_running_loop().time() < deadline, current
+        await asyncio.sleep(0.1)
+    while listeners(gateway.port) < 2:  # both new workers serving
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    m = await scrape(http_session, gateway)
+    # The new workers' breakers are closed; the dead ones' open state is gone with them.
+    assert m.value("gateway_circuit_state", service="catalog") == 0
+    assert m.value("gateway_worker_restarts", "_total") == 2
