@@ -377,14 +377,17 @@ class Settings:
     persisted_queries_file: str = setting(
         "",
         "PERSISTED_QUERIES_FILE",
-        "A JSON manifest of operations clients may send by hash: {\"<sha256>\": \"query ...\"} "
-        "or Apollo's persisted-query manifest (operations with id and body).",
+        "The trusted documents: a JSON manifest of operations clients may send by id, in "
+        "Apollo's persisted-query manifest format (operations with id and body) or The "
+        "Guild's ({\"<id>\": \"query ...\"}, the id a sha256 or sha1 of the document, or any "
+        "id).",
     )
     persisted_queries_only: bool = setting(
         False,
         "PERSISTED_QUERIES_ONLY",
-        "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
-        "registered before); a query text is refused. For third-party production traffic.",
+        "Accept only the manifest's operations (PERSISTED_QUERIES_FILE), sent by their id or "
+        "hash: a query text is refused, and so is a hash registered through automatic "
+        "persisted queries. For third-party production traffic.",
     )
     # -- idempotency keys (app/security/idempotency.py) ------------------------------------------
     idempotency_ttl_s: float = setting(

@@ -53,7 +53,7 @@ from app.http.response_policy import cache_headers, settle_status
 from app.http.subscriptions import Streams
 from app.security.auth import Authenticator
 from app.security.idempotency import IdempotencyStore
-from app.security.persisted import NotFound, PersistedQueries
+from app.security.persisted import DOCUMENT_ID, NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids
 from app.upstream.client import CallScope, UpstreamClient
@@ -362,12 +362,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         body = super().parse_json(data)
         if isinstance(body, list):
             batching.check(body, self.settings.batch_max_operations)
+            for item in body:
+                with_document_id(item)
             return body
         if not isinstance(body, dict):
             raise HTTPRefusal(400, "The request body must be a JSON object", "BAD_REQUEST")
         if not isinstance(body.get("operationName"), str | None):
             raise HTTPRefusal(400, "`operationName` must be a string or null", "BAD_REQUEST")
-        return body
+        return with_document_id(body)
 
     def _validate_batch_request(self, request_data: list[GraphQLRequestData],
                                 protocol: GraphQLRequestProtocol) -> None:
@@ -390,3 +392,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+
+def with_document_id(body: Any) -> Any:
+    """A trusted document's `documentId` (The Guild's clients; GraphQL over HTTP's persisted
+    documents) moved into `extensions`, where persisted queries are read: Strawberry keeps
+    no other field of the body."""
+    if isinstance(body, dict) and DOCUMENT_ID in body:
+        extensions = body.get("extensions")
+        if extensions is None or isinstance(extensions, dict):
+            body["extensions"] = {**(extensions or {}), DOCUMENT_ID: body.pop(DOCUMENT_ID)}
+    return body
