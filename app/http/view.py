@@ -51,7 +51,7 @@ from app.http.negotiation import (
 )
 from app.http.response_policy import cache_headers, settle_status
 from app.http.subscriptions import Streams
-from app.security.auth import Authenticator
+from app.security.auth import ANONYMOUS, Authenticator
 from app.security.idempotency import IdempotencyStore
 from app.security.persisted import DOCUMENT_ID, NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
@@ -130,6 +130,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                     batch.finish(response)
             except HTTPException as error:
                 response = refusal(request, error)
+                if self.limiter is not None:
+                    response = await self._charge_refusal(request, response)
             await response(scope, receive, send)
         finally:
             # The answer is sent (or the request ended without one): the request's loaded
@@ -140,6 +142,34 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
+
+    async def _charge_refusal(self, request: Request, response: Response) -> Response:
+        """A request refused before GraphQL (400, 401, 405, 413, 415, 503) costs the minimum,
+        1, and carries the RateLimit headers like every other answer; a caller already over
+        its limit is answered 429 with Retry-After instead (a flood of bad requests is
+        limited like any other). The caller is the token's subject when the token verifies,
+        else the address (a 401's token does not)."""
+        assert self.limiter is not None
+        gateway = getattr(request.state, "gateway", None)
+        context: RequestContext | None = gateway[0] if gateway is not None else None
+        decision = context.rate_limit if context is not None else None
+        if decision is None:
+            if context is not None:
+                viewer = context.viewer
+            else:
+                try:
+                    viewer = await self.auth.viewer(request.headers)
+                except HTTPException:
+                    viewer = ANONYMOUS
+            address = request.client.host if request.client else "unknown"
+            decision = await self.limiter.spend_for(viewer, address, 1)
+        if not decision.allowed:
+            errors = rate_limited(decision, 1).errors or []
+            response = refusal(request, HTTPRefusal(
+                429, errors[0].message, "RATE_LIMITED",
+                extensions={"retryAfter": decision.retry_after_s, "cost": 1}))
+        response.headers.update(decision.headers())
+        return response
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
