@@ -258,8 +258,9 @@ class Settings:
     max_query_cost: int = setting(
         10000,
         "MAX_QUERY_COST",
-        "Cost an operation may have: each field costs 1, times the `first` (or number of "
-        "`ids`) of every list above it, `first`'s default when not given.",
+        "Estimated cost an operation may have, by the IBM GraphQL Cost Directives "
+        "specification (the schema's @cost and @listSize): an object 1, a scalar 0, a list "
+        "times its `first` (or number of `ids`; defaults count), a mutation 10 more.",
     )
     max_id_length: int = setting(
         256, "MAX_ID_LENGTH",

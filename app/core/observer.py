@@ -131,6 +131,10 @@ class Observer:
     def operation_planned(self) -> None:
         """An operation runs on the plan executor."""
 
+    def operation_cost(self, estimated: int, actual: int | None) -> None:
+        """An operation's estimated cost (IBM cost directives), and its actual cost once it
+        ran (None: a subscription, measured when it starts)."""
+
     # -- subscriptions ---------------------------------------------------------------------
     def subscription_changed(self, protocol: str, field: str, delta: int) -> None:
         """A subscription to `field` over `protocol` (ws, sse) started (+1) or ended (-1)."""

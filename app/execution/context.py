@@ -43,7 +43,12 @@ class RequestContext:
     trace_root: int = 0  # the span id of the request's server span
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
-    cost: int = 0  # the operation's cost (app/execution/limits.py), what rate limits count
+    # The operation's estimated cost (app/execution/limits.py, by the IBM cost directives),
+    # what the rate limit charges, and its actual cost once it ran (the charge is refunded
+    # down to it); None: it did not run.
+    cost: int = 0
+    cost_measured: bool = False  # `cost` is the operation's (it parsed and validated)
+    cost_actual: int | None = None
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None

@@ -38,7 +38,9 @@ from app.telemetry.requests import DEBUG_HEADER
 SETTING = "BATCH_MAX_OPERATIONS"
 # A request's fields that are the operation's own: a batch's operation starts them afresh.
 # Everything else (loaders, deadline, caller, trace) is the request's, shared by the batch.
-FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "rate_limit",
+FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "cost_measured",
+          "cost_actual",
+          "rate_limit",
           "outcome", "resolver_hooks", "batch", "batch_gate")
 
 

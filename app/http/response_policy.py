@@ -1,6 +1,6 @@
-"""What a GraphQL answer says besides its body: Cache-Control and Vary from the operation's
-cache policy, the status code GraphQL over HTTP gives a request that never ran, and how the
-request ended (for metrics and logs)."""
+"""What a GraphQL answer says besides its data: Cache-Control and Vary from the operation's
+cache policy, the status code GraphQL over HTTP gives a request that never ran, how the
+request ended (for metrics and logs), and its cost when the client asks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from strawberry.types import ExecutionResult
 from app.execution.context import RequestContext
 from app.http.negotiation import GRAPHQL_RESPONSE
 from app.telemetry.requests import DEBUG_HEADER
+
+# A client that sends this header (any value) gets `extensions.cost`: the operation's
+# estimated and actual cost by the IBM cost directives, and the limit (README: For
+# third-party developers, Cost).
+COST_HEADER = "x-gateway-cost"
 
 # The codes of a request refused before it ran for the client's own reasons; anything else
 # without data is this gateway's failure (an exception in an extension, say).
@@ -60,3 +65,17 @@ def settle_status(context: RequestContext, response: Response, result: Execution
     context.outcome = ("ok" if not result.errors
                        else "partial" if result.data is not None
                        else "refused" if refused else "error")
+
+
+def report_cost(processed: GraphQLHTTPResponse, context: RequestContext,
+                response: Response) -> None:
+    """`extensions.cost`: estimated (null: the operation was not measured: it did not parse
+    or validate, or came from the response cache), actual (null: it did not run), max."""
+    out: dict[str, Any] = processed  # type: ignore[assignment]  # extensions is ours to add
+    estimated = context.cost if context.cost_measured else None
+    out["extensions"] = {**(out.get("extensions") or {}), "cost": {
+        "estimated": estimated, "actual": context.cost_actual,
+        "max": context.settings.max_query_cost}}
+    # The body depends on the header: a cache must not give this answer to others.
+    vary = response.headers.get("Vary")
+    response.headers["Vary"] = f"{vary}, {COST_HEADER}" if vary else COST_HEADER

@@ -28,6 +28,7 @@ API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'no
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"]
 ALLOWED = ["Authorization", "Content-Type", "X-Request-Timeout-Ms", "X-Gateway-Debug",
+           "X-Gateway-Cost",
            "traceparent", "tracestate"]
 
 

@@ -49,7 +49,7 @@ from app.http.negotiation import (
     refusal,
     wants_event_stream,
 )
-from app.http.response_policy import cache_headers, settle_status
+from app.http.response_policy import COST_HEADER, cache_headers, report_cost, settle_status
 from app.http.subscriptions import Streams
 from app.security.auth import ANONYMOUS, Authenticator
 from app.security.idempotency import IdempotencyStore
@@ -330,6 +330,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         seen = responses.seen() if key is not None and responses is not None else None
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
+        await self._settle_cost(context)
         if register is not None and context.document is not None and request_data.query:
             # It parsed, validated and fit the limits: only now is it worth keeping.
             await self.persisted.register(register, request_data.query)
@@ -339,6 +340,20 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                           context.response_policy(bool(result.errors)), seen,
                           context.loaders.read_keys())
         return result
+
+    async def _settle_cost(self, context: RequestContext) -> None:
+        """The operation ran: its estimated and actual costs to the metrics, and the rate
+        limit's charge (the estimate) refunded down to the actual cost (at least 1)."""
+        actual = context.cost_actual
+        if actual is None:
+            return
+        self.telemetry.observer.operation_cost(context.cost, actual)
+        decision = context.rate_limit
+        refund = max(1, context.cost) - max(1, actual)
+        if self.limiter is not None and decision is not None and decision.allowed \
+                and refund > 0:
+            context.rate_limit = await self.limiter.refund_for(
+                context.viewer, context.client_address, refund)
 
     async def _spend(self, context: RequestContext, cost: int) -> ExecutionResult | None:
         """Charge `cost` to the caller; the refusal to answer with when over its limit."""
@@ -370,6 +385,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         response.headers["content-type"] = media_type  # (create_response uses it)
         settle_status(context, response, result, processed, media_type)
         annotate(processed, context, self.telemetry)
+        if COST_HEADER in request.headers:
+            report_cost(processed, context, response)
         return processed
 
     def create_response(

@@ -51,6 +51,19 @@ REQUEST_LATENCY = Histogram(
     "Time to answer a GraphQL request, by operation name and outcome.",
     ["operation", "outcome"], buckets=LATENCY_BUCKETS,
 )
+# Operation costs by the IBM cost directives: from a single object to the largest limit.
+COST_BUCKETS = (0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000, 100_000)
+OPERATION_COST = Histogram(
+    "gateway_operation_cost",
+    "Operations' cost by the IBM GraphQL cost directives: estimated (before execution, what "
+    "the rate limit charges) and actual (what the response held, what it is refunded to).",
+    ["kind"], buckets=COST_BUCKETS,
+)
+OPERATION_COST_DELTA = Histogram(
+    "gateway_operation_cost_delta",
+    "Estimated minus actual cost per operation: how much the estimate over-charges.",
+    buckets=COST_BUCKETS,
+)
 RESOLVER_LATENCY = Histogram(
     "gateway_resolver_duration_seconds",
     "Time from a resolver's call to its value, by schema coordinate (resolvers that do work: "

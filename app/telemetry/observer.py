@@ -188,6 +188,12 @@ class TelemetryObserver(Observer):
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
 
+    def operation_cost(self, estimated: int, actual: int | None) -> None:
+        metrics.OPERATION_COST.labels("estimated").observe(estimated)
+        if actual is not None:
+            metrics.OPERATION_COST.labels("actual").observe(actual)
+            metrics.OPERATION_COST_DELTA.observe(estimated - actual)
+
     # -- subscriptions ---------------------------------------------------------------------
     def subscription_changed(self, protocol: str, field: str, delta: int) -> None:
         metrics.SUBSCRIPTIONS_ACTIVE.labels(protocol, field).inc(delta)

@@ -14,8 +14,9 @@ import aiohttp
 from tests.harness import Gateway, metric_total, start_redis, token
 from tests.security.conftest import Answer, call
 
-CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
-DEARER = "{ topProducts(first: 5) { id name } }"  # cost 1 + 5 x 2 = 11
+# Costs by the IBM cost directives: a product 1, its scalars 0.
+CHEAP = "{ topProducts(first: 3) { id } }"  # cost 3
+DEARER = "{ topProducts(first: 11) { id name } }"  # cost 11
 LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": "30",
            "RATE_LIMIT_AUTHENTICATED": "60", "RATE_LIMIT_GOLD": "600",
            "RATE_LIMIT_WINDOW_S": "600",  # refills 0.05/s: nothing refills during a test
