@@ -18,6 +18,7 @@ import strawberry
 from strawberry.types.field import StrawberryField
 
 from resolvers import entities as r
+from schema.deprecations import reason as deprecated
 from schema.directives import PRIVATE, Cost, assumed, cache, sliced_by
 from schema.permissions import IsSelf, OwnOrders
 
@@ -210,6 +211,7 @@ class Product:
     in_stock: bool | None = strawberry.field(
         # A Boolean costs 0 by the specification, but this one reads the inventory service.
         resolver=r.product_in_stock, directives=[*cache(5), Cost(weight=1)],
+        deprecation_reason=deprecated("Product.inStock"),
         description="Whether the product can be ordered now (at least one unit in stock): "
         "`inventory.inStock` without the rest of the stock. Null when the stock is unknown."
         + ON_FAILURE

@@ -131,6 +131,10 @@ class Observer:
     def operation_planned(self) -> None:
         """An operation runs on the plan executor."""
 
+    def deprecated_field_used(self, coordinate: str, client: str | None) -> None:
+        """An answer used a deprecated field; `client`: the signed-in caller's app (its
+        apollographql-client-name) or subject; None: an anonymous caller."""
+
     def operation_cost(self, estimated: int, actual: int | None) -> None:
         """An operation's estimated cost (IBM cost directives), and its actual cost once it
         ran (None: a subscription, measured when it starts)."""

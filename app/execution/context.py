@@ -49,6 +49,8 @@ class RequestContext:
     cost: int = 0
     cost_measured: bool = False  # `cost` is the operation's (it parsed and validated)
     cost_actual: int | None = None
+    # The deprecated fields the operation selects (`Type.field`): app/execution/deprecations.py.
+    deprecated: frozenset[str] = frozenset()
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None

@@ -13,11 +13,16 @@ from strawberry.types import ExecutionResult
 from app.execution.context import RequestContext
 from app.http.negotiation import GRAPHQL_RESPONSE
 from app.telemetry.requests import DEBUG_HEADER
+from schema.deprecations import DEPRECATED
 
 # A client that sends this header (any value) gets `extensions.cost`: the operation's
 # estimated and actual cost by the IBM cost directives, and the limit (README: For
 # third-party developers, Cost).
 COST_HEADER = "x-gateway-cost"
+
+# Apollo's client awareness header (Apollo Client's `clientAwareness.name`): which app a
+# signed-in caller's request comes from, for the deprecated fields' usage per client.
+CLIENT_NAME_HEADER = "apollographql-client-name"
 
 # The codes of a request refused before it ran for the client's own reasons; anything else
 # without data is this gateway's failure (an exception in an extension, say).
@@ -79,3 +84,26 @@ def report_cost(processed: GraphQLHTTPResponse, context: RequestContext,
     # The body depends on the header: a cache must not give this answer to others.
     vary = response.headers.get("Vary")
     response.headers["Vary"] = f"{vary}, {COST_HEADER}" if vary else COST_HEADER
+
+
+def report_deprecations(processed: GraphQLHTTPResponse, coordinates: frozenset[str],
+                        response: Response) -> None:
+    """The answer used deprecated fields: `Deprecation` (RFC 9745: when the first of them
+    was deprecated), `Sunset` (RFC 8594: when the first of them goes) and a warning per
+    field in `extensions.warnings` (what to use instead, and when it goes)."""
+    known = [(c, DEPRECATED[c]) for c in sorted(coordinates) if c in DEPRECATED]
+    if not known:
+        return
+    response.headers["Deprecation"] = min((d for _, d in known),
+                                          key=lambda d: d.since).deprecation_header()
+    response.headers["Sunset"] = min((d for _, d in known),
+                                     key=lambda d: d.removal).sunset_header()
+    out: dict[str, Any] = processed  # type: ignore[assignment]  # extensions is ours to add
+    warnings = list((out.get("extensions") or {}).get("warnings") or [])
+    warnings += [{"message": f"{c} is deprecated: {d.reason}",
+                  "extensions": {"code": "DEPRECATED_FIELD", "coordinate": c,
+                                 "replacement": d.replacement,
+                                 "deprecatedOn": d.since.isoformat(),
+                                 "removalOn": d.removal.isoformat()}}
+                 for c, d in known]
+    out["extensions"] = {**(out.get("extensions") or {}), "warnings": warnings}

@@ -34,6 +34,7 @@ from app.config.settings import Settings
 from app.core.errors import HTTPRefusal
 from app.core.redisguard import RedisGuard
 from app.execution.context import RequestContext
+from app.execution.deprecations import deprecated_fields
 from app.http import batching
 from app.http.batching import Batch
 from app.http.debug import annotate
@@ -49,7 +50,14 @@ from app.http.negotiation import (
     refusal,
     wants_event_stream,
 )
-from app.http.response_policy import COST_HEADER, cache_headers, report_cost, settle_status
+from app.http.response_policy import (
+    CLIENT_NAME_HEADER,
+    COST_HEADER,
+    cache_headers,
+    report_cost,
+    report_deprecations,
+    settle_status,
+)
 from app.http.subscriptions import Streams
 from app.security.auth import ANONYMOUS, Authenticator
 from app.security.idempotency import IdempotencyStore
@@ -88,6 +96,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
                          allow_queries_via_get=True, subscription_protocols=())
         self.settings = settings
+        self.graphql_schema = schema._schema  # graphql-core's, for reading documents
         self.client = client
         self.caching = caching
         self.telemetry = telemetry
@@ -307,6 +316,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if request_data.query:
             # A manifest operation's name may become a metric label (app/telemetry/metrics.py).
             context.manifest_operation = self.persisted.in_manifest(request_data.query)
+            context.deprecated = deprecated_fields(
+                self.graphql_schema, request_data.query, request_data.operation_name,
+                self.settings.max_query_tokens)
         responses = self.caching.responses
         key = None
         if (responses is not None and request_data.query
@@ -387,6 +399,12 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         annotate(processed, context, self.telemetry)
         if COST_HEADER in request.headers:
             report_cost(processed, context, response)
+        if context.deprecated and result.data is not None:
+            report_deprecations(processed, context.deprecated, response)
+            client = (request.headers.get(CLIENT_NAME_HEADER) or context.viewer.id
+                      if context.viewer.id is not None else None)
+            for coordinate in sorted(context.deprecated):
+                self.telemetry.observer.deprecated_field_used(coordinate, client)
         return processed
 
     def create_response(

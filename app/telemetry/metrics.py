@@ -64,6 +64,13 @@ OPERATION_COST_DELTA = Histogram(
     "Estimated minus actual cost per operation: how much the estimate over-charges.",
     buckets=COST_BUCKETS,
 )
+DEPRECATED_USES = Counter(
+    "gateway_deprecated_field_uses_total",
+    "Answers that used a deprecated field, by its coordinate and the client: a signed-in "
+    "caller's app (apollographql-client-name) or token subject, the first 200 seen (then "
+    "`other`); anonymous callers are `anonymous`.",
+    ["coordinate", "client"],
+)
 RESOLVER_LATENCY = Histogram(
     "gateway_resolver_duration_seconds",
     "Time from a resolver's call to its value, by schema coordinate (resolvers that do work: "
@@ -242,6 +249,24 @@ def operation_label(name: str | None, *, admit: bool) -> str:
             return "other"
         _operations.add(name)
     return name
+
+
+MAX_CLIENTS = 200
+_clients: set[str] = set()
+
+
+def client_label(client: str | None) -> str:
+    """A client as a label value: bounded (the first MAX_CLIENTS seen, then "other");
+    None (an anonymous caller) is "anonymous"."""
+    if client is None:
+        return "anonymous"
+    if client in _clients:
+        return client
+    with _operations_lock:
+        if len(_clients) >= MAX_CLIENTS:
+            return "other"
+        _clients.add(client)
+    return client
 
 
 def process_exit() -> None:

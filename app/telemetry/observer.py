@@ -188,6 +188,9 @@ class TelemetryObserver(Observer):
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
 
+    def deprecated_field_used(self, coordinate: str, client: str | None) -> None:
+        metrics.DEPRECATED_USES.labels(coordinate, metrics.client_label(client)).inc()
+
     def operation_cost(self, estimated: int, actual: int | None) -> None:
         metrics.OPERATION_COST.labels("estimated").observe(estimated)
         if actual is not None:
