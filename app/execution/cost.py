@@ -303,14 +303,45 @@ def estimate(schema: GraphQLSchema, operation: OperationDefinitionNode,
 def actual_cost(schema: GraphQLSchema, operation: OperationDefinitionNode,
                 fragments: dict[str, FragmentDefinitionNode], variables: Any,
                 data: Any, model: CostModel | None = None) -> int:
-    """The cost of what the response holds, by the same weights (lists at their length)."""
+    """The cost of what the response holds, by the same weights (lists at their length).
+    The selections are compiled once into a plan (each response key's weight and the plan
+    under it), then the data is walked with dictionary lookups only."""
     model = model or model_of(schema)
     root = schema.get_root_type(operation.operation)
     total = OPERATION_COST.get(operation.operation, 0)
-    if isinstance(data, dict):
-        total += _actual(schema, model, fragments, variables, operation.selection_set,
-                         root, data)
+    if isinstance(data, dict) and root is not None:
+        plan = _compile(schema, model, fragments, variables, [operation.selection_set], root)
+        total += _walk(plan, data)
     return total
+
+
+# A response key's plan: its weight per instance, its arguments' weight, the plan of its
+# selections (None for a scalar or an enum).
+_Plan = list[tuple[str, int, int, "_Plan | None"]]
+
+
+def _compile(schema: GraphQLSchema, model: CostModel,
+             fragments: dict[str, FragmentDefinitionNode], variables: Any,
+             selection_sets: list[SelectionSetNode], parent: Any) -> _Plan:
+    fields: dict[str, list[FieldNode]] = {}
+    for selection_set in selection_sets:
+        _collect(schema, fragments, variables, selection_set, parent, fields, set())
+    plan: _Plan = []
+    for key, nodes in fields.items():
+        name = nodes[0].name.value
+        field_def = (getattr(parent, "fields", None) or {}).get(name)
+        if name.startswith("__") or field_def is None:
+            continue
+        named = get_named_type(field_def.type)
+        children = (_compile(schema, model, fragments, variables,
+                             [n.selection_set for n in nodes if n.selection_set], named)
+                    if is_composite_type(named) else None)
+        unit = model.unit(parent.name, name, field_def.type)
+        arguments = model.argument_cost(parent.name, name, field_def, nodes[0], variables)
+        if children is None and unit == 0 and arguments == 0:
+            continue  # a scalar of weight 0: nothing to count (most of a response)
+        plan.append((key, unit, arguments, children))
+    return plan
 
 
 def _collect(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
@@ -334,28 +365,29 @@ def _collect(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]
                          seen | {name})
 
 
-def _actual(schema: GraphQLSchema, model: CostModel,
-            fragments: dict[str, FragmentDefinitionNode], variables: Any,
-            selection_set: SelectionSetNode | None, parent: Any, value: dict[str, Any]) -> int:
-    fields: dict[str, list[FieldNode]] = {}
-    _collect(schema, fragments, variables, selection_set, parent, fields, set())
+def _walk(plan: _Plan, value: dict[str, Any]) -> int:
     total = 0
-    for key, nodes in fields.items():
-        name = nodes[0].name.value
-        if name.startswith("__") or key not in value:
+    for key, unit, arguments, children in plan:
+        if key not in value:
             continue
-        field_def = (getattr(parent, "fields", None) or {}).get(name)
-        if field_def is None:
+        total += arguments
+        item = value[key]
+        if item is None:
             continue
-        unit = model.unit(parent.name, name, field_def.type)
-        named = get_named_type(field_def.type)
-        merged = SelectionSetNode(selections=tuple(
-            s for n in nodes for s in (n.selection_set.selections if n.selection_set else ())))
-        total += model.argument_cost(parent.name, name, field_def, nodes[0], variables)
-        for item in _items(value[key]):
+        if type(item) is list:
+            flat = item if not any(type(one) is list for one in item) else list(_items(item))
+            if children is None:
+                total += unit * sum(one is not None for one in flat)
+                continue
+            for one in flat:
+                if one is not None:
+                    total += unit
+                    if type(one) is dict:
+                        total += _walk(children, one)
+        else:
             total += unit
-            if isinstance(item, dict) and is_composite_type(named):
-                total += _actual(schema, model, fragments, variables, merged, named, item)
+            if children is not None and type(item) is dict:
+                total += _walk(children, item)
     return total
 
 

@@ -140,7 +140,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             except HTTPException as error:
                 response = refusal(request, error)
                 if self.limiter is not None:
-                    response = await self._charge_refusal(request, response)
+                    response = await self._charge_refusal(request, response,
+                                                          error.status_code)
             await response(scope, receive, send)
         finally:
             # The answer is sent (or the request ended without one): the request's loaded
@@ -152,12 +153,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
 
-    async def _charge_refusal(self, request: Request, response: Response) -> Response:
+    async def _charge_refusal(self, request: Request, response: Response,
+                              status: int) -> Response:
         """A request refused before GraphQL (400, 401, 405, 413, 415, 503) costs the minimum,
         1, and carries the RateLimit headers like every other answer; a caller already over
         its limit is answered 429 with Retry-After instead (a flood of bad requests is
         limited like any other). The caller is the token's subject when the token verifies,
-        else the address (a 401's token does not)."""
+        else the address (a 401's or 503's token is not checked again)."""
         assert self.limiter is not None
         gateway = getattr(request.state, "gateway", None)
         context: RequestContext | None = gateway[0] if gateway is not None else None
@@ -165,6 +167,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if decision is None:
             if context is not None:
                 viewer = context.viewer
+            elif status in (401, 503):  # the token is the problem (or cannot be checked)
+                viewer = ANONYMOUS
             else:
                 try:
                     viewer = await self.auth.viewer(request.headers)
