@@ -637,6 +637,10 @@ class Settings:
             raise SettingsError("SUBSCRIPTION_KEEPALIVE_S must not be negative")
         if self.auth_leeway_s < 0:
             raise SettingsError("AUTH_LEEWAY_S must not be negative")
+        if self.persisted_queries_only and not self.persisted_queries_file:
+            # Only the manifest's operations run (never APQ-registered ones): none would.
+            raise SettingsError("PERSISTED_QUERIES_ONLY needs PERSISTED_QUERIES_FILE, the "
+                                "manifest of the operations it runs")
         smallest = min(self.rate_limit_anonymous, self.rate_limit_authenticated,
                        self.rate_limit_gold)
         if self.rate_limit_enabled and self.max_query_cost > smallest:
