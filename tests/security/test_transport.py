@@ -152,6 +152,7 @@ async def test_cors_is_closed_unless_configured(
                                  headers={"Origin": "https://app.example"}) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert "RateLimit-Remaining" in resp.headers["Access-Control-Expose-Headers"]
+        assert "Deprecation" in resp.headers["Access-Control-Expose-Headers"]
     async with http_session.options(open_.url + "/graphql", headers={
             **preflight, "Origin": "https://evil.example"}) as resp:
         assert resp.status == 400 and "Access-Control-Allow-Origin" not in resp.headers
