@@ -153,6 +153,10 @@ class RateLimiter:
         """Refund `amount` to the caller `spend_for` charged."""
         return await self.refund(viewer.id or client_of(address), viewer.tier, amount)
 
+    async def peek_for(self, viewer: Viewer, address: str) -> Decision:
+        """The caller's bucket as it is (for the headers of an answer charged elsewhere)."""
+        return await self.refund_for(viewer, address, 0)
+
     def _spend_locally(self, key: str, capacity: int, rate: float, cost: int) -> Decision:
         now = self._now()
         tokens, ts = self._local.pop(key, (float(capacity), now))

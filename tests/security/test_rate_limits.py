@@ -188,3 +188,22 @@ async def test_refusals_before_graphql_carry_the_headers_and_cost_the_minimum(
         assert int(resp.headers["Retry-After"]) >= 1
         assert body["errors"][0]["extensions"]["retryAfter"] == int(resp.headers["Retry-After"])
         assert resp.headers["RateLimit-Remaining"] == "0"
+
+
+async def test_event_streams_carry_the_headers_too(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """GraphQL over SSE: a refused stream request costs 1 like any refusal; a subscription's
+    200 says what its charge (its estimated cost, when it starts) left."""
+    gateway = start(**{**LIMITED, "RATE_LIMIT_ANONYMOUS": "10", "MAX_QUERY_COST": "10"})
+    url, sse = gateway.url + "/graphql", {"Accept": "text/event-stream"}
+    async with http_session.post(url, json={"query": 5}, headers=sse) as resp:
+        assert resp.status == 400 and resp.headers["RateLimit-Remaining"] == "9"
+    async with http_session.post(url, json={"query": "{ __typename }"}, headers={
+            **sse, "Authorization": "Bearer nope"}) as resp:
+        assert resp.status == 401 and resp.headers["RateLimit-Remaining"] == "8"
+    # productChanged: a product, 1; its reviews(first: 3): 3 more.
+    subscription = 'subscription { productChanged(id: "p1") { name reviews(first: 3) { id } } }'
+    async with http_session.post(url, json={"query": subscription}, headers=sse) as resp:
+        assert resp.status == 200 and resp.headers["RateLimit-Limit"] == "10"
+        assert resp.headers["RateLimit-Remaining"] == str(8 - 4)
