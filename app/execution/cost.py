@@ -45,6 +45,7 @@ from graphql import (
     build_schema,
     get_named_type,
     get_nullable_type,
+    is_abstract_type,
     is_composite_type,
     is_list_type,
 )
@@ -83,7 +84,10 @@ class CostModel:
 
     @classmethod
     def from_sdl(cls, sdl: str) -> CostModel:
-        model = cls()
+        # Apollo Federation's `_entities` (not in the subgraph's printed SDL, by its
+        # specification) returns one entity per representation, as routers size it.
+        model = cls(list_sizes={"Query._entities": ListSize(
+            slicing_arguments=("representations",))})
         schema = build_schema(sdl)
         for name, type_ in schema.type_map.items():
             if name.startswith("__"):
@@ -317,7 +321,8 @@ def actual_cost(schema: GraphQLSchema, operation: OperationDefinitionNode,
 
 # A response key's plan: its weight per instance, its arguments' weight, the plan of its
 # selections (None for a scalar or an enum).
-_Plan = list[tuple[str, int, int, "_Plan | None"]]
+# (For a union or an interface: a plan per possible type, chosen by the item's __typename.)
+_Plan = list[tuple[str, int, int, "_Plan | dict[str, _Plan] | None"]]
 
 
 def _compile(schema: GraphQLSchema, model: CostModel,
@@ -333,9 +338,13 @@ def _compile(schema: GraphQLSchema, model: CostModel,
         if name.startswith("__") or field_def is None:
             continue
         named = get_named_type(field_def.type)
-        children = (_compile(schema, model, fragments, variables,
-                             [n.selection_set for n in nodes if n.selection_set], named)
-                    if is_composite_type(named) else None)
+        sets = [n.selection_set for n in nodes if n.selection_set]
+        children: _Plan | dict[str, _Plan] | None = None
+        if is_abstract_type(named):
+            children = {t.name: _compile(schema, model, fragments, variables, sets, t)
+                        for t in schema.get_possible_types(named)}
+        elif is_composite_type(named):
+            children = _compile(schema, model, fragments, variables, sets, named)
         unit = model.unit(parent.name, name, field_def.type)
         arguments = model.argument_cost(parent.name, name, field_def, nodes[0], variables)
         if children is None and unit == 0 and arguments == 0:
@@ -347,8 +356,8 @@ def _compile(schema: GraphQLSchema, model: CostModel,
 def _collect(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
              variables: Any, selection_set: SelectionSetNode | None, parent: Any,
              out: dict[str, list[FieldNode]], seen: set[str]) -> None:
-    """The fields of a selection set by response key (fragments merged in; the parent is
-    an object type in this schema: no abstract type to narrow)."""
+    """The fields of a selection set on an object type, by response key: the fragments
+    that apply to it merged in (those on it, or on a union or interface it belongs to)."""
     for selection in (selection_set.selections if selection_set else ()):
         if not included(selection, variables):
             continue
@@ -356,13 +365,24 @@ def _collect(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]
             key = selection.alias.value if selection.alias else selection.name.value
             out.setdefault(key, []).append(selection)
         elif isinstance(selection, InlineFragmentNode):
-            _collect(schema, fragments, variables, selection.selection_set, parent, out, seen)
+            if _applies(schema, selection.type_condition, parent):
+                _collect(schema, fragments, variables, selection.selection_set, parent, out,
+                         seen)
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             fragment = fragments.get(name)
-            if fragment is not None and name not in seen:
+            if fragment is not None and name not in seen \
+                    and _applies(schema, fragment.type_condition, parent):
                 _collect(schema, fragments, variables, fragment.selection_set, parent, out,
                          seen | {name})
+
+
+def _applies(schema: GraphQLSchema, condition: Any, parent: Any) -> bool:
+    if condition is None:
+        return True
+    on = schema.get_type(condition.name.value)
+    return on is parent or (is_abstract_type(on)
+                            and schema.is_sub_type(on, parent))
 
 
 def _walk(plan: _Plan, value: dict[str, Any]) -> int:
@@ -383,12 +403,24 @@ def _walk(plan: _Plan, value: dict[str, Any]) -> int:
                 if one is not None:
                     total += unit
                     if type(one) is dict:
-                        total += _walk(children, one)
+                        total += _walk_item(children, one)
         else:
             total += unit
             if children is not None and type(item) is dict:
-                total += _walk(children, item)
+                total += _walk_item(children, item)
     return total
+
+
+def _walk_item(children: _Plan | dict[str, _Plan], item: dict[str, Any]) -> int:
+    if type(children) is list:
+        return _walk(children, item)
+    # A union's or an interface's item: the plan of its type (a router asks __typename).
+    plans: dict[str, _Plan] = children  # type: ignore[assignment]
+    typename = item.get("__typename")
+    plan = plans.get(typename) if isinstance(typename, str) else None
+    if plan is None and len(plans) == 1:
+        plan = next(iter(plans.values()))
+    return _walk(plan, item) if plan is not None else 0
 
 
 def _items(value: Any) -> Iterable[Any]:

@@ -115,3 +115,33 @@ def test_actual_cost_counts_what_the_response_holds() -> None:
     assert actual(query, None) == 0
     mutation = 'mutation { cancelOrder(id: "o1") { errors { code } } }'
     assert actual(mutation, {"cancelOrder": {"errors": []}}) == 10 + 1
+
+
+def test_a_federation_routers_entities_are_sized_by_their_representations() -> None:
+    """`_entities` (Apollo Federation, not in the printed SDL) counts one entity per
+    representation; under a union, the actual cost follows each item's __typename."""
+    from graphql import build_schema as build
+
+    sdl = """
+        directive @listSize(assumedSize: Int, slicingArguments: [String!],
+          sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION
+        scalar _Any
+        union _Entity = Product | User
+        type Product { id: ID! reviews(first: Int = 2): [Review!]!
+                         @listSize(slicingArguments: ["first"]) }
+        type Review { id: ID! }
+        type User { id: ID! name: String }
+        type Query { _entities(representations: [_Any!]!): [_Entity]! }"""
+    schema, model = build(sdl), CostModel.from_sdl(sdl)
+    query = ("query($r: [_Any!]!) { _entities(representations: $r) { __typename "
+             "... on Product { reviews { id } } ... on User { name } } }")
+    operation = parse(query).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    variables = get_variable_values(schema, operation.variable_definitions or (),
+                                    {"r": [{"__typename": "Product", "id": "p1"}] * 3})
+    assert not isinstance(variables, list)
+    # 3 entities x (1 + a product's 2 reviews + a user's name, 0): estimated per fragment.
+    assert estimate(schema, operation, {}, variables, model) == 3 * (1 + 2)
+    data = {"_entities": [{"__typename": "Product", "reviews": [{"id": "r1"}]},
+                          {"__typename": "User", "name": "x"}, None]}
+    assert actual_cost(schema, operation, {}, variables, data, model) == 2 + 1
