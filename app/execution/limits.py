@@ -285,7 +285,9 @@ class QueryLimits(SchemaExtension):
                 estimated = None
         yield
         result = ec.result
-        if estimated is None or document is None or result is None:
+        if estimated is None or document is None or not hasattr(result, "data"):
+            # (Nothing ran, or an incremental answer whose parts come later: it stays
+            # charged its estimate, with no refund.)
             return
         actual = measure_actual(ec.schema._schema, document, named, ec.variables or {},
                                 getattr(result, "data", None))
