@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-history soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-history soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -99,8 +99,17 @@ bench-tracing: $(STAMP)
 # an earlier commit's replicas with HISTORY="--base REV". Writes the History checker section
 # of bench/RESULTS.md and bench/history.json.
 HISTORY ?=
+# The plan executor without a level barrier against the commit before it (with one).
+bench-barrier: $(STAMP)
+	$(PY) -m bench.barrier --base 3cfee5b
+
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
+
+# The product page with deferred recommendations: time to the first part against the whole
+# page; writes the Incremental delivery section of bench/RESULTS.md and bench/defer.json.
+bench-defer: $(STAMP)
+	$(PY) -m bench.defer
 
 # The waterfall of a query against the running gateway: make trace QUERY=bench/queries/deep.graphql
 QUERY ?= bench/queries/deep.graphql

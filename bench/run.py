@@ -59,7 +59,7 @@ MODES = {
 # The sections of bench/RESULTS.md that other commands write.
 OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation",
                   "Redis Cluster: the shared level's cost", "Scale-out", "Resilience",
-                  "Tracing", "Soak", "CPU against an earlier commit")
+                  "Tracing", "Soak", "CPU against an earlier commit", "Incremental delivery")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 

@@ -40,8 +40,9 @@ REVIEWS_BY_AUTHOR = BatchSpec(
     cache="User.reviews",
 )
 
-# Reviews are read by id only when an event names one: its lists are found from the review
-# itself (loaders/entities.py). No field reads it, so it is not in ALL.
+# Reviews are read by id when an event names one: its lists are found from the review
+# itself (loaders/entities.py); and by a federation router's `_entities` (uncached, with no
+# cache hint). No field of the graph reads it, so it is not in ALL.
 REVIEW = BatchSpec(
     name="review", service="reviews", path="/reviews", param="ids", limit=100,
     key_field="id", entity="Review",

@@ -117,17 +117,28 @@ async def place_order(info: Info, input: PlaceOrderInput) -> Item:
         "items": [{"product_id": line.product_id, "quantity": line.quantity}
                   for line in input.items],
     }
+    answer: list[int] = []
     try:
         # With its key, the client may send it again (and does, on a transient failure).
         order: Item = await ctx.upstream.request(
             "orders", "POST", "/orders", json=body,
             headers={"Idempotency-Key": order_key(user_id, input.idempotency_key)},
-            refusals=PLACE_ORDER_REFUSALS, check=order_problem,
+            refusals=PLACE_ORDER_REFUSALS, check=order_problem, answer=answer,
         )
     except Refused as refused:
         return {"order": None, "errors": [refused.payload()]}
+    status, attempts = answer
+    # 201: placed now. 200: the service's replay of an order placed with this key before:
+    # by this request's earlier attempt (placed now, its answer lost), or by an earlier
+    # request (counted then).
+    if status == 201 or attempts > 1:
+        ctx.observer.order_placed(str(order.get("currency")), _cents(order.get("total_cents")))
     await _committed(info, lambda: _order_changes(order))
     return {"order": order, "errors": []}
+
+
+def _cents(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def cancel_order(info: Info, id: strawberry.ID) -> Item:
@@ -144,6 +155,8 @@ async def cancel_order(info: Info, id: strawberry.ID) -> Item:
                                                  check=order_problem)
     except Refused as refused:
         return {"order": None, "errors": [refused.payload()]}
+    if existing.get("status") != "CANCELLED":
+        ctx.observer.order_cancelled()
     await _committed(info, lambda: _order_changes(order))
     return {"order": order, "errors": []}
 
@@ -204,6 +217,7 @@ async def _write_review(info: Info, body: Item) -> Item:
             check=review_problem)
     except Refused as refused:
         return {"review": None, "errors": [refused.payload()]}
+    info.context.observer.review_added()
     # The review's lists, and its product, whose rating changed.
     await _committed(info, lambda: [("Review", review["id"], review),
                                     ("Product", review["product_id"], None)])

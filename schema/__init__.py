@@ -27,6 +27,7 @@ from app.execution.subscriptions import NoSubscriptionOverHTTP
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
+from schema import federation
 from schema.direct_resolvers import install_direct_resolvers
 from schema.partial import install_fallbacks
 from schema.root import Mutation, Query, Subscription
@@ -55,12 +56,19 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     # app/http/subscriptions.py), and introspection off by setting (graphql-core's rule).
     rules = [length_rule(lengths), NoSubscriptionOverHTTP,
              *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
+    query, federate = (federation.federated_query(Query) if settings.federation_subgraph
+                       else (Query, None))
     schema = GatewaySchema(
-        query=Query,
+        query=query,
         mutation=Mutation,
         subscription=Subscription,
         # Sources are upstream dicts: read fields by key, a C call per field.
-        config=StrawberryConfig(default_resolver=operator.getitem),
+        # @defer and @stream (the contract's): served incrementally only to a client that
+        # accepts it (app/http/incremental.py); otherwise the executor applies them as if
+        # absent and the answer is whole.
+        config=StrawberryConfig(default_resolver=operator.getitem,
+                                enable_experimental_incremental_execution=True,
+                                scalar_map=federation.SCALARS if federate else {}),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
         extensions=[
             # Before the parser cache: it sets the parser's token limit for this request.
@@ -83,6 +91,8 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)
     install_fallbacks(schema._schema)
+    if federate is not None:
+        federate(schema)
     if telemetry is not None:
         # Added once the schema exists: the extension precomputes which fields it traces.
         schema.extensions = (*schema.extensions, tracing_factory(telemetry, schema._schema))

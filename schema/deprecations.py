@@ -6,7 +6,7 @@ until its removal date (at least six months later), and every answer that used i
 a `Deprecation` header (RFC 9745, the deprecation date), a `Sunset` header (RFC 8594, the
 removal date) and a warning in `extensions.warnings`; its use is counted per client in the
 metrics (`gateway_deprecated_field_uses_total`), so the API owner knows who still reads it
-before removing it (which is then a breaking change listed in schema/CHANGES.yaml).
+before removing it (which is then a breaking change listed in schema/CHANGES.toml).
 """
 
 from __future__ import annotations

@@ -24,9 +24,11 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLCompositeType,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    NamedTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -134,7 +136,7 @@ class CacheHints:
         assert root is not None
         return self._walk(operation.selection_set, root, None, fragments, True, set())
 
-    def _walk(self, selection_set: SelectionSetNode, parent: GraphQLObjectType,
+    def _walk(self, selection_set: SelectionSetNode, parent: GraphQLCompositeType,
               parent_age: float | None, fragments: Mapping[str, Any], is_root: bool,
               seen: set[str]) -> Policy:
         policy = Policy()
@@ -143,7 +145,8 @@ class CacheHints:
                 name = selection.name.value
                 if name.startswith("__"):
                     continue
-                field_def = parent.fields.get(name)
+                # (A union has no fields but __typename: its members' come in fragments.)
+                field_def = getattr(parent, "fields", {}).get(name)
                 if field_def is None:
                     continue
                 named = get_named_type(field_def.type)
@@ -158,20 +161,29 @@ class CacheHints:
                     age = 0
                 policy = policy.restrict(age, hint.scope)
                 if composite and selection.selection_set is not None:
-                    assert isinstance(named, GraphQLObjectType)
                     policy = policy.merge(self._walk(selection.selection_set, named, age,
                                                      fragments, False, seen))
             elif isinstance(selection, InlineFragmentNode):
-                policy = policy.merge(self._walk(selection.selection_set, parent, parent_age,
-                                                 fragments, is_root, seen))
+                policy = policy.merge(self._walk(
+                    selection.selection_set, self._on(selection.type_condition, parent),
+                    parent_age, fragments, is_root, seen))
             elif isinstance(selection, FragmentSpreadNode):
                 name = selection.name.value
                 fragment = fragments.get(name)
                 if fragment is not None and name not in seen:
-                    policy = policy.merge(self._walk(fragment.selection_set, parent,
-                                                     parent_age, fragments, is_root,
-                                                     seen | {name}))
+                    policy = policy.merge(self._walk(
+                        fragment.selection_set, self._on(fragment.type_condition, parent),
+                        parent_age, fragments, is_root, seen | {name}))
         return policy
+
+    def _on(self, condition: NamedTypeNode | None, parent: GraphQLCompositeType
+            ) -> GraphQLCompositeType:
+        """The type a fragment's fields are read on: its condition's (a union's member, such
+        as `... on Product` under `_entities`), else the enclosing type."""
+        if condition is None:
+            return parent
+        named = self.schema.get_type(condition.name.value)
+        return named if is_composite_type(named) else parent
 
 
 def _combined(type_hint: Hint | None, field_hint: Hint | None) -> Hint:

@@ -180,7 +180,7 @@ class Settings:
     plan_executor: bool = setting(
         True,
         "PLAN_EXECUTOR",
-        "Run queries with the breadth-first executor (app/execution/executor.py); false: "
+        "Run queries with the plan executor (app/execution/executor.py); false: "
         "graphql-core's own executor for everything.",
     )
     cache_enabled: bool = setting(
@@ -374,6 +374,15 @@ class Settings:
         False, "HSTS",
         "Send Strict-Transport-Security (only behind HTTPS).",
     )
+    # -- Apollo Federation (schema/federation.py) -------------------------------------------
+    federation_subgraph: bool = setting(
+        False, "FEDERATION_SUBGRAPH",
+        "Serve the graph as an Apollo Federation v2 subgraph as well: `_service { sdl }` (the "
+        "schema with `@key` on User, Product, Category, Order and Review) and "
+        "`_entities(representations:)`, so that a supergraph router can compose it. "
+        "`_service` answers even with INTROSPECTION off: expose the gateway to the router "
+        "only, or compose from a published SDL.",
+    )
     # -- persisted queries (app/security/persisted.py) ---------------------------------------------
     persisted_queries_file: str = setting(
         "",
@@ -479,6 +488,16 @@ class Settings:
         "Share of requests whose resolvers (those that do work) are timed into "
         "gateway_resolver_duration_seconds; 0: none. Timing every call costs about a "
         "microsecond per resolver call, a fifth of a deep query's CPU.",
+    )
+    client_names_max: int = setting(
+        20,
+        "CLIENT_NAMES_MAX",
+        "Client names (the apollographql-client-name header) counted each under its own "
+        "label in gateway_client_requests_total (and gateway_deprecated_field_uses_total); "
+        "any other name is counted as `other`. A "
+        "name takes a label only once a signed-in caller or a persisted-query manifest "
+        "operation sends it (any caller in development mode), like operation names; each "
+        "name keeps at most 10 versions (apollographql-client-version), then `other`.",
     )
     service_name: str = setting(
         "gateway", "OTEL_SERVICE_NAME", "The service.name of the gateway's spans."
@@ -617,6 +636,8 @@ class Settings:
         if not set(self.exporters()) <= {"none", "otlp", "console"}:
             raise SettingsError("OTEL_TRACES_EXPORTER must list none, otlp or console, got "
                                 f"{self.traces_exporter!r}")
+        if not 0 <= self.client_names_max <= 1000:
+            raise SettingsError("CLIENT_NAMES_MAX must be from 0 to 1000")
         if not 0 <= self.resolver_metrics_ratio <= 1:
             raise SettingsError("RESOLVER_METRICS_RATIO must be in [0, 1]")
         if not 0 <= self.traces_sample_ratio <= 1:

@@ -9,7 +9,8 @@ trace, and the hooks on hot paths are one method call.
 
 The events: a batch dispatched; cache hits, misses and stale values; an upstream call, its
 attempts, retries and failure; a breaker's state and a retry refused by the budget; Redis
-going down and up; an operation started and planned; subscriptions opened and closed, the
+going down and up; an operation started and planned; orders placed and cancelled and reviews
+added (the business counters); subscriptions opened and closed, the
 change events their hub received, each event's fan-out, the messages sent, and why a
 subscription connection was closed.
 """
@@ -131,13 +132,24 @@ class Observer:
     def operation_planned(self) -> None:
         """An operation runs on the plan executor."""
 
-    def deprecated_field_used(self, coordinate: str, client: str | None) -> None:
-        """An answer used a deprecated field; `client`: the signed-in caller's app (its
-        apollographql-client-name) or subject; None: an anonymous caller."""
+    def deprecated_field_used(self, coordinate: str, client: str | None, *, admit: bool,
+                              limit: int) -> None:
+        """An answer used a deprecated field; `client`: its apollographql-client-name header
+        (a new name becomes a label only when `admit`, while fewer than `limit` are)."""
 
     def operation_cost(self, estimated: int, actual: int | None) -> None:
         """An operation's estimated cost (IBM cost directives), and its actual cost once it
         ran (None: a subscription, measured when it starts)."""
+
+    # -- business events (the gateway's successful mutations) --------------------------------
+    def order_placed(self, currency: str, total_cents: int) -> None:
+        """placeOrder placed a new order of `total_cents` in `currency`."""
+
+    def order_cancelled(self) -> None:
+        """cancelOrder cancelled an order that was not cancelled yet."""
+
+    def review_added(self) -> None:
+        """addReview wrote a review."""
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscription_changed(self, protocol: str, field: str, delta: int) -> None:

@@ -63,6 +63,9 @@ class RequestContext:
     # An operation of a batch that runs with others awaits this before it executes, so that
     # they all start together (app/http/batching.py, Gate).
     batch_gate: Callable[[], Awaitable[None]] | None = None
+    # The client accepts incremental delivery (multipart/mixed or SSE): an operation with
+    # @defer or @stream is then answered in parts (app/http/incremental.py).
+    incremental: bool = False
 
     async def written(self, changes: Sequence[Change]) -> None:
         """This request changed these entities (type, id, the item if known): before the
@@ -81,6 +84,14 @@ class RequestContext:
         if failed or self.operation_policy is None or self.policy.stale:
             return NO_STORE
         return self.operation_policy.merge(self.policy.dynamic)
+
+    @property
+    def names_admitted(self) -> bool:
+        """Whether the operation and client names it sends may become new metric labels: a
+        signed-in caller's or a manifest operation's (anonymous callers could make names up
+        and fill the bounded tables); in development mode any (the developer is the caller)."""
+        return (self.viewer.id is not None or self.manifest_operation
+                or self.settings.dev_mode)
 
     @property
     def user_id(self) -> str | None:

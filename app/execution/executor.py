@@ -1,27 +1,37 @@
-"""A breadth-first executor for the gateway's queries: graphql-core's `Executor`, except that a
-query whose fields all resolve directly (see `schema/direct_resolvers.py`) runs level by level.
+"""A dataflow executor for the gateway's queries: graphql-core's `Executor`, except that a
+query whose fields all resolve directly (see `schema/direct_resolvers.py`) runs as a plan.
 
 graphql-core spends most of a deep query's CPU on per-field machinery: a resolve-info object,
-argument parsing, a coroutine and awaitable checks per field, a `gather` per list. Here each
-level of the query is one pass: every field of every object at that level is resolved (key
-reads inline, arguments parsed once per field node, resolvers called with one shared info
-object), then the level's awaitables are awaited together, and completion builds the next
-level. Because every lookup of a level is issued before anything is awaited, loaders batch a
-whole level without depending on event-loop timing, and the loaders may answer a lookup
-whose value is at hand with the value itself (`loaders.registry.Loaders.get`): nothing
-under it runs before its siblings' lookups have been issued.
+argument parsing, a coroutine and awaitable checks per field, a `gather` per list. Here the
+fields of every object that is ready are resolved in one synchronous pass (key reads inline,
+arguments parsed once per field node, resolvers called with one shared info object); the
+lookups they issue leave together, one batch per loader, and each awaited value is completed
+as soon as it arrives, its objects' fields resolved at once. There is no level barrier: a
+branch of the query goes on as soon as its own lookups answer, whatever a slow service
+elsewhere in the query is doing; values that arrive in the same loop turn (all of one batch)
+are completed together, so their lookups still batch. The loaders may answer a lookup whose
+value is at hand with the value itself (`loaders.registry.Loaders.get`): nothing under it
+runs before its siblings' lookups have been issued.
 
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
-parent. Mutations, subscriptions, @defer/@stream, abstract types and fields that need
-Strawberry's own resolver path (permission classes, input objects) use graphql-core's
-executor unchanged; so does a query in which any of them appears.
+parent. Mutations, subscriptions, abstract types and fields that need Strawberry's own
+resolver path (permission classes, input objects) use graphql-core's executor unchanged; so
+does a query in which any of them appears.
+
+@defer and @stream: both executors here apply them as if absent (graphql-core's base
+executor does), which is the whole answer a client gets when it does not accept incremental
+delivery. When it does (`RequestContext.incremental`, set by the HTTP view from Accept) and
+the operation uses either, `GatewayExecutor.build` hands the operation to
+`IncrementalGatewayExecutor`: graphql-core's incremental executor with this module's partial
+results, over the same context, loaders and resolver middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from math import isfinite
 from typing import Any
 
@@ -44,7 +54,10 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import Executor
+from graphql.execution.incremental.incremental_executor import IncrementalExecutor
 from graphql.execution.values import get_argument_values
+from graphql.language import DirectiveNode, DocumentNode, Visitor, visit
+from graphql.language.visitor import BREAK
 from graphql.pyutils import Path
 
 from app.core.errors import Forbidden
@@ -106,6 +119,10 @@ class _FieldInfo:
 # one is made per object in the result (about 1,500 in the deep query), and a class's
 # __init__ call costs several times a tuple's creation.
 _Slot = tuple[Any, Any, bool, Any]
+# A value to complete: its field's type and details, the value, where it goes (container,
+# key, slot), its path, and the field's parent type and name (the arguments of _complete).
+_Entry = tuple[GraphQLOutputType, FieldDetailsList, Any, Any, Any, _Slot, tuple[Any, ...],
+               GraphQLObjectType, str]
 
 
 class _Failed:
@@ -118,6 +135,38 @@ class _Failed:
 _NO_FALLBACK = object()
 
 
+INCREMENTAL_DIRECTIVES = frozenset({"defer", "stream"})
+EARLY_EXECUTION = 6  # `enable_early_execution`'s position in Executor.build after the context
+
+
+class _FindsIncremental(Visitor):
+    found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> Any:
+        if node.name.value in INCREMENTAL_DIRECTIVES:
+            self.found = True
+            return BREAK
+        return None
+
+
+def uses_incremental(document: DocumentNode) -> bool:
+    """Whether a document has a @defer or @stream anywhere (its `if` is decided later)."""
+    finder = _FindsIncremental()
+    visit(document, finder)
+    return finder.found
+
+
+class _Cohort:
+    """A field's values across the objects of one round (a list's items): how many are
+    still awaited, and those that are here, which complete together when none is."""
+
+    __slots__ = ("held", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.held: list[_Entry] = []
+
+
 class GatewayExecutor(Executor[Any]):
     """graphql-core's executor, with partial results: a field whose upstream failed takes
     its fallback (`schema.partial`) instead of nulling its parents."""
@@ -125,6 +174,25 @@ class GatewayExecutor(Executor[Any]):
     def __init__(self, *args: Any, operation_extensions: Any = None, **kwargs: Any) -> None:
         # Strawberry hands its executor class the request's `extensions`; unused here.
         super().__init__(*args, **kwargs)
+
+    @classmethod
+    def build(cls, schema: Any, document: DocumentNode, root_value: Any = None,
+              context_value: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The executor for one operation: this class, or the incremental one when the
+        client accepts incremental delivery and the operation defers or streams."""
+        if (cls is not IncrementalGatewayExecutor
+                and getattr(context_value, "incremental", False)
+                and uses_incremental(document)):
+            # Deferred work starts with the rest, not once the first part is out: a slow
+            # deferred service then costs the whole answer its own latency, not the sum.
+            # (graphql-core passes build's arguments by position; this is the seventh.)
+            if len(args) > EARLY_EXECUTION:
+                args = (*args[:EARLY_EXECUTION], True, *args[EARLY_EXECUTION + 1:])
+            else:
+                kwargs["enable_early_execution"] = True
+            return IncrementalGatewayExecutor.build(schema, document, root_value,
+                                                    context_value, *args, **kwargs)
+        return super().build(schema, document, root_value, context_value, *args, **kwargs)
 
     def build_response(self, data: dict[str, Any] | None) -> Any:
         response = super().build_response(data)
@@ -173,6 +241,11 @@ class GatewayExecutor(Executor[Any]):
             return_type, field_details_list, info, path, result, position_context)
 
 
+class IncrementalGatewayExecutor(GatewayExecutor, IncrementalExecutor):
+    """graphql-core's incremental executor (@defer, @stream) with the partial results of
+    `GatewayExecutor`; its parts are formatted and sent by app/http/incremental.py."""
+
+
 class PlanExecutor(GatewayExecutor):
 
     def execute_root_grouped_field_set(
@@ -215,8 +288,6 @@ class PlanExecutor(GatewayExecutor):
             field_def = parent.fields.get(name)
             if field_def is None or not getattr(field_def.resolve, DIRECT, False):
                 return False
-            if any(d.defer_usage is not None for d in details):
-                return False
             named = field_def.type
             while isinstance(named, GraphQLNonNull | GraphQLList):
                 named = named.of_type
@@ -228,22 +299,23 @@ class PlanExecutor(GatewayExecutor):
                 continue
             seen.add(id(details))
             collected = self.collect_subfields(named, details)
-            if collected.new_defer_usages or not self._plannable(
-                named, collected.grouped_field_set, seen
-            ):
+            # (A deferred field is planned with the rest: this executor answers whole, as
+            # graphql-core's base executor does; incremental delivery has its own class.)
+            if not self._plannable(named, collected.grouped_field_set, seen):
                 return False
         return True
 
     # -- execution ---------------------------------------------------------------------------
     async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
         # Every object's dict starts with its response keys in selection order (all None),
-        # so that values written as they come (key reads at once, resolver results a level
-        # later) keep the order the spec gives them. Each key is always written after.
+        # so that values written as they come (key reads at once, resolver results later)
+        # keep the order the spec gives them. Each key is always written after.
         data: dict[str, Any] = dict.fromkeys(grouped)
         root = ({"data": data}, "data", True, None)
         info = _Info(self.context_value)
-        # A level's lookups are all issued before any is completed, so values at hand cannot
-        # run ahead of their siblings: the request's loaders may answer them without a batch.
+        # Every object's lookups are issued in one synchronous pass with those of the other
+        # objects that became ready with it, so values at hand cannot run ahead of their
+        # siblings: the request's loaders may answer them without a batch.
         loaders = getattr(self.context_value, "loaders", None)
         if loaders is not None:
             loaders.by_level = True
@@ -256,97 +328,153 @@ class PlanExecutor(GatewayExecutor):
         arguments: dict[int, dict[str, Any]] = {}
         plans: dict[int, list[tuple[Any, ...]]] = {}
         is_awaitable = self.is_awaitable
-        level: list[tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]]
-        level = [(root_type, grouped, root_value, data, root, ())]
-        while level:
-            calls: list[tuple[Any, ...]] = []
-            awaiting: list[int] = []
-            for parent_type, fields, source, target, slot, path in level:
-                # What each field of this selection needs, worked out once per request for
-                # all the objects that share the selection (hundreds in a list).
-                plan = plans.get(id(fields))
-                if plan is None:
-                    plan = plans[id(fields)] = _plan(parent_type, fields)
-                for key, details, node, name, field_def, source_key, verbatim, nullable in plan:
-                    if field_def is None:
-                        target[key] = parent_type.name  # __typename
-                        continue
-                    try:
-                        if source_key is not None:
-                            value = source[source_key]
-                            # A key read of a well-typed scalar: the answer, written now
-                            # (no completion step, no path built). Strings and booleans,
-                            # most of them, need no further check.
-                            kind = type(value)
-                            if kind is verbatim:
-                                if kind is str or kind is bool or _verbatim(verbatim, value):
-                                    target[key] = value
-                                    continue
-                            elif value is None and nullable:
-                                target[key] = None
+        complete = self._complete
+        # No level barrier: an awaited value is completed as soon as its cohort is whole
+        # (below), and the objects it makes have their fields resolved at once, so a branch
+        # never waits for a slow lookup elsewhere in the query. What arrives in the same loop
+        # turn (a batch's futures are all set in one step) is completed together, and the
+        # lookups it issues leave together, one batch per loader.
+        arrived: list[tuple[_Cohort, tuple[Any, ...], Any, asyncio.Future[Any]]] = []
+        wake: list[asyncio.Future[None] | None] = [None]
+        started: list[asyncio.Future[Any]] = []  # tasks of this run's coroutines
+        outstanding = 0
+
+        def arrive(cohort: _Cohort, call: tuple[Any, ...], fn: Any,
+                   future: asyncio.Future[Any]) -> None:
+            arrived.append((cohort, call, fn, future))
+            waiter = wake[0]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        Work = tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]
+        work: list[Work] = [(root_type, grouped, root_value, data, root, ())]
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while work:
+                    # One round: resolve the fields of every object that is ready, issuing
+                    # their lookups, then complete what was at hand, which readies the next
+                    # objects. A field's values across the round's objects (a list's items)
+                    # are a cohort: they complete together once all have arrived, so that a
+                    # value at hand (or an early batch of a split list) does not send the
+                    # lookups under it ahead of its siblings', in a batch of their own.
+                    cohorts: dict[int, _Cohort] = {}
+                    at_hand: list[_Entry] = []
+                    for parent_type, fields, source, target, slot, path in work:
+                        # What each field of this selection needs, worked out once per
+                        # request for all the objects that share the selection.
+                        plan = plans.get(id(fields))
+                        if plan is None:
+                            plan = plans[id(fields)] = _plan(parent_type, fields)
+                        for key, details, node, name, field_def, source_key, verbatim, \
+                                nullable in plan:
+                            if field_def is None:
+                                target[key] = parent_type.name  # __typename
                                 continue
+                            try:
+                                if source_key is not None:
+                                    value = source[source_key]
+                                    # A key read of a well-typed scalar: the answer, written
+                                    # now (no completion step, no path built). Strings and
+                                    # booleans, most of them, need no further check.
+                                    kind = type(value)
+                                    if kind is verbatim:
+                                        if kind is str or kind is bool \
+                                                or _verbatim(verbatim, value):
+                                            target[key] = value
+                                            continue
+                                    elif value is None and nullable:
+                                        target[key] = None
+                                        continue
+                                else:
+                                    args = arguments.get(id(node))
+                                    if args is None:
+                                        args = (get_argument_values(field_def, node,
+                                                                    self.variable_values)
+                                                if field_def.args or node.arguments else {})
+                                        arguments[id(node)] = args
+                                    resolve = field_def.resolve
+                                    if wrap is None:
+                                        value = resolve(source, info, **args) if args \
+                                            else resolve(source, info)
+                                    else:
+                                        value = wrap(resolve)(
+                                            source, _FieldInfo(info.context, parent_type,
+                                                               name, (*path, key)), **args)
+                                    if type(value) not in _SYNC and is_awaitable(value):
+                                        fn = None
+                                        if isinstance(value, Then):
+                                            future, fn = value.future, value.fn
+                                        elif asyncio.isfuture(value):
+                                            future = value
+                                        else:  # a coroutine: it runs to issue its lookups
+                                            future = asyncio.ensure_future(value)
+                                            started.append(future)
+                                        cohort = cohorts.get(id(details))
+                                        if cohort is None:
+                                            cohort = cohorts[id(details)] = _Cohort()
+                                        cohort.waiting += 1
+                                        future.add_done_callback(partial(
+                                            arrive, cohort,
+                                            (field_def.type, details, target, key, slot,
+                                             (*path, key), parent_type, name), fn))
+                                        outstanding += 1
+                                        continue
+                            except Exception as error:
+                                value = _Failed(error)
+                            at_hand.append((field_def.type, details, value, target, key,
+                                            slot, (*path, key), parent_type, name))
+                    # After the round's lookups are issued: what was at hand completes
+                    # before anything awaited, so that a null it propagates is in place
+                    # before the awaited values under it complete (as in graphql-core).
+                    work = []
+                    for entry in at_hand:
+                        cohort = cohorts.get(id(entry[1]))
+                        if cohort is not None:
+                            cohort.held.append(entry)  # completes with its siblings
                         else:
-                            args = arguments.get(id(node))
-                            if args is None:
-                                args = (get_argument_values(field_def, node, self.variable_values)
-                                        if field_def.args or node.arguments else {})
-                                arguments[id(node)] = args
-                            resolve = field_def.resolve
-                            if wrap is None:
-                                value = resolve(source, info, **args) if args \
-                                    else resolve(source, info)
-                            else:
-                                value = wrap(resolve)(
-                                    source, _FieldInfo(info.context, parent_type, name,
-                                                       (*path, key)), **args)
-                            if type(value) not in _SYNC and is_awaitable(value):
-                                awaiting.append(len(calls))
-                    except Exception as error:
-                        value = _Failed(error)
-                    calls.append((field_def.type, details, value, target, key, slot,
-                                  (*path, key), parent_type, name))
-            if awaiting:
-                await self._settle(calls, awaiting)
-            next_level: list[Any] = []
-            if awaiting:
-                # As graphql-core does: what was at hand completes before what was awaited,
-                # so that a null propagated by a value at hand is in place before the
-                # awaited values under it complete (and their errors are dropped, below).
-                waited = set(awaiting)
-                calls = [call for i, call in enumerate(calls) if i not in waited] + [
-                    calls[i] for i in awaiting]
-            for return_type, details, value, target, key, slot, path, parent_type, name in calls:
-                self._complete(return_type, details, value, target, key, slot, path,
-                               parent_type, name, next_level)
-            level = next_level
+                            complete(*entry, work)
+                if not outstanding:
+                    break
+                if not arrived:
+                    waiter = wake[0] = loop.create_future()
+                    await waiter
+                    wake[0] = None
+                ready = arrived[:]
+                arrived.clear()
+                outstanding -= len(ready)
+                for cohort, call, fn, future in ready:
+                    failed = future.exception()  # raises CancelledError if it was cancelled
+                    if failed is not None:
+                        if not isinstance(failed, Exception):
+                            raise failed
+                        value = _Failed(failed)
+                    else:
+                        value = future.result()
+                        if fn is not None:
+                            try:
+                                value = fn(value)
+                            except Exception as failure:
+                                value = _Failed(failure)
+                    return_type, details, target_, key, slot_, path_, parent, name = call
+                    cohort.held.append((return_type, details, value, target_, key, slot_,
+                                        path_, parent, name))
+                    cohort.waiting -= 1
+                    if not cohort.waiting:
+                        held, cohort.held = cohort.held, []
+                        for entry in held:
+                            if self._nulled and self._under_nulled(entry[6]):
+                                continue  # its object is null already: graphql-core cancels
+                            complete(*entry, work)
+        finally:
+            for task in started:
+                if not task.done():
+                    task.cancel()  # the request ended (its deadline): nothing may outlive it
         return root[0]["data"]
-
-    @staticmethod
-    async def _settle(calls: list[tuple[Any, ...]], awaiting: list[int]) -> None:
-        """Replace each awaitable of a level with its value.
-
-        Every lookup of the level was issued before this runs, so the futures are in flight
-        together: awaiting them one by one costs one suspension per batch, not per field.
-        Coroutines must run to issue their lookups, so they alone are started together
-        first; a `Then` is its future's value through its function, applied inline.
-        """
-        coroutines = [i for i in awaiting if asyncio.iscoroutine(calls[i][2])]
-        tasks = {i: asyncio.ensure_future(calls[i][2]) for i in coroutines}
-        for i in awaiting:
-            call = calls[i]
-            awaitable = tasks.get(i, call[2])
-            try:
-                if isinstance(awaitable, Then):
-                    value = awaitable.fn(await awaitable.future)
-                else:
-                    value = await awaitable
-            except Exception as error:
-                value = _Failed(error)
-            calls[i] = (call[0], call[1], value, *call[3:])
 
     def _complete(self, return_type: GraphQLOutputType, details: FieldDetailsList, value: Any,
                   container: Any, key: Any, parent: _Slot, path: tuple[Any, ...],
-                  parent_type: GraphQLObjectType, name: str, next_level: list[Any]) -> None:
+                  parent_type: GraphQLObjectType, name: str, work: list[Any]) -> None:
         # The field's coordinate (parent type, name) is formatted only for an error message.
         nullable = not isinstance(return_type, GraphQLNonNull)
         inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
@@ -380,7 +508,7 @@ class PlanExecutor(GatewayExecutor):
             slot = (container, key, nullable, parent)
             for index, item in enumerate(value):
                 self._complete(inner.of_type, details, item, items, index, slot,
-                               (*path, index), parent_type, name, next_level)
+                               (*path, index), parent_type, name, work)
             return
         if isinstance(inner, GraphQLObjectType):
             # An object type's subfields depend only on the field nodes: one lookup by their
@@ -393,7 +521,7 @@ class PlanExecutor(GatewayExecutor):
             grouped, template = subfields
             result: dict[str, Any] = template.copy()
             container[key] = result
-            next_level.append((inner, grouped, value, result,
+            work.append((inner, grouped, value, result,
                                (container, key, nullable, parent), path))
             return
         if _verbatim(VERBATIM.get(inner), value):

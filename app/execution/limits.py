@@ -14,7 +14,9 @@ Cost: the IBM GraphQL Cost Directives specification's estimated cost, from the s
 `first` or number of `ids` (defaults included), a mutation 10 more. So
 `topProducts(first: 10) { reviews(first: 5) { author { name } } }` costs
 10 x (1 + 5 x (1 + 1)) = 110. The actual cost, by the same weights over the response, is
-measured after execution (`app.execution.cost.actual_cost`).
+measured after execution (`app.execution.cost.actual_cost`). A federation router's
+`_entities` is sized by its `representations` (schema/federation.py), its items weighed by
+their `__typename`.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ SETTING = "BATCH_MAX_OPERATIONS"
 FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "cost_measured",
           "cost_actual", "deprecated",
           "rate_limit",
-          "outcome", "resolver_hooks", "batch", "batch_gate")
+          "outcome", "resolver_hooks", "batch", "batch_gate", "incremental")
 
 
 def check(body: list[Any], limit: int) -> None:

@@ -53,6 +53,39 @@ def wants_event_stream(accept: str) -> bool:
     return False
 
 
+def _media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """Accept's media ranges, lower-cased, with their parameters (quotes taken off), less
+    those the client refuses (q=0)."""
+    ranges: list[tuple[str, dict[str, str]]] = []
+    for item in accept.split(","):
+        media, *raw = (part.strip() for part in item.split(";"))
+        params: dict[str, str] = {}
+        for param in raw:
+            key, _, value = param.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"\'')
+        if params.get("q", "1").rstrip("0").rstrip(".") in ("0", ""):
+            continue
+        ranges.append((media.lower(), params))
+    return ranges
+
+
+def accepts_incremental(accept: str) -> bool:
+    """Whether the client reads incremental delivery as multipart/mixed in the format this
+    gateway sends (graphql-js 17's, `incrementalSpec=v0.2`, what Apollo Client 4 asks for).
+    A client that names another format only (Apollo Client 3's `deferSpec=20220824`) does
+    not: it gets the whole result in one JSON answer, which it reads as well."""
+    for media, params in _media_ranges(accept):
+        if media != "multipart/mixed":
+            continue
+        spec = params.get("incrementalspec")
+        if spec is not None:
+            if spec == "v0.2":
+                return True
+        elif "deferspec" not in params and "subscriptionspec" not in params:
+            return True
+    return False
+
+
 def accept_of(request: Request) -> str:
     """Every Accept header of the request, as one list (a client may send several)."""
     return ",".join(request.headers.getlist("accept"))

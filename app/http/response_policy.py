@@ -21,7 +21,8 @@ from schema.deprecations import DEPRECATED
 COST_HEADER = "x-gateway-cost"
 
 # Apollo's client awareness header (Apollo Client's `clientAwareness.name`): which app a
-# signed-in caller's request comes from, for the deprecated fields' usage per client.
+# request comes from, for the deprecated fields' usage per client (labelled as the client
+# requests are: app/telemetry/requests.py).
 CLIENT_NAME_HEADER = "apollographql-client-name"
 
 # The codes of a request refused before it ran for the client's own reasons; anything else

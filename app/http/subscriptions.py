@@ -16,7 +16,9 @@ reach it is `app/execution/subscriptions.py`; here is what the protocols add:
   1001 without `complete`, so graphql-ws subscribes again; SSE the stream ends without
   `complete`, so graphql-sse reconnects).
 
-Every message of a connection goes through its `Outbox`, one writer at a time.
+Every message of a connection goes through its `Outbox`, one writer at a time. A query or a
+mutation over SSE is answered as `next` events: one, or the parts of an operation with
+@defer or @stream (app/http/incremental.py); over the WebSocket it is answered whole.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import strawberry
+from graphql import ExperimentalIncrementalExecutionResults
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope, Send
 
@@ -43,6 +47,8 @@ from app.execution.subscriptions import (
     Payload,
     Subscription,
 )
+from app.http.framing import SSE_COMPLETE, SSE_HEADERS, SSE_KEEPALIVE, sse_next
+from app.http.incremental import discard, first_payload, later_payloads
 from app.security.auth import ANONYMOUS, USER_HEADER, Authenticator, Viewer
 from app.security.ratelimit import client_of
 
@@ -419,7 +425,7 @@ class EventStream(Connection):
     protocol = "sse"
 
     def encode_next(self, subscription_id: str, payload: Payload) -> bytes:
-        return b"event: next\ndata: " + orjson.dumps(payload) + b"\n\n"
+        return sse_next(orjson.dumps(payload))
 
     def expired(self) -> None:
         self.outbox.put("next", self.encode_next("", {"errors": [{
@@ -434,10 +440,7 @@ class EventStream(Connection):
         # The RateLimit headers as the subscription's charge (in the hub) left the bucket.
         _, limit = await self.streams.rate_limit(viewer, self.address, 0)
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache, no-transform"),
-            (b"x-accel-buffering", b"no"),
-            *((k.lower().encode(), v.encode()) for k, v in limit.items())]})
+            *SSE_HEADERS, *((k.lower().encode(), v.encode()) for k, v in limit.items())]})
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -446,14 +449,15 @@ class EventStream(Connection):
         self.start(self._disconnect(receive))
         if isinstance(result, Subscription):
             self.subscriptions[""] = result
-            self.start(self._keepalive(b":\n\n"))
+            self.start(self._keepalive(SSE_KEEPALIVE))
             self.start(self._expiry())
+        elif isinstance(result, NotSubscription):
+            # A query or mutation: its result, or its parts (@defer, @stream), as `next`
+            # events as they come; stopped if the client leaves.
+            self.start(self._answer(request, result.query, viewer))
         else:
-            payload = (await self.streams.run_operation(request, result.query, viewer,
-                                                        self.address)
-                       if isinstance(result, NotSubscription) else {"errors": result})
-            self.outbox.put("next", self.encode_next("", payload))
-            self.outbox.put("complete", b"event: complete\ndata: \n\n")
+            self.outbox.put("next", self.encode_next("", {"errors": result}))
+            self.outbox.put("complete", SSE_COMPLETE)
             self.end(None, flush=True)
         await self.done.wait()
         await self._finish()
@@ -462,6 +466,16 @@ class EventStream(Connection):
                 await self.clock.wait_for(
                     send({"type": "http.response.body", "body": b"", "more_body": False}),
                     CLOSE_WAIT_S)
+
+    async def _answer(self, request: OperationRequest, query: str, viewer: Viewer) -> None:
+        async for payload in self.streams.operation_parts(request, query, viewer,
+                                                          self.address):
+            if not self.outbox.put("next", self.encode_next("", payload)):
+                self.outbox.clear()
+                self.end("slow_consumer")
+                return
+        self.outbox.put("complete", SSE_COMPLETE)
+        self.end(None, flush=True)
 
     async def _disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -603,6 +617,32 @@ class Streams:
         if result.errors:
             payload["errors"] = [error.formatted for error in result.errors]
         return payload
+
+    async def operation_parts(self, request: OperationRequest, query: str, viewer: Viewer,
+                              address: str) -> AsyncIterator[Payload]:
+        """A query or a mutation sent over SSE, which reads incremental delivery: its one
+        result, or the parts of one with @defer or @stream (app/http/incremental.py)."""
+        context = self.hub.request_context(viewer, address)
+        context.incremental = True
+        result: Any = None
+        try:
+            result = await self.schema.execute(
+                query, variable_values=request.variables, context_value=context,
+                operation_name=request.operation_name)
+            if not isinstance(result, ExperimentalIncrementalExecutionResults):
+                payload: Payload = {"data": result.data}
+                if result.errors:
+                    payload["errors"] = [error.formatted for error in result.errors]
+                yield payload
+                return
+            hide = not self.settings.introspection
+            yield first_payload(result, hide_suggestions=hide)
+            async for part in later_payloads(result, context, hide_suggestions=hide):
+                yield part
+        finally:
+            if isinstance(result, ExperimentalIncrementalExecutionResults):
+                await discard(result)  # (the client left before the later parts)
+            context.loaders.release()
 
     async def shutdown(self) -> None:
         """End every connection the way the client libraries retry (see the module), with

@@ -29,8 +29,9 @@ HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After",
            "Deprecation", "Sunset"]
 ALLOWED = ["Authorization", "Content-Type", "X-Request-Timeout-Ms", "X-Gateway-Debug",
-           "X-Gateway-Cost", "apollographql-client-name", "apollographql-client-version",
-           "traceparent", "tracestate"]
+           "X-Gateway-Cost", "traceparent", "tracestate",
+           # Apollo Client's clientAwareness (per-client metrics).
+           "apollographql-client-name", "apollographql-client-version"]
 
 
 class SecurityHeaders:

@@ -4,12 +4,14 @@ says besides its body is decided by `response_policy` (Cache-Control, status) an
 (trace ids, the waterfall); the HTTP checks before GraphQL are in `negotiation`. A batch (a
 JSON array of operations) runs each through the same per-operation pipeline, each with its
 own context over the request's shared loaders; what is particular to a batch (its checks,
-its order, its one answer's headers) is in `batching`."""
+its order, its one answer's headers) is in `batching`. An operation with @defer or @stream,
+for a client that accepts multipart/mixed, is answered in parts (`incremental`)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,9 @@ from typing import Any
 import orjson
 import strawberry
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import ExperimentalIncrementalExecutionResults, GraphQLError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
@@ -35,13 +37,22 @@ from app.core.errors import HTTPRefusal
 from app.core.redisguard import RedisGuard
 from app.execution.context import RequestContext
 from app.execution.deprecations import deprecated_fields
+from app.execution.errors import classify_errors
 from app.http import batching
 from app.http.batching import Batch
 from app.http.debug import annotate
+from app.http.framing import MULTIPART_MEDIA_TYPE
 from app.http.ide import DEFAULT_MODULES, Ide
+from app.http.incremental import (
+    INCREMENTAL_CACHE_CONTROL,
+    discard,
+    later_payloads,
+    multipart_body,
+)
 from app.http.negotiation import (
     LEGACY_JSON,
     accept_of,
+    accepts_incremental,
     answer_media_type,
     bounded,
     check_length,
@@ -149,6 +160,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             # noticeable part of a deep query's CPU: it runs on the loop's next turn, once
             # the middleware has timed and logged the request, so neither the caller nor
             # the request's own duration includes it (the next request on the core may).
+            results = getattr(request.state, "incremental_results", None)
+            if results is not None:
+                await discard(results)  # (the client left before the parts were sent)
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
@@ -207,6 +221,8 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             viewer=viewer,
             idempotency=self.idempotency,
             client_address=request.client.host if request.client else "unknown",
+            # (A batch's operations are answered whole: `batching.FIELDS` resets it.)
+            incremental=accepts_incremental(accept_of(request)),
         )
         context.trace_id, context.trace_root = current_span_ids()  # the server span's
         # Decided once, by the middleware that records the request's spans for it.
@@ -350,6 +366,11 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if register is not None and context.document is not None and request_data.query:
             # It parsed, validated and fit the limits: only now is it worth keeping.
             await self.persisted.register(register, request_data.query)
+        if isinstance(result, ExperimentalIncrementalExecutionResults):
+            # Answered in parts (Strawberry then asks for a streaming response), and never
+            # stored: the response cache keeps whole answers only.
+            await self._incremental(request, sub_response, context, result)
+            return result  # (Strawberry's run streams it: create_streaming_response)
         if key is not None and responses is not None and context.document is not None:
             # put() keeps only PUBLIC policies with a max-age: never a failed or stale answer.
             responses.put(key, context.document, result.data,
@@ -370,6 +391,37 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 and refund > 0:
             context.rate_limit = await self.limiter.refund_for(
                 context.viewer, context.client_address, refund)
+
+    async def _incremental(self, request: Request, sub_response: Response,
+                           context: RequestContext,
+                           result: ExperimentalIncrementalExecutionResults) -> None:
+        """The first part, through `process_result` as any answer (errors classified,
+        rate-limit headers, status, the waterfall), and the body that sends it and the parts
+        after it (kept for `create_streaming_response`)."""
+        hide = not self.settings.introspection
+        initial = result.initial_result
+        if initial.errors:  # (Strawberry hands an incremental result on unclassified)
+            classify_errors(initial.errors, hide_suggestions=hide)
+        first = await self.process_result(request, initial)  # type: ignore[arg-type]  # same fields
+        first["pending"] = [p.formatted for p in initial.pending]
+        first["hasNext"] = initial.has_next
+        sub_response.headers["Cache-Control"] = INCREMENTAL_CACHE_CONTROL
+        request.state.incremental = multipart_body(
+            dict(first), later_payloads(result, context, hide_suggestions=hide))
+        request.state.incremental_results = result
+
+    async def create_streaming_response(
+        self, request: Request | Any, stream: Callable[[], AsyncIterator[str]],
+        sub_response: Response, headers: Any,
+    ) -> Response:
+        body: AsyncIterator[bytes] | None = getattr(request.state, "incremental", None)
+        if body is None:
+            return await super().create_streaming_response(request, stream, sub_response,
+                                                           headers)
+        kept = {k: v for k, v in sub_response.headers.items() if k != "content-type"}
+        return StreamingResponse(body, status_code=sub_response.status_code or 200,
+                                 headers={**kept, "x-accel-buffering": "no"},
+                                 media_type=MULTIPART_MEDIA_TYPE)
 
     async def _spend(self, context: RequestContext, cost: int) -> ExecutionResult | None:
         """Charge `cost` to the caller; the refusal to answer with when over its limit."""
@@ -405,10 +457,11 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             report_cost(processed, context, response)
         if context.deprecated and result.data is not None:
             report_deprecations(processed, context.deprecated, response)
-            client = (request.headers.get(CLIENT_NAME_HEADER) or context.viewer.id
-                      if context.viewer.id is not None else None)
+            client = request.headers.get(CLIENT_NAME_HEADER)
             for coordinate in sorted(context.deprecated):
-                self.telemetry.observer.deprecated_field_used(coordinate, client)
+                self.telemetry.observer.deprecated_field_used(
+                    coordinate, client, admit=context.names_admitted,
+                    limit=context.settings.client_names_max)
         return processed
 
     def create_response(

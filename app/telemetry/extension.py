@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from graphql import GraphQLObjectType, GraphQLSchema
+from graphql import ExperimentalIncrementalExecutionResults, GraphQLObjectType, GraphQLSchema
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -32,23 +32,46 @@ from strawberry.types.field import StrawberryField
 
 from app.core.errors import GatewayError
 from app.execution.context import RequestContext
-from app.telemetry.metrics import RESOLVER_LATENCY
+from app.telemetry.metrics import RESOLVER_LATENCY, sampled_trace_id, timed
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry
 from loaders.then import Then
 
+# Span names and attributes: the GraphQL OpenTelemetry working group's draft conventions
+# (github.com/graphql/otel-wg, spec/spans.yaml); the README lists the old names.
 COORDINATE = "graphql.selection.field.coordinate"
 PATH = "graphql.selection.path"
+PROCESSING = "graphql.processing.type"
+OPERATION_NAME = "graphql.operation.name"
+OPERATION_TYPE = "graphql.operation.type"
+DOCUMENT_HASH = "graphql.document.hash"
+UNKNOWN_OPERATION = "GraphQL Operation"  # the span's name when its type is not known
 MAX_DOCUMENT = 4096  # longer documents are recorded by their hash alone
 
 
 class _Field:
     """What the hook needs of a traced field, computed once per schema."""
 
-    __slots__ = ("coordinate", "latency")
+    __slots__ = ("attributes", "coordinate", "latency")
 
-    def __init__(self, coordinate: str) -> None:
-        self.coordinate = coordinate
-        self.latency = RESOLVER_LATENCY.labels(coordinate)
+    def __init__(self, parent: str, name: str) -> None:
+        self.coordinate = f"{parent}.{name}"
+        self.latency = timed(RESOLVER_LATENCY, self.coordinate)
+        # The span's attributes but its path (one dict copy per span).
+        self.attributes = {COORDINATE: self.coordinate, "graphql.selection.field.name": name,
+                           "graphql.selection.field.parent_type": parent,
+                           PROCESSING: "resolve"}
+
+
+def selection_path(keys: tuple[Any, ...]) -> str:
+    """The draft's path: field names (or aliases) joined by dots, list indexes in brackets:
+    `topProducts[0].reviews`."""
+    out = ""
+    for key in keys:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            out += f".{key}" if out else str(key)
+    return out
 
 
 def does_work(definition: Any) -> bool:
@@ -70,7 +93,7 @@ def traced_fields(schema: GraphQLSchema, all_fields: bool) -> dict[tuple[str, st
             continue
         for field_name, field in graphql_type.fields.items():
             if all_fields or does_work((field.extensions or {}).get("strawberry-definition")):
-                out[(type_name, field_name)] = _Field(f"{type_name}.{field_name}")
+                out[(type_name, field_name)] = _Field(type_name, field_name)
     return out
 
 
@@ -106,7 +129,7 @@ class Tracing(SchemaExtension):
     # -- the operation ----------------------------------------------------------------------
     def on_operation(self) -> Iterator[None]:
         ec = self.execution_context
-        span = self._tracer.start_span("graphql.operation")
+        span = self._tracer.start_span(UNKNOWN_OPERATION)
         # Resolver spans are most of a trace's cost (hundreds on a big list): they are made
         # for sampled traces and for debug callers. A trace recorded only in case its request
         # fails (TRACES_KEEP_FAILED) keeps its operation, batches and calls, which carry the
@@ -133,7 +156,12 @@ class Tracing(SchemaExtension):
 
     def _settle_operation(self, span: Span) -> None:
         ec = self.execution_context
-        errors = (ec.result.errors if ec.result is not None else None) \
+        result: Any = ec.result
+        if isinstance(result, ExperimentalIncrementalExecutionResults):
+            # @defer/@stream: the operation's span covers its first part; the deferred
+            # fields' spans, children of it, end as their parts are sent.
+            result = result.initial_result
+        errors = (result.errors if result is not None else None) \
             or ec.pre_execution_errors
         if span.is_recording():
             self._describe(span)
@@ -149,6 +177,9 @@ class Tracing(SchemaExtension):
             self._requests.fail(span)
 
     def _describe(self, span: Span) -> None:
+        """Named by the operation's type (`query`), as the draft asks: client-chosen names
+        would make span names unbounded. An operation of the persisted-query manifest
+        (trusted documents: a bounded set) is named `query Name`."""
         ec = self.execution_context
         name = ec.operation_name
         kind = None
@@ -157,16 +188,17 @@ class Tracing(SchemaExtension):
                 kind = ec.operation_type.value
             except Exception:  # no such operation: validation reports it
                 kind = None
-        span.update_name(" ".join(p for p in (kind, name) if p) or "graphql.operation")
-        if name:
-            span.set_attribute("graphql.operation.name", name)
         if kind:
-            span.set_attribute("graphql.operation.type", kind)
+            trusted = isinstance(ec.context, RequestContext) and ec.context.manifest_operation
+            span.update_name(f"{kind} {name}" if trusted and name else kind)
+            span.set_attribute(OPERATION_TYPE, kind)
+        if name:
+            span.set_attribute(OPERATION_NAME, name)
         if ec.query:
             if len(ec.query) <= MAX_DOCUMENT:
                 span.set_attribute("graphql.document", ec.query)
-            span.set_attribute("graphql.document.sha256",
-                               hashlib.sha256(ec.query.encode()).hexdigest())
+            span.set_attribute(DOCUMENT_HASH,
+                               "sha256:" + hashlib.sha256(ec.query.encode()).hexdigest())
 
     # -- resolvers --------------------------------------------------------------------------
     def resolve(self, _next: Callable[..., Any], root: Any, info: Any, *args: Any,
@@ -179,9 +211,9 @@ class Tracing(SchemaExtension):
         token = None
         if self._recording:
             keys = _path_keys(info)
-            span = self._tracer.start_span(
-                field.coordinate, context=self._parent(keys),
-                attributes={COORDINATE: field.coordinate, PATH: ".".join(map(str, keys))})
+            attributes: dict[str, Any] = {**field.attributes, PATH: selection_path(keys)}
+            span = self._tracer.start_span(field.coordinate, context=self._parent(keys),
+                                           attributes=attributes)
             ctx = trace.set_span_in_context(span, self._root)
             self._spans[keys] = ctx
             token = otel_context.attach(ctx)
@@ -233,7 +265,8 @@ class Tracing(SchemaExtension):
     def _end(self, field: _Field, span: Span | None, start: float,
              error: BaseException | None) -> None:
         if self._metrics:
-            field.latency.observe(time.perf_counter() - start)
+            field.latency.observe(time.perf_counter() - start,
+                                  sampled_trace_id(span) if span is not None else None)
         if span is not None:
             if error is not None:
                 span.set_attribute("error.type", error_class(error))

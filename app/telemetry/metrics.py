@@ -15,25 +15,50 @@ a port of its own (`MetricsServer`) and not on the public one.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
 import gc
+import glob
 import os
 import threading
 import time
+from collections.abc import Iterator
 
+import orjson
 from aiohttp import web
+from opentelemetry import trace
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    Metric,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.config.settings import SERVICES
+from app.upstream import failures
+from loaders.declarations import ALL as LOADERS
+from loaders.entities import ENTITIES
+from loaders.spec import BatchSpec
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The label values known before any traffic (`start_series` creates their series at 0).
+OUTCOMES = ("ok", "partial", "error", "refused", "aborted")
+COST_KINDS = ("estimated", "actual")
+CACHE_OUTCOMES = ("hit", "miss", "stale", "eviction")
+PROTOCOLS = ("ws", "sse")
+EVENT_OUTCOMES = ("fanned_out", "unwatched", "stale")
+MESSAGE_KINDS = ("next", "error", "complete")
+CLOSE_REASONS = ("slow_consumer", "token_expired", "shutdown", "init_timeout",
+                 "too_many_connections", "unauthenticated", "bad_request")
 MAX_OPERATION_NAMES = 200
 # Seconds: from a cache hit (well under a millisecond) to a request at its deadline (2 s).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -66,10 +91,9 @@ OPERATION_COST_DELTA = Histogram(
 )
 DEPRECATED_USES = Counter(
     "gateway_deprecated_field_uses_total",
-    "Answers that used a deprecated field, by its coordinate and the client: a signed-in "
-    "caller's app (apollographql-client-name) or token subject, the first 200 seen (then "
-    "`other`); anonymous callers are `anonymous`.",
-    ["coordinate", "client"],
+    "Answers that used a deprecated field, by its coordinate and client name (bounded as in "
+    "gateway_client_requests_total: apollographql-client-name, unknown, other).",
+    ["coordinate", "client_name"],
 )
 RESOLVER_LATENCY = Histogram(
     "gateway_resolver_duration_seconds",
@@ -188,6 +212,101 @@ SUBSCRIPTION_CLOSES = Counter(
     ["protocol", "reason"],
 )
 
+# -- business --------------------------------------------------------------------------------
+# Counted on the gateway's own successful mutations (resolvers/mutations.py), not on the
+# services' change events: a write made directly on a service is not counted here.
+ORDERS_PLACED = Counter(
+    "gateway_orders_placed_total",
+    "Orders placed through the gateway's placeOrder (a repeat with the same idempotencyKey "
+    "that the service answers with an order made earlier is not counted again).",
+)
+ORDER_VALUE = Counter(
+    "gateway_order_value_cents_total",
+    "Value of the orders placed through the gateway, in hundredths of the currency's unit "
+    "(total_cents), by currency (ISO 4217 codes; at most 20, then other).",
+    ["currency"],
+)
+ORDERS_CANCELLED = Counter(
+    "gateway_orders_cancelled_total",
+    "Orders cancelled through the gateway's cancelOrder (not an order cancelled already).",
+)
+REVIEWS_ADDED = Counter(
+    "gateway_reviews_added_total",
+    "Reviews written through the gateway's addReview (a repeat answered from its "
+    "idempotencyKey is not counted again).",
+)
+MAX_CURRENCIES = 20
+_currencies: set[str] = set()
+
+
+def currency_label(currency: object) -> str:
+    """The currency as a label: an ISO 4217 code, at most MAX_CURRENCIES of them."""
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isascii() \
+            or not currency.isupper() or not currency.isalpha():
+        return "other"
+    if currency in _currencies:
+        return currency
+    with _operations_lock:
+        if len(_currencies) >= MAX_CURRENCIES:
+            return "other"
+        _currencies.add(currency)
+    return currency
+
+
+# -- clients ---------------------------------------------------------------------------------
+CLIENT_REQUESTS = Counter(
+    "gateway_client_requests_total",
+    "GraphQL requests by client (the apollographql-client-name and -version headers: "
+    "CLIENT_NAMES_MAX names, each first sent by a signed-in caller or with a persisted "
+    "operation, then other; unknown: no header) and outcome.",
+    ["client_name", "client_version", "outcome"],
+)
+CLIENT_LATENCY = Histogram(
+    "gateway_client_request_duration_seconds",
+    "Time to answer a GraphQL request, by client name (bounded as in "
+    "gateway_client_requests_total).",
+    ["client_name"], buckets=LATENCY_BUCKETS,
+)
+MAX_CLIENT_VERSIONS = 10  # per client name
+MAX_CLIENT_LABEL = 64  # characters; a longer name or version is `other`
+_clients: dict[str, set[str]] = {}  # admitted name -> its admitted versions
+
+
+def _printable(value: str) -> bool:
+    return len(value) <= MAX_CLIENT_LABEL and value.isascii() and value.isprintable()
+
+
+def client_labels(name: str | None, version: str | None, *, admit: bool, limit: int
+                  ) -> tuple[str, str]:
+    """The client's name and version as label values: bounded, since clients choose them.
+    As with operation names, a name (and a version of an admitted name) not yet labelled is
+    taken in only when `admit`, while fewer than `limit` names (MAX_CLIENT_VERSIONS
+    versions) have been; else it is "other". No header: "unknown"."""
+    if not name:
+        return "unknown", "unknown"
+    versions = _clients.get(name)
+    if versions is None:
+        if not admit or not _printable(name):
+            return "other", "other"
+        with _operations_lock:
+            versions = _clients.get(name)
+            if versions is None:
+                if len(_clients) >= limit:
+                    return "other", "other"
+                versions = _clients[name] = set()
+    if not version:
+        return name, "unknown"
+    if version in versions:
+        return name, version
+    if not admit or not _printable(version):
+        return name, "other"
+    with _operations_lock:
+        if len(versions) >= MAX_CLIENT_VERSIONS:
+            return name, "other"
+        versions.add(version)
+    return name, version
+
+
 # The event loop stops while the cycle collector runs: under load a young-generation pass
 # walks every in-flight request's objects, tens of milliseconds that land on whichever
 # requests are running (their p99) and on the CPU per request.
@@ -251,43 +370,247 @@ def operation_label(name: str | None, *, admit: bool) -> str:
     return name
 
 
-MAX_CLIENTS = 200
-_clients: set[str] = set()
+def upstream_codes() -> list[str]:
+    """Every outcome an upstream call can end with: OK, or a code of the failure table."""
+    table = [*failures.FAILURES.values(), *failures.STATUS_FAILURES.values(),
+             failures.OTHER_5XX, failures.OTHER_4XX, failures.ODD_STATUS]
+    return ["OK", *sorted({f.code for f in table})]
 
 
-def client_label(client: str | None) -> str:
-    """A client as a label value: bounded (the first MAX_CLIENTS seen, then "other");
-    None (an anonymous caller) is "anonymous"."""
-    if client is None:
-        return "anonymous"
-    if client in _clients:
-        return client
-    with _operations_lock:
-        if len(_clients) >= MAX_CLIENTS:
-            return "other"
-        _clients.add(client)
-    return client
+def start_series(subscription_fields: tuple[str, ...] = (),
+                 deprecated_fields: tuple[str, ...] = ()) -> None:
+    """Create, at 0, every series whose label values are known at start (in each process:
+    with several workers each writes its zeros to the shared directory), so that `rate()`
+    and the alerts read 0 on a fresh gateway rather than no data. Label values learnt from
+    traffic (operation names, clients, currencies) appear when first seen."""
+    for kind in COST_KINDS:
+        OPERATION_COST.labels(kind)
+    for operation in ("anonymous", "other"):
+        for outcome in OUTCOMES:
+            REQUESTS.labels(operation, outcome)
+            REQUEST_LATENCY.labels(operation, outcome)
+    for client in ("unknown", "other"):
+        CLIENT_LATENCY.labels(client)
+        for outcome in OUTCOMES:
+            CLIENT_REQUESTS.labels(client, client, outcome)
+        for coordinate in deprecated_fields:
+            DEPRECATED_USES.labels(coordinate, client)
+    codes = upstream_codes()
+    # One route per service at least (the loaders' own; writes' routes appear when used):
+    # enough for the sums by service that the alerts read.
+    routes = {(spec.service, spec.path if isinstance(spec, BatchSpec) else spec.route)
+              for spec in LOADERS}
+    for service, route in sorted((s, r) for s, r in routes if r is not None):
+        UPSTREAM_LATENCY.labels(service, route)
+        for code in codes:
+            UPSTREAM_CALLS.labels(service, route, code)
+    for service in SERVICES:
+        UPSTREAM_RETRIES.labels(service)
+        RETRY_BUDGET_REFUSALS.labels(service)
+        BREAKER_OPENED.labels(service)
+    for spec in LOADERS:
+        LOADER_BATCH_SIZE.labels(spec.name)
+    for entity in ENTITIES:
+        for outcome in CACHE_OUTCOMES:
+            CACHE_EVENTS.labels(entity, outcome)
+        for outcome in EVENT_OUTCOMES:
+            SUBSCRIPTION_EVENTS.labels(entity, outcome)
+    for protocol in PROTOCOLS:
+        for field in subscription_fields:
+            SUBSCRIPTIONS_ACTIVE.labels(protocol, field)
+        for kind in MESSAGE_KINDS:
+            SUBSCRIPTION_MESSAGES.labels(protocol, kind)
+        for reason in CLOSE_REASONS:
+            SUBSCRIPTION_CLOSES.labels(protocol, reason)
+
+
+# -- exemplars ------------------------------------------------------------------------------
+# A latency bucket links to the trace of a request it counted: the latest sampled (exported)
+# observation of each bucket keeps its trace id, shown to a scraper asking for OpenMetrics
+# (`# {trace_id="..."} 0.042 1733212345.1`). prometheus_client keeps exemplars only in
+# single-process mode (its multiprocess values drop them), so the gateway keeps its own in
+# both: each process holds the latest per bucket, and with several workers writes them, at
+# most once a second, to `exemplars_<pid>.json` in the shared directory; whichever worker
+# answers the scrape puts the newest of every process on the merged buckets.
+EXEMPLAR_FLUSH_S = 1.0
+_BucketKey = tuple[str, tuple[tuple[str, str], ...], str]  # family, labels, le
+_Seen = tuple[str, float, float]  # trace id, value, when (Unix time)
+
+
+class Exemplars:
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self.latest: dict[_BucketKey, _Seen] = {}
+        self._flushed = 0.0
+        self._flush_pending = False
+
+    def record(self, family: str, labels: tuple[tuple[str, str], ...], le: str, value: float,
+               trace_id: str) -> None:
+        self.latest[(family, labels, le)] = (trace_id, value, time.time())
+        if self.directory is not None:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_pending:
+            return
+        wait = self._flushed + EXEMPLAR_FLUSH_S - time.monotonic()
+        if wait <= 0:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_pending = True
+        loop.call_later(wait, self.flush)
+
+    def _path(self, pid: int) -> str:
+        assert self.directory is not None
+        return os.path.join(self.directory, f"exemplars_{pid}.json")
+
+    def flush(self) -> None:
+        """Write this process's exemplars for the other workers (atomically: a reader sees
+        the previous file or this one)."""
+        self._flush_pending = False
+        self._flushed = time.monotonic()
+        if self.directory is None:
+            return
+        rows = [[family, labels, le, *seen] for (family, labels, le), seen in self.latest.items()]
+        path = self._path(os.getpid())
+        try:
+            with open(path + ".tmp", "wb") as out:
+                out.write(orjson.dumps(rows))
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass  # exemplars are a convenience: never fail a request for them
+
+    def merged(self) -> dict[_BucketKey, Exemplar]:
+        """The newest exemplar of every bucket, across the workers."""
+        newest: dict[_BucketKey, _Seen] = {}
+        if self.directory is not None:
+            own = os.path.basename(self._path(os.getpid()))
+            for path in glob.glob(os.path.join(self.directory, "exemplars_*.json")):
+                if os.path.basename(path) == own:
+                    continue
+                try:
+                    with open(path, "rb") as file:
+                        rows = orjson.loads(file.read())
+                except (OSError, orjson.JSONDecodeError):
+                    continue
+                for family, labels, le, trace_id, value, at in rows:
+                    key = (family, tuple(tuple(pair) for pair in labels), le)
+                    seen = newest.get(key)
+                    if seen is None or seen[2] < at:
+                        newest[key] = (trace_id, value, at)
+        for key, mine in self.latest.items():
+            seen = newest.get(key)
+            if seen is None or seen[2] <= mine[2]:
+                newest[key] = mine
+        return {key: Exemplar({"trace_id": trace_id}, value, at)
+                for key, (trace_id, value, at) in newest.items()}
+
+    def remove(self) -> None:
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self._path(os.getpid()))
+
+
+EXEMPLARS = Exemplars(os.environ.get(MULTIPROC_ENV) or None)
+
+
+class Timed:
+    """A latency histogram's series that also keeps, per bucket, the trace of a sampled
+    observation (the exemplar). Made once per label set (they are bounded)."""
+
+    __slots__ = ("_bounds", "_child", "_family", "_labels", "_les")
+
+    def __init__(self, histogram: Histogram, *values: str) -> None:
+        self._child = histogram.labels(*values)
+        self._family = histogram._name
+        self._labels = tuple(sorted(zip(histogram._labelnames, values, strict=True)))
+        self._bounds = histogram._upper_bounds
+        self._les = [floatToGoString(b) for b in self._bounds]
+
+    def observe(self, value: float, trace_id: str | None = None) -> None:
+        """`trace_id`: the hex id of the exported (sampled) trace this observation is part
+        of, if any."""
+        self._child.observe(value)
+        if trace_id is not None:
+            EXEMPLARS.record(self._family, self._labels,
+                             self._les[bisect.bisect_left(self._bounds, value)], value,
+                             trace_id)
+
+
+_timed: dict[tuple[str, tuple[str, ...]], Timed] = {}
+
+
+def timed(histogram: Histogram, *values: str) -> Timed:
+    """The series of `histogram` at these label values (kept: label values are bounded)."""
+    key = (histogram._name, values)
+    series = _timed.get(key)
+    if series is None:
+        series = _timed[key] = Timed(histogram, *values)
+    return series
+
+
+def sampled_trace_id(span: trace.Span | None = None) -> str | None:
+    """The trace id of `span` (by default the current one) when its trace is exported
+    (sampled): only such a trace can be found from an exemplar."""
+    ctx = (span or trace.get_current_span()).get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.trace_flags.sampled else None
+
+
+class _WithExemplars:
+    """A registry's metrics with the exemplars put on their histogram buckets."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        table = EXEMPLARS.merged()
+        families = {key[0] for key in table}
+        for metric in self.registry.collect():
+            if metric.type == "histogram" and metric.name in families:
+                metric.samples = [self._with(metric.name, sample, table)
+                                  for sample in metric.samples]
+            yield metric
+
+    @staticmethod
+    def _with(family: str, sample: Sample, table: dict[_BucketKey, Exemplar]) -> Sample:
+        if not sample.name.endswith("_bucket"):
+            return sample
+        labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+        exemplar = table.get((family, labels, sample.labels.get("le", "")))
+        return sample._replace(exemplar=exemplar) if exemplar is not None else sample
 
 
 def process_exit() -> None:
     """With several workers: this one's live gauges (breaker states) stop counting."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(os.getpid())
+        EXEMPLARS.remove()
 
 
-def exposition() -> bytes:
-    """The metrics in Prometheus's text format."""
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The metrics, and their media type: Prometheus's text format, or OpenMetrics (with
+    the latency buckets' exemplars) when `accept` asks for it."""
     flush_gc()
     if os.environ.get(MULTIPROC_ENV):
         # Every worker's samples, whichever worker answers.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
+    else:
+        registry = REGISTRY
+    encoder, media_type = choose_encoder(accept or "")
+    if media_type.startswith("application/openmetrics-text"):
+        return encoder(_WithExemplars(registry)), media_type
+    return encoder(registry), media_type
 
 
-async def endpoint(_: Request) -> Response:
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+async def endpoint(request: Request) -> Response:
+    body, media_type = exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": media_type})
 
 
 class MetricsServer:
@@ -322,5 +645,6 @@ class MetricsServer:
             self._runner = None
 
     @staticmethod
-    async def _metrics(_: web.Request) -> web.Response:
-        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _metrics(request: web.Request) -> web.Response:
+        body, media_type = exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": media_type})

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
 
 _NULL: AbstractContextManager[None] = nullcontext()
+# The batch span's cache counts (the draft's DataLoader attributes): keys found in the
+# entity cache, and keys fetched.
+HIT_COUNT = "graphql.dataloader.cache.hit_count"
+MISS_COUNT = "graphql.dataloader.cache.miss_count"
 
 
 class _Call(CallObservation):
@@ -77,9 +81,9 @@ class _Call(CallObservation):
 
     def end(self, retries: int, code: str | None, message: str = "") -> None:
         metrics.UPSTREAM_CALLS.labels(self._service, self._route, code or "OK").inc()
-        metrics.UPSTREAM_LATENCY.labels(self._service, self._route).observe(
-            time.monotonic() - self._started)
         span, self._span = self._span, None
+        metrics.timed(metrics.UPSTREAM_LATENCY, self._service, self._route).observe(
+            time.monotonic() - self._started, metrics.sampled_trace_id(span))
         if span is not None:
             span.set_attribute("gateway.upstream.retries", retries)
             if code is not None:
@@ -97,8 +101,10 @@ class _FanOut(FanOutObservation):
 
     def __init__(self, tracer: trace.Tracer, entity: str, entity_id: str, version: int) -> None:
         self._manager = tracer.start_as_current_span(
-            f"subscription fan-out {entity}", kind=trace.SpanKind.CONSUMER,
-            attributes={"gateway.event.type": entity, "gateway.event.id": entity_id,
+            "GraphQL Subscription Event", kind=trace.SpanKind.CONSUMER,
+            attributes={"graphql.operation.type": "subscription",
+                        "graphql.processing.type": "execute",
+                        "gateway.event.type": entity, "gateway.event.id": entity_id,
                         "gateway.event.version": version})
         self._span: Span | None = None
 
@@ -128,15 +134,16 @@ class TelemetryObserver(Observer):
         if not trace.get_current_span().is_recording():
             return _NULL
         return self.tracer.start_as_current_span(
-            f"{loader} batch",
+            f"GraphQL DataLoader Batch {loader}",
             attributes={"graphql.dataloader.name": loader,
-                        "graphql.dataloader.batch.size": size})
+                        "graphql.dataloader.batch.size": size,
+                        "graphql.processing.type": "dataloader_batch"})
 
     # -- the entity cache ------------------------------------------------------------------
     def cache_read(self, entity: str, hits: int, misses: int, stale: int) -> None:
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attributes({"gateway.cache.hits": hits, "gateway.cache.misses": misses,
+            span.set_attributes({HIT_COUNT: hits, MISS_COUNT: misses,
                                  "gateway.cache.stale": stale})
         if hits:
             metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
@@ -146,7 +153,7 @@ class TelemetryObserver(Observer):
             metrics.CACHE_EVENTS.labels(entity, "miss").inc(misses)
 
     def cache_bypassed(self, misses: int) -> None:
-        trace.get_current_span().set_attribute("gateway.cache.misses", misses)
+        trace.get_current_span().set_attributes({HIT_COUNT: 0, MISS_COUNT: misses})
 
     def stale_served(self, entity: str) -> None:
         metrics.CACHE_EVENTS.labels(entity, "stale").inc(1)
@@ -188,14 +195,29 @@ class TelemetryObserver(Observer):
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
 
-    def deprecated_field_used(self, coordinate: str, client: str | None) -> None:
-        metrics.DEPRECATED_USES.labels(coordinate, metrics.client_label(client)).inc()
+    def deprecated_field_used(self, coordinate: str, client: str | None, *, admit: bool,
+                              limit: int) -> None:
+        # The client requests' bounded names (CLIENT_NAMES_MAX), so that the two join.
+        name, _ = metrics.client_labels(client, None, admit=admit, limit=limit)
+        metrics.DEPRECATED_USES.labels(coordinate, name).inc()
 
     def operation_cost(self, estimated: int, actual: int | None) -> None:
         metrics.OPERATION_COST.labels("estimated").observe(estimated)
         if actual is not None:
             metrics.OPERATION_COST.labels("actual").observe(actual)
             metrics.OPERATION_COST_DELTA.observe(estimated - actual)
+
+    # -- business events -------------------------------------------------------------------
+    def order_placed(self, currency: str, total_cents: int) -> None:
+        metrics.ORDERS_PLACED.inc()
+        if total_cents > 0:
+            metrics.ORDER_VALUE.labels(metrics.currency_label(currency)).inc(total_cents)
+
+    def order_cancelled(self) -> None:
+        metrics.ORDERS_CANCELLED.inc()
+
+    def review_added(self) -> None:
+        metrics.REVIEWS_ADDED.inc()
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscription_changed(self, protocol: str, field: str, delta: int) -> None:

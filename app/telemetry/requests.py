@@ -40,6 +40,9 @@ ABORTED = "aborted"
 
 access_log = logging.getLogger("gateway.access")
 DEBUG_HEADER = "x-gateway-debug"
+# What Apollo's clients send (clientAwareness): per-client request metrics.
+CLIENT_NAME = "apollographql-client-name"
+CLIENT_VERSION = "apollographql-client-version"
 GRAPHQL_PATH = "/graphql"
 BATCH = "[batch]"  # the operation a batch of operations is logged and counted as
 
@@ -137,12 +140,12 @@ class AccessLog:
         state = scope.get("state", {})
         gateway = state.get("gateway")
         aborted = state.get(ABORTED)
-        admit = False  # whether a new operation name may become a label
+        admit = False  # whether a new operation or client name may become a label
+        limit = 0  # client names
         if gateway is not None:
             context = gateway[0]
-            # (In development mode every name: the developer is the caller.)
-            admit = (context.viewer.id is not None or context.manifest_operation
-                     or context.settings.dev_mode)
+            admit = context.names_admitted
+            limit = context.settings.client_names_max
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome
             fields["upstream_calls"] = context.scope.calls
@@ -163,7 +166,14 @@ class AccessLog:
             operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
             metrics.REQUESTS.labels(operation, outcome).inc()
-            metrics.REQUEST_LATENCY.labels(operation, outcome).observe(duration)
+            trace_id = metrics.sampled_trace_id()
+            metrics.timed(metrics.REQUEST_LATENCY, operation, outcome).observe(duration, trace_id)
+            headers = Headers(scope=scope)
+            client, version = metrics.client_labels(
+                headers.get(CLIENT_NAME), headers.get(CLIENT_VERSION), admit=admit,
+                limit=limit)
+            metrics.CLIENT_REQUESTS.labels(client, version, outcome).inc()
+            metrics.timed(metrics.CLIENT_LATENCY, client).observe(duration, trace_id)
             access_log.info("request", extra=fields)
         else:
             access_log.debug("request", extra=fields)

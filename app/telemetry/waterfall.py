@@ -27,6 +27,15 @@ def _retries(attributes: Mapping[str, Any]) -> int:
     return int(attributes.get(RETRIES, 0))
 
 
+_BRACKETS = re.compile(r"\[(\d+)\]")
+
+
+def dotted(path: Any) -> str | None:
+    """A span's `topProducts[0].reviews` as the waterfall's rows have always said it:
+    `topProducts.0.reviews`."""
+    return _BRACKETS.sub(r".\1", path) if isinstance(path, str) else None
+
+
 def waterfall(spans: Sequence[ReadableSpan]) -> dict[str, list[dict[str, Any]]]:
     """A request's `resolvers` and `upstream` calls, timed from the operation's start."""
     if not spans:
@@ -69,7 +78,7 @@ def resolver_rows(spans: Sequence[ReadableSpan], began: int) -> list[dict[str, A
             stack.extend(children.get(child.context.span_id, ()))
         attributes = span.attributes or {}
         rows.append({
-            "path": attributes.get(PATH),
+            "path": dotted(attributes.get(PATH)),
             "coordinate": attributes.get(COORDINATE),
             "startMs": _ms((span.start_time or 0) - began),
             "durationMs": _ms((span.end_time or 0) - (span.start_time or 0)),

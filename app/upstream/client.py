@@ -181,6 +181,7 @@ class UpstreamClient:
         client_input: str | None = None,
         refusals: Mapping[str, tuple[str, str | None]] | None = None,
         scope: CallScope | None = None,
+        answer: list[int] | None = None,
     ) -> Any:
         """Call `service` and return its decoded JSON body, or raise `UpstreamError`.
 
@@ -196,7 +197,9 @@ class UpstreamClient:
         that a 400 answer refuses (a cursor): then the error is the client's BAD_USER_INPUT.
         With `refusals` (a write), the service's refusal of the input (400, 404, 409) raises
         `Refused` with the code and field the table gives the service's error code; every
-        other failure stays an `UpstreamError`.
+        other failure stays an `UpstreamError`. `answer`, if given, receives the successful
+        answer's HTTP status and the number of attempts that went out (a write's 200 after a
+        retry may be the service's replay of what the first attempt did).
         """
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
@@ -212,7 +215,7 @@ class UpstreamClient:
         with self.observer.call(service, method, route) as call:
             try:
                 return await self._call(guard, call, method, url, params, data, hdrs,
-                                        read, keyed, deadline, check, scope)
+                                        read, keyed, deadline, check, scope, answer)
             except UpstreamError as err:
                 if refusals is not None and err.status in REFUSALS_SHOWN:
                     code, field = refusals.get(err.upstream_code or "", ("BAD_USER_INPUT", None))
@@ -226,7 +229,7 @@ class UpstreamClient:
                     params: Mapping[str, str] | None, data: bytes | None,
                     hdrs: Mapping[str, str], read: bool, keyed: bool,
                     deadline: Deadline | None, check: Check | None,
-                    scope: CallScope | None) -> Any:
+                    scope: CallScope | None, answer: list[int] | None = None) -> Any:
         service = guard.service
         budget = guard.budget
         sent = 0  # attempts that went out; retries are the ones after the first
@@ -257,8 +260,8 @@ class UpstreamClient:
                     sent += 1
                     call.attempt(sent)
                     try:
-                        body = await self._send(guard, method, url, params, data, hdrs,
-                                                limits, deadline, check)
+                        body, status = await self._send(guard, method, url, params, data,
+                                                        hdrs, limits, deadline, check)
                     except UpstreamError as failed:
                         err = failed
                         if granted and _verdict(failed):
@@ -268,6 +271,8 @@ class UpstreamClient:
                             budget.refund()  # the retry worked: the service is flaky, not down
                         verdict = True
                         self._ended(call, scope, sent - 1, None)
+                        if answer is not None:
+                            answer.extend((status, sent))
                         return body
                 unsettled = unsettled or err.failure.unsettled
                 retries = max(0, sent - 1)
@@ -330,8 +335,8 @@ class UpstreamClient:
     async def _send(self, guard: ServiceGuard, method: str, url: str,
                     params: Mapping[str, str] | None, data: bytes | None,
                     hdrs: Mapping[str, str], limits: aiohttp.ClientTimeout,
-                    deadline: Deadline | None, check: Check | None) -> Any:
-        """One attempt: the decoded body, or the classified failure."""
+                    deadline: Deadline | None, check: Check | None) -> tuple[Any, int]:
+        """One attempt: the decoded body and its status, or the classified failure."""
         service = guard.service
         assert self._session is not None
         try:
@@ -363,7 +368,7 @@ class UpstreamClient:
         wrong = check(value) if check is not None else None
         if wrong is not None:
             raise upstream_failure("bad_body", service, wrong)
-        return value
+        return value, status
 
     # -- retries ----------------------------------------------------------------------------
     def _waits(self) -> Iterator[float]:

@@ -179,3 +179,18 @@ def test_history_bench_smoke(tmp_path: Path) -> None:
         "placeOrder", "patchName", "restock"}
     section = (tmp_path / "RESULTS.md").read_text()
     assert "## History checker" in section and "python -m bench.history --seconds 2" in section
+
+
+def test_defer_bench_smoke(tmp_path: Path) -> None:
+    run_module("bench.defer", "--requests", "2", "--out", str(tmp_path))
+    result = orjson.loads((tmp_path / "defer.json").read_bytes())
+    assert set(result["figures"]) == {"first", "last", "whole"}
+    assert result["parts"] >= 2  # the page came in parts
+    assert "## Incremental delivery" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_barrier_bench_smoke(tmp_path: Path) -> None:
+    run_module("bench.barrier", "--base", "HEAD", "--requests", "2", "--out", str(tmp_path))
+    rows = orjson.loads((tmp_path / "barrier.json").read_bytes())
+    assert len(rows) == 6 and all(row["upstream"] > 0 for row in rows)
+    assert "## No level barrier" in (tmp_path / "RESULTS.md").read_text()

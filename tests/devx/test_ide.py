@@ -27,6 +27,11 @@ BROWSER_ARGS = [
 ]
 # The result pane's text: CodeMirror draws only the lines in view, its API has them all.
 RESULT = "document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue() ?? ''"
+# The open tab's document and variables, and the tabs' titles.
+DOCUMENT = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.getValue()"
+VARIABLES = ("[...document.querySelectorAll('.graphiql-editor-tool .CodeMirror')]"
+             ".map(e => e.CodeMirror.getValue())[0]")
+TABS = "[...document.querySelectorAll('.graphiql-tab')].map(t => t.innerText.trim())"
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +49,14 @@ def browser() -> Iterator[Any]:
 class Ide:
     """One IDE page with the network closed: requests to elsewhere are refused and noted."""
 
-    def __init__(self, browser: Any, gateway: Gateway, query: str) -> None:
+    def __init__(self, browser: Any, gateway: Gateway, query: str | None) -> None:
+        """The IDE on `query` (a link that carries its document), or, for None, on its own
+        first screen."""
         self.page = browser.new_page(viewport={"width": 1400, "height": 900})
         self.elsewhere: list[str] = []
         self.page.route("**/*", self._route(gateway.url))
-        self.page.goto(f"{gateway.url}/graphql?q={urllib.parse.quote(query)}")
+        self.page.goto(f"{gateway.url}/graphql"
+                       + ("" if query is None else f"?q={urllib.parse.quote(query)}"))
         self.page.wait_for_selector(".graphiql-execute-button", timeout=30_000)
 
     def _route(self, base: str) -> Callable[[Any], None]:
@@ -205,3 +213,59 @@ def test_the_ide_runs_a_subscription_and_shows_each_change_live(
     ide.page.screenshot(path=str(tmp_path / "ide-subscription.png"))
     assert (tmp_path / "ide-subscription.png").stat().st_size > 10_000
     assert ide.elsewhere == []  # the WebSocket client came with the pinned scripts
+
+
+def test_the_first_screen_is_a_product_page_beside_a_mutation_and_a_subscription(
+        browser: Any, gateway: Gateway, dservices: Any, tmp_path: Path) -> None:
+    """Opened with no document of its own, the IDE shows a product page query with its
+    variables, ready to run, and tabs with a mutation (saying how to send the token it
+    needs) and a subscription, each pointing to the README (issue 21, point 7)."""
+    ide = Ide(browser, gateway, None)
+    page = ide.page
+    assert page.evaluate(TABS) == ["ProductPage", "AddReview", "StockChanged"]
+    document = page.evaluate(DOCUMENT)
+    assert "query ProductPage($id: ID!" in document and "README" in document
+    assert json.loads(page.evaluate(VARIABLES)) == {"id": "p1", "reviews": 3}
+    page.screenshot(path=str(tmp_path / "ide-first-screen.png"))
+    result = ide.run()  # as it is: nothing to type
+    _, _, catalog = http("GET", dservices.url("catalog") + "/products?ids=p1")
+    product = result["data"]["product"]
+    assert "errors" not in result
+    assert product["name"] == catalog["items"][0]["name"] and product["price"]["amount"]
+    assert product["category"]["name"] and 1 <= len(product["reviews"]) <= 3
+    assert product["reviews"][0]["author"]["username"]
+
+    # The mutation says how to sign in; without a token it is refused as it says.
+    page.get_by_text("AddReview", exact=True).click()
+    document = page.evaluate(DOCUMENT)
+    assert "mutation AddReview" in document and "README" in document
+    assert '"Authorization": "Bearer' in document and "Headers" in document
+    refused = ide.run()
+    assert (refused["data"] or {}).get("addReview") is None  # (its payload is non-null)
+    assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # Done as it says (the token pasted in Headers), it writes the review.
+    page.get_by_text("Headers", exact=True).click()
+    editor = page.locator(".graphiql-editor-tool .graphiql-editor:visible .CodeMirror")
+    editor.click()
+    page.keyboard.insert_text(
+        json.dumps({"Authorization": f"Bearer {token('u7', 'write:reviews')}"}))
+    written = ide.run()
+    assert written["data"]["addReview"]["errors"] == [], written
+    assert written["data"]["addReview"]["review"]["author"]["id"] == "u7"
+    page.screenshot(path=str(tmp_path / "ide-first-screen-mutation.png"))
+
+    # The subscription starts from its tab, over the WebSocket the page opens.
+    from tests.harness import metric_total
+
+    before = metric_total(gateway.url, "gateway_subscriptions_active")
+    page.get_by_text("StockChanged", exact=True).click()
+    document = page.evaluate(DOCUMENT)
+    assert "subscription StockChanged" in document and "README" in document
+    assert json.loads(page.evaluate(VARIABLES)) == {"productId": "p1"}
+    page.click(".graphiql-execute-button")
+    deadline = time.monotonic() + 30
+    while metric_total(gateway.url, "gateway_subscriptions_active") < before + 1:
+        assert time.monotonic() < deadline, "the subscription tab never subscribed"
+        time.sleep(0.05)
+    page.click(".graphiql-execute-button")  # (now the stop button)
+    assert ide.elsewhere == []

@@ -193,3 +193,36 @@ async def test_cached_entities_do_not_split_the_next_level(
     stats = clean_services.all_stats()
     assert stats["inventory"]["requests"] == {"POST /inventory/query": 1}
     assert stats["catalog"]["requests"] == {"GET /products": 2}  # root, then the reviews' others
+
+
+# Seven levels on one branch (products, their reviews, the authors, the authors' reviews,
+# those reviews' products, their reviews, those authors), and stock beside it at level 2.
+BRANCHES = """{ topProducts(first: 3) { inStock reviews(first: 2) { author {
+  reviews(first: 2) { product { reviews(first: 1) { author { name } } } } } } } }"""
+
+
+async def test_a_slow_service_holds_up_only_the_fields_under_it(
+    gql: GQL, clean_services: Services
+) -> None:
+    # No level barrier: stock (level 2) is slow, and the branch beside it runs its levels 3
+    # to 7 meanwhile. With a barrier, every call after level 2 would start after the stock.
+    clean_services.set_faults("inventory", latency_ms=600)
+    body = await gql(BRANCHES, headers={"X-Gateway-Debug": "1"})
+    data = data_of(body)
+    assert all(p["inStock"] in (True, False) for p in data["topProducts"])
+    calls = body["extensions"]["debug"]["upstream"]
+    [stock] = [c for c in calls if c["service"] == "inventory"]
+    others = [c for c in calls if c["service"] != "inventory"]
+    # Catalog twice (levels 1, 5), reviews three times (2, 4, 6), users twice (3, 7).
+    assert sorted(c["service"] for c in others) == [
+        "catalog", "catalog", "reviews", "reviews", "reviews", "users", "users"]
+    stock_end = stock["startMs"] + stock["durationMs"]
+    assert all(c["startMs"] + c["durationMs"] < stock_end for c in others), calls
+    # ... and each level's calls still batch: one call per service per level.
+    assert requests_of(clean_services) == {
+        "catalog": {"GET /products": 2},
+        "inventory": {"POST /inventory/query": 1},
+        "reviews": {"GET /reviews": 3},
+        "users": {"GET /users": 2},
+        "orders": {}, "recommendations": {},
+    }

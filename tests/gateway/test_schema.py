@@ -32,10 +32,7 @@ def served() -> object:
 
 
 PENDING: list[str] = []
-PENDING_BREAKING = [  # issue 18: @defer and @stream
-    "DIRECTIVE_REMOVED: Directive @defer was removed.",
-    "DIRECTIVE_REMOVED: Directive @stream was removed.",
-]
+PENDING_BREAKING: list[str] = []
 # What the served graph adds to the contract, each optional (no client's query changes
 # meaning), with the issue that added it: for the contract's owners to take up.
 EXTENSIONS = [  # issue 17: addReview may be retried safely

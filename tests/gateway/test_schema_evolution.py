@@ -141,16 +141,32 @@ async def test_an_answer_that_used_a_deprecated_field_says_so(
     assert answers[1]["extensions"]["warnings"][0]["extensions"]["coordinate"] == \
         "Product.inStock"
 
-    # Counted per client: anonymous callers together, a signed-in caller by its app's
-    # apollographql-client-name, else by its subject.
+
+async def test_deprecated_field_uses_are_counted_by_the_bounded_client_names(
+    fresh: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """Labelled as the client requests are (outside development mode): by the
+    apollographql-client-name, a new one admitted only from a signed-in caller, at most
+    CLIENT_NAMES_MAX of them; `unknown` without the header, else `other`."""
+    gateway = fresh(DEV_MODE="false", CLIENT_NAMES_MAX="1")
+    used = {"query": '{ product(id: "p1") { id inStock } }'}
     signed = {"Authorization": f"Bearer {token('u3', 'read:catalog')}"}
-    await ask(http_session, gateway, used[0], {**signed, "apollographql-client-name": "acme"})
-    await ask(http_session, gateway, used[0], signed)
-    # An anonymous caller's client name is not trusted as a label.
-    await ask(http_session, gateway, used[0], {"apollographql-client-name": "made-up"})
+    await ask(http_session, gateway, used)
+    await ask(http_session, gateway, used, {**signed, "apollographql-client-name": "acme"})
+    await ask(http_session, gateway, used, signed)
+    # An anonymous caller's new client name is not trusted as a label: `other`...
+    await ask(http_session, gateway, used, {"apollographql-client-name": "made-up"})
+    # ...nor a signed-in caller's over the limit...
+    await ask(http_session, gateway, used, {**signed, "apollographql-client-name": "second"})
+    # ...but an admitted name is its own label whoever sends it.
+    await ask(http_session, gateway, used, {"apollographql-client-name": "acme"})
 
     def uses(client: str) -> float:
         return metric_total(gateway.url, "gateway_deprecated_field_uses_total",
-                            coordinate="Product.inStock", client=client)
+                            coordinate="Product.inStock", client_name=client)
 
-    assert (uses("anonymous"), uses("acme"), uses("u3"), uses("made-up")) == (4, 1, 1, 0)
+    assert (uses("unknown"), uses("acme"), uses("other")) == (2, 2, 2)
+    assert (uses("made-up"), uses("second")) == (0, 0)
+    # The same labels as the requests per client.
+    assert metric_total(gateway.url, "gateway_client_requests_total",
+                        client_name="acme") == 2

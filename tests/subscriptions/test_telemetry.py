@@ -93,12 +93,14 @@ async def test_a_span_per_event_fan_out(traced: tuple[str, InMemorySpanExporter]
     finally:
         await connection.close()
     spans = exporter.get_finished_spans()
-    fan_out = next(s for s in spans if s.name == "subscription fan-out Stock")
+    fan_out = next(s for s in spans if s.name == "GraphQL Subscription Event")
     assert fan_out.parent is None  # a trace of its own
     assert fan_out.attributes is not None
+    assert fan_out.attributes["gateway.event.type"] == "Stock"
+    assert fan_out.attributes["graphql.operation.type"] == "subscription"
     assert fan_out.attributes["gateway.event.id"] == sku
     assert fan_out.attributes["gateway.event.version"] == 10**9
     assert fan_out.attributes["gateway.subscribers"] == 1
     children = [s for s in spans if s.parent is not None
                 and s.parent.span_id == fan_out.context.span_id]
-    assert any(s.name == "stock batch" for s in children), [s.name for s in children]
+    assert any(s.name == "GraphQL DataLoader Batch stock" for s in children), [s.name for s in children]

@@ -121,8 +121,11 @@ async def test_two_workers_report_the_totals_of_both(
 def _access_lines(gateway: Gateway) -> list[dict[str, Any]]:
     lines = []
     for raw in gateway.process.log().splitlines():
-        if raw.startswith("{"):
-            line = json.loads(raw)
+        if raw.startswith('{"'):  # (a console exporter's spans are indented JSON)
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
             if line.get("logger") == "gateway.access":
                 lines.append(line)
     return lines
@@ -181,3 +184,137 @@ def test_timing_collections_cannot_deadlock_the_metrics(tmp_path: Path) -> None:
                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 1  # and the pauses were recorded, once flushed
+
+
+async def test_a_fresh_gateway_reports_its_known_series_at_zero(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """Before any request, every series whose labels are known at start exists (at 0), so
+    that `rate()` and the alerts read zero rather than no data; with two workers too."""
+    services = ("users", "catalog", "inventory", "orders", "reviews", "recommendations")
+    for workers in ("1", "2"):
+        gateway = processes(GATEWAY_WORKERS=workers)
+        m = await scrape(http_session, gateway)
+        for outcome in ("ok", "partial", "error", "refused", "aborted"):
+            for operation in ("anonymous", "other"):
+                assert m.value("gateway_requests", "_total", operation=operation,
+                               outcome=outcome) == 0
+                assert m.value("gateway_request_duration_seconds", "_count",
+                               operation=operation, outcome=outcome) == 0
+        for service in services:
+            for family in ("gateway_upstream_retries", "gateway_retry_budget_refusals",
+                           "gateway_circuit_opened"):
+                assert m.samples(family, "_total") and m.value(
+                    family, "_total", service=service) == 0, (family, service)
+            assert m.value("gateway_circuit_state", service=service) == 0
+            outcomes = {s.labels["outcome"] for s in m.samples("gateway_upstream_calls", "_total")
+                        if s.labels["service"] == service}
+            assert {"OK", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "CIRCUIT_OPEN",
+                    "DEADLINE_EXCEEDED"} <= outcomes, service
+        assert {(s.labels["entity"], s.labels["outcome"])
+                for s in m.samples("gateway_cache_events", "_total")} >= {
+            (e, o) for e in ("User", "Product", "Review", "Order", "Stock", "Category")
+            for o in ("hit", "miss", "stale", "eviction")}
+        assert {s.labels["loader"] for s in m.samples("gateway_loader_batch_size", "_count")
+                } >= {"user", "product", "stock", "reviews_by_product", "top_products"}
+        assert m.value("gateway_redis_outages", "_total") == 0
+        assert m.value("gateway_redis_state") == 0
+        assert {(s.labels["protocol"], s.labels["reason"]) for s in
+                m.samples("gateway_subscription_connections_closed", "_total")} >= {
+            ("ws", "slow_consumer"), ("sse", "shutdown")}
+        assert {s.labels["field"] for s in m.samples("gateway_subscriptions_active")} == {
+            "stockChanged", "productChanged", "reviewAdded", "orderUpdated"}
+        assert m.value("gateway_subscription_events", "_total", entity="Stock",
+                       outcome="fanned_out") == 0
+        assert m.value("gateway_http_aborted", "_total", reason="client_disconnect") == 0
+        for client in ("unknown", "other"):
+            assert m.value("gateway_client_requests", "_total", client_name=client,
+                           client_version=client, outcome="ok") == 0
+        for family in ("gateway_orders_placed", "gateway_orders_cancelled",
+                       "gateway_reviews_added"):
+            assert m.value(family, "_total") == 0
+        assert {(s.labels["kind"], s.value) for s in m.samples("gateway_operation_cost",
+                                                                "_count")} == {
+            ("estimated", 0), ("actual", 0)}
+        assert m.value("gateway_operation_cost_delta", "_count") == 0
+        # Every deprecated field, by the bounded client names known at start.
+        assert {(s.labels["coordinate"], s.labels["client_name"], s.value) for s in
+                m.samples("gateway_deprecated_field_uses", "_total")} == {
+            ("Product.inStock", "unknown", 0), ("Product.inStock", "other", 0)}
+
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+EXEMPLAR = re.compile(r'^(\w+)_bucket\{([^}]*)\} \S+ # \{trace_id="([0-9a-f]{32})"\} (\S+)')
+
+
+async def exemplars(session: aiohttp.ClientSession, gateway: Gateway
+                    ) -> dict[str, list[tuple[str, str]]]:
+    """The exemplars of an OpenMetrics scrape: per family, (labels, trace id)."""
+    async with session.get(gateway.url + "/metrics", headers={"Accept": OPENMETRICS}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = await resp.text()
+    assert text.rstrip().endswith("# EOF")
+    found: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines():
+        match = EXEMPLAR.match(line)
+        if match:
+            found.setdefault(match[1], []).append((match[2], match[3]))
+    return found
+
+
+async def test_latency_buckets_link_to_sampled_traces_across_workers(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """Asked for OpenMetrics, the latency histograms carry the trace id of a sampled request
+    they counted; with two workers, whichever answers the scrape shows both workers'."""
+    gateway = processes(GATEWAY_WORKERS="2", OTEL_TRACES_EXPORTER="console",
+                        RESOLVER_METRICS_RATIO="1")
+    pids: set[int] = set()
+    sent = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        while sent < 200 and (len(pids) < 2 or sent < 8):
+            await asyncio.gather(*(
+                post(s, gateway.url, f"query Ex{sent + i} {{ topProducts(first: 2) {{ id }} }}")
+                for i in range(4)))
+            sent += 4
+            pids = {line["pid"] for line in _access_lines(gateway)}
+    assert len(pids) == 2, "one worker answered everything"
+    # Each operation is its own series: its one request's trace is its exemplar.
+    for _ in range(100):  # (a request's line is written just after its answer)
+        traces = {line["operation"]: line["trace_id"] for line in _access_lines(gateway)
+                  if line.get("operation", "").startswith("Ex")}
+        if len(traces) == sent:
+            break
+        await asyncio.sleep(0.05)
+    assert len(traces) == sent
+    for _ in range(100):  # the other worker writes its exemplars within a second
+        found = await exemplars(http_session, gateway)
+        requests = {re.search(r'operation="(\w+)"', labels)[1]: trace_id  # type: ignore[index]
+                    for labels, trace_id in found.get("gateway_request_duration_seconds", [])}
+        if requests == traces:
+            break
+        await asyncio.sleep(0.05)
+    assert requests == traces
+    # The upstream call and resolver buckets link to those traces too.
+    for family in ("gateway_upstream_duration_seconds", "gateway_resolver_duration_seconds"):
+        assert found.get(family), family
+        assert {t for _, t in found[family]} <= set(traces.values()), family
+    # Prometheus's text format (the default) has no exemplars.
+    async with http_session.get(gateway.url + "/metrics") as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        assert "trace_id" not in await resp.text()
+
+
+async def test_unsampled_requests_leave_no_exemplar(
+    processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """An exemplar must lead to a trace the backend has: an unsampled one has none."""
+    gateway = processes(OTEL_TRACES_EXPORTER="console", OTEL_TRACES_SAMPLER_ARG="0",
+                        TRACES_KEEP_FAILED="false", RESOLVER_METRICS_RATIO="1")
+    for _ in range(5):
+        status, _ = await post(http_session, gateway.url, "query Quiet { topProducts(first: 2) { id } }")
+        assert status == 200
+    assert await exemplars(http_session, gateway) == {}
+    m = await scrape(http_session, gateway)
+    assert m.value("gateway_requests", "_total", operation="Quiet", outcome="ok") == 5

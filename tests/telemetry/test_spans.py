@@ -5,6 +5,9 @@ classes under injected faults, and the sampling rules."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -75,25 +78,37 @@ async def test_the_deep_query_traces_as_a_tree_from_operation_to_http_calls(
 
     [server] = [s for s in tree.spans if s.kind is SpanKind.SERVER]
     assert server.parent is None and server.name == "POST /graphql"
-    [operation] = tree.named("query Deep")
+    # The GraphQL OpenTelemetry working group's draft: the operation span is named by its
+    # type (an ad-hoc operation's name is the client's choice: not in the span's name).
+    [operation] = tree.named("query")
     assert tree.parent(operation) is server
     assert operation.attributes["graphql.operation.name"] == "Deep"
     assert operation.attributes["graphql.operation.type"] == "query"
     assert operation.attributes["graphql.document"] == DEEP
-    assert len(operation.attributes["graphql.document.sha256"]) == 64
+    assert operation.attributes["graphql.document.hash"] == \
+        "sha256:" + hashlib.sha256(DEEP.encode()).hexdigest()
+    assert not tree.named("query Deep")
 
     # Resolvers: named by coordinate, nested under the nearest traced ancestor by path.
     resolvers = tree.with_attr(COORDINATE)
     for span in resolvers:
         assert span.name == span.attributes[COORDINATE]
+        parent_type, field = span.name.split(".")
+        assert span.attributes["graphql.selection.field.parent_type"] == parent_type
+        assert span.attributes["graphql.selection.field.name"] == field
+        assert span.attributes["graphql.processing.type"] == "resolve"
         up = tree.parent(span)
         if "." not in span.attributes[PATH]:
             assert up is operation
         else:
             assert COORDINATE in up.attributes, span.name
-            assert span.attributes[PATH].startswith(up.attributes[PATH] + ".")
+            parent_path = up.attributes[PATH]
+            assert re.fullmatch(re.escape(parent_path) + r"(\[\d+\])*\.\w+",
+                                span.attributes[PATH]), (parent_path, span.attributes[PATH])
     [top] = tree.named("Query.topProducts")
     assert top.attributes[PATH] == "topProducts"
+    authors = tree.named("Review.author")
+    assert "topProducts[0].reviews[0].author" in {a.attributes[PATH] for a in authors}
     products = body["data"]["topProducts"]
     assert len(tree.named("Product.reviews")) == len(products) + sum(
         len(ar["product"]["reviews"]) >= 0 for p in products for r in p["reviews"]
@@ -112,7 +127,14 @@ async def test_the_deep_query_traces_as_a_tree_from_operation_to_http_calls(
         "reviews_by_author", "product"}
     for batch in batches:
         assert COORDINATE in tree.parent(batch).attributes
-        assert batch.attributes["graphql.dataloader.batch.size"] >= 1
+        assert batch.name == "GraphQL DataLoader Batch " + batch.attributes[
+            "graphql.dataloader.name"]
+        assert batch.attributes["graphql.processing.type"] == "dataloader_batch"
+        size = batch.attributes["graphql.dataloader.batch.size"]
+        assert size >= 1
+        # The cache is off: every key is a miss (and said so).
+        assert batch.attributes["graphql.dataloader.cache.hit_count"] == 0
+        assert batch.attributes["graphql.dataloader.cache.miss_count"] == size, batch.name
     [users] = [b for b in batches if b.attributes["graphql.dataloader.name"] == "user"][:1]
     assert tree.parent(users).name == "Review.author"
     assert users.attributes["graphql.dataloader.batch.size"] == len(
@@ -193,7 +215,7 @@ async def test_unsampled_traces_are_exported_only_when_the_request_failed(
     faults.set_faults("users", error_rate=1.0, error_status=500)
     body, tree = await traced_query(gw, http_session, PRODUCT_REVIEWS)
     assert body["errors"]
-    [operation] = tree.named("query")  # the anonymous operation
+    [operation] = tree.named("query")  # (anonymous, and named by its type alone anyway)
     # Kept without its resolver spans (most of a trace's cost), with what tells the failure.
     assert tree.with_attr(COORDINATE) == []
     batches = tree.with_attr("graphql.dataloader.name")
@@ -320,9 +342,27 @@ async def test_a_warm_query_says_how_many_lookups_it_answered_at_hand(
     await traced_query(gw, http_session, DEEP)
     body, tree = await traced_query(gw, http_session, DEEP)
     assert "errors" not in body
-    [operation] = tree.named("query Deep")
+    [operation] = tree.named("query")
     assert operation.attributes["gateway.cache.hits_at_hand"] > 100
     assert not tree.with_attr("gateway.upstream.service")  # no upstream call at all
     for batch in tree.with_attr("graphql.dataloader.name"):
-        assert batch.attributes["gateway.cache.hits"] == batch.attributes[
+        assert batch.attributes["graphql.dataloader.cache.hit_count"] == batch.attributes[
             "graphql.dataloader.batch.size"], batch.name
+        assert batch.attributes["graphql.dataloader.cache.miss_count"] == 0
+
+
+async def test_a_persisted_operation_is_named_by_its_type_and_name(
+    launch: Any, http_session: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    """The draft allows `{type} {name}` for trusted documents (a bounded set): the
+    persisted-query manifest's operations; any other keeps its type alone."""
+    trusted = 'query ProductPage { product(id: "p451") { id name } }'
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({hashlib.sha256(trusted.encode()).hexdigest(): trusted}))
+    gw = await launch(PERSISTED_QUERIES_FILE=str(manifest))
+    _, tree = await traced_query(gw, http_session, trusted)
+    [operation] = tree.named("query ProductPage")
+    assert operation.attributes["graphql.operation.name"] == "ProductPage"
+    _, tree = await traced_query(gw, http_session, trusted.replace("name }", "sku }"))
+    [operation] = tree.named("query")
+    assert operation.attributes["graphql.operation.name"] == "ProductPage"
