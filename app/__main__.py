@@ -228,6 +228,18 @@ def write_schema(argv: Sequence[str]) -> int:
         print(f"schema: {SDL_FILE} is {'current' if current else 'stale: run make schema'}")
         return 0 if current else 1
     if not current:
+        from schema.evolution import CHANGELOG, read_changelog, unlisted
+
+        if SDL_FILE.exists():
+            # A change that breaks (or endangers) the committed schema's clients is written
+            # only once the changelog lists it with a reason.
+            missing = unlisted(SDL_FILE.read_text(), sdl, read_changelog())
+            if missing:
+                print(f"schema: not written: {CHANGELOG.name} does not list these changes "
+                      "(add each with its reason and date):")
+                for change in missing:
+                    print(f"  {change.kind}: {change.description}")
+                return 1
         SDL_FILE.write_text(sdl)
     print(f"schema: {SDL_FILE} {'unchanged' if current else 'written'}")
     return 0

@@ -18,6 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app.config.settings import Settings
+from app.execution.cost import attach
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import Lengths, QueryLimits, length_rule
@@ -84,6 +85,9 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
         ],
     )
     schema.hide_suggestions = not settings.introspection
+    # The cost directives as the printed SDL has them (what client tooling reads), kept on
+    # the executable schema for every path that checks an operation (app/execution/cost.py).
+    attach(schema._schema, schema.as_str())
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)
     install_fallbacks(schema._schema)

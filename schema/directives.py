@@ -56,3 +56,47 @@ def cache(
 
 
 PRIVATE = CacheControlScope.PRIVATE
+
+
+# Demand control by the IBM GraphQL Cost Directives specification, as Apollo Router, Hive
+# Gateway, Grafbase and Cosmo read them: the estimated and actual costs are computed from
+# these (app/execution/limits.py), so client tooling computes the same figures from the SDL.
+@strawberry.schema_directive(
+    name="cost",
+    locations=[Location.ARGUMENT_DEFINITION, Location.ENUM, Location.FIELD_DEFINITION,
+               Location.INPUT_FIELD_DEFINITION, Location.OBJECT, Location.SCALAR],
+    description="The cost of this field, type or argument (IBM GraphQL Cost Directives). "
+    "`weight`: what one instance costs, instead of the default (an object 1, a scalar or enum "
+    "0; an argument, when given, adds its weight).",
+)
+class Cost:
+    weight: int
+
+
+@strawberry.schema_directive(
+    name="listSize",
+    locations=[Location.FIELD_DEFINITION],
+    description="How many items a list field returns, for its cost (IBM GraphQL Cost "
+    "Directives). `slicingArguments`: the arguments that give its size (an Int's value, a "
+    "list's length; the largest when several are given). `assumedSize`: its size when no "
+    "slicing argument says. `sizedFields`: the fields of its type that hold the items (a "
+    "connection's `edges`), sized by this field's slicing argument. "
+    "`requireOneSlicingArgument`: exactly one slicing argument must be given (defaults count).",
+)
+class ListSize:
+    assumed_size: int | None = UNSET
+    slicing_arguments: list[str] | None = UNSET
+    sized_fields: list[str] | None = UNSET
+    require_one_slicing_argument: bool | None = True
+
+
+def sliced_by(argument: str, sized_fields: list[str] | None = None) -> ListSize:
+    """A list (or a connection, through `sized_fields`) sized by one argument."""
+    return ListSize(slicing_arguments=[argument],
+                    sized_fields=sized_fields if sized_fields is not None else UNSET,
+                    require_one_slicing_argument=UNSET)  # (the default, not printed)
+
+
+def assumed(size: int) -> ListSize:
+    """A list of about `size` items, whatever the query asks."""
+    return ListSize(assumed_size=size, require_one_slicing_argument=UNSET)

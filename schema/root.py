@@ -7,7 +7,7 @@ import strawberry
 from resolvers import mutations as m
 from resolvers import query as q
 from resolvers import subscriptions as s
-from schema.directives import PRIVATE, cache
+from schema.directives import PRIVATE, assumed, cache, sliced_by
 from schema.permissions import requires
 from schema.types import (
     AddReviewPayload,
@@ -29,9 +29,10 @@ from schema.types import (
     "query; fields that need a signed-in caller (a bearer token in the Authorization header) "
     "say so. A field whose service fails is null (a required list: empty, or a null per id) "
     "with an error at its path in `errors`, and the rest of the response stands. Operations "
-    "are limited in depth, aliases and cost: each field costs 1, times the `first` (or number "
-    "of `ids`) of every list above it; an operation over a limit is refused with "
-    "QUERY_TOO_COMPLEX."
+    "are limited in depth, aliases and cost: the cost is the IBM GraphQL Cost Directives "
+    "specification's, from the `@cost` and `@listSize` of this schema (an object 1, a scalar "
+    "0, a list times its `first` or number of `ids`, a mutation 10 more); an operation over a "
+    "limit is refused with QUERY_TOO_COMPLEX."
 )
 class Query:
     me: User | None = strawberry.field(
@@ -48,7 +49,7 @@ class Query:
     )
     users: list[User | None] = documented(
         strawberry.field(
-            resolver=q.users,
+            resolver=q.users, directives=[sliced_by("ids")],
             description="Users by id, in the order asked, one entry per id (repeats included): "
             "null where there is no such user.",
         ),
@@ -64,7 +65,7 @@ class Query:
     )
     products: list[Product | None] = documented(
         strawberry.field(
-            resolver=q.products,
+            resolver=q.products, directives=[sliced_by("ids")],
             description="Products by id, in the order asked, one entry per id (repeats "
             "included): null where there is no such product.",
         ),
@@ -73,7 +74,7 @@ class Query:
     )
     top_products: list[Product] = documented(
         strawberry.field(
-            resolver=q.top_products, directives=cache(60),
+            resolver=q.top_products, directives=[*cache(60), sliced_by("first")],
             description="The best-rated products: highest `averageRating` first, ties by id."
         ),
         first=first_argument(5, 100, "products"),
@@ -86,7 +87,8 @@ class Query:
         id="The category's id, such as c3.",
     )
     categories: list[Category] = strawberry.field(
-        resolver=q.categories, directives=cache(3600),
+        resolver=q.categories,
+        directives=[*cache(3600), assumed(100)],
         description="Every category of the catalog, top-level and nested, sorted by name "
         "(then id). Rebuild the tree from each category's `parent`."
     )

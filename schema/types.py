@@ -18,7 +18,8 @@ import strawberry
 from strawberry.types.field import StrawberryField
 
 from resolvers import entities as r
-from schema.directives import PRIVATE, cache
+from schema.deprecations import reason as deprecated
+from schema.directives import PRIVATE, Cost, assumed, cache, sliced_by
 from schema.permissions import IsSelf, OwnOrders
 
 
@@ -141,7 +142,7 @@ class User:
     tier: str = strawberry.field(description="Loyalty tier: `standard` or `gold`.")
     reviews: list[Review] = documented(
         strawberry.field(
-            resolver=r.user_reviews, directives=cache(60),
+            resolver=r.user_reviews, directives=[*cache(60), sliced_by("first")],
             description=f"The reviews the user wrote, {NEWEST_FIRST}: at most `first` of "
             "them. Empty, with an error, when the reviews service fails."
         ),
@@ -150,7 +151,8 @@ class User:
     orders: OrderConnection = documented(
         strawberry.field(
             resolver=r.user_orders,
-            permission_classes=[OwnOrders], directives=cache(0, PRIVATE),
+            permission_classes=[OwnOrders],
+            directives=[*cache(0, PRIVATE), sliced_by("first", ["edges"])],
             description=f"The orders the user placed, {NEWEST_FIRST}, a page at a time. Needs "
             "a bearer token with the read:orders scope, of the user themself (or an admin); for "
             "anyone else the page is empty with a FORBIDDEN error (also empty, with an error, "
@@ -163,7 +165,7 @@ class User:
         strawberry.field(
             resolver=r.user_recommendations,
             permission_classes=[IsSelf],
-            directives=cache(600, PRIVATE),
+            directives=[*cache(600, PRIVATE), sliced_by("first")],
             description="Products recommended to the user, best match first. Only the user "
             "themself or an admin may read them (anyone else: an empty list with a FORBIDDEN "
             "error). May hold fewer than `first` products: recommended products that no longer "
@@ -207,7 +209,9 @@ class Product:
         "for it." + ON_FAILURE
     )
     in_stock: bool | None = strawberry.field(
-        resolver=r.product_in_stock, directives=cache(5),
+        # A Boolean costs 0 by the specification, but this one reads the inventory service.
+        resolver=r.product_in_stock, directives=[*cache(5), Cost(weight=1)],
+        deprecation_reason=deprecated("Product.inStock"),
         description="Whether the product can be ordered now (at least one unit in stock): "
         "`inventory.inStock` without the rest of the stock. Null when the stock is unknown."
         + ON_FAILURE
@@ -225,7 +229,7 @@ class Product:
     )
     reviews: list[Review] = documented(
         strawberry.field(
-            resolver=r.product_reviews, directives=cache(60),
+            resolver=r.product_reviews, directives=[*cache(60), sliced_by("first")],
             description=f"The product's reviews, {NEWEST_FIRST}: at most `first` of them. "
             "Empty, with an error, when the reviews service fails."
         ),
@@ -249,7 +253,8 @@ class Category:
     )
     products: ProductConnection = documented(
         strawberry.field(
-            resolver=r.category_products, directives=cache(300),
+            resolver=r.category_products,
+            directives=[*cache(300), sliced_by("first", ["edges"])],
             description="The products listed in the category (not in its subcategories), in "
             "the catalog's order, a page at a time. An empty page, with an error, when the "
             "catalog fails."
@@ -327,7 +332,8 @@ class Order:
         description="Where the order is in its life: placed, shipped or cancelled."
     )
     items: list[OrderItem] = strawberry.field(
-        resolver=r.order_items, description="The lines of the order, as placed (at least one)."
+        resolver=r.order_items, directives=[assumed(10)],
+        description="The lines of the order, as placed (at least one)."
     )
     total: Money = strawberry.field(
         resolver=r.order_total,
@@ -419,6 +425,7 @@ class PlaceOrderPayload:
         "the first time); null when refused."
     )
     errors: list[UserError] = strawberry.field(
+        directives=[assumed(1)],  # empty on success, one refusal otherwise
         description="Why the order was refused: empty on success. Codes: BAD_USER_INPUT, "
         "INSUFFICIENT_STOCK, IDEMPOTENCY_CONFLICT."
     )
@@ -432,6 +439,7 @@ class CancelOrderPayload:
         description="The order, now CANCELLED; null when refused."
     )
     errors: list[UserError] = strawberry.field(
+        directives=[assumed(1)],  # empty on success, one refusal otherwise
         description="Why it was not cancelled: empty on success. Codes: NOT_FOUND, "
         "ALREADY_SHIPPED."
     )
@@ -445,6 +453,7 @@ class AddReviewPayload:
         "refused."
     )
     errors: list[UserError] = strawberry.field(
+        directives=[assumed(1)],  # empty on success, one refusal otherwise
         description="Why the review was refused: empty on success. Codes: INVALID_RATING, "
         "BAD_USER_INPUT, NOT_FOUND, IDEMPOTENCY_CONFLICT."
     )

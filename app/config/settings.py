@@ -266,8 +266,9 @@ class Settings:
     max_query_cost: int = setting(
         10000,
         "MAX_QUERY_COST",
-        "Cost an operation may have: each field costs 1, times the `first` (or number of "
-        "`ids`) of every list above it, `first`'s default when not given.",
+        "Estimated cost an operation may have, by the IBM GraphQL Cost Directives "
+        "specification (the schema's @cost and @listSize): an object 1, a scalar 0, a list "
+        "times its `first` (or number of `ids`; defaults count), a mutation 10 more.",
     )
     max_id_length: int = setting(
         256, "MAX_ID_LENGTH",
@@ -402,14 +403,17 @@ class Settings:
     persisted_queries_file: str = setting(
         "",
         "PERSISTED_QUERIES_FILE",
-        "A JSON manifest of operations clients may send by hash: {\"<sha256>\": \"query ...\"} "
-        "or Apollo's persisted-query manifest (operations with id and body).",
+        "The trusted documents: a JSON manifest of operations clients may send by id, in "
+        "Apollo's persisted-query manifest format (operations with id and body) or The "
+        "Guild's ({\"<id>\": \"query ...\"}, the id a sha256 or sha1 of the document, or any "
+        "id).",
     )
     persisted_queries_only: bool = setting(
         False,
         "PERSISTED_QUERIES_ONLY",
-        "Accept only operations sent by the hash of a persisted one (the manifest, or ones "
-        "registered before); a query text is refused. For third-party production traffic.",
+        "Accept only the manifest's operations (PERSISTED_QUERIES_FILE), sent by their id or "
+        "hash: a query text is refused, and so is a hash registered through automatic "
+        "persisted queries. For third-party production traffic.",
     )
     # -- idempotency keys (app/security/idempotency.py) ------------------------------------------
     idempotency_ttl_s: float = setting(
@@ -518,7 +522,8 @@ class Settings:
         20,
         "CLIENT_NAMES_MAX",
         "Client names (the apollographql-client-name header) counted each under its own "
-        "label in gateway_client_requests_total; any other name is counted as `other`. A "
+        "label in gateway_client_requests_total (and gateway_deprecated_field_uses_total); "
+        "any other name is counted as `other`. A "
         "name takes a label only once a signed-in caller or a persisted-query manifest "
         "operation sends it (any caller in development mode), like operation names; each "
         "name keeps at most 10 versions (apollographql-client-version), then `other`.",
@@ -689,6 +694,10 @@ class Settings:
             raise SettingsError("SUBSCRIPTION_KEEPALIVE_S must not be negative")
         if self.auth_leeway_s < 0:
             raise SettingsError("AUTH_LEEWAY_S must not be negative")
+        if self.persisted_queries_only and not self.persisted_queries_file:
+            # Only the manifest's operations run (never APQ-registered ones): none would.
+            raise SettingsError("PERSISTED_QUERIES_ONLY needs PERSISTED_QUERIES_FILE, the "
+                                "manifest of the operations it runs")
         try:
             tiers = orjson.loads(self.rate_limit_tiers) if self.rate_limit_tiers else {}
         except orjson.JSONDecodeError:

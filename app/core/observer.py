@@ -132,6 +132,15 @@ class Observer:
     def operation_planned(self) -> None:
         """An operation runs on the plan executor."""
 
+    def deprecated_field_used(self, coordinate: str, client: str | None, *, admit: bool,
+                              limit: int) -> None:
+        """An answer used a deprecated field; `client`: its apollographql-client-name header
+        (a new name becomes a label only when `admit`, while fewer than `limit` are)."""
+
+    def operation_cost(self, estimated: int, actual: int | None) -> None:
+        """An operation's estimated cost (IBM cost directives), and its actual cost once it
+        ran (None: a subscription, measured when it starts)."""
+
     # -- business events (the gateway's successful mutations) --------------------------------
     def order_placed(self, currency: str, total_cents: int) -> None:
         """placeOrder placed a new order of `total_cents` in `currency`."""

@@ -43,7 +43,14 @@ class RequestContext:
     trace_root: int = 0  # the span id of the request's server span
     debug: bool = False
     resolver_hooks: bool = True  # whether resolver middleware (telemetry) runs for it
-    cost: int = 0  # the operation's cost (app/execution/limits.py), what rate limits count
+    # The operation's estimated cost (app/execution/limits.py, by the IBM cost directives),
+    # what the rate limit charges, and its actual cost once it ran (the charge is refunded
+    # down to it); None: it did not run.
+    cost: int = 0
+    cost_measured: bool = False  # `cost` is the operation's (it parsed and validated)
+    cost_actual: int | None = None
+    # The deprecated fields the operation selects (`Type.field`): app/execution/deprecations.py.
+    deprecated: frozenset[str] = frozenset()
     client_address: str = ""  # who an anonymous caller is, for its rate limit
     rate_limit: Decision | None = None  # the rate limiter's answer, for the headers
     outcome: str | None = None
@@ -79,6 +86,14 @@ class RequestContext:
         if failed or self.operation_policy is None or self.policy.stale:
             return NO_STORE
         return self.operation_policy.merge(self.policy.dynamic)
+
+    @property
+    def names_admitted(self) -> bool:
+        """Whether the operation and client names it sends may become new metric labels: a
+        signed-in caller's or a manifest operation's (anonymous callers could make names up
+        and fill the bounded tables); in development mode any (the developer is the caller)."""
+        return (self.viewer.id is not None or self.manifest_operation
+                or self.settings.dev_mode)
 
     @property
     def user_id(self) -> str | None:

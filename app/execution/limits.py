@@ -9,12 +9,14 @@ as a literal or in the variables, refuses the request with BAD_USER_INPUT before
 sent upstream (a 100 KB id would otherwise reach a service, whose 400 then reads as the
 service's fault).
 
-Cost: every field costs 1; a field with a `first` or `ids` argument multiplies the cost of
-the selections under it by that number (`first`'s schema default when the query does not
-give it, or gives null), so `topProducts(first: 10) { reviews(first: 5) { author { name } } }`
-costs 1 + 10 x (1 + 5 x (1 + 1)) = 111. Other lists count as LIST_SIZE items (a
-connection's edges are counted by its `first`). A federation router's `_entities` counts its
-`representations` the same way (schema/federation.py).
+Cost: the IBM GraphQL Cost Directives specification's estimated cost, from the schema's
+`@cost` and `@listSize` (`app.execution.cost`): objects 1, scalars 0, lists times their
+`first` or number of `ids` (defaults included), a mutation 10 more. So
+`topProducts(first: 10) { reviews(first: 5) { author { name } } }` costs
+10 x (1 + 5 x (1 + 1)) = 110. The actual cost, by the same weights over the response, is
+measured after execution (`app.execution.cost.actual_cost`). A federation router's
+`_entities` is sized by its `representations` (schema/federation.py), its items weighed by
+their `__typename`.
 """
 
 from __future__ import annotations
@@ -44,17 +46,13 @@ from graphql import (
     is_list_type,
     type_from_ast,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.execution.values import get_variable_values
 from graphql.validation import ValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-MULTIPLIERS = ("first", "ids", "representations")
-# A list with no `first` or `ids` (an order's items, a product's images...) is assumed to
-# hold this many; a few are known to hold more. A connection's edges are counted by its
-# `first`, above them.
-LIST_SIZE = 10
-LIST_SIZES = {"Query.categories": 100}
+from app.execution.cost import CostError, actual_cost, estimate
+
 META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef,
                "__typename": TypeNameMetaFieldDef}
 
@@ -82,7 +80,7 @@ class Measurer:
 
     def selections(self, selection_set: SelectionSetNode | None, parent: Any,
                    meta: bool) -> Measure:
-        """Cost, depth (levels of fields) and aliases of a selection set."""
+        """Depth (levels of fields) and aliases of a selection set."""
         total = Measure()
         if selection_set is None:
             return total
@@ -97,7 +95,6 @@ class Measurer:
                 part = self.spread(selection.name.value, meta)
             else:
                 continue
-            total.cost += part.cost
             total.aliases += part.aliases
             total.depth = max(total.depth, part.depth)
         return total
@@ -120,47 +117,25 @@ class Measurer:
         aliases = 1 if node.alias is not None and node.alias.value != name else 0
         field_def = META_FIELDS.get(name) or (getattr(parent, "fields", None) or {}).get(name)
         if field_def is None:
-            return Measure(1, aliases, 1)
+            return Measure(1, aliases)
         meta = meta or name.startswith("__")
-        multiplier = 1 if meta else self.multiplier(node, field_def, parent, name)
         children = self.selections(node.selection_set, get_named_type(field_def.type), meta)
-        return Measure(0 if meta else 1 + children.depth, aliases + children.aliases,
-                       1 + multiplier * children.cost)
-
-    def multiplier(self, node: FieldNode, field_def: Any, parent: Any, name: str) -> int:
-        if any(arg in field_def.args for arg in MULTIPLIERS):
-            args = get_argument_values(field_def, node, self.variables)
-            multiplier = 1
-            for arg in MULTIPLIERS:
-                if arg not in field_def.args:
-                    continue
-                value = args.get(arg)
-                if value is None:  # an explicit null: the resolver uses the default
-                    value = field_def.args[arg].default_value
-                if isinstance(value, int) and not isinstance(value, bool):
-                    multiplier = max(multiplier, value)
-                elif isinstance(value, list):
-                    multiplier = max(multiplier, len(value))
-                elif arg == "first":
-                    multiplier = max(multiplier, LIST_SIZE)
-            return multiplier
-        if is_list_type(get_nullable_type(field_def.type)) \
-                and not str(getattr(parent, "name", "")).endswith("Connection"):
-            return LIST_SIZES.get(f"{parent.name}.{name}", LIST_SIZE)
-        return 1
+        return Measure(0 if meta else 1 + children.depth, aliases + children.aliases)
 
 
 def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
             fragments: dict[str, FragmentDefinitionNode], inputs: dict[str, Any]
             ) -> Measure | None:
     """The operation's figures; None when its variables do not coerce (execution then
-    reports them as the client's error)."""
+    reports them as the client's error). Raises CostError (a @listSize rule broken)."""
     variables = get_variable_values(schema, operation.variable_definitions or (), inputs)
     if isinstance(variables, list):
         return None
     root: GraphQLObjectType | None = schema.get_root_type(operation.operation)
-    return Measurer(schema, fragments, variables).selections(operation.selection_set, root,
-                                                             False)
+    figures = Measurer(schema, fragments, variables).selections(operation.selection_set, root,
+                                                                False)
+    figures.cost = estimate(schema, operation, fragments, variables)
+    return figures
 
 
 @dataclass(frozen=True)
@@ -265,7 +240,10 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     too_long = oversized(schema, operation, variables, lengths) if variables else None
     if too_long is not None:
         return None, too_long
-    figures = measure(schema, operation, fragments, variables)
+    try:
+        figures = measure(schema, operation, fragments, variables)
+    except CostError as error:
+        return None, GraphQLError(str(error), extensions={"code": "BAD_USER_INPUT"})
     if figures is None:
         return None, None
     for name, limit in limits.items():
@@ -280,7 +258,9 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
 
 class QueryLimits(SchemaExtension):
     """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
-    whose variables hold a string over its length limit with BAD_USER_INPUT."""
+    whose variables hold a string over its length limit with BAD_USER_INPUT; once it ran,
+    measures its actual cost (`RequestContext.cost_actual`) for the rate limit's refund,
+    `extensions.cost` and the metrics."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
                  lengths: Lengths | None = None) -> None:
@@ -291,15 +271,45 @@ class QueryLimits(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         document = ec.graphql_document
+        estimated: int | None = None
+        named = getattr(ec, "_provided_operation_name", ec.operation_name)
         if document is not None and ec.result is None:
             # The operation name the client gave: Strawberry's falls back to the first.
-            named = getattr(ec, "_provided_operation_name", ec.operation_name)
-            cost, error = check_limits(ec.schema._schema, document, named,
-                                       ec.variables or {}, self.limits, self.lengths)
-            if cost is not None:
+            estimated, error = check_limits(ec.schema._schema, document, named,
+                                            ec.variables or {}, self.limits, self.lengths)
+            if estimated is not None:
                 context = ec.context
                 if hasattr(context, "cost"):
-                    context.cost = cost  # what the rate limit counts
+                    context.cost = estimated  # what the rate limit charges
+                    context.cost_measured = True
             if error is not None:
                 ec.result = ExecutionResult(data=None, errors=[error])
+                estimated = None
         yield
+        result = ec.result
+        if estimated is None or document is None or not hasattr(result, "data"):
+            # (Nothing ran, or an incremental answer whose parts come later: it stays
+            # charged its estimate, with no refund.)
+            return
+        actual = measure_actual(ec.schema._schema, document, named, ec.variables or {},
+                                getattr(result, "data", None))
+        context = ec.context
+        if actual is not None and hasattr(context, "cost_actual"):
+            context.cost_actual = actual
+
+
+def measure_actual(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+                   inputs: dict[str, Any], data: Any) -> int | None:
+    """The actual cost of an operation's response data (None: the operation is not found,
+    or its variables do not coerce)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    operation = next((o for o in operations if operation_name is None
+                      or (o.name and o.name.value == operation_name)), None)
+    if operation is None:
+        return None
+    variables = get_variable_values(schema, operation.variable_definitions or (), inputs)
+    if isinstance(variables, list):
+        return None
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    return actual_cost(schema, operation, fragments, variables, data)

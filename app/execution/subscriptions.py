@@ -311,6 +311,8 @@ class Hub:
                                   request.variables or {}, self.limits, self.lengths)
         if over is not None:
             return refusal(over)
+        if cost is not None:
+            self.observer.operation_cost(cost, None)
         if self.limiter is not None:
             # A subscription costs its selection once, when it starts.
             decision = await self.limiter.spend_for(viewer, client_address, cost or 1)

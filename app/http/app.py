@@ -37,6 +37,7 @@ from loaders import entities as entities_registry
 from loaders.registry import item_reader
 from loaders.registry import namespaces as loader_namespaces
 from schema import build_schema
+from schema.deprecations import DEPRECATED
 
 log = logging.getLogger("gateway")
 GC_THRESHOLD = 50_000
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
                                             reuse_port=settings.workers > 1)
                       if settings.metrics_port else None)
     subscription = schema._schema.subscription_type
-    metrics.start_series(tuple(subscription.fields) if subscription is not None else ())
+    metrics.start_series(tuple(subscription.fields) if subscription is not None else (),
+                         tuple(DEPRECATED))
     hub = Hub(schema._schema, settings, client, caching.hints, entities=caching.entities,
               namespaces=caching.namespaces, persisted=graphql.persisted, limiter=limiter,
               observer=telemetry.observer)

@@ -38,7 +38,9 @@ from app.telemetry.requests import DEBUG_HEADER
 SETTING = "BATCH_MAX_OPERATIONS"
 # A request's fields that are the operation's own: a batch's operation starts them afresh.
 # Everything else (loaders, deadline, caller, trace) is the request's, shared by the batch.
-FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "rate_limit",
+FIELDS = ("policy", "document", "operation_policy", "operation_name", "cost", "cost_measured",
+          "cost_actual", "deprecated",
+          "rate_limit",
           "outcome", "resolver_hooks", "batch", "batch_gate", "incremental")
 
 
@@ -219,6 +221,11 @@ class Batch:
             last: Decision = min(decisions, key=lambda d: d.remaining)
             response.headers.update({k: v for k, v in last.headers().items()
                                      if k != "Retry-After"})
+        for header in ("Deprecation", "Sunset"):  # an operation used a deprecated field
+            found = next((op.sub_response.headers[header] for op in self.operations
+                          if header in op.sub_response.headers), None)
+            if found is not None:
+                response.headers[header] = found
         outcomes = [op.context.outcome for op in self.operations]
         self.context.outcome = (
             "ok" if all(o == "ok" for o in outcomes)

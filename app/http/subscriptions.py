@@ -442,7 +442,10 @@ class EventStream(Connection):
                   send: Send) -> None:
         self.viewer = viewer
         result = await self.hub.subscribe(request, viewer, self.address, self, "sse", "")
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        # The RateLimit headers as the subscription's charge (in the hub) left the bucket.
+        _, limit = await self.streams.rate_limit(viewer, self.address, 0)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            *SSE_HEADERS, *((k.lower().encode(), v.encode()) for k, v in limit.items())]})
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -546,25 +549,28 @@ class Streams:
                         for key in ("query", "variables", "operationName", "extensions")}
             except orjson.JSONDecodeError:
                 body = None
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
         request = _operation_request(body)
         if request is None:
-            await _refuse(send, 400, "BAD_REQUEST", "The request must be a GraphQL request: "
-                          "`query` (a string), `variables` and `extensions` (objects), "
-                          "`operationName` (a string)")
+            await self._refuse(send, ANONYMOUS, address, 400, "BAD_REQUEST",
+                               "The request must be a GraphQL request: `query` (a string), "
+                               "`variables` and `extensions` (objects), `operationName` (a "
+                               "string)")
             return
-        client = scope.get("client")
-        connection = EventStream(self, client[0] if client else "unknown")
+        connection = EventStream(self, address)
         try:
             viewer = await self.auth.viewer(Headers(scope=scope))
         except HTTPRefusal as refusal:
             self.observer.subscription_connection_closed("sse", "unauthenticated")
-            await _refuse(send, refusal.status_code, refusal.code, refusal.reason,
-                          refusal.headers)
+            await self._refuse(send, ANONYMOUS, address, refusal.status_code, refusal.code,
+                               refusal.reason, refusal.headers)
             return
         if self.closing:
             self.observer.subscription_connection_closed("sse", "shutdown")
-            await _refuse(send, 503, "SHUTTING_DOWN", "The gateway is shutting down: "
-                          "connect again", {"Retry-After": "1"})
+            await self._refuse(send, viewer, address, 503, "SHUTTING_DOWN",
+                               "The gateway is shutting down: connect again",
+                               {"Retry-After": "1"})
             return
         if len(self.connections) >= self.settings.max_subscription_connections:
             self.observer.subscription_connection_closed("sse", "over_capacity")
@@ -574,10 +580,10 @@ class Streams:
             return
         if not self.admit(connection, viewer):
             self.observer.subscription_connection_closed("sse", "too_many_connections")
-            await _refuse(send, 429, "TOO_MANY_CONNECTIONS",
-                          "Too many subscription connections for this client (at most "
-                          f"{self.settings.subscription_connections_per_client})",
-                          {"Retry-After": "1"})
+            await self._refuse(send, viewer, address, 429, "TOO_MANY_CONNECTIONS",
+                               "Too many subscription connections for this client (at most "
+                               f"{self.settings.subscription_connections_per_client})",
+                               {"Retry-After": "1"})
             return
         self._opened(connection)
         try:
@@ -585,6 +591,27 @@ class Streams:
         finally:
             self._closed(connection)
             self.release(connection)
+
+    async def rate_limit(self, viewer: Viewer, address: str, cost: int
+                         ) -> tuple[bool, dict[str, str]]:
+        """Charge `cost` (0: only look) to the caller; whether it was allowed, and the
+        RateLimit headers (none without rate limits)."""
+        limiter = self.hub.limiter
+        if limiter is None:
+            return True, {}
+        decision = await (limiter.spend_for(viewer, address, cost) if cost
+                          else limiter.peek_for(viewer, address))
+        return decision.allowed, decision.headers()
+
+    async def _refuse(self, send: Send, viewer: Viewer, address: str, status: int, code: str,
+                      message: str, headers: dict[str, str] | None = None) -> None:
+        """An SSE request refused before it streams: like a refusal over plain HTTP, it
+        costs 1 and carries the RateLimit headers; a caller over its limit gets 429."""
+        allowed, limit = await self.rate_limit(viewer, address, 1)
+        if not allowed and status != 429:
+            status, code = 429, "RATE_LIMITED"
+            message = f"Rate limit exceeded: retry in {limit.get('Retry-After', '1')} s"
+        await _refuse(send, status, code, message, {**(headers or {}), **limit})
 
     async def run_operation(self, request: OperationRequest, query: str, viewer: Viewer,
                             address: str) -> Payload:

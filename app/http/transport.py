@@ -26,9 +26,10 @@ HEADERS = [
 # JSON answers load nothing and are never framed; the IDE's page (HTML) needs its scripts.
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"]
+EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After",
+           "Deprecation", "Sunset"]
 ALLOWED = ["Authorization", "Content-Type", "X-Request-Timeout-Ms", "X-Gateway-Debug",
-           "traceparent", "tracestate",
+           "X-Gateway-Cost", "traceparent", "tracestate",
            # Apollo Client's clientAwareness (per-client metrics).
            "apollographql-client-name", "apollographql-client-version"]
 

@@ -36,6 +36,7 @@ from app.config.settings import Settings
 from app.core.errors import HTTPRefusal
 from app.core.redisguard import RedisGuard
 from app.execution.context import RequestContext
+from app.execution.deprecations import deprecated_fields
 from app.execution.errors import classify_errors
 from app.http import batching
 from app.http.batching import Batch
@@ -60,11 +61,18 @@ from app.http.negotiation import (
     refusal,
     wants_event_stream,
 )
-from app.http.response_policy import cache_headers, settle_status
+from app.http.response_policy import (
+    CLIENT_NAME_HEADER,
+    COST_HEADER,
+    cache_headers,
+    report_cost,
+    report_deprecations,
+    settle_status,
+)
 from app.http.subscriptions import Streams
-from app.security.auth import Authenticator
+from app.security.auth import ANONYMOUS, Authenticator
 from app.security.idempotency import IdempotencyStore
-from app.security.persisted import NotFound, PersistedQueries
+from app.security.persisted import DOCUMENT_ID, NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
 from app.telemetry.tracing import RECORD_REQUEST, Telemetry, current_span_ids
 from app.upstream.client import CallScope, UpstreamClient
@@ -99,6 +107,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         super().__init__(schema, graphql_ide="graphiql" if settings.graphql_ide else None,
                          allow_queries_via_get=True, subscription_protocols=())
         self.settings = settings
+        self.graphql_schema = schema._schema  # graphql-core's, for reading documents
         self.client = client
         self.caching = caching
         self.telemetry = telemetry
@@ -141,6 +150,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                     batch.finish(response)
             except HTTPException as error:
                 response = refusal(request, error)
+                if self.limiter is not None:
+                    response = await self._charge_refusal(request, response,
+                                                          error.status_code)
             await response(scope, receive, send)
         finally:
             # The answer is sent (or the request ended without one): the request's loaded
@@ -154,6 +166,37 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
+
+    async def _charge_refusal(self, request: Request, response: Response,
+                              status: int) -> Response:
+        """A request refused before GraphQL (400, 401, 405, 413, 415, 503) costs the minimum,
+        1, and carries the RateLimit headers like every other answer; a caller already over
+        its limit is answered 429 with Retry-After instead (a flood of bad requests is
+        limited like any other). The caller is the token's subject when the token verifies,
+        else the address (a 401's or 503's token is not checked again)."""
+        assert self.limiter is not None
+        gateway = getattr(request.state, "gateway", None)
+        context: RequestContext | None = gateway[0] if gateway is not None else None
+        decision = context.rate_limit if context is not None else None
+        if decision is None:
+            if context is not None:
+                viewer = context.viewer
+            elif status in (401, 503):  # the token is the problem (or cannot be checked)
+                viewer = ANONYMOUS
+            else:
+                try:
+                    viewer = await self.auth.viewer(request.headers)
+                except HTTPException:
+                    viewer = ANONYMOUS
+            address = request.client.host if request.client else "unknown"
+            decision = await self.limiter.spend_for(viewer, address, 1)
+        if not decision.allowed:
+            errors = rate_limited(decision, 1).errors or []
+            response = refusal(request, HTTPRefusal(
+                429, errors[0].message, "RATE_LIMITED",
+                extensions={"retryAfter": decision.retry_after_s, "cost": 1}))
+        response.headers.update(decision.headers())
+        return response
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         # Loaders are built here, per request, inside the running loop: aiodataloader binds
@@ -293,6 +336,9 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         if request_data.query:
             # A manifest operation's name may become a metric label (app/telemetry/metrics.py).
             context.manifest_operation = self.persisted.in_manifest(request_data.query)
+            context.deprecated = deprecated_fields(
+                self.graphql_schema, request_data.query, request_data.operation_name,
+                self.settings.max_query_tokens)
         responses = self.caching.responses
         key = None
         if (responses is not None and request_data.query
@@ -316,6 +362,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         seen = responses.seen() if key is not None and responses is not None else None
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
+        await self._settle_cost(context)
         if register is not None and context.document is not None and request_data.query:
             # It parsed, validated and fit the limits: only now is it worth keeping.
             await self.persisted.register(register, request_data.query)
@@ -330,6 +377,20 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                           context.response_policy(bool(result.errors)), seen,
                           context.loaders.read_keys())
         return result
+
+    async def _settle_cost(self, context: RequestContext) -> None:
+        """The operation ran: its estimated and actual costs to the metrics, and the rate
+        limit's charge (the estimate) refunded down to the actual cost (at least 1)."""
+        actual = context.cost_actual
+        if actual is None:
+            return
+        self.telemetry.observer.operation_cost(context.cost, actual)
+        decision = context.rate_limit
+        refund = max(1, context.cost) - max(1, actual)
+        if self.limiter is not None and decision is not None and decision.allowed \
+                and refund > 0:
+            context.rate_limit = await self.limiter.refund_for(
+                context.viewer, context.client_address, refund)
 
     async def _incremental(self, request: Request, sub_response: Response,
                            context: RequestContext,
@@ -392,6 +453,15 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         response.headers["content-type"] = media_type  # (create_response uses it)
         settle_status(context, response, result, processed, media_type)
         annotate(processed, context, self.telemetry)
+        if COST_HEADER in request.headers:
+            report_cost(processed, context, response)
+        if context.deprecated and result.data is not None:
+            report_deprecations(processed, context.deprecated, response)
+            client = request.headers.get(CLIENT_NAME_HEADER)
+            for coordinate in sorted(context.deprecated):
+                self.telemetry.observer.deprecated_field_used(
+                    coordinate, client, admit=context.names_admitted,
+                    limit=context.settings.client_names_max)
         return processed
 
     def create_response(
@@ -414,12 +484,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         body = super().parse_json(data)
         if isinstance(body, list):
             batching.check(body, self.settings.batch_max_operations)
+            for item in body:
+                with_document_id(item)
             return body
         if not isinstance(body, dict):
             raise HTTPRefusal(400, "The request body must be a JSON object", "BAD_REQUEST")
         if not isinstance(body.get("operationName"), str | None):
             raise HTTPRefusal(400, "`operationName` must be a string or null", "BAD_REQUEST")
-        return body
+        return with_document_id(body)
 
     def _validate_batch_request(self, request_data: list[GraphQLRequestData],
                                 protocol: GraphQLRequestProtocol) -> None:
@@ -442,3 +514,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+
+def with_document_id(body: Any) -> Any:
+    """A trusted document's `documentId` (The Guild's clients; GraphQL over HTTP's persisted
+    documents) moved into `extensions`, where persisted queries are read: Strawberry keeps
+    no other field of the body."""
+    if isinstance(body, dict) and DOCUMENT_ID in body:
+        extensions = body.get("extensions")
+        if extensions is None or isinstance(extensions, dict):
+            body["extensions"] = {**(extensions or {}), DOCUMENT_ID: body.pop(DOCUMENT_ID)}
+    return body

@@ -1,10 +1,21 @@
-"""Automatic persisted queries (Apollo's protocol): a client sends
+"""Persisted queries and trusted documents.
+
+Automatic persisted queries (Apollo's protocol): a client sends
 `extensions.persistedQuery = {"version": 1, "sha256Hash": ...}` instead of the document; the
 gateway answers PERSISTED_QUERY_NOT_FOUND the first time, the client sends the document with
 its hash once, and from then on the hash alone. Registered documents live in Redis when it is
-configured (shared by replicas), else in this process; a manifest file holds the ones known
-at deploy time. With PERSISTED_QUERIES_ONLY, query texts are refused and nothing new is
-registered: only the manifest's (and already registered) operations run.
+configured (shared by replicas), else in this process.
+
+Trusted documents: a manifest file (PERSISTED_QUERIES_FILE) holds the operations known at
+deploy time, in the format Apollo's `generate-persisted-query-manifest` emits
+(`{"format": "apollo-persisted-query-manifest", "version": 1, "operations": [{"id", "name",
+"type", "body"}]}`) or The Guild's (GraphQL Code Generator's client preset and Hive:
+`{"<id>": "<document>"}`, the id a sha256 or sha1 of the document, or any id). Clients send
+a manifest operation by Apollo's `extensions.persistedQuery.sha256Hash` or by the Guild's
+`documentId` (the GraphQL over HTTP persisted-documents appendix, `sha256:<hex>` too). With
+PERSISTED_QUERIES_ONLY, only the manifest's operations run: query texts are refused, nothing
+is registered, and a hash registered through APQ (by an earlier deploy, or another gateway
+sharing the Redis) is not looked up.
 
 While Redis is down (its guard, `app.core.redisguard`), the hashes this process knows (the
 manifest's, and those it registered or looked up before) keep working; any other hash can
@@ -41,12 +52,38 @@ def sha256(query: str) -> str:
     return hashlib.sha256(query.encode()).hexdigest()
 
 
+APOLLO_FORMAT = "apollo-persisted-query-manifest"
+_DIGESTS = {64: hashlib.sha256, 40: hashlib.sha1}
+_HEX = frozenset("0123456789abcdef")
+# The request's `documentId` (The Guild's clients, GraphQL over HTTP's appendix), moved into
+# `extensions` by the view, as Strawberry keeps no other field of the body.
+DOCUMENT_ID = "documentId"
+
+
+def _checked(digest: str, body: str) -> str:
+    """The manifest id, checked against its document when it looks like a digest: a
+    mismatch means the manifest and the clients' build disagree, a deploy error."""
+    bare = digest.removeprefix("sha256:")
+    algorithm = hashlib.sha256 if bare != digest else _DIGESTS.get(len(bare))
+    if (bare != digest or algorithm is not None) and set(bare.lower()) <= _HEX:
+        if algorithm is None or algorithm(body.encode()).hexdigest() != bare.lower():
+            raise SettingsError(f"PERSISTED_QUERIES_FILE: {digest!r} is not the "
+                                f"{'sha256' if bare != digest else 'digest'} of its document")
+        return bare.lower()
+    return digest
+
+
 def load_manifest(path: str) -> dict[str, str]:
+    """Every id a client may send for a manifest operation -> its document: the manifest's
+    own id, and the sha256 of the document (what Apollo's clients send)."""
     try:
         raw = orjson.loads(Path(path).read_bytes())
     except (OSError, orjson.JSONDecodeError) as err:
         raise SettingsError(f"PERSISTED_QUERIES_FILE cannot be read: {err}") from None
-    if isinstance(raw, dict) and isinstance(raw.get("operations"), list):
+    if isinstance(raw, dict) and "operations" in raw:
+        if raw.get("format") not in (APOLLO_FORMAT, None) or raw.get("version") not in (1, None) \
+                or not isinstance(raw["operations"], list):
+            raise SettingsError(f"PERSISTED_QUERIES_FILE: not an {APOLLO_FORMAT} version 1")
         pairs = [(op.get("id"), op.get("body")) for op in raw["operations"]
                  if isinstance(op, dict)]
     elif isinstance(raw, dict):
@@ -55,10 +92,10 @@ def load_manifest(path: str) -> dict[str, str]:
         raise SettingsError("PERSISTED_QUERIES_FILE must be a JSON object")
     manifest = {}
     for digest, body in pairs:
-        if not isinstance(body, str) or digest != sha256(body):
-            raise SettingsError(f"PERSISTED_QUERIES_FILE: {digest!r} is not the sha256 of "
-                                "its document")
-        manifest[digest] = body
+        if not isinstance(digest, str) or not isinstance(body, str):
+            raise SettingsError(f"PERSISTED_QUERIES_FILE: {digest!r} has no document")
+        manifest[_checked(digest, body)] = body
+        manifest[sha256(body)] = body
     return manifest
 
 
@@ -79,6 +116,9 @@ class PersistedQueries:
         register). Raises NotFound for an unknown hash, an HTTPRefusal for a request the
         protocol refuses, or (503) for a hash this process does not know while Redis is
         down."""
+        document_id = (extensions or {}).get(DOCUMENT_ID)
+        if document_id is not None:
+            return self._by_document_id(document_id, query), None
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             if self.only and query is not None:
@@ -107,6 +147,20 @@ class PersistedQueries:
         register = digest if known is None and len(query) <= MAX_DOCUMENT_BYTES else None
         return query, register
 
+    def _by_document_id(self, document_id: Any, query: str | None) -> str:
+        """A trusted document sent by its id: the manifest's only (never one registered
+        through APQ); with the text too, the text must be that document."""
+        if not isinstance(document_id, str) or not document_id:
+            raise HTTPRefusal(400, "documentId must be a non-empty string", "BAD_REQUEST")
+        known = self.manifest.get(document_id.removeprefix("sha256:").lower()) \
+            or self.manifest.get(document_id)
+        if known is None:
+            raise NotFound(document_id)
+        if query is not None and query != known:
+            raise HTTPRefusal(400, "The query is not the document its documentId names",
+                              "BAD_REQUEST")
+        return known
+
     def in_manifest(self, query: str) -> bool:
         """Whether `query` is one of the manifest's operations (deployed with the gateway,
         not chosen by whoever calls)."""
@@ -128,7 +182,12 @@ class PersistedQueries:
 
     async def _get(self, digest: str) -> Any:
         """The document, None when it is not registered, or _DOWN when Redis cannot say."""
-        found = self.manifest.get(digest) or self._local.get(digest)
+        found = self.manifest.get(digest)
+        if found is not None or self.only:
+            # Trusted documents only: what APQ registered (by an earlier deploy, or another
+            # gateway sharing the Redis) is not one of them.
+            return found
+        found = self._local.get(digest)
         if found is not None or self._redis is None:
             return found
         key = self._prefix + digest

@@ -37,8 +37,9 @@ from app.security.auth import Viewer
 
 MAX_LOCAL_CLIENTS = 100_000
 
-# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost, debt (what this replica let
-# through while Redis was unreachable: charged first, at most down to -capacity).
+# KEYS[1]: the bucket. ARGV: capacity, refill per second, cost (negative: a refund, never
+# past a full bucket), debt (what this replica let through while Redis was unreachable:
+# charged first, at most down to -capacity).
 # Returns: allowed (0/1), tokens left, seconds until full, seconds until `cost` would fit.
 SPEND = """
 local capacity = tonumber(ARGV[1])
@@ -53,7 +54,7 @@ tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
 tokens = math.max(-capacity, tokens - tonumber(ARGV[4]))
 local allowed = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  tokens = math.min(capacity, tokens - cost)
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
@@ -97,6 +98,17 @@ class RateLimiter:
         capacity = self.budgets.get(tier, self.budgets["anonymous"])
         rate = capacity / self.settings.rate_limit_window_s
         cost = max(1, cost)
+        return await self._apply(client, tier, capacity, rate, cost)
+
+    async def refund(self, client: str, tier: str, amount: int) -> Decision:
+        """Give back `amount` of what was charged (the estimated cost over the actual one),
+        never past a full bucket."""
+        capacity = self.budgets.get(tier, self.budgets["anonymous"])
+        rate = capacity / self.settings.rate_limit_window_s
+        return await self._apply(client, tier, capacity, rate, -max(0, amount))
+
+    async def _apply(self, client: str, tier: str, capacity: int, rate: float,
+                     cost: int) -> Decision:
         local = f"{tier}:{client}"
         if self._redis is not None and self._spend is not None:
             key = f"{self.settings.redis_prefix}:rl:{tier}:{client}"
@@ -135,13 +147,21 @@ class RateLimiter:
         one by its /64, which one host can rotate through)."""
         return await self.spend(viewer.id or client_of(address), viewer.tier, cost)
 
+    async def refund_for(self, viewer: Viewer, address: str, amount: int) -> Decision:
+        """Refund `amount` to the caller `spend_for` charged."""
+        return await self.refund(viewer.id or client_of(address), viewer.tier, amount)
+
+    async def peek_for(self, viewer: Viewer, address: str) -> Decision:
+        """The caller's bucket as it is (for the headers of an answer charged elsewhere)."""
+        return await self.refund_for(viewer, address, 0)
+
     def _spend_locally(self, key: str, capacity: int, rate: float, cost: int) -> Decision:
         now = self._now()
         tokens, ts = self._local.pop(key, (float(capacity), now))
         tokens = min(capacity, tokens + max(0.0, now - ts) * rate)
         allowed = tokens >= cost
         if allowed:
-            tokens -= cost
+            tokens = min(capacity, tokens - cost)
         self._keep(key, tokens)
         wait = 0.0 if allowed else (cost - tokens) / rate
         return _decision(allowed, capacity, tokens, (capacity - tokens) / rate, wait)
@@ -154,9 +174,10 @@ def _decision(allowed: bool, capacity: int, tokens: float, full_s: float,
 
 
 class RateLimit(SchemaExtension):
-    """Spends the operation's cost (computed by app/execution/limits.py, which runs first) from the
-    caller's bucket before anything executes; over the limit, nothing runs: RATE_LIMITED,
-    and the view answers 429 with Retry-After."""
+    """Spends the operation's estimated cost (computed by app/execution/limits.py, which runs
+    first) from the caller's bucket before anything executes; over the limit, nothing runs:
+    RATE_LIMITED, and the view answers 429 with Retry-After. Once it ran, the view refunds
+    the estimate down to the actual cost (`GatewayGraphQL._settle_cost`)."""
 
     def __init__(self, *, limiter: RateLimiter) -> None:
         super().__init__()

@@ -57,6 +57,7 @@ from loaders.spec import BatchSpec
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The label values known before any traffic (`start_series` creates their series at 0).
 OUTCOMES = ("ok", "partial", "error", "refused", "aborted")
+COST_KINDS = ("estimated", "actual")
 CACHE_OUTCOMES = ("hit", "miss", "stale", "eviction")
 PROTOCOLS = ("ws", "sse")
 EVENT_OUTCOMES = ("fanned_out", "unwatched", "stale")
@@ -79,6 +80,25 @@ REQUEST_LATENCY = Histogram(
     "gateway_request_duration_seconds",
     "Time to answer a GraphQL request, by operation name and outcome.",
     ["operation", "outcome"], buckets=LATENCY_BUCKETS,
+)
+# Operation costs by the IBM cost directives: from a single object to the largest limit.
+COST_BUCKETS = (0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000, 100_000)
+OPERATION_COST = Histogram(
+    "gateway_operation_cost",
+    "Operations' cost by the IBM GraphQL cost directives: estimated (before execution, what "
+    "the rate limit charges) and actual (what the response held, what it is refunded to).",
+    ["kind"], buckets=COST_BUCKETS,
+)
+OPERATION_COST_DELTA = Histogram(
+    "gateway_operation_cost_delta",
+    "Estimated minus actual cost per operation: how much the estimate over-charges.",
+    buckets=COST_BUCKETS,
+)
+DEPRECATED_USES = Counter(
+    "gateway_deprecated_field_uses_total",
+    "Answers that used a deprecated field, by its coordinate and client name (bounded as in "
+    "gateway_client_requests_total: apollographql-client-name, unknown, other).",
+    ["coordinate", "client_name"],
 )
 RESOLVER_LATENCY = Histogram(
     "gateway_resolver_duration_seconds",
@@ -409,11 +429,14 @@ def upstream_codes() -> list[str]:
     return ["OK", *sorted({f.code for f in table})]
 
 
-def start_series(subscription_fields: tuple[str, ...] = ()) -> None:
+def start_series(subscription_fields: tuple[str, ...] = (),
+                 deprecated_fields: tuple[str, ...] = ()) -> None:
     """Create, at 0, every series whose label values are known at start (in each process:
     with several workers each writes its zeros to the shared directory), so that `rate()`
     and the alerts read 0 on a fresh gateway rather than no data. Label values learnt from
     traffic (operation names, clients, currencies) appear when first seen."""
+    for kind in COST_KINDS:
+        OPERATION_COST.labels(kind)
     for operation in ("anonymous", "other"):
         for outcome in OUTCOMES:
             REQUESTS.labels(operation, outcome)
@@ -422,6 +445,8 @@ def start_series(subscription_fields: tuple[str, ...] = ()) -> None:
         CLIENT_LATENCY.labels(client)
         for outcome in OUTCOMES:
             CLIENT_REQUESTS.labels(client, client, outcome)
+        for coordinate in deprecated_fields:
+            DEPRECATED_USES.labels(coordinate, client)
     codes = upstream_codes()
     # One route per service at least (the loaders' own; writes' routes appear when used):
     # enough for the sums by service that the alerts read.

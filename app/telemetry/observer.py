@@ -195,6 +195,18 @@ class TelemetryObserver(Observer):
     def operation_planned(self) -> None:
         metrics.PLANNED.inc()
 
+    def deprecated_field_used(self, coordinate: str, client: str | None, *, admit: bool,
+                              limit: int) -> None:
+        # The client requests' bounded names (CLIENT_NAMES_MAX), so that the two join.
+        name, _ = metrics.client_labels(client, None, admit=admit, limit=limit)
+        metrics.DEPRECATED_USES.labels(coordinate, name).inc()
+
+    def operation_cost(self, estimated: int, actual: int | None) -> None:
+        metrics.OPERATION_COST.labels("estimated").observe(estimated)
+        if actual is not None:
+            metrics.OPERATION_COST.labels("actual").observe(actual)
+            metrics.OPERATION_COST_DELTA.observe(estimated - actual)
+
     # -- business events -------------------------------------------------------------------
     def order_placed(self, currency: str, total_cents: int) -> None:
         metrics.ORDERS_PLACED.inc()

@@ -145,9 +145,7 @@ class AccessLog:
         limit = 0  # client names
         if gateway is not None:
             context = gateway[0]
-            # (In development mode every name: the developer is the caller.)
-            admit = (context.viewer.id is not None or context.manifest_operation
-                     or context.settings.dev_mode)
+            admit = context.names_admitted
             limit = context.settings.client_names_max
             fields["operation"] = context.operation_name
             fields["outcome"] = context.outcome

@@ -31,7 +31,7 @@ from tests.harness import (
 )
 
 PRODUCT = 'query($id: ID!) { product(id: $id) { id name price { amount } } }'
-CHEAP = "{ topProducts(first: 2) { id } }"  # cost 3
+CHEAP = "{ topProducts(first: 3) { id } }"  # cost 3 (3 products; ids cost nothing)
 QUOTA = 30  # per window, for the limited clients: 10 CHEAP requests
 LIMITS = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": str(QUOTA),
           "RATE_LIMIT_AUTHENTICATED": str(QUOTA), "RATE_LIMIT_GOLD": "10000000",

@@ -207,13 +207,16 @@ def test_a_user_s_private_fields_keep_their_permission(either: Gateway) -> None:
 
 def test_the_number_of_representations_multiplies_the_query_cost(
         start: Callable[..., Gateway]) -> None:
-    limited = start(MAX_QUERY_COST="100")
+    # By the IBM cost directives: a product costs 1 (its scalars 0), times the number of
+    # representations.
+    limited = start(MAX_QUERY_COST="50")
     query = "query($representations: [_Any!]!) { _entities(representations: $representations) " \
             "{ ... on Product { id name } } }"
-    assert "errors" not in ask(limited, query, {"representations": reps("Product", ["p1"] * 30)})
-    body = ask(limited, query, {"representations": reps("Product", ["p1"] * 60)})
+    assert "errors" not in ask(limited, query, {"representations": reps("Product", ["p1"] * 50)})
+    body = ask(limited, query, {"representations": reps("Product", ["p1"] * 51)})
     assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX", body
     assert body["errors"][0]["extensions"]["measure"] == "cost"
+    assert body["errors"][0]["extensions"]["actual"] == 51
 
 
 def test_the_federation_fields_and_types_are_described() -> None:

@@ -246,24 +246,31 @@ async def test_limits_count_deferred_selections(
         gateway_of: Any, http_session: aiohttp.ClientSession, clean: Services) -> None:
     gateway = gateway_of(MAX_QUERY_COST="15", RATE_LIMIT_ENABLED="true",
                          RATE_LIMIT_ANONYMOUS="1000", RATE_LIMIT_WINDOW_S="600")
-    # 1 + 10 x (1 + 1) = 21: over 15 only with the deferred field counted (11 without).
-    query = '{ topProducts(first: 10) { id ... @defer { name } } }'
+    # By the IBM cost directives, 10 x (1 + 1) = 20: over 15 only with the deferred category
+    # counted (10 without).
+    query = '{ topProducts(first: 10) { id ... @defer { category { name } } } }'
     answer = await ask(http_session, gateway, query,
                        accept="multipart/mixed;incrementalSpec=v0.2, "
                        "application/graphql-response+json")
     assert answer.status == 400
     assert codes(answer.parts[0]["errors"]) == ["QUERY_TOO_COMPLEX"]
-    undeferred = await ask(http_session, gateway, query.replace("... @defer { name }", ""))
+    undeferred = await ask(http_session, gateway,
+                           query.replace("... @defer { category { name } }", ""))
     assert undeferred.status == 200
-    # The rate limit charges a deferred query what it charges the same query whole.
-    within = '{ topProducts(first: 5) { id ... @defer { name } } }'
-    spent = []
+    # The rate limit charges a deferred query the estimate of the same query whole; the whole
+    # one is then refunded down to its actual cost (what its answer held), the deferred one
+    # is not: its headers, which say what it was charged, leave before its parts exist.
+    within = '{ topProducts(first: 5) { id ... @defer { reviews(first: 2) { id } } } }'
+    spent, costs = [], []
     for q in (within, within.replace("@defer", "")):
-        first = await ask(http_session, gateway, q)
-        second = await ask(http_session, gateway, q)
+        first = await ask(http_session, gateway, q, headers={"X-Gateway-Cost": "1"})
+        second = await ask(http_session, gateway, q, headers={"X-Gateway-Cost": "1"})
         spent.append(int(first.headers["RateLimit-Remaining"])
                      - int(second.headers["RateLimit-Remaining"]))
-    assert spent[0] == spent[1] > 1
+        costs.append(second.parts[0]["extensions"]["cost"])
+    assert costs[0]["estimated"] == costs[1]["estimated"] == 5 * (1 + 2)
+    assert costs[0]["actual"] is None and spent[0] == 15  # deferred: no refund
+    assert 5 <= costs[1]["actual"] <= 15 and spent[1] == costs[1]["actual"]
 
 
 # -- loaders -------------------------------------------------------------------------------------

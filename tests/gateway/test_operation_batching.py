@@ -22,7 +22,7 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 PRODUCT = "query Product($id: ID!) { product(id: $id) { id name } }"
 # 1 + 10 x (1 + 1): `ids` multiplies the cost of what it selects.
 PRODUCTS = "query Products($ids: [ID!]!) { products(ids: $ids) { id name } }"
-PRODUCTS_COST = 21
+PRODUCTS_COST = 21  # for 21 ids: a product each (the IBM cost directives)
 
 
 def ids(n: int, start: int = 1) -> list[str]:
@@ -265,7 +265,7 @@ async def test_each_operation_pays_its_own_rate_limit(
     # 50 per (very long) window, so that nothing refills during the test.
     limited = start(RATE_LIMIT_ENABLED="true", RATE_LIMIT_ANONYMOUS="50",
                     MAX_QUERY_COST="50", RATE_LIMIT_WINDOW_S="86400")
-    op = {"query": PRODUCTS, "variables": {"ids": ids(10)}}
+    op = {"query": PRODUCTS, "variables": {"ids": ids(PRODUCTS_COST)}}
     answer = await post(limited, [op, {"query": "{ nope }"}, op, op])
     # 21 + 21 fit, the third 21 does not (8 left); the invalid one costs the minimum, 1.
     assert answer.status == 200
@@ -287,15 +287,16 @@ async def test_each_operation_has_its_own_cost_limit(
     post: Post, start: Callable[..., Gateway]
 ) -> None:
     capped = start(MAX_QUERY_COST="50")
-    op = {"query": PRODUCTS, "variables": {"ids": ids(10)}}
-    over = {"query": PRODUCTS, "variables": {"ids": ids(30)}}  # 61
+    op = {"query": PRODUCTS, "variables": {"ids": ids(PRODUCTS_COST)}}
+    over = {"query": PRODUCTS, "variables": {"ids": ids(61)}}  # 61
     # Five operations of 21 (105 together) each fit; the one of 61 does not.
     answer = await post(capped, [op, op, over, op, op, op])
     assert answer.status == 200
     assert [answer.codes(i) for i in range(6)] == [[], [], ["QUERY_TOO_COMPLEX"], [], [], []]
     error = answer.body[2]["errors"][0]["extensions"]
     assert (error["measure"], error["limit"], error["actual"]) == ("cost", 50, 61)
-    assert all(len(answer.body[i]["data"]["products"]) == 10 for i in (0, 1, 3, 4, 5))
+    assert all(len(answer.body[i]["data"]["products"]) == PRODUCTS_COST
+               for i in (0, 1, 3, 4, 5))
 
 
 async def test_cache_control_of_a_batch_is_the_most_restrictive(

@@ -90,10 +90,13 @@ def _hints(schema) -> dict[str, list[str]]:
         node = getattr(t, "ast_node", None)
         if node is None or name.startswith("__"):
             continue
-        hints[name] = [print_ast(d) for d in node.directives or ()]
+        # (@cacheControl only: @cost, @listSize and @deprecated are the served graph's own.)
+        hints[name] = [print_ast(d) for d in node.directives or ()
+                       if d.name.value == "cacheControl"]
         for fname, f in getattr(t, "fields", {}).items():
             if f.ast_node is not None:
-                hints[f"{name}.{fname}"] = [print_ast(d) for d in f.ast_node.directives or ()]
+                hints[f"{name}.{fname}"] = [print_ast(d) for d in f.ast_node.directives or ()
+                                            if d.name.value == "cacheControl"]
     return hints
 
 

@@ -31,6 +31,7 @@ def test_the_readmes_settings_table_is_the_generated_one() -> None:
     ({"IDEMPOTENCY_TTL_S": "0"}, "IDEMPOTENCY_TTL_S"),
     ({"AUTH_JWKS_URL": "https://id.example/jwks"}, "AUTH_ISSUER"),
     ({"MAX_QUERY_COST": "30000"}, "MAX_QUERY_COST"),
+    ({"PERSISTED_QUERIES_ONLY": "true"}, "PERSISTED_QUERIES_ONLY needs PERSISTED_QUERIES_FILE"),
     ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
     ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
     ({"REDIS_URL": "redis+cluster://127.0.0.1:7000/2"}, "REDIS_URL: a Redis Cluster has only"),

@@ -74,8 +74,9 @@ async def test_a_stalled_then_killed_redis_costs_no_query_and_recovers(
     private_redis: RedisServer,
 ) -> None:
     gateway = start(REDIS_URL=private_redis.url, CACHE_ENABLED="true",
-                    RATE_LIMIT_ENABLED="true", MAX_QUERY_COST="20",
-                    RATE_LIMIT_AUTHENTICATED="40", RATE_LIMIT_ANONYMOUS="1000000",
+                    # PRODUCT costs 1: u7's 20 requests go over its 15.
+                    RATE_LIMIT_ENABLED="true", MAX_QUERY_COST="15",
+                    RATE_LIMIT_AUTHENTICATED="15", RATE_LIMIT_ANONYMOUS="1000000",
                     RATE_LIMIT_GOLD="1000000")
     ids = iter(range(100, 10_000))
 

@@ -11,7 +11,7 @@ import aiohttp
 from tests.harness import Gateway
 from tests.security.conftest import call
 
-CHEAP = "{ topProducts(first: 2) { id } }"  # cost 3
+CHEAP = "{ topProducts(first: 3) { id } }"  # cost 3 (3 products; ids cost nothing)
 LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": "30",
            "RATE_LIMIT_WINDOW_S": "600",  # refills 0.05/s: nothing refills during a test
            "MAX_QUERY_COST": "30"}

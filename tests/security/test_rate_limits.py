@@ -14,8 +14,9 @@ import aiohttp
 from tests.harness import Gateway, metric_total, start_redis, token
 from tests.security.conftest import Answer, call
 
-CHEAP = "{ topProducts(first: 2) { id } }"  # cost 1 + 2 x 1 = 3
-DEARER = "{ topProducts(first: 5) { id name } }"  # cost 1 + 5 x 2 = 11
+# Costs by the IBM cost directives: a product 1, its scalars 0.
+CHEAP = "{ topProducts(first: 3) { id } }"  # cost 3
+DEARER = "{ topProducts(first: 11) { id name } }"  # cost 11
 LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_ANONYMOUS": "30",
            "RATE_LIMIT_AUTHENTICATED": "60", "RATE_LIMIT_GOLD": "600",
            "RATE_LIMIT_WINDOW_S": "600",  # refills 0.05/s: nothing refills during a test
@@ -142,3 +143,67 @@ async def test_when_redis_fails_each_gateway_keeps_limiting_on_its_own(
         assert after[-1].status == 429
     finally:
         redis.stop()
+
+
+async def test_refusals_before_graphql_carry_the_headers_and_cost_the_minimum(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """400, 401, 405, 413 and 415 each spend 1 of the caller's bucket and say so in the
+    RateLimit headers; once the bucket is empty they are 429 with Retry-After."""
+    gateway = start(**{**LIMITED, "RATE_LIMIT_ANONYMOUS": "6", "MAX_BODY_BYTES": "2000",
+                       "MAX_QUERY_COST": "6"})
+    url = gateway.url + "/graphql"
+    json_ = {"Content-Type": "application/json"}
+    refusals: list[tuple[int, str, dict[str, object]]] = [
+        (400, "BAD_REQUEST", {"data": b"{oops", "headers": json_}),
+        (401, "UNAUTHENTICATED", {"data": b'{"query": "{ __typename }"}', "headers": {
+            **json_, "Authorization": "Bearer not.a.token"}}),
+        (413, "PAYLOAD_TOO_LARGE", {"data": b"x" * 5000, "headers": json_}),
+        (415, "UNSUPPORTED_MEDIA_TYPE", {"data": b"{ __typename }",
+                                         "headers": {"Content-Type": "text/plain"}}),
+    ]
+    left = 6
+    for status, code, kwargs in refusals:
+        async with http_session.post(url, **kwargs) as resp:  # type: ignore[arg-type]
+            body = await resp.json(content_type=None)
+            assert (resp.status, body["errors"][0]["extensions"]["code"]) == (status, code)
+            left -= 1
+            assert resp.headers["RateLimit-Limit"] == "6", status
+            assert int(resp.headers["RateLimit-Remaining"]) == left, status
+            assert "RateLimit-Reset" in resp.headers and "Retry-After" not in resp.headers
+    async with http_session.get(url, params={"query": "mutation { __typename }"},
+                                headers={"Accept": "application/json"}) as resp:
+        assert resp.status == 405 and int(resp.headers["RateLimit-Remaining"]) == left - 1
+    # A signed-in caller's refusal is charged to its own bucket, not its address's.
+    async with http_session.post(url, data=b"{oops", headers={
+            **json_, "Authorization": f"Bearer {token('carol', 'read:catalog')}"}) as resp:
+        assert resp.status == 400 and resp.headers["RateLimit-Limit"] == "60"
+        assert resp.headers["RateLimit-Remaining"] == "59"
+    ok = await call(http_session, gateway, "{ __typename }")  # the last token
+    assert ok.status == 200 and remaining(ok) == 0
+    # Over the limit, a refusal is 429 with Retry-After (a flood of bad requests is limited).
+    async with http_session.post(url, data=b"{oops", headers=json_) as resp:
+        body = await resp.json(content_type=None)
+        assert resp.status == 429 and body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert body["errors"][0]["extensions"]["retryAfter"] == int(resp.headers["Retry-After"])
+        assert resp.headers["RateLimit-Remaining"] == "0"
+
+
+async def test_event_streams_carry_the_headers_too(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession
+) -> None:
+    """GraphQL over SSE: a refused stream request costs 1 like any refusal; a subscription's
+    200 says what its charge (its estimated cost, when it starts) left."""
+    gateway = start(**{**LIMITED, "RATE_LIMIT_ANONYMOUS": "10", "MAX_QUERY_COST": "10"})
+    url, sse = gateway.url + "/graphql", {"Accept": "text/event-stream"}
+    async with http_session.post(url, json={"query": 5}, headers=sse) as resp:
+        assert resp.status == 400 and resp.headers["RateLimit-Remaining"] == "9"
+    async with http_session.post(url, json={"query": "{ __typename }"}, headers={
+            **sse, "Authorization": "Bearer nope"}) as resp:
+        assert resp.status == 401 and resp.headers["RateLimit-Remaining"] == "8"
+    # productChanged: a product, 1; its reviews(first: 3): 3 more.
+    subscription = 'subscription { productChanged(id: "p1") { name reviews(first: 3) { id } } }'
+    async with http_session.post(url, json={"query": subscription}, headers=sse) as resp:
+        assert resp.status == 200 and resp.headers["RateLimit-Limit"] == "10"
+        assert resp.headers["RateLimit-Remaining"] == str(8 - 4)

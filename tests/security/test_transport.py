@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.harness import Gateway
 from tests.security.conftest import Answer, call
@@ -82,6 +83,59 @@ async def test_persisted_only_mode_runs_only_the_manifests_operations(
     assert unknown.codes() == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
+async def test_trusted_documents_exclude_what_automatic_persisted_queries_registered(
+    start: Callable[..., Gateway], http_session: aiohttp.ClientSession, tmp_path: Path,
+    shared_redis_url: str
+) -> None:
+    """PERSISTED_QUERIES_ONLY runs the manifest's operations, never one a client registered
+    through APQ, even one shared through the same Redis; both manifest formats."""
+    shared = {"REDIS_URL": shared_redis_url, "REDIS_PREFIX": f"td-{uuid.uuid4().hex[:8]}"}
+    registered = "{ categories { id name } }"
+    reg_hash = hashlib.sha256(registered.encode()).hexdigest()
+    apq = start(**shared)
+    first = await send(http_session, apq, {"query": registered, "extensions": by_hash(reg_hash)})
+    assert first.body["data"]["categories"]
+    assert (await send(http_session, apq, {"extensions": by_hash(reg_hash)})).body["data"]
+
+    # Apollo's generate-persisted-query-manifest output, as written by @apollo/generate-
+    # persisted-query-manifest 1.x.
+    apollo = tmp_path / "persisted-query-manifest.json"
+    apollo.write_text(json.dumps({
+        "format": "apollo-persisted-query-manifest", "version": 1,
+        "operations": [{"id": DIGEST, "name": "Product", "type": "query", "body": QUERY}]}))
+    trusted = start(PERSISTED_QUERIES_FILE=str(apollo), PERSISTED_QUERIES_ONLY="true",
+                    **shared)
+    assert (await send(http_session, trusted, {"extensions": by_hash()})
+            ).body["data"]["product"]["id"] == "p1"
+    refused = await send(http_session, trusted, {"extensions": by_hash(reg_hash)})
+    assert refused.codes() == ["PERSISTED_QUERY_NOT_FOUND"] and refused.body["data"] is None
+
+    # The Guild's persisted-documents.json (GraphQL Code Generator's client preset, Hive):
+    # id -> document, a sha1 id by default, sent as `documentId`.
+    sha1 = hashlib.sha1(QUERY.encode()).hexdigest()
+    guild = tmp_path / "persisted-documents.json"
+    guild.write_text(json.dumps({sha1: QUERY, "app~1.2~categories": "{ categories { id } }"}))
+    hive = start(PERSISTED_QUERIES_FILE=str(guild), PERSISTED_QUERIES_ONLY="true", **shared)
+    for body in ({"documentId": sha1}, {"documentId": f"sha256:{DIGEST}"},
+                 {"extensions": by_hash()}):
+        ok = await send(http_session, hive, body)
+        assert ok.body["data"]["product"]["id"] == "p1", body
+    named = await send(http_session, hive, {"documentId": "app~1.2~categories"})
+    assert named.body["data"]["categories"]
+    for body in ({"documentId": "nope"}, {"extensions": by_hash(reg_hash)}):
+        missing = await send(http_session, hive, body)
+        assert missing.codes() == ["PERSISTED_QUERY_NOT_FOUND"], body
+    text = await send(http_session, hive, {"query": QUERY})
+    assert text.status == 400 and text.codes() == ["PERSISTED_QUERY_REQUIRED"]
+    # A manifest whose id is not its document's digest is a deploy error: it does not start.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"0" * 40: QUERY}))
+    from app.config.settings import SettingsError
+    from app.security.persisted import load_manifest
+    with pytest.raises(SettingsError):
+        load_manifest(str(bad))
+
+
 async def test_cors_is_closed_unless_configured(
     prod: Gateway, start: Callable[..., Gateway], http_session: aiohttp.ClientSession
 ) -> None:
@@ -98,6 +152,7 @@ async def test_cors_is_closed_unless_configured(
                                  headers={"Origin": "https://app.example"}) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert "RateLimit-Remaining" in resp.headers["Access-Control-Expose-Headers"]
+        assert "Deprecation" in resp.headers["Access-Control-Expose-Headers"]
     async with http_session.options(open_.url + "/graphql", headers={
             **preflight, "Origin": "https://evil.example"}) as resp:
         assert resp.status == 400 and "Access-Control-Allow-Origin" not in resp.headers

@@ -242,6 +242,14 @@ async def test_a_fresh_gateway_reports_its_known_series_at_zero(
         for family in ("gateway_orders_placed", "gateway_orders_cancelled",
                        "gateway_reviews_added"):
             assert m.value(family, "_total") == 0
+        assert {(s.labels["kind"], s.value) for s in m.samples("gateway_operation_cost",
+                                                                "_count")} == {
+            ("estimated", 0), ("actual", 0)}
+        assert m.value("gateway_operation_cost_delta", "_count") == 0
+        # Every deprecated field, by the bounded client names known at start.
+        assert {(s.labels["coordinate"], s.labels["client_name"], s.value) for s in
+                m.samples("gateway_deprecated_field_uses", "_total")} == {
+            ("Product.inStock", "unknown", 0), ("Product.inStock", "other", 0)}
 
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
