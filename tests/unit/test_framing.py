@@ -87,6 +87,7 @@ type Query { fast: String, denied: String, broken: String, slow: String }
 
 class _Context:
     outcome = "ok"
+    error_codes: frozenset[str] = frozenset()
 
 
 async def _run(query: str, root: dict[str, Any]) -> Any:
@@ -114,6 +115,8 @@ async def test_later_parts_have_their_errors_classified_and_mark_the_outcome() -
     assert by_path["broken"]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
     assert by_path["broken"]["message"] == "Internal server error"
     assert context.outcome == "partial"
+    # The later parts' codes are the request's too (the SLI's client or server fault).
+    assert context.error_codes == {"FORBIDDEN", "INTERNAL_SERVER_ERROR"}
 
 
 async def test_closing_the_parts_stops_the_deferred_work() -> None:
