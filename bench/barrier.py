@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from bench.checkout import checkout, short
 from bench.report import replace_section
 from tests.harness import Gateway, Services, start_gateway, start_services
 
@@ -87,25 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=40, help="per side and scenario")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
-    root = BENCH.parent
-
-    def short(rev: str) -> str:
-        return subprocess.run(["git", "rev-parse", "--short", rev], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-
     base, head = short(args.base), short("HEAD")
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-barrier-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="bench-barrier-") as tmpdir, \
+            checkout(base, Path(tmpdir) / "base") as earlier:
         tmp = Path(tmpdir)
-        checkout = tmp / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(checkout), base],
-                       cwd=root, check=True)
         started: list[Any] = []
         try:
             services = start_services(tmp / "services")
             started.append(services)
             sides = {"head": start_gateway(tmp / "head", services, env=ENV),
-                     "base": start_gateway(tmp / "base-gw", services, env=ENV, root=checkout)}
+                     "base": start_gateway(tmp / "base-gw", services, env=ENV, root=earlier)}
             started.extend(sides.values())
             clients = {side: Client(gateway) for side, gateway in sides.items()}
             for name, file, variables, latency, rest, floor, barrier_floor in SCENARIOS:
@@ -134,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for process in reversed(started):
                 process.stop()
-            subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=root,
-                           check=False)
     (args.out / "barrier.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     command = f"python -m bench.barrier --base {args.base} --requests {args.requests}"
     lines = [

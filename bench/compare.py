@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from bench.checkout import checkout, short
 from bench.report import replace_section
 from bench.run import (
     BENCH,
@@ -70,19 +71,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args()
     root = BENCH.parent
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    head = short("HEAD")
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "app", "schema",
                                  "resolvers", "loaders"], cwd=root, check=True,
                                 capture_output=True, text=True).stdout.strip())
-    base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    base = short(args.base)
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmpdir, \
+            checkout(base, Path(tmpdir) / "base") as earlier:
         tmp = Path(tmpdir)
-        checkout = tmp / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(checkout), base],
-                       cwd=root, check=True)
         services = start_services(tmp, cpus=OTHERS_CPU)
         try:
             set_latency(services, 0)
@@ -92,7 +89,7 @@ def main() -> None:
                 sides = {
                     "head": start_gateway(tmp, services, env=env, cpus=GATEWAY_CPU),
                     "base": start_gateway(tmp, services, env=env, cpus=GATEWAY_CPU,
-                                          root=checkout),
+                                          root=earlier),
                 }
                 try:
                     for workload in args.workloads.split(","):
@@ -121,8 +118,6 @@ def main() -> None:
                         gateway.stop()
         finally:
             services.stop()
-            subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=root,
-                           check=False)
     report = {"head": head + ("+changes" if dirty else ""), "base": base,
               "rounds": args.rounds, "seconds": args.seconds, "results": results}
     (args.out / "compare.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.checkout import checkout, short
 from bench.report import replace_section
 from bench.run import WORKING_SET
 from bench.workloads import PLACE_ORDER, mix
@@ -87,22 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
-    root = BENCH.parent
-    base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    base, head = short(args.base), short("HEAD")
     ratios: dict[str, list[float]] = {"head": [], "base": []}
     totals: dict[str, dict[str, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-hits-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="bench-hits-") as tmpdir, \
+            checkout(base, Path(tmpdir) / "base") as earlier:
         tmp = Path(tmpdir)
-        checkout = tmp / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(checkout), base],
-                       cwd=root, check=True)
         started: list[Any] = []
         try:
             sides: dict[str, Gateway] = {}
-            for side, where in (("head", None), ("base", checkout)):
+            for side, where in (("head", None), ("base", earlier)):
                 port = free_port()
                 services = start_services(tmp / side,
                                           webhooks=[f"http://127.0.0.1:{port}/events"])
@@ -127,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for process in reversed(started):
                 process.stop()
-            subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=root,
-                           check=False)
     report = {"head": head, "base": base, "ratios": ratios, "totals": totals}
     (args.out / "response_hits.json").write_bytes(
         orjson.dumps(report, option=orjson.OPT_INDENT_2))
