@@ -5,9 +5,10 @@ Strawberry wraps every field: a new `Info` per call, argument conversion, a chai
 closures built per call and, for async resolvers, an extra coroutine. On a deep query that is
 thousands of calls and most of the gateway's CPU time. Our resolvers take
 `(root, info, **arguments)` and use only `info.context`, which graphql-core's own resolve
-info has, so for a field without field extensions (such as permission classes) and with only
-scalar arguments, the resolver is installed on the graphql-core field as it is, and a field
-without a resolver reads its key. Everything else keeps Strawberry's path.
+info has, so for a field with only scalar arguments and no field extensions other than
+synchronous permission classes (checked here as Strawberry would, `_guarded`), the resolver
+is installed on the graphql-core field as it is, and a field without a resolver reads its
+key. Everything else keeps Strawberry's path.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLField, GraphQLObjectType, get_named_type, is_input_object_type
+from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types.field import StrawberryField
 
+from app.core.errors import Forbidden
 from app.execution.executor import DIRECT, KEY
 
 Resolve = Callable[..., Any]
@@ -40,16 +43,58 @@ def _event(source: Any, info: Any, **arguments: Any) -> Any:
     return source
 
 
+def _guarded(resolve: Resolve, permissions: list[BasePermission]) -> Resolve:
+    """`resolve` behind the field's permission classes, checked as Strawberry's
+    PermissionExtension checks them (each in order; the first that refuses raises, through
+    its `on_unauthorized`), without Strawberry's per-call wrapping: so that a private field
+    (`User.email`, `order(id)`) keeps a query on the plan executor."""
+
+    def guarded(source: Any, info: Any, **arguments: Any) -> Any:
+        for permission in permissions:
+            allowed = permission.has_permission(source, info, **arguments)
+            if allowed is not True:
+                if allowed is not False:  # an awaitable or a non-boolean: fail closed
+                    raise TypeError(f"{type(permission).__name__}.has_permission must "
+                                    "return a boolean")
+                permission.on_unauthorized()
+                raise Forbidden(permission.message or "")  # if it did not raise itself
+        return resolve(source, info, **arguments)
+
+    return guarded
+
+
+def _permissions(definition: StrawberryField) -> list[BasePermission] | None:
+    """The field's permissions when its only extensions are plain, synchronous permission
+    checks (what `_guarded` does as Strawberry would); else None: Strawberry's path."""
+    permissions: list[BasePermission] = []
+    for extension in definition.extensions:
+        if not isinstance(extension, PermissionExtension) or extension.fail_silently:
+            return None
+        for permission in extension.permissions:
+            if inspect.iscoroutinefunction(permission.has_permission):
+                return None
+            permissions.append(permission)
+    return permissions
+
+
 def _direct(field: GraphQLField, definition: StrawberryField, inline_keys: bool
             ) -> Resolve | None:
     if definition.is_subscription:
         return _event
-    if definition.extensions or any(
+    permissions = _permissions(definition)
+    if permissions is None or any(
         is_input_object_type(get_named_type(arg.type)) for arg in field.args.values()
     ):
         return None
+    resolve = _unguarded(definition, inline_keys and not permissions)
+    if resolve is None or not permissions:
+        return resolve
+    return _guarded(resolve, permissions)
+
+
+def _unguarded(definition: StrawberryField, inline_key: bool) -> Resolve | None:
     if definition.base_resolver is None:
-        return _key_reader(definition.python_name, inline_keys)
+        return _key_reader(definition.python_name, inline_key)
     fn = definition.base_resolver.wrapped_func
     if not callable(fn):
         return None  # a classmethod descriptor: Strawberry binds it

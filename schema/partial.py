@@ -18,7 +18,7 @@ from typing import Any
 from graphql import GraphQLField, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema
 
 from app.core.errors import Forbidden
-from app.execution.executor import FALLBACK
+from app.execution.executor import DIRECT, FALLBACK
 
 Fallback = Callable[[dict[str, Any]], Any]
 
@@ -81,4 +81,8 @@ def _denial_awaitable(resolve: Callable[..., Any]) -> Callable[..., Any]:
             failed.set_exception(error)
             return failed
 
+    # Still a direct resolver if it was one: the plan executor may call it (a denial is a
+    # failed future there too, completed with the fallback).
+    if getattr(resolve, DIRECT, False):
+        setattr(guarded, DIRECT, True)
     return guarded

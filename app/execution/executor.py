@@ -16,8 +16,9 @@ runs before its siblings' lookups have been issued.
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
 parent. Mutations, subscriptions, abstract types and fields that need Strawberry's own
-resolver path (permission classes, input objects) use graphql-core's executor unchanged; so
-does a query in which any of them appears.
+resolver path (input objects, asynchronous permission classes) use graphql-core's executor
+unchanged; so does a query in which any of them appears. Private fields are planned: their
+permission classes are checked by their direct resolvers (`schema/direct_resolvers.py`).
 
 @defer and @stream: both executors here apply them as if absent (graphql-core's base
 executor does), which is the whole answer a client gets when it does not accept incremental

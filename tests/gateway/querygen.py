@@ -32,8 +32,9 @@ from graphql import (
 )
 from hypothesis import strategies as st
 
-# Fields the plan executor leaves to graphql-core (permission classes, Strawberry's own
-# resolver path): a query holding one falls back whole. Drawn only in some queries.
+# Fields behind permission classes: the plan executor checks them itself now
+# (schema/direct_resolvers.py, _guarded), as Strawberry's path would. Drawn only in some
+# queries, since the signed-in users of the examples see few of them.
 FALLBACK_FIELDS = {("Query", "order"), ("User", "email"), ("User", "orders"),
                    ("User", "recommendations")}
 # Seeded data (services.seed, seed 42, scale 1): p1..p5000, u1..u1000, c1..c50, o1..o10000.
