@@ -36,6 +36,12 @@ AUTH_AUDIENCE = "urn:federation-gateway"
 
 # The tests' gateways accept HS256 tokens signed with this (tests.harness.token).
 JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
+# A gateway's settings as `make run` starts it (the development profile), except that it takes
+# the tests' HS256 tokens (`token`) instead of the reference authorization server's:
+# tests/security/test_oauth.py drives that one.
+DEVELOPMENT_PROFILE: dict[str, str | None] = {
+    "GATEWAY_SETTINGS_FILE": str(ROOT / "config" / "development.toml"), "DEV_MODE": None,
+    "AUTH_JWKS_URL": "", "AUTH_ISSUER": "", "AUTH_AUDIENCE": ""}
 
 
 def token(sub: str, scope: str = "", **claims: Any) -> str:

@@ -55,8 +55,11 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
 
 
 def run_module(module: str, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=300,
-                   stdin=subprocess.DEVNULL, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, timeout=300,
+                          stdin=subprocess.DEVNULL, capture_output=True)
+    # A failed run says why (its last output), not only its exit status.
+    assert done.returncode == 0, (done.stdout[-2000:] + done.stderr[-4000:]).decode(
+        errors="replace")
 
 
 def test_idle_probe_smoke_keeps_the_other_sections(tmp_path: Path) -> None:

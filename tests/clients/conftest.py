@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, Gateway, Services, gateways, require, running_services
+from tests.harness import (
+    DEVELOPMENT_PROFILE,
+    ROOT,
+    Gateway,
+    Services,
+    gateways,
+    require,
+    running_services,
+)
 
 NODE_MODULES = ROOT / "node_modules"
 
@@ -29,8 +37,7 @@ def cservices(ctmp: Path) -> Iterator[Services]:
 @pytest.fixture(scope="package")
 def cgateway(ctmp: Path, cservices: Services) -> Iterator[Gateway]:
     with gateways(ctmp, cservices) as start:
-        yield start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "development.toml"),
-                    DEV_MODE=None)
+        yield start(**DEVELOPMENT_PROFILE)  # as `make run` starts it, with the tests' tokens
 
 
 def node_with(*packages: str) -> str:

@@ -28,7 +28,7 @@ def test_http_link_sees_the_first_part_then_the_completed_page(
     out = json.loads(run.stdout)
     # The link asked for incremental delivery in the format the gateway sends.
     assert out["accept"].startswith("multipart/mixed;incrementalSpec=v0.2"), out["accept"]
-    assert out["contentType"].startswith("multipart/mixed"), out["contentType"]
+    assert out["contentType"].startswith("multipart/mixed"), out
     results = [r for r in out["results"] if r["data"]]
     assert all(r["error"] is None for r in out["results"]), out["results"]
     first, last = results[0], results[-1]

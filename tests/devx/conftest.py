@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ROOT, Gateway, Services, gateways, http, running_services
+from tests.harness import (
+    DEVELOPMENT_PROFILE,
+    ROOT,
+    Gateway,
+    Services,
+    gateways,
+    http,
+    running_services,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NODE_MODULES = ROOT / "node_modules"
@@ -35,9 +43,8 @@ def start(dtmp: Path, dservices: Services) -> Iterator[Callable[..., Gateway]]:
 
 @pytest.fixture(scope="package")
 def gateway(start: Callable[..., Gateway]) -> Gateway:
-    """A gateway as `make run` starts it: the development profile."""
-    return start(GATEWAY_SETTINGS_FILE=str(ROOT / "config" / "development.toml"),
-                 DEV_MODE=None)
+    """A gateway as `make run` starts it (with the tests' tokens: DEVELOPMENT_PROFILE)."""
+    return start(**DEVELOPMENT_PROFILE)
 
 
 def ask(gateway: Gateway, query: str, variables: dict[str, Any] | None = None,

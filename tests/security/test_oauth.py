@@ -31,7 +31,8 @@ from tests.harness import ROOT, Gateway, Services, gateways, http, running_servi
 from tests.security.conftest import call
 
 ME = "{ me { id } }"
-CHEAP = "{ topProducts(first: 2) { id } }"  # cost 3
+CHEAP = "{ topProducts(first: 2) { id } }"
+CHEAP_COST = 2  # by the IBM cost directives: two products at 1, their scalars at 0
 SANDBOX = ("sandbox", "sandbox-secret-0123456789abcdef0123456789")  # free tier, read:catalog
 ACME = ("acme-shop", "acme-shop-secret-0123456789abcdef012345")  # standard, every scope
 BIGCORP = ("bigcorp", "bigcorp-secret-0123456789abcdef0123456789")  # gold
@@ -346,7 +347,7 @@ async def test_the_tier_claim_selects_the_rate_limit(
         issued = await client_token(http_session, oservices, client)
         answer = await call(http_session, limited, CHEAP, token=issued)
         assert answer.status == 200 and answer.headers["RateLimit-Limit"] == limit, client
-        assert int(answer.headers["RateLimit-Remaining"]) == int(limit) - 3
+        assert int(answer.headers["RateLimit-Remaining"]) == int(limit) - CHEAP_COST
     # A user's token (the storefront's) has no tier: the signed-in default.
     verifier, challenge = pkce()
     code = await authorize(http_session, oservices, seed.users["u7"]["username"], challenge,
@@ -358,10 +359,11 @@ async def test_the_tier_claim_selects_the_rate_limit(
     answer = await call(http_session, limited, CHEAP, token=tokens["access_token"])
     assert answer.headers["RateLimit-Limit"] == "200"
     assert (await call(http_session, limited, CHEAP)).headers["RateLimit-Limit"] == "50"
-    # The free client spends its own bucket (its id's, whichever token): 97 left after the
-    # first query, 3 a query, so the 33rd more is refused.
+    # The free client spends its own bucket (its id's, whichever token): 98 left after the
+    # first query, 2 a query, so the 50th more is refused.
     issued = await client_token(http_session, oservices, SANDBOX)
-    answers = [await call(http_session, limited, CHEAP, token=issued) for _ in range(33)]
+    more = (100 - CHEAP_COST) // CHEAP_COST + 1
+    answers = [await call(http_session, limited, CHEAP, token=issued) for _ in range(more)]
     assert [a.status for a in answers[-2:]] == [200, 429]
 
 
