@@ -315,9 +315,10 @@ async def local_server(app: Any) -> AsyncIterator[str]:
 
 
 @contextmanager
-def gateways(tmp: Path, services: Services, **defaults: str) -> Iterator[Callable[..., Gateway]]:
-    """A factory of gateways against `services` (settings: `defaults`, then its own),
-    all stopped on leaving: what each test package's `start` fixture hands out."""
+def gateways(tmp: Path, services: Services,
+             **defaults: str | None) -> Iterator[Callable[..., Gateway]]:
+    """A factory of gateways against `services` (settings: `defaults`, then its own; None
+    removes one), all stopped on leaving: what each test package's `start` fixture hands out."""
     started: list[Gateway] = []
 
     def start(services_: Services | None = None, **env: str | None) -> Gateway:
