@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -599,7 +600,7 @@ def start_redis_cluster(tmp: Path, masters: int = 3, node_timeout_ms: int = 1000
     cluster = RedisClusterServers(processes, tmp)
     try:
         for port in ports:
-            cluster.wait(lambda p=port: _pong(p), f"node {port} up", 10)  # type: ignore[misc]
+            cluster.wait(partial(_pong, port), f"node {port} up", 10)
         created = subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "1", "--cluster-yes"],
