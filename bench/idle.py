@@ -39,9 +39,10 @@ GAPS: tuple[tuple[str, float, bool], ...] = (
     ("after 20 ms idle", 0.020, False),
     ("after 5 ms busy-waiting", 0.005, True),
 )
-DATA = [{"id": f"p{i}", "name": f"Product {i}", "price_cents": i * 100, "currency": "EUR",
-         "reviews": [{"id": f"r{i}-{j}", "rating": j % 5 + 1, "body": "Fine."} for j in range(5)]}
-        for i in range(300)]
+DATA: list[dict[str, Any]] = [
+    {"id": f"p{i}", "name": f"Product {i}", "price_cents": i * 100, "currency": "EUR",
+     "reviews": [{"id": f"r{i}-{j}", "rating": j % 5 + 1, "body": "Fine."} for j in range(5)]}
+    for i in range(300)]
 
 
 def unit() -> bytes:

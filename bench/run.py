@@ -372,9 +372,9 @@ def write_report(out: Path, command: str, rows: list[Row], meta: dict[str, Any])
                   "apart (the table above) move with the machine's speed; these do not.", "",
                   "| mode | req/s per round | median req/s | against cold |", "|---|---|---|---|"]
         for mode, values in inter["rps"].items():
-            ratio = med[mode] / med["cold"] if med["cold"] else 0.0
+            against = med[mode] / med["cold"] if med["cold"] else 0.0
             lines.append(f"| {mode} | {', '.join(f'{v:.0f}' for v in values)} | "
-                         f"{med[mode]:.0f} | {ratio:.1f}x |")
+                         f"{med[mode]:.0f} | {against:.1f}x |")
     if meta.get("profile"):
         lines += ["", "## Profile: deep query, cold, concurrency 32, no injected latency", "",
                   "Own time of the hottest functions (py-spy samples of the gateway; the "

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     redis = start_redis(tmp / "redis")
     services = start_services(tmp, cpus=OTHERS_CPU)
-    result: dict[str, object] = {"throughput": {}, "second_replica": {}}
+    throughput: dict[str, dict[str, float]] = {}  # workload -> processes -> req/s
     try:
         # 1. One process against two behind one port, both on the shared Redis.
         for workers, cpus in ((1, "0"), (2, "0,1")):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                     # The entity cache is on in both: the deep query repeats, so after its
                     # first answer it is served from the cache too.
                     key = f"{workload} ({'warm working set' if warm else 'repeated'})"
-                    result["throughput"].setdefault(key, {})[str(workers)] = res["rps"]  # type: ignore[union-attr]
+                    throughput.setdefault(key, {})[str(workers)] = res["rps"]
             finally:
                 gateway.stop()
         # 2. Replica a warms the shared cache; replica b then reads the same working set.
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             after = cache_counts(b)
             hits = after.get("hit", 0) - before.get("hit", 0)
             misses = after.get("miss", 0) - before.get("miss", 0)
-            result["second_replica"] = {
+            second: dict[str, float] = {
                 "lookups": hits + misses, "hits": hits,
                 "hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
                 "upstream_requests": sum(upstream_counts(services).values()),
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         services.stop()
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    result = {"throughput": throughput, "second_replica": second}
     (args.out / "scaleout.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     lines = ["`python -m bench.scaleout`: one gateway process on core 0 against two behind one "
              "port (GATEWAY_WORKERS=2: two processes, each with its own SO_REUSEPORT socket) "
@@ -98,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
              "generator share core 1, so this is what a second core buys on this 2-core "
              "machine.", "",
              "| workload | 1 process req/s | 2 processes req/s | ratio |", "|---|---|---|---|"]
-    for key, by in result["throughput"].items():  # type: ignore[union-attr]
+    for key, by in throughput.items():
         lines.append(f"| {key} | {by['1']:.0f} | {by['2']:.0f} | {by['2'] / by['1']:.2f}x |")
-    second = result["second_replica"]
-    lines += ["", f"Second replica after the first warmed Redis ({second['queries']} product "  # type: ignore[index]
-              f"pages): {second['hit_ratio']:.0%} of its {second['lookups']:.0f} entity "  # type: ignore[index]
-              f"lookups hit the shared cache, with {second['upstream_requests']} upstream "  # type: ignore[index]
+    lines += ["", f"Second replica after the first warmed Redis ({second['queries']} product "
+              f"pages): {second['hit_ratio']:.0%} of its {second['lookups']:.0f} entity "
+              f"lookups hit the shared cache, with {second['upstream_requests']} upstream "
               "requests.", ""]
     replace_section(args.out / "RESULTS.md", "Scale-out", "\n".join(lines))
     print("\n".join(lines))

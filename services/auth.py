@@ -688,7 +688,7 @@ def routes(ctx: Context) -> list[Route]:
                                 f"{html.escape(error.description or '')}</p>", 400)
         params = {k: v for k, v in oauth_request.payload.data.items()
                   if k not in ("username", "password")}
-        error = ""
+        alert = ""  # not `error`: that name is the except clause's, deleted after it
         if request.method == "POST":
             name = oauth_request.form.get("username", "")
             user = state.users.get(name) or by_name.get(name)
@@ -698,13 +698,13 @@ def routes(ctx: Context) -> list[Route]:
                 response: Response = server.create_authorization_response(
                     oauth_request, grant_user=user, grant=grant)
                 return response
-            error = "<p role=alert>Unknown user or wrong password.</p>"
+            alert = "<p role=alert>Unknown user or wrong password.</p>"
         hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" '
                          f'value="{html.escape(v)}">\n' for k, v in params.items())
-        page = LOGIN_FORM.format(client=html.escape(grant.client.client_id), error=error,
+        page = LOGIN_FORM.format(client=html.escape(grant.client.client_id), error=alert,
                                  hidden=hidden, scope=html.escape(grant.request.scope or ""))
         # The form posts back here: no framing (clickjacking), no caching.
-        return HTMLResponse(page, 401 if error else 200, headers={
+        return HTMLResponse(page, 401 if alert else 200, headers={
             "Cache-Control": "no-store", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'none'; form-action 'self'; "
                                        "frame-ancestors 'none'"})

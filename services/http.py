@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import orjson
@@ -153,7 +153,8 @@ def decode_cursor(cursor: str) -> str:
         raise bad_input("invalid cursor") from None
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
+    # A TypeGuard, so that a checked body value is an int to the code after the check.
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -91,8 +91,9 @@ class Reviews:
 
         self.next_number += 1
         number = self.next_number
-        review = {"id": f"r{number}", "product_id": product_id, "author_id": author_id,
-                  "rating": rating, "body": text, "created_at": now_iso()}
+        review: dict[str, Any] = {
+            "id": f"r{number}", "product_id": product_id, "author_id": author_id,
+            "rating": rating, "body": text, "created_at": now_iso()}
         (version,) = self.store.commit([Change("Review", review["id"], review, created=True)],
                                        counters={"review": number})
         self.reviews[review["id"]] = review

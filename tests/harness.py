@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -321,9 +322,10 @@ async def local_server(app: Any) -> AsyncIterator[str]:
 
 
 @contextmanager
-def gateways(tmp: Path, services: Services, **defaults: str) -> Iterator[Callable[..., Gateway]]:
-    """A factory of gateways against `services` (settings: `defaults`, then its own),
-    all stopped on leaving: what each test package's `start` fixture hands out."""
+def gateways(tmp: Path, services: Services,
+             **defaults: str | None) -> Iterator[Callable[..., Gateway]]:
+    """A factory of gateways against `services` (settings: `defaults`, then its own; None
+    removes one), all stopped on leaving: what each test package's `start` fixture hands out."""
     started: list[Gateway] = []
 
     def start(services_: Services | None = None, **env: str | None) -> Gateway:
@@ -604,7 +606,7 @@ def start_redis_cluster(tmp: Path, masters: int = 3, node_timeout_ms: int = 1000
     cluster = RedisClusterServers(processes, tmp)
     try:
         for port in ports:
-            cluster.wait(lambda p=port: _pong(p), f"node {port} up", 10)  # type: ignore[misc]
+            cluster.wait(partial(_pong, port), f"node {port} up", 10)
         created = subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "1", "--cluster-yes"],

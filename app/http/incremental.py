@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -71,7 +71,7 @@ def _classify(errors: list[GraphQLError] | None, hide_suggestions: bool,
 
 async def later_payloads(results: ExperimentalIncrementalExecutionResults,
                          context: RequestContext | None, *,
-                         hide_suggestions: bool) -> AsyncIterator[dict[str, Any]]:
+                         hide_suggestions: bool) -> AsyncGenerator[dict[str, Any], None]:
     """The parts after the first, formatted, their errors classified. The request's outcome
     becomes `partial` when one has errors. Closing this iterator (the client left) stops
     the work still running for the parts not sent."""

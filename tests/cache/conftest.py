@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,8 @@ def replicas(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Replica
     pair.services.clear_faults()
 
 
-Query = Callable[..., Awaitable[tuple[int, dict[str, str], dict[str, Any]]]]
+# A coroutine (not any awaitable): tests run queries as tasks.
+Query = Callable[..., Coroutine[Any, Any, tuple[int, dict[str, str], dict[str, Any]]]]
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config.settings import Settings
-from app.http.app import Caching, build_caching
+from app.http.app import build_caching
+from app.http.view import Caching
 from app.upstream.client import UpstreamClient
 from loaders.declarations import PRODUCT, TOP_PRODUCTS
 from loaders.registry import Loaders

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -86,7 +87,7 @@ async def test_a_master_killed_under_two_replicas(
     spender = {"Authorization": f"Bearer {token(limited, 'read:catalog')}"}
 
     async def post(gateway: Gateway, document: str, headers: dict[str, str],
-                   variables: dict[str, str] | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+                   variables: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         async with http_session.post(gateway.url + "/graphql", headers=headers,
                                      json={"query": document, "variables": variables}) as r:
             return r.status, await r.json(content_type=None)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from typing import Any
 
 import aiohttp
 import orjson
@@ -45,13 +46,14 @@ async def test_a_change_event_evicts_the_entity(query: Query, cstack: CacheStack
     assert before["data"]["product"]["name"] != new_name
 
 
-def signed(event: dict) -> tuple[bytes, dict[str, str]]:  # type: ignore[type-arg]
+def signed(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = orjson.dumps(event)
     digest = hmac.new(EVENT_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return body, {"X-Signature": f"sha256={digest}", "Content-Type": "application/json"}
 
 
-async def post_event(session: aiohttp.ClientSession, gateway: Gateway, event: dict) -> None:  # type: ignore[type-arg]
+async def post_event(session: aiohttp.ClientSession, gateway: Gateway,
+                     event: dict[str, Any]) -> None:
     body, headers = signed(event)
     async with session.post(gateway.url + "/events", data=body, headers=headers) as resp:
         assert resp.status == 204

@@ -36,7 +36,7 @@ async def test_a_shipped_orders_event_is_applied(query: Query, cstack: CacheStac
     client = redis.Redis.from_url(redis_url)
     pattern = f"{cstack.prefix}:*ver:Order:{order_id}"
 
-    def recorded() -> list[bytes | None]:
+    def recorded() -> list[bytes | str | None]:  # (bytes: no decode_responses)
         return [client.get(k) for k in client.scan_iter(pattern)]
 
     started = time.monotonic()

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import urllib.parse
 from http.client import HTTPConnection
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_the_graphql_http_audit_passes_without_errors_or_warnings(gateway: Gatew
 
 
 def post(gateway: Gateway, query: str, accept: str | None,
-         variables: dict[str, object] | None = None) -> tuple[int, str, dict[str, object]]:
+         variables: dict[str, object] | None = None) -> tuple[int, str, dict[str, Any]]:
     """The status, the answer's media type and the body, asking with `accept`."""
     status, headers, body = ask(gateway, query, variables, {"Accept": accept} if accept else None)
     return status, headers["content-type"], body

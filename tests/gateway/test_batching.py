@@ -12,6 +12,7 @@ import asyncio
 import math
 from typing import Any
 
+from services.seed import Dataset
 from tests.conftest import GQL, QUERIES, data_of
 from tests.harness import Services
 
@@ -179,7 +180,7 @@ async def test_recommendations_deduped(gql: GQL, clean_services: Services) -> No
 
 
 async def test_cached_entities_do_not_split_the_next_level(
-    gql: GQL, clean_services: Services, dataset
+    gql: GQL, clean_services: Services, dataset: Dataset
 ) -> None:
     # A product already loaded at the root resolves from the request's cache; its stock
     # must still be fetched in the same batch as the stock of its uncached siblings.

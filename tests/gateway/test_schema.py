@@ -9,6 +9,7 @@ from graphql import (
     GraphQLEnumType,
     GraphQLInputObjectType,
     GraphQLObjectType,
+    GraphQLSchema,
     build_schema,
     find_breaking_changes,
     find_dangerous_changes,
@@ -21,12 +22,12 @@ CONTRACT = Path(__file__).resolve().parents[3] / "shared" / "contract" / "schema
 
 
 @pytest.fixture(scope="module")
-def contract() -> object:
+def contract() -> GraphQLSchema:
     return build_schema(CONTRACT.read_text())
 
 
 @pytest.fixture(scope="module")
-def served() -> object:
+def served() -> GraphQLSchema:
     # The printed SDL, parsed back: what a client's tooling sees.
     return build_schema(build_gateway_schema().as_str())
 
@@ -40,7 +41,7 @@ EXTENSIONS = [  # issue 17: addReview may be retried safely
 ]
 
 
-def test_every_contract_type_field_and_argument_is_served(contract, served) -> None:
+def test_every_contract_type_field_and_argument_is_served(contract: GraphQLSchema, served: GraphQLSchema) -> None:
     missing: list[str] = []
     for name, ctype in contract.type_map.items():
         if name.startswith("__"):
@@ -51,8 +52,10 @@ def test_every_contract_type_field_and_argument_is_served(contract, served) -> N
             continue
         assert type(stype) is type(ctype), f"{name} is a {type(stype).__name__}"
         if isinstance(ctype, GraphQLEnumType):
+            assert isinstance(stype, GraphQLEnumType)  # (checked above: narrows for mypy)
             assert set(ctype.values) <= set(stype.values), name
         if isinstance(ctype, GraphQLObjectType | GraphQLInputObjectType):
+            assert isinstance(stype, GraphQLObjectType | GraphQLInputObjectType)
             for fname, cfield in ctype.fields.items():
                 sfield = stype.fields.get(fname)
                 if sfield is None:
@@ -71,18 +74,20 @@ def test_every_contract_type_field_and_argument_is_served(contract, served) -> N
     assert missing == PENDING, missing
 
 
-def test_no_extra_required_arguments(contract, served) -> None:
+def test_no_extra_required_arguments(contract: GraphQLSchema, served: GraphQLSchema) -> None:
     # A required argument the contract lacks would break every client query of that field.
     for name, ctype in contract.type_map.items():
         if isinstance(ctype, GraphQLObjectType) and not name.startswith("__") \
                 and f"type {name}" not in PENDING:
+            stype = served.type_map[name]
+            assert isinstance(stype, GraphQLObjectType), name
             for fname, cfield in ctype.fields.items():
-                for aname, sarg in served.type_map[name].fields[fname].args.items():
+                for aname, sarg in stype.fields[fname].args.items():
                     if aname not in cfield.args:
                         assert sarg.default_value is not None or "!" not in str(sarg.type)
 
 
-def _hints(schema) -> dict[str, list[str]]:
+def _hints(schema: GraphQLSchema) -> dict[str, list[str]]:
     from graphql import print_ast
 
     hints: dict[str, list[str]] = {}
@@ -100,7 +105,7 @@ def _hints(schema) -> dict[str, list[str]]:
     return hints
 
 
-def test_cache_hints_are_the_contracts_defaults(contract, served) -> None:
+def test_cache_hints_are_the_contracts_defaults(contract: GraphQLSchema, served: GraphQLSchema) -> None:
     expected = {k: v for k, v in _hints(contract).items() if v}
     got = _hints(served)
     assert {k: got.get(k) for k in expected} == expected
@@ -112,7 +117,7 @@ def test_the_checked_in_sdl_is_the_served_schema() -> None:
     assert "@cacheControl(maxAge:" in SDL_FILE.read_text()
 
 
-def test_the_served_schema_breaks_no_client_of_the_contract(contract, served) -> None:
+def test_the_served_schema_breaks_no_client_of_the_contract(contract: GraphQLSchema, served: GraphQLSchema) -> None:
     """graphql-core's own finder: nothing removed, retyped or newly required."""
     breaking = [f"{c.type.name}: {c.description}" for c in find_breaking_changes(contract, served)]
     assert breaking == PENDING_BREAKING, "\n".join(breaking)

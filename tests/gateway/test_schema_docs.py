@@ -8,6 +8,8 @@ A missing one is named by its schema coordinate (`Product.price`, `Query.product
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import strawberry
 from graphql import (
@@ -16,6 +18,7 @@ from graphql import (
     GraphQLInterfaceType,
     GraphQLObjectType,
     GraphQLSchema,
+    IntrospectionQuery,
     build_client_schema,
     get_introspection_query,
     is_specified_directive,
@@ -81,11 +84,13 @@ async def test_the_descriptions_reach_the_ide(gql: GQL) -> None:
     # What GraphiQL's docs panel reads: the introspection query, over HTTP, of a running
     # gateway, with the default limits a client meets.
     query = get_introspection_query(descriptions=True, input_value_deprecation=True)
-    served = build_client_schema(data_of(await gql(query)))
+    # (The answer's data is the introspection result: JSON, so a cast to its TypedDict.)
+    served = build_client_schema(cast(IntrospectionQuery, data_of(await gql(query))))
     missing = undocumented(served)
     assert not missing, _report(missing)
-    assert served.type_map["Money"].fields["amount"].description == (
-        build_schema()._schema.type_map["Money"].fields["amount"].description)
+    money, ours = served.type_map["Money"], build_schema()._schema.type_map["Money"]
+    assert isinstance(money, GraphQLObjectType) and isinstance(ours, GraphQLObjectType)
+    assert money.fields["amount"].description == ours.fields["amount"].description
 
 
 def test_the_check_names_each_missing_coordinate() -> None:

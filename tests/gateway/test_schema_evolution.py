@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from graphql import build_schema
+from graphql import GraphQLObjectType, build_schema
 
 from schema import SDL_FILE, printed_sdl
 from schema.deprecations import DEPRECATED, MIN_NOTICE_DAYS
@@ -92,9 +92,10 @@ def test_deprecated_fields_carry_a_reason_and_a_removal_date() -> None:
         assert f"`{entry.replacement}`" in reason
         assert entry.removal >= entry.since + timedelta(days=MIN_NOTICE_DAYS)
     # Still served, beside its replacement.
-    product = served.type_map["Product"]
-    assert "inStock" in product.fields  # type: ignore[attr-defined]
-    assert "inStock" in served.type_map["Stock"].fields  # type: ignore[attr-defined]
+    product, stock = served.type_map["Product"], served.type_map["Stock"]
+    assert isinstance(product, GraphQLObjectType) and isinstance(stock, GraphQLObjectType)
+    assert "inStock" in product.fields
+    assert "inStock" in stock.fields
 
 
 @pytest.fixture(scope="module")

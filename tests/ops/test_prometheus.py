@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,10 @@ def numeric(result: list[dict[str, Any]]) -> bool:
     return any(sample["value"][1] not in ("NaN", "+Inf", "-Inf") for sample in result)
 
 
+def has_number(prometheus: Prometheus, expr: str) -> bool:
+    return numeric(prometheus.query(expr))
+
+
 def selector(name: str, labels: dict[str, str]) -> str:
     return name + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
@@ -233,8 +238,8 @@ def test_every_recording_rule_has_data(stack: Stack) -> None:
     rules = recording_rules()
     assert len(rules) == 17
     for name, labels in rules:
-        stack.prometheus.wait(lambda n=name, lb=labels: numeric(stack.prometheus.query(
-            selector(n, lb))), f"{selector(name, labels)} has a number")
+        expr = selector(name, labels)
+        stack.prometheus.wait(partial(has_number, stack.prometheus, expr), f"{expr} has a number")
     # Healthy traffic: the client's own failures (the document that does not validate) are
     # no server fault, and the SLO's error ratio is 0.
     [ratio] = stack.prometheus.query("gateway:slo_availability_errors:ratio_rate5m")

@@ -53,7 +53,7 @@ async def test_a_valid_token_names_the_caller(
                                       algorithm="HS256")),
     ("not a JWT", lambda: "not-a-token"),
     ("alg none", lambda: jwt.encode({"sub": "admin", "scope": "admin",
-                                     "exp": int(time.time()) + 60}, None, algorithm="none")),
+                                     "exp": int(time.time()) + 60}, "", algorithm="none")),
 ])
 async def test_a_bad_token_is_refused_with_401(
     prod: Gateway, http_session: aiohttp.ClientSession, label: str, bad: Callable[[], str]

@@ -114,6 +114,6 @@ async def test_media_types_match_whatever_their_case(
     async with http_session.post(prod.url + "/graphql", data=b'{"query": "{ categories { id } }"}',
                                  headers={"Content-Type": content_type,
                                           "Accept": "APPLICATION/GRAPHQL-RESPONSE+JSON"}) as resp:
-        answer = Answer(resp.status, resp.headers.copy(), await resp.json(content_type=None))  # type: ignore[arg-type]
+        answer = Answer(resp.status, resp.headers.copy(), await resp.json(content_type=None))
     assert answer.status == 200 and answer.body["data"]["categories"], answer.body
     assert answer.headers["Content-Type"].startswith("application/graphql-response+json")

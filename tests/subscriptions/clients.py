@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 WS_PROTOCOL = "graphql-transport-ws"
 WAIT_S = 15.0  # a hang guard, not an expectation of how long anything takes
@@ -88,7 +89,8 @@ class WSConnection:
             sock.setblocking(False)
         ws = await websockets.connect(
             base_url.replace("http://", "ws://") + "/graphql",
-            subprotocols=subprotocols if subprotocols is not None else [WS_PROTOCOL],  # type: ignore[arg-type]
+            subprotocols=[Subprotocol(p) for p in
+                          (subprotocols if subprotocols is not None else [WS_PROTOCOL])],
             additional_headers=headers, sock=sock, max_queue=max_queue, ping_interval=None,
             open_timeout=WAIT_S)
         connection = cls(ws)

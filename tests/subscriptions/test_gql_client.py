@@ -26,7 +26,7 @@ async def test_gql_subscribes_over_graphql_transport_ws(
         init_payload=bearer("u91"))
     document = gql('subscription { stockChanged(productId: "p901") { sku quantity } }')
     async with Client(transport=transport) as client:
-        results = client.subscribe(document)  # type: ignore[attr-defined]
+        results = client.subscribe(document)
         first = asyncio.ensure_future(anext(results))
         await wait_active(session, stack.memory, 1)
         restocked = await changes.restock(sku, 2)

@@ -158,7 +158,7 @@ async def test_a_slow_websocket_consumer_is_dropped(
     connection.start_reading()
     closed = await connection.closed_with()
     assert closed.code == 1013 and closed.reason.startswith("Too slow"), closed
-    received = sum(len(s.messages._queue) for s in connection.subscribers.values())  # type: ignore[attr-defined]
+    received = sum(s.messages.qsize() for s in connection.subscribers.values())
     assert received < 2 * renames
 
 

@@ -102,15 +102,15 @@ async def test_otlp_export_carries_the_trace_through_the_services(
     trace_id = operation.span.trace_id
     assert all(r.span.trace_id == trace_id for r in ours)
     assert [r for r in ours if r.span.name == "Review.author"]
-    clients = {r.span.span_id for r in ours if r.span.kind == Span.SPAN_KIND_CLIENT}
-    assert clients
+    attempts = {r.span.span_id for r in ours if r.span.kind == Span.SPAN_KIND_CLIENT}
+    assert attempts
 
     # Each service's server span continues the trace, as the child of the gateway's attempt.
     theirs = [r for r in receiver.spans if r.service != "gateway-under-test"]
     assert {r.service for r in theirs} == {"users", "catalog", "reviews", "inventory"}
     assert all(r.span.trace_id == trace_id for r in theirs)
-    assert all(r.span.parent_span_id in clients for r in theirs)
-    assert len(theirs) == len(clients)
+    assert all(r.span.parent_span_id in attempts for r in theirs)
+    assert len(theirs) == len(attempts)
 
 
 async def test_the_console_exporter_prints_spans(

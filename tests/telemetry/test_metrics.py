@@ -272,6 +272,12 @@ async def exemplars(session: aiohttp.ClientSession, gateway: Gateway
     return found
 
 
+def operation_of(labels: str) -> str:
+    match = re.search(r'operation="(\w+)"', labels)
+    assert match is not None, labels
+    return match[1]
+
+
 async def test_latency_buckets_link_to_sampled_traces_across_workers(
     processes: Callable[..., Gateway], http_session: aiohttp.ClientSession
 ) -> None:
@@ -299,7 +305,7 @@ async def test_latency_buckets_link_to_sampled_traces_across_workers(
     assert len(traces) == sent
     for _ in range(100):  # the other worker writes its exemplars within a second
         found = await exemplars(http_session, gateway)
-        requests = {re.search(r'operation="(\w+)"', labels)[1]: trace_id  # type: ignore[index]
+        requests = {operation_of(labels): trace_id
                     for labels, trace_id in found.get("gateway_request_duration_seconds", [])}
         if requests == traces:
             break

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-from graphql import build_schema, experimental_execute_incrementally, parse
+from graphql import (
+    ExperimentalIncrementalExecutionResults,
+    build_schema,
+    experimental_execute_incrementally,
+    parse,
+)
 
 from app.core.errors import Forbidden
 from app.http.framing import (
@@ -35,6 +41,12 @@ async def _body(chunks: AsyncIterator[bytes]) -> list[bytes]:
     return [chunk async for chunk in chunks]
 
 
+def _decoded(part: email.message.Message) -> bytes:
+    payload = part.get_payload(decode=True)  # bytes for a part that is not multipart
+    assert isinstance(payload, bytes), payload
+    return payload
+
+
 async def test_multipart_body_reads_back_with_a_mime_parser() -> None:
     first = {"data": {"a": 1}, "pending": [{"id": "0", "path": []}], "hasNext": True}
     rest = [{"incremental": [{"id": "0", "data": {"b": "line\nbreak --- \r\n--"}}],
@@ -44,7 +56,7 @@ async def test_multipart_body_reads_back_with_a_mime_parser() -> None:
     raw = b"Content-Type: " + MULTIPART_MEDIA_TYPE.encode() + b"\r\n\r\n" + b"".join(chunks)
     message = email.message_from_bytes(raw, policy=email.policy.HTTP)
     assert message.is_multipart() and not message.defects
-    parts = [orjson.loads(part.get_payload(decode=True)) for part in message.iter_parts()]
+    parts = [orjson.loads(_decoded(part)) for part in message.iter_parts()]
     assert parts == [first, *rest]
     assert all(part.get_content_type() == "application/json" for part in message.iter_parts())
 
@@ -90,9 +102,13 @@ class _Context:
     error_codes: frozenset[str] = frozenset()
 
 
-async def _run(query: str, root: dict[str, Any]) -> Any:
-    result = experimental_execute_incrementally(SCHEMA, parse(query), root_value=root)
-    return await result if asyncio.iscoroutine(result) else result
+async def _run(query: str, root: dict[str, Any], *,
+               enable_early_execution: bool = False) -> ExperimentalIncrementalExecutionResults:
+    result = experimental_execute_incrementally(SCHEMA, parse(query), root_value=root,
+                                                enable_early_execution=enable_early_execution)
+    results = await result if asyncio.iscoroutine(result) else result
+    assert isinstance(results, ExperimentalIncrementalExecutionResults), results
+    return results
 
 
 async def test_later_parts_have_their_errors_classified_and_mark_the_outcome() -> None:
@@ -155,10 +171,8 @@ async def test_discarding_parts_never_asked_for_stops_the_deferred_work() -> Non
         return "never"
 
     # Early execution: the deferred field runs before anyone asks for its part.
-    result = experimental_execute_incrementally(
-        SCHEMA, parse("{ fast ... @defer { slow } }"), root_value={"fast": "x", "slow": slow},
-        enable_early_execution=True)
-    results = await result if asyncio.iscoroutine(result) else result
+    results = await _run("{ fast ... @defer { slow } }", {"fast": "x", "slow": slow},
+                         enable_early_execution=True)
     await asyncio.wait_for(started.wait(), 5)
     await discard(results)  # the client left before the first part went out
     await asyncio.wait_for(cancelled.wait(), 5)

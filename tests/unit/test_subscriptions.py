@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from app.cache.entity import Event
 from app.cache.invalidation import Invalidator
 from app.execution.subscriptions import EntityQueue
 from app.http.subscriptions import Outbox
@@ -79,7 +80,7 @@ async def test_an_entitys_events_coalesce_to_the_latest_while_its_fan_out_runs()
     ran: list[tuple[str, int]] = []
     replaced: list[int] = []
 
-    async def run(event: dict[str, Any]) -> None:
+    async def run(event: Event) -> None:
         ran.append((event["id"], event["version"]))
         gate = gates.setdefault(event["version"], asyncio.Event())
         await gate.wait()
@@ -111,7 +112,7 @@ async def test_a_failed_fan_out_does_not_stop_its_entitys_next_event() -> None:
     ran: list[int] = []
     gate = asyncio.Event()
 
-    async def run(event: dict[str, Any]) -> None:
+    async def run(event: Event) -> None:
         ran.append(event["version"])
         await gate.wait()
         if event["version"] == 1:
