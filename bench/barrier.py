@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['scenario']} | {label} | {row['p50']:.1f} | {row['p99']:.1f} | "
             f"{row['floor']:g} | {row['barrier_floor']:g} | {row['p50'] - row['floor']:.1f} | "
             f"{row['upstream']:.2f} |")
+    lines += ["", "Reading: with one slow service the barrier made every level wait for it, so a "
+              "query paid the sum of each level's slowest call; without it, the query's time "
+              "follows its slowest chain of dependent calls. With equal latencies the two "
+              "are the same floor, the upstream requests stay at the minimum (one per "
+              "service per level), and what is left over the floor is the gateway's own "
+              "CPU on the critical path (issue 19's CPU work; `make bench-speed`)."]
     replace_section(args.out / "RESULTS.md", SECTION, "\n".join(lines))
     print("\n".join(lines))
     return 0
