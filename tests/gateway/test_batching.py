@@ -14,7 +14,7 @@ from typing import Any
 
 from services.seed import Dataset
 from tests.conftest import GQL, QUERIES, data_of
-from tests.harness import Services
+from tests.harness import ROOT, Services
 
 DEEP = (QUERIES / "deep.graphql").read_text()
 
@@ -227,3 +227,14 @@ async def test_a_slow_service_holds_up_only_the_fields_under_it(
         "users": {"GET /users": 2},
         "orders": {}, "recommendations": {},
     }
+
+
+async def test_the_readmes_first_query_costs_ten_requests(
+    gql: GQL, clean_services: Services
+) -> None:
+    # The README's "A first query" (with `inventory { inStock }` for the deprecated
+    # `inStock`) costs what the deep query costs: one request per service per level.
+    readme = (ROOT / "README.md").read_text()
+    query = readme.split("## A first query", 1)[1].split("```graphql\n", 1)[1].split("```")[0]
+    data_of(await gql(query))
+    assert sum(sum(r.values()) for r in requests_of(clean_services).values()) == 10
