@@ -12,7 +12,7 @@ EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 AUTH_JWT_SECRET ?= dev-jwt-secret-change-me-0123456789abcdef
 export AUTH_JWT_SECRET
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-history soak trace token settings-doc clean
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-history bench-speed bench-barrier soak trace token settings-doc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,12 @@ HISTORY ?=
 # The plan executor without a level barrier against the commit before it (with one).
 bench-barrier: $(STAMP)
 	$(PY) -m bench.barrier --base 3cfee5b
+
+# Gateway CPU per request on small queries (issue 19) against an earlier commit, in turns in
+# one run (about 4 minutes): writes the CPU per request section of bench/RESULTS.md.
+SPEED_BASE ?= c9450c9
+bench-speed: $(STAMP)
+	$(PY) -m bench.speed --base $(SPEED_BASE)
 
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
