@@ -8,12 +8,6 @@ from pathlib import Path
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -21,9 +15,14 @@ from app.config.settings import Settings
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import Lengths, QueryLimits, length_rule
-from app.execution.policy import OperationPolicy
+from app.execution.operations import (
+    GatewayOperation,
+    OperationCache,
+    RateLimitedOperation,
+    http_rules,
+)
 from app.execution.subscriptions import NoSubscriptionOverHTTP
-from app.security.ratelimit import RateLimit, RateLimiter
+from app.security.ratelimit import RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema import federation
@@ -35,6 +34,7 @@ from schema.root import Mutation, Query, Subscription
 class GatewaySchema(strawberry.Schema):
     # With introspection off, validation messages do not suggest the schema's names either.
     hide_suggestions = False
+    operations: OperationCache
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -50,8 +50,8 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     settings = settings or Settings()
     lengths = Lengths(settings.max_id_length, settings.max_string_length)
-    # Built once (validation's cache is keyed by the rules): string literals over their
-    # length, subscriptions over HTTP (they have transports of their own:
+    # Fixed for the schema's life (the operation cache depends on them): string literals
+    # over their length, subscriptions over HTTP (they have transports of their own:
     # app/http/subscriptions.py), and introspection off by setting (graphql-core's rule).
     rules = [length_rule(lengths), NoSubscriptionOverHTTP,
              *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
@@ -69,19 +69,16 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                                 enable_experimental_incremental_execution=True,
                                 scalar_map=federation.SCALARS if federate else {}),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
-        extensions=[
-            # Before the parser cache: it sets the parser's token limit for this request.
-            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-            lambda: QueryLimits(max_depth=settings.max_query_depth,
-                                max_aliases=settings.max_aliases,
-                                max_cost=settings.max_query_cost, lengths=lengths),
-            # After QueryLimits: it spends the cost QueryLimits computed.
-            *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
-            OperationPolicy,
-            lambda: AddValidationRules(rules),
-        ],
+    )
+    # Parsed (within the token limit) and validated once per distinct document; then the
+    # limits, the rate limit's charge and the cache policy: one extension (operations.py).
+    operations = OperationCache(schema._schema, http_rules(rules), settings.max_query_tokens)
+    limits = QueryLimits(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases,
+                         max_cost=settings.max_query_cost, lengths=lengths)
+    schema.operations = operations
+    schema.extensions = (
+        (lambda: GatewayOperation(cache=operations, limits=limits)) if limiter is None
+        else (lambda: RateLimitedOperation(cache=operations, limits=limits, limiter=limiter)),
     )
     schema.hide_suggestions = not settings.introspection
     all_fields = telemetry is not None and telemetry.all_fields

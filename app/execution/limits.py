@@ -19,7 +19,6 @@ connection's edges are counted by its `first`). A federation router's `_entities
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +45,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.validation import ValidationRule
-from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionContext, ExecutionResult
 
 MULTIPLIERS = ("first", "ids", "representations")
 # A list with no `first` or `ids` (an order's items, a product's images...) is assumed to
@@ -278,18 +276,19 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     return figures.cost, None
 
 
-class QueryLimits(SchemaExtension):
+class QueryLimits:
     """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
-    whose variables hold a string over its length limit with BAD_USER_INPUT."""
+    whose variables hold a string over its length limit with BAD_USER_INPUT (run before it
+    executes by the operation's extension, app/execution/operations.py)."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
                  lengths: Lengths | None = None) -> None:
-        super().__init__()
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
         self.lengths = lengths or Lengths(256, 10_000)
 
-    def on_execute(self) -> Iterator[None]:
-        ec = self.execution_context
+    def check(self, ec: ExecutionContext) -> None:
+        """Note the operation's cost on the request context; refuse it (`ec.result`) when
+        over a limit."""
         document = ec.graphql_document
         if document is not None and ec.result is None:
             # The operation name the client gave: Strawberry's falls back to the first.
@@ -302,4 +301,3 @@ class QueryLimits(SchemaExtension):
                     context.cost = cost  # what the rate limit counts
             if error is not None:
                 ec.result = ExecutionResult(data=None, errors=[error])
-        yield
