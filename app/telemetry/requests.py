@@ -167,14 +167,14 @@ class AccessLog:
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
             operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
-            metrics.REQUESTS.labels(operation, outcome).inc()
+            metrics.child(metrics.REQUESTS, operation, outcome).inc()
             trace_id = metrics.sampled_trace_id()
             metrics.timed(metrics.REQUEST_LATENCY, operation, outcome).observe(duration, trace_id)
             headers = Headers(scope=scope)
             client, version = metrics.client_labels(
                 headers.get(CLIENT_NAME), headers.get(CLIENT_VERSION), admit=admit,
                 limit=limit)
-            metrics.CLIENT_REQUESTS.labels(client, version, outcome).inc()
+            metrics.child(metrics.CLIENT_REQUESTS, client, version, outcome).inc()
             metrics.timed(metrics.CLIENT_LATENCY, client).observe(duration, trace_id)
             access_log.info("request", extra=fields)
         else:
