@@ -1,14 +1,15 @@
 """The gateway's CPU per request on small queries, against an earlier commit's, in one run.
 
-    python -m bench.speed --base c9450c9 [--rounds 5 --seconds 2]
+    python -m bench.speed --base c9450c9 [--head REV] [--rounds 5 --seconds 2]
 
 Issue 19: `{ __typename }` (no upstream call), `{ product(id) { id name } }` (one call), the
 product page (5 calls) and the deep query (10 calls), caches off, upstream latency 0, at
-concurrency 1 and 32. Two gateways (this checkout and `--base`, checked out into a temporary
-git worktree), each pinned to core 0 (`taskset`) and started once, against one set of
-reference services pinned to core 1 with the load generator. Each cell is measured on both
-in turns for `--rounds` rounds, alternating which goes first, so both meet the same noise:
-the machine is shared, so only ratios within a round mean much. CPU is the gateway
+concurrency 1 and 32. Two gateways (this checkout, or `--head`, and `--base`, each commit
+checked out into a temporary git worktree), each pinned to core 0 (`taskset`) and started
+once, against one set of reference services pinned to core 1 with the load generator.
+Each cell is measured on both in turns for `--rounds` rounds, alternating which goes
+first, so both meet the same noise: the machine is shared, so only ratios within a round
+mean much. CPU is the gateway
 process's user + system time from /proc over the measured run, per request answered. The
 report gives each side's median CPU and req/s and the median of the per-round ratios
 (this commit over the base). Writes the "CPU per request" section of bench/RESULTS.md and
@@ -60,6 +61,8 @@ def short(root: Path, rev: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed")
     parser.add_argument("--base", required=True, help="the earlier commit")
+    parser.add_argument("--head", default=None,
+                        help="a commit to measure in place of this checkout")
     parser.add_argument("--workloads", default=WORKLOADS)
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--rounds", type=int, default=5)
@@ -69,22 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     root = BENCH.parent
-    head, base = short(root, "HEAD"), short(root, args.base)
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "app", "schema",
-                                 "resolvers", "loaders"], cwd=root, check=True,
-                                capture_output=True, text=True).stdout.strip())
+    head, base = short(root, args.head or "HEAD"), short(root, args.base)
+    dirty = args.head is None and bool(subprocess.run(
+        ["git", "status", "--porcelain", "--", "app", "schema", "resolvers", "loaders"],
+        cwd=root, check=True, capture_output=True, text=True).stdout.strip())
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmpdir:
         tmp = Path(tmpdir)
         checkout = tmp / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(checkout), base],
                        cwd=root, check=True)
+        head_root = None
+        if args.head is not None:
+            head_root = tmp / "head"
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(head_root), head],
+                           cwd=root, check=True)
         started: list[Any] = []
         try:
             services = start_services(tmp, cpus=OTHERS_CPU)
             started.append(services)
             set_latency(services, 0)
-            sides = {"head": start_gateway(tmp, services, env=ENV, cpus=GATEWAY_CPU),
+            sides = {"head": start_gateway(tmp, services, env=ENV, cpus=GATEWAY_CPU,
+                                           root=head_root),
                      "base": start_gateway(tmp, services, env=ENV, cpus=GATEWAY_CPU,
                                            root=checkout)}
             started.extend(sides.values())
@@ -121,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for process in reversed(started):
                 process.stop()
-            subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=root,
-                           check=False)
+            for where in (checkout, head_root):
+                if where is not None:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(where)],
+                                   cwd=root, check=False)
     report = {"head": head + ("+changes" if dirty else ""), "base": base,
               "rounds": args.rounds, "seconds": args.seconds, "rows": rows}
     (args.out / "speed.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    command = (f"python -m bench.speed --base {args.base} --workloads {args.workloads} "
+    command = (f"python -m bench.speed --base {args.base} "
+               + (f"--head {args.head} " if args.head else "")
+               + f"--workloads {args.workloads} "
                f"--concurrency {args.concurrency} --rounds {args.rounds} "
                f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else ""))
     lines = [
