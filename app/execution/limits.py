@@ -19,10 +19,13 @@ connection's edges are counted by its `first`). A federation router's `_entities
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    BREAK,
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -31,17 +34,23 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionSetNode,
     StringValueNode,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
+    ValueNode,
+    VariableNode,
+    Visitor,
     get_named_type,
     get_nullable_type,
     is_input_object_type,
     is_list_type,
     type_from_ast,
+    visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.validation import ValidationRule
@@ -149,16 +158,78 @@ class Measurer:
 
 
 def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
-            fragments: dict[str, FragmentDefinitionNode], inputs: dict[str, Any]
+            fragments: dict[str, FragmentDefinitionNode], inputs: dict[str, Any],
+            memo: MeasureMemo | None = None, document: DocumentNode | None = None
             ) -> Measure | None:
     """The operation's figures; None when its variables do not coerce (execution then
-    reports them as the client's error)."""
+    reports them as the client's error). With a `memo`, the figures of a document whose
+    multipliers do not depend on its variables are worked out once."""
     variables = get_variable_values(schema, operation.variable_definitions or (), inputs)
     if isinstance(variables, list):
         return None
+    if memo is not None and document is not None:
+        found = memo.get(document, operation)
+        if found is not None:
+            return found
     root: GraphQLObjectType | None = schema.get_root_type(operation.operation)
-    return Measurer(schema, fragments, variables).selections(operation.selection_set, root,
-                                                             False)
+    figures = Measurer(schema, fragments, variables).selections(operation.selection_set, root,
+                                                                False)
+    if memo is not None and document is not None:
+        memo.put(document, operation, figures)
+    return figures
+
+
+class _FindsVariableMultiplier(Visitor):
+    found = False
+
+    def enter_argument(self, node: ArgumentNode, *_: Any) -> Any:
+        if node.name.value in MULTIPLIERS and _has_variable(node.value):
+            self.found = True
+            return BREAK
+        return None
+
+
+def _has_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_has_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_has_variable(item.value) for item in value.fields)
+    return False
+
+
+class MeasureMemo:
+    """Each document's figures, per operation, when they cannot depend on the variables (no
+    `first`, `ids` or `representations` argument takes a variable): a repeated operation is
+    then measured once. Keyed by the document itself (the operation cache hands the same one
+    for the same text), bounded as an LRU; the entry keeps its document, so its id is not
+    reused while it is kept."""
+
+    def __init__(self, maxsize: int = 512) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple[int, int], tuple[DocumentNode, Measure | None]] = (
+            OrderedDict())
+
+    def get(self, document: DocumentNode, operation: OperationDefinitionNode
+            ) -> Measure | None:
+        key = (id(document), id(operation))
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not document:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, document: DocumentNode, operation: OperationDefinitionNode,
+            figures: Measure) -> None:
+        key = (id(document), id(operation))
+        if key in self._entries and self._entries[key][0] is document:
+            return  # (variable-dependent: kept as None)
+        finder = _FindsVariableMultiplier()
+        visit(document, finder)
+        self._entries[key] = (document, None if finder.found else figures)
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -239,8 +310,8 @@ def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
 
 
 def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
-                 variables: dict[str, Any], limits: dict[str, int], lengths: Lengths
-                 ) -> tuple[int | None, GraphQLError | None]:
+                 variables: dict[str, Any], limits: dict[str, int], lengths: Lengths,
+                 memo: MeasureMemo | None = None) -> tuple[int | None, GraphQLError | None]:
     """The operation's cost (None when its variables do not coerce, or it is not found),
     and the error that refuses it: a variable's string over its length (BAD_USER_INPUT),
     over one of `limits` (depth, aliases, cost: QUERY_TOO_COMPLEX), or several operations
@@ -263,7 +334,7 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     too_long = oversized(schema, operation, variables, lengths) if variables else None
     if too_long is not None:
         return None, too_long
-    figures = measure(schema, operation, fragments, variables)
+    figures = measure(schema, operation, fragments, variables, memo, document)
     if figures is None:
         return None, None
     for name, limit in limits.items():
@@ -285,6 +356,7 @@ class QueryLimits:
                  lengths: Lengths | None = None) -> None:
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
         self.lengths = lengths or Lengths(256, 10_000)
+        self.memo = MeasureMemo()
 
     def check(self, ec: ExecutionContext) -> None:
         """Note the operation's cost on the request context; refuse it (`ec.result`) when
@@ -294,7 +366,8 @@ class QueryLimits:
             # The operation name the client gave: Strawberry's falls back to the first.
             named = getattr(ec, "_provided_operation_name", ec.operation_name)
             cost, error = check_limits(ec.schema._schema, document, named,
-                                       ec.variables or {}, self.limits, self.lengths)
+                                       ec.variables or {}, self.limits, self.lengths,
+                                       self.memo)
             if cost is not None:
                 context = ec.context
                 if hasattr(context, "cost"):
