@@ -17,15 +17,11 @@ from app.config.settings import Settings
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import Lengths, QueryLimits, length_rule
-from app.execution.operations import (
-    GatewayOperation,
-    OperationCache,
-    RateLimitedOperation,
-    http_rules,
-)
+from app.execution.operations import OperationCache, PreparedOperation, http_rules
+from app.execution.policy import OperationPolicy
 from app.execution.runner import FastExtensionsRunner
 from app.execution.subscriptions import NoSubscriptionOverHTTP
-from app.security.ratelimit import RateLimiter
+from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
 from app.telemetry.tracing import Telemetry
 from schema import federation
@@ -79,17 +75,20 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                                 enable_experimental_incremental_execution=True,
                                 scalar_map=federation.SCALARS if federate else {}),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
+        extensions=[
+            # (The operation cache's extension, parse and validate, is added below, first.)
+            lambda: QueryLimits(max_depth=settings.max_query_depth,
+                                max_aliases=settings.max_aliases,
+                                max_cost=settings.max_query_cost, lengths=lengths),
+            # After QueryLimits: it spends the cost QueryLimits computed.
+            *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
+            OperationPolicy,
+        ],
     )
-    # Parsed (within the token limit) and validated once per distinct document; then the
-    # limits, the rate limit's charge and the cache policy: one extension (operations.py).
+    # Parsed (within the token limit) and validated once per distinct document.
     operations = OperationCache(schema._schema, http_rules(rules), settings.max_query_tokens)
-    limits = QueryLimits(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases,
-                         max_cost=settings.max_query_cost, lengths=lengths)
     schema.operations = operations
-    schema.extensions = (
-        (lambda: GatewayOperation(cache=operations, limits=limits)) if limiter is None
-        else (lambda: RateLimitedOperation(cache=operations, limits=limits, limiter=limiter)),
-    )
+    schema.extensions = (lambda: PreparedOperation(cache=operations), *schema.extensions)
     schema.hide_suggestions = not settings.introspection
     all_fields = telemetry is not None and telemetry.all_fields
     install_direct_resolvers(schema, inline_keys=not all_fields)

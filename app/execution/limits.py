@@ -19,13 +19,11 @@ connection's edges are counted by its `first`). A federation router's `_entities
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    BREAK,
-    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -34,27 +32,22 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
-    ListValueNode,
-    ObjectValueNode,
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionSetNode,
     StringValueNode,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
-    ValueNode,
-    VariableNode,
-    Visitor,
     get_named_type,
     get_nullable_type,
     is_input_object_type,
     is_list_type,
     type_from_ast,
-    visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.validation import ValidationRule
-from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionResult
 
 MULTIPLIERS = ("first", "ids", "representations")
 # A list with no `first` or `ids` (an order's items, a product's images...) is assumed to
@@ -158,78 +151,16 @@ class Measurer:
 
 
 def measure(schema: GraphQLSchema, operation: OperationDefinitionNode,
-            fragments: dict[str, FragmentDefinitionNode], inputs: dict[str, Any],
-            memo: MeasureMemo | None = None, document: DocumentNode | None = None
+            fragments: dict[str, FragmentDefinitionNode], inputs: dict[str, Any]
             ) -> Measure | None:
     """The operation's figures; None when its variables do not coerce (execution then
-    reports them as the client's error). With a `memo`, the figures of a document whose
-    multipliers do not depend on its variables are worked out once."""
+    reports them as the client's error)."""
     variables = get_variable_values(schema, operation.variable_definitions or (), inputs)
     if isinstance(variables, list):
         return None
-    if memo is not None and document is not None:
-        found = memo.get(document, operation)
-        if found is not None:
-            return found
     root: GraphQLObjectType | None = schema.get_root_type(operation.operation)
-    figures = Measurer(schema, fragments, variables).selections(operation.selection_set, root,
-                                                                False)
-    if memo is not None and document is not None:
-        memo.put(document, operation, figures)
-    return figures
-
-
-class _FindsVariableMultiplier(Visitor):
-    found = False
-
-    def enter_argument(self, node: ArgumentNode, *_: Any) -> Any:
-        if node.name.value in MULTIPLIERS and _has_variable(node.value):
-            self.found = True
-            return BREAK
-        return None
-
-
-def _has_variable(value: ValueNode) -> bool:
-    if isinstance(value, VariableNode):
-        return True
-    if isinstance(value, ListValueNode):
-        return any(_has_variable(item) for item in value.values)
-    if isinstance(value, ObjectValueNode):
-        return any(_has_variable(item.value) for item in value.fields)
-    return False
-
-
-class MeasureMemo:
-    """Each document's figures, per operation, when they cannot depend on the variables (no
-    `first`, `ids` or `representations` argument takes a variable): a repeated operation is
-    then measured once. Keyed by the document itself (the operation cache hands the same one
-    for the same text), bounded as an LRU; the entry keeps its document, so its id is not
-    reused while it is kept."""
-
-    def __init__(self, maxsize: int = 512) -> None:
-        self.maxsize = maxsize
-        self._entries: OrderedDict[tuple[int, int], tuple[DocumentNode, Measure | None]] = (
-            OrderedDict())
-
-    def get(self, document: DocumentNode, operation: OperationDefinitionNode
-            ) -> Measure | None:
-        key = (id(document), id(operation))
-        entry = self._entries.get(key)
-        if entry is None or entry[0] is not document:
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, document: DocumentNode, operation: OperationDefinitionNode,
-            figures: Measure) -> None:
-        key = (id(document), id(operation))
-        if key in self._entries and self._entries[key][0] is document:
-            return  # (variable-dependent: kept as None)
-        finder = _FindsVariableMultiplier()
-        visit(document, finder)
-        self._entries[key] = (document, None if finder.found else figures)
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+    return Measurer(schema, fragments, variables).selections(operation.selection_set, root,
+                                                             False)
 
 
 @dataclass(frozen=True)
@@ -310,8 +241,8 @@ def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
 
 
 def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
-                 variables: dict[str, Any], limits: dict[str, int], lengths: Lengths,
-                 memo: MeasureMemo | None = None) -> tuple[int | None, GraphQLError | None]:
+                 variables: dict[str, Any], limits: dict[str, int], lengths: Lengths
+                 ) -> tuple[int | None, GraphQLError | None]:
     """The operation's cost (None when its variables do not coerce, or it is not found),
     and the error that refuses it: a variable's string over its length (BAD_USER_INPUT),
     over one of `limits` (depth, aliases, cost: QUERY_TOO_COMPLEX), or several operations
@@ -334,7 +265,7 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     too_long = oversized(schema, operation, variables, lengths) if variables else None
     if too_long is not None:
         return None, too_long
-    figures = measure(schema, operation, fragments, variables, memo, document)
+    figures = measure(schema, operation, fragments, variables)
     if figures is None:
         return None, None
     for name, limit in limits.items():
@@ -347,30 +278,28 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     return figures.cost, None
 
 
-class QueryLimits:
+class QueryLimits(SchemaExtension):
     """Refuses an operation over a limit with QUERY_TOO_COMPLEX and the figures, and one
-    whose variables hold a string over its length limit with BAD_USER_INPUT (run before it
-    executes by the operation's extension, app/execution/operations.py)."""
+    whose variables hold a string over its length limit with BAD_USER_INPUT."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_cost: int,
                  lengths: Lengths | None = None) -> None:
+        super().__init__()
         self.limits = {"depth": max_depth, "aliases": max_aliases, "cost": max_cost}
         self.lengths = lengths or Lengths(256, 10_000)
-        self.memo = MeasureMemo()
 
-    def check(self, ec: ExecutionContext) -> None:
-        """Note the operation's cost on the request context; refuse it (`ec.result`) when
-        over a limit."""
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
         document = ec.graphql_document
         if document is not None and ec.result is None:
             # The operation name the client gave: Strawberry's falls back to the first.
             named = getattr(ec, "_provided_operation_name", ec.operation_name)
             cost, error = check_limits(ec.schema._schema, document, named,
-                                       ec.variables or {}, self.limits, self.lengths,
-                                       self.memo)
+                                       ec.variables or {}, self.limits, self.lengths)
             if cost is not None:
                 context = ec.context
                 if hasattr(context, "cost"):
                     context.cost = cost  # what the rate limit counts
             if error is not None:
                 ec.result = ExecutionResult(data=None, errors=[error])
+        yield

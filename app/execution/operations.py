@@ -7,17 +7,15 @@ the rules come from settings (introspection off, string lengths, the token limit
 from the caller (auth, rate limits and the variables' checks run per request, after it).
 A document that does not parse is not kept: its error is raised anew each time.
 
-Over HTTP it is part of one Strawberry extension, `GatewayOperation`, in place of
-Strawberry's MaxTokensLimiter, ParserCache, ValidationCache and AddValidationRules (four
-extensions, and their hooks, per request; and ValidationCache hashed the whole document on
-every request) and of the gateway's own QueryLimits, RateLimit and OperationPolicy.
-The subscriptions' hub (app/execution/subscriptions.py) keeps one of its own, with its rules.
+Over HTTP it is one Strawberry extension, `PreparedOperation`, in place of Strawberry's
+MaxTokensLimiter, ParserCache, ValidationCache and AddValidationRules (four extensions, and
+their hooks, per request; and ValidationCache hashed the whole document on every request).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules, validate
@@ -25,10 +23,6 @@ from graphql.validation import ASTValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
-
-from app.execution.limits import QueryLimits
-from app.execution.policy import note_policy
-from app.security.ratelimit import RateLimiter, charge
 
 DEFAULT_MAXSIZE = 256
 
@@ -71,16 +65,11 @@ class OperationCache:
         return len(self._entries)
 
 
-class GatewayOperation(SchemaExtension):
-    """The gateway's steps of an operation over HTTP, as one Strawberry extension (each
-    extension and hook costs Strawberry's runner a few microseconds per request): parse and
-    validate from the operation cache; then, before it executes, its limits (depth, aliases,
-    cost, string lengths: `QueryLimits`), the rate limit's charge (`RateLimitedOperation`)
-    and its static cache policy (`note_policy`), in that order."""
+class PreparedOperation(SchemaExtension):
+    """Strawberry's parse and validate steps from an `OperationCache`."""
 
-    def __init__(self, *, cache: OperationCache, limits: QueryLimits) -> None:
+    def __init__(self, *, cache: OperationCache) -> None:
         self.cache = cache
-        self.limits = limits
         self._errors: list[GraphQLError] | None = None
 
     def on_parse(self) -> Iterator[None]:
@@ -98,29 +87,6 @@ class GatewayOperation(SchemaExtension):
             # A copy: a request's error list is its own (errors are classified in place,
             # the same way each time).
             self.execution_context.pre_execution_errors = list(self._errors)
-        yield
-
-    def on_execute(self) -> Iterator[None]:
-        ec = self.execution_context
-        self.limits.check(ec)
-        note_policy(ec)
-        yield
-
-
-class RateLimitedOperation(GatewayOperation):
-    """`GatewayOperation` with the rate limit's charge, between the limits (which compute
-    the cost it spends) and the policy."""
-
-    def __init__(self, *, cache: OperationCache, limits: QueryLimits,
-                 limiter: RateLimiter) -> None:
-        super().__init__(cache=cache, limits=limits)
-        self.limiter = limiter
-
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
-        ec = self.execution_context
-        self.limits.check(ec)
-        await charge(self.limiter, ec)
-        note_policy(ec)
         yield
 
 

@@ -46,7 +46,9 @@ from graphql import (
     OperationType,
     ValidationRule,
     get_operation_ast,
+    parse,
     specified_rules,
+    validate,
 )
 from graphql.execution import create_source_event_stream, execute_subscription_event
 from graphql.execution.collect_fields import collect_fields
@@ -64,7 +66,6 @@ from app.execution.context import RequestContext
 from app.execution.errors import classify_errors
 from app.execution.executor import PlanExecutor
 from app.execution.limits import Lengths, check_limits, length_rule
-from app.execution.operations import OperationCache
 from app.security.auth import Viewer
 from app.security.persisted import NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
@@ -205,8 +206,6 @@ class Hub:
         self.lengths = Lengths(settings.max_id_length, settings.max_string_length)
         self.rules = (*specified_rules, length_rule(self.lengths),
                       *(() if settings.introspection else (NoSchemaIntrospectionCustomRule,)))
-        # Each distinct document parsed and validated once (the same mechanism as over HTTP).
-        self.operations = OperationCache(schema, self.rules, settings.max_query_tokens)
         # The last version fanned out per entity: bounded in time and size, as the cache's.
         self.versions = EventVersions(settings.event_version_ttl_s,
                                       settings.cache_max_entries, clock)
@@ -228,12 +227,12 @@ class Hub:
         except HTTPRefusal as error:
             return refusal(GraphQLError(error.reason, extensions={"code": error.code}))
         try:
-            prepared = self.operations.get(query)
+            document = parse(query, max_tokens=self.settings.max_query_tokens)
         except GraphQLError as error:
             return refusal(error)
-        document = prepared.document
-        if prepared.errors:
-            return refusal(*prepared.errors)
+        errors = validate(self.schema, document, self.rules)
+        if errors:
+            return refusal(*errors)
         if register is not None and self.persisted is not None:
             await self.persisted.register(register, query)
         operation = get_operation_ast(document, request.operation_name)

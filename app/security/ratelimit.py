@@ -23,10 +23,12 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from graphql import GraphQLError
-from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionResult
 
 from app.config.settings import Settings
 from app.core.clock import SYSTEM_CLOCK, Clock
@@ -153,17 +155,26 @@ def _decision(allowed: bool, capacity: int, tokens: float, full_s: float,
                     math.ceil(wait_s))
 
 
-async def charge(limiter: RateLimiter, ec: ExecutionContext) -> None:
-    """Spend the operation's cost (computed by app/execution/limits.py, which runs first) from
-    the caller's bucket before anything executes; over the limit, nothing runs (`ec.result`):
-    RATE_LIMITED, and the view answers 429 with Retry-After."""
-    context = ec.context
-    viewer = getattr(context, "viewer", None)
-    if ec.result is None and viewer is not None:
-        decision = await limiter.spend_for(viewer, context.client_address, context.cost)
-        context.rate_limit = decision
-        if not decision.allowed:
-            ec.result = rate_limited(decision, context.cost)
+class RateLimit(SchemaExtension):
+    """Spends the operation's cost (computed by app/execution/limits.py, which runs first) from the
+    caller's bucket before anything executes; over the limit, nothing runs: RATE_LIMITED,
+    and the view answers 429 with Retry-After."""
+
+    def __init__(self, *, limiter: RateLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        context = ec.context
+        viewer = getattr(context, "viewer", None)
+        if ec.result is None and viewer is not None:
+            decision = await self.limiter.spend_for(viewer, context.client_address,
+                                                    context.cost)
+            context.rate_limit = decision
+            if not decision.allowed:
+                ec.result = rate_limited(decision, context.cost)
+        yield
 
 
 def rate_limited(decision: Decision, cost: int) -> ExecutionResult:

@@ -24,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -39,7 +38,6 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
@@ -529,20 +527,6 @@ def timed(histogram: Histogram, *values: str) -> Timed:
     if series is None:
         series = _timed[key] = Timed(histogram, *values)
     return series
-
-
-M = TypeVar("M", bound=MetricWrapperBase)
-_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
-
-
-def child(metric: M, *values: str) -> M:
-    """`metric.labels(*values)`, bound once and kept (the hot paths' label values are
-    bounded): prometheus_client checks and locks on every `labels()` call."""
-    key = (id(metric), values)
-    series = _children.get(key)
-    if series is None:
-        series = _children[key] = metric.labels(*values)
-    return series  # type: ignore[return-value]  # (stored by the metric's own labels())
 
 
 def sampled_trace_id(span: trace.Span | None = None) -> str | None:
