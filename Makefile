@@ -109,6 +109,12 @@ HISTORY ?=
 bench-barrier: $(STAMP)
 	$(PY) -m bench.barrier --base 3cfee5b
 
+# Gateway CPU per request on small queries (issue 19) against an earlier commit, in turns in
+# one run (about 4 minutes): writes the CPU per request section of bench/RESULTS.md.
+SPEED_BASE ?= c9450c9
+bench-speed: $(STAMP)
+	$(PY) -m bench.speed --base $(SPEED_BASE)
+
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
 

@@ -59,7 +59,10 @@ MODES = {
 # The sections of bench/RESULTS.md that other commands write.
 OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation",
                   "Redis Cluster: the shared level's cost", "Scale-out", "Resilience",
-                  "Tracing", "Soak", "CPU against an earlier commit", "Incremental delivery")
+                  "Tracing", "Soak", "CPU against an earlier commit", "Incremental delivery",
+                  "Response cache hit ratio", "Redis stalled",
+                  "Redis stalled, before the guard (6ad9fba)", "History checker",
+                  "No level barrier", "CPU per request", "CPU per request: each change")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 

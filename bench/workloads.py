@@ -50,6 +50,16 @@ def place_order(i: int) -> Request:
 
 
 USER_LOOKUP = "query User($id: ID!) { user(id: $id) { id name } }"
+TYPENAME = "{ __typename }"
+PRODUCT = "query Product($id: ID!) { product(id: $id) { id name } }"
+
+
+def typename(i: int) -> Request:
+    return TYPENAME, None, {}
+
+
+def product(i: int) -> Request:
+    return PRODUCT, {"id": f"p{i * 7919 % PRODUCTS + 1}"}, {}
 
 
 def user_lookup(i: int) -> Request:
@@ -92,7 +102,9 @@ WORKLOADS = {
 # Workloads of the other benchmarks (bench/resilience.py), not of the main matrix.
 EXTRA_WORKLOADS = {
     w.name: w
-    for w in (Workload("user_lookup", user_lookup, "one user by id (one users call)"),)
+    for w in (Workload("user_lookup", user_lookup, "one user by id (one users call)"),
+              Workload("typename", typename, "`{ __typename }`: no upstream call"),
+              Workload("product", product, "one product's id and name (one catalog call)"))
 }
 
 # Fields whose resolution is an upstream lookup of its own in a gateway without batching.

@@ -8,12 +8,8 @@ from pathlib import Path
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -22,7 +18,9 @@ from app.execution.cost import attach
 from app.execution.errors import classify_errors
 from app.execution.executor import GatewayExecutor, PlanExecutor
 from app.execution.limits import Lengths, QueryLimits, length_rule
+from app.execution.operations import OperationCache, PreparedOperation, http_rules
 from app.execution.policy import OperationPolicy
+from app.execution.runner import FastExtensionsRunner
 from app.execution.subscriptions import NoSubscriptionOverHTTP
 from app.security.ratelimit import RateLimit, RateLimiter
 from app.telemetry.extension import tracing_factory
@@ -36,6 +34,7 @@ from schema.root import Mutation, Query, Subscription
 class GatewaySchema(strawberry.Schema):
     # With introspection off, validation messages do not suggest the schema's names either.
     hide_suggestions = False
+    operations: OperationCache
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -44,6 +43,13 @@ class GatewaySchema(strawberry.Schema):
         # classify them instead, and log in full only what is unexpected.
         classify_errors(errors, hide_suggestions=self.hide_suggestions)
 
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # The same hooks in the same order, without Strawberry's per-request set-up of each
+        # (app/execution/runner.py).
+        return FastExtensionsRunner(execution_context=execution_context, extensions=extensions)
+
 
 def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                  settings: Settings | None = None, limiter: RateLimiter | None = None
@@ -51,8 +57,8 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
     """The schema; with `telemetry`, its resolvers are traced and timed (app/telemetry)."""
     settings = settings or Settings()
     lengths = Lengths(settings.max_id_length, settings.max_string_length)
-    # Built once (validation's cache is keyed by the rules): string literals over their
-    # length, subscriptions over HTTP (they have transports of their own:
+    # Fixed for the schema's life (the operation cache depends on them): string literals
+    # over their length, subscriptions over HTTP (they have transports of their own:
     # app/http/subscriptions.py), and introspection off by setting (graphql-core's rule).
     rules = [length_rule(lengths), NoSubscriptionOverHTTP,
              *([] if settings.introspection else [NoSchemaIntrospectionCustomRule])]
@@ -71,19 +77,19 @@ def build_schema(plan_executor: bool = True, telemetry: Telemetry | None = None,
                                 scalar_map=federation.SCALARS if federate else {}),
         execution_context_class=PlanExecutor if plan_executor else GatewayExecutor,
         extensions=[
-            # Before the parser cache: it sets the parser's token limit for this request.
-            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
+            # (The operation cache's extension, parse and validate, is added below, first.)
             lambda: QueryLimits(max_depth=settings.max_query_depth,
                                 max_aliases=settings.max_aliases,
                                 max_cost=settings.max_query_cost, lengths=lengths),
             # After QueryLimits: it spends the cost QueryLimits computed.
             *([lambda: RateLimit(limiter=limiter)] if limiter is not None else []),
             OperationPolicy,
-            lambda: AddValidationRules(rules),
         ],
     )
+    # Parsed (within the token limit) and validated once per distinct document.
+    operations = OperationCache(schema._schema, http_rules(rules), settings.max_query_tokens)
+    schema.operations = operations
+    schema.extensions = (lambda: PreparedOperation(cache=operations), *schema.extensions)
     schema.hide_suggestions = not settings.introspection
     # The cost directives as the printed SDL has them (what client tooling reads), kept on
     # the executable schema for every path that checks an operation (app/execution/cost.py).

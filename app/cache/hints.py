@@ -90,6 +90,22 @@ class RequestPolicy:
         self.dynamic = self.dynamic.restrict(max_age, scope)
 
 
+class _Same:
+    """A document as a cache key by its identity (it is kept by the key, so its id is not
+    reused while the entry lives)."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+
+    def __hash__(self) -> int:
+        return id(self.document)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.document is self.document
+
+
 class CacheHints:
     def __init__(self, sdl: str, overrides: str = "") -> None:
         self.schema: GraphQLSchema = build_schema(sdl)
@@ -121,9 +137,12 @@ class CacheHints:
         return self.entity_hint(coordinate).scope or PUBLIC
 
     def operation_policy(self, document: DocumentNode, operation_name: str | None) -> Policy:
-        return self._policy(document, operation_name)
+        # Keyed by the document's identity: graphql-core hashes a document by walking all of
+        # it, on every lookup. The operation cache hands the same document for the same text.
+        return self._policy(_Same(document), operation_name)
 
-    def _operation_policy(self, document: DocumentNode, operation_name: str | None) -> Policy:
+    def _operation_policy(self, same: _Same, operation_name: str | None) -> Policy:
+        document = same.document
         operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
         operation = next(
             (o for o in operations if operation_name is None or

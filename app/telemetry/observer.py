@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from app.core.observer import CallObservation, FanOutObservation, Observer
 from app.telemetry import metrics
+from app.telemetry.children import child
 from app.telemetry.logs import OPERATION
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class _Call(CallObservation):
 
     def attempt(self, number: int) -> None:
         if number > 1:
-            metrics.UPSTREAM_RETRIES.labels(self._service).inc()
+            child(metrics.UPSTREAM_RETRIES, self._service).inc()
 
     def retry(self, attempt: int, code: str, wait_s: float) -> None:
         if self._span is not None:
@@ -80,7 +81,7 @@ class _Call(CallObservation):
                                            "wait_ms": round(wait_s * 1000, 3)})
 
     def end(self, retries: int, code: str | None, message: str = "") -> None:
-        metrics.UPSTREAM_CALLS.labels(self._service, self._route, code or "OK").inc()
+        child(metrics.UPSTREAM_CALLS, self._service, self._route, code or "OK").inc()
         span, self._span = self._span, None
         metrics.timed(metrics.UPSTREAM_LATENCY, self._service, self._route).observe(
             time.monotonic() - self._started, metrics.sampled_trace_id(span))
@@ -130,7 +131,7 @@ class TelemetryObserver(Observer):
         """The batch's span, in a recorded trace: it runs in the context of the resolver
         whose lookup started it, so the span is that resolver's child, and the upstream calls
         it makes are its own children."""
-        metrics.LOADER_BATCH_SIZE.labels(loader).observe(size)
+        child(metrics.LOADER_BATCH_SIZE, loader).observe(size)
         if not trace.get_current_span().is_recording():
             return _NULL
         return self.tracer.start_as_current_span(
@@ -146,17 +147,17 @@ class TelemetryObserver(Observer):
             span.set_attributes({HIT_COUNT: hits, MISS_COUNT: misses,
                                  "gateway.cache.stale": stale})
         if hits:
-            metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
+            child(metrics.CACHE_EVENTS, entity, "hit").inc(hits)
         if stale:
-            metrics.CACHE_EVENTS.labels(entity, "stale").inc(stale)
+            child(metrics.CACHE_EVENTS, entity, "stale").inc(stale)
         if misses:
-            metrics.CACHE_EVENTS.labels(entity, "miss").inc(misses)
+            child(metrics.CACHE_EVENTS, entity, "miss").inc(misses)
 
     def cache_bypassed(self, misses: int) -> None:
         trace.get_current_span().set_attributes({HIT_COUNT: 0, MISS_COUNT: misses})
 
     def stale_served(self, entity: str) -> None:
-        metrics.CACHE_EVENTS.labels(entity, "stale").inc(1)
+        child(metrics.CACHE_EVENTS, entity, "stale").inc(1)
 
     def evicted(self, entity: str) -> None:
         metrics.CACHE_EVENTS.labels(entity, "eviction").inc(1)
@@ -165,7 +166,7 @@ class TelemetryObserver(Observer):
         metrics.EVICTIONS_HELD.set(count)
 
     def hits_at_hand(self, entity: str, hits: int) -> None:
-        metrics.CACHE_EVENTS.labels(entity, "hit").inc(hits)
+        child(metrics.CACHE_EVENTS, entity, "hit").inc(hits)
 
     # -- the upstream client ---------------------------------------------------------------
     def call(self, service: str, method: str, route: str) -> CallObservation:

@@ -33,6 +33,7 @@ from app.config.settings import Settings
 from app.core.errors import HTTPRefusal, fault
 from app.security.auth import Authenticator
 from app.telemetry import metrics
+from app.telemetry.children import child
 from app.telemetry.tracing import RECORD_REQUEST, UNTRACED_PATHS, Telemetry
 
 # The scope state's key naming why a request was abandoned before it was read (set by
@@ -166,14 +167,14 @@ class AccessLog:
             outcome = fields.get("outcome") or ("refused" if status < 500 else "error")
             operation = metrics.operation_label(fields.get("operation"), admit=admit)
             metrics.flush_gc()
-            metrics.REQUESTS.labels(operation, outcome).inc()
+            child(metrics.REQUESTS, operation, outcome).inc()
             trace_id = metrics.sampled_trace_id()
             metrics.timed(metrics.REQUEST_LATENCY, operation, outcome).observe(duration, trace_id)
             headers = Headers(scope=scope)
             client, version = metrics.client_labels(
                 headers.get(CLIENT_NAME), headers.get(CLIENT_VERSION), admit=admit,
                 limit=limit)
-            metrics.CLIENT_REQUESTS.labels(client, version, outcome).inc()
+            child(metrics.CLIENT_REQUESTS, client, version, outcome).inc()
             metrics.timed(metrics.CLIENT_LATENCY, client).observe(duration, trace_id)
             metrics.SLI_DURATION.labels(*_sli_labels(gateway, outcome)).observe(duration)
             access_log.info("request", extra=fields)
