@@ -37,7 +37,6 @@ import asyncio
 import contextvars
 import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,9 +50,7 @@ from graphql import (
     OperationType,
     ValidationRule,
     get_operation_ast,
-    parse,
     specified_rules,
-    validate,
 )
 from graphql.execution import create_source_event_stream, execute_subscription_event
 from graphql.execution.collect_fields import collect_fields
@@ -71,6 +68,7 @@ from app.execution.context import RequestContext
 from app.execution.errors import classify_errors
 from app.execution.executor import PlanExecutor
 from app.execution.limits import Lengths, check_limits, length_rule
+from app.execution.operations import OperationCache
 from app.security.auth import Viewer
 from app.security.persisted import NotFound, PersistedQueries
 from app.security.ratelimit import RateLimiter, rate_limited
@@ -276,7 +274,10 @@ class Hub:
                                       settings.cache_max_entries, clock)
         self._routes: dict[str, dict[tuple[str | None, str], _Route]] = {}
         self.queue = EntityQueue(self._fan_out, self._replaced)
-        self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+        # Subscription documents parsed and validated once, by the same mechanism as HTTP's
+        # (with the hub's rules: HTTP's refuse subscriptions).
+        self.operations = OperationCache(schema, self.rules, settings.max_query_tokens,
+                                         DOCUMENTS_CACHED)
         self.count = 0
 
     # -- subscribing ------------------------------------------------------------------------
@@ -341,27 +342,14 @@ class Hub:
         return subscription
 
     def _checked(self, query: str) -> DocumentNode | list[GraphQLError]:
-        """`query` parsed and validated, or its errors: once per text while it stays among
-        the last DOCUMENTS_CACHED (documents are not changed by running them). Clients
-        subscribe with the same few documents: 5,000 subscribing at once spent 85% of the
-        gateway's CPU validating one document again and again (bench/RESULTS.md)."""
-        found = self._documents.get(query)
-        if found is not None:
-            self._documents.move_to_end(query)
-            return found
-        checked: DocumentNode | list[GraphQLError]
+        """`query` parsed and validated, or its errors, from the operation cache: clients
+        subscribe with the same few documents, and 5,000 subscribing at once spent 85% of
+        the gateway's CPU validating one document again and again (bench/RESULTS.md)."""
         try:
-            checked = parse(query, max_tokens=self.settings.max_query_tokens)
+            prepared = self.operations.get(query)
         except GraphQLError as error:
-            checked = [error]
-        else:
-            errors = validate(self.schema, checked, self.rules)
-            if errors:
-                checked = errors
-        self._documents[query] = checked
-        if len(self._documents) > DOCUMENTS_CACHED:
-            self._documents.popitem(last=False)
-        return checked
+            return [error]
+        return list(prepared.errors) if prepared.errors else prepared.document
 
     async def _document(self, request: OperationRequest) -> tuple[str, str | None]:
         """The document to run (the persisted one a hash names), and the hash to register
