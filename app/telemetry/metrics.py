@@ -562,10 +562,11 @@ class Exemplars:
         return {key: Exemplar({"trace_id": trace_id}, value, at)
                 for key, (trace_id, value, at) in newest.items()}
 
-    def remove(self) -> None:
+    def remove(self, pid: int) -> None:
+        """Forget a process's exemplars (it ended)."""
         if self.directory is not None:
             with contextlib.suppress(OSError):
-                os.remove(self._path(os.getpid()))
+                os.remove(self._path(pid))
 
 
 EXEMPLARS = Exemplars(os.environ.get(MULTIPROC_ENV) or None)
@@ -639,17 +640,17 @@ class _WithExemplars:
 
 def process_exit() -> None:
     """With several workers: this one's live gauges (breaker states) stop counting."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(os.getpid())
-        EXEMPLARS.remove()
+    worker_ended(os.getpid())
 
 
 def worker_ended(pid: int) -> None:
-    """With several workers: a worker that ended without saying so (a crash, SIGKILL, the
-    OOM killer) is forgotten by the supervisor, or its last breaker and Redis states would
-    count among the live ones for ever (an alert that never resolves)."""
+    """With several workers: a worker that ended, by itself or without saying so (a crash,
+    SIGKILL, the OOM killer: then the supervisor calls this), is forgotten, or its last
+    breaker and Redis states would count among the live ones for ever (an alert that never
+    resolves), and its exemplars stay on the buckets."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)
+        EXEMPLARS.remove(pid)
 
 
 class WorkersProcess(Collector):

@@ -73,5 +73,7 @@ def test_each_bucket_shows_the_newest_exemplar_of_any_worker(tmp_path: Path) -> 
         "trace_id": "c" * 32}
     assert merged[("gateway_request_duration_seconds", labels, "0.1")].labels == {
         "trace_id": "b" * 32}
-    mine.remove()
+    mine.remove(os.getpid())
     assert not (tmp_path / f"exemplars_{os.getpid()}.json").exists()
+    mine.remove(1)  # a worker that ended: the supervisor forgets its exemplars too
+    assert not (tmp_path / "exemplars_1.json").exists()
