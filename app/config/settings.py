@@ -191,6 +191,13 @@ class Settings:
         "Run queries with the plan executor (app/execution/executor.py); false: "
         "graphql-core's own executor for everything.",
     )
+    lean_path: bool = setting(
+        True,
+        "LEAN_PATH",
+        "Answer the common request (one JSON POST of one operation to /graphql) in one "
+        "ASGI callable in front of the middleware stack (app/http/lean.py); false: every "
+        "request through the whole stack. The answers are the same.",
+    )
     cache_enabled: bool = setting(
         True, "CACHE_ENABLED", "Entity cache on or off (off: every lookup goes upstream)."
     )

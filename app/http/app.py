@@ -25,6 +25,7 @@ from app.http import transport
 from app.http.events import receive_event
 from app.http.health import Readiness, healthz
 from app.http.ide import ASSET_PATH
+from app.http.lean import LeanGraphQL
 from app.http.subscriptions import Streams
 from app.http.view import Caching, GatewayGraphQL
 from app.security.ratelimit import RateLimiter
@@ -100,8 +101,10 @@ def build_caching(settings: Settings, sdl: str, client: UpstreamClient,
 
 
 def create_app(settings: Settings | None = None, exporter: SpanExporter | None = None
-               ) -> Starlette:
-    """The gateway. `exporter` (tests) receives every exported span, synchronously."""
+               ) -> LeanGraphQL | Starlette:
+    """The gateway. `exporter` (tests) receives every exported span, synchronously. The
+    common request, one JSON POST to /graphql, takes the lean path (app/http/lean.py) in
+    front of the Starlette application, which takes everything else (LEAN_PATH=false: all)."""
     settings = settings or Settings.from_env()
     telemetry = build_telemetry(settings, exporter)
     client = UpstreamClient(settings, telemetry.observer, telemetry.aiohttp_trace_configs())
@@ -183,4 +186,4 @@ def create_app(settings: Settings | None = None, exporter: SpanExporter | None =
     app.state.events_received = 0
     app.state.hub = hub
     app.state.streams = streams
-    return app
+    return LeanGraphQL(app, graphql, settings, telemetry) if settings.lean_path else app

@@ -34,10 +34,39 @@ ALLOWED = ["Authorization", "Content-Type", "X-Request-Timeout-Ms", "X-Gateway-D
            "apollographql-client-name", "apollographql-client-version"]
 
 
+def security_headers(hsts: bool, html: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every response gets (an HTML page, the IDE's, loads its scripts)."""
+    return HEADERS + ([HSTS] if hsts else []) + ([] if html else [API_CSP])
+
+
+def log_unexpected(scope: Scope) -> None:
+    log.exception("unexpected error", extra={"code": "INTERNAL_SERVER_ERROR",
+                                             "path": scope.get("path")})
+
+
+async def internal_error(scope: Scope, send: Send, headers: list[tuple[bytes, bytes]]) -> int:
+    """The answer to a bug outside GraphQL (which masks its own), raised before the response
+    started: logged in full, answered in JSON without a stack trace, with the trace id to
+    find it by. Returns the status."""
+    log_unexpected(scope)
+    error: dict[str, object] = {"code": "INTERNAL_SERVER_ERROR"}
+    trace_id = trace_id_of()
+    if trace_id:
+        error["traceId"] = trace_id
+    body = orjson.dumps({"errors": [{"message": "Internal server error",
+                                     "extensions": error}]})
+    await send({"type": "http.response.start", "status": 500, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+    return 500
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app = app
-        self.extra = [HSTS] if hsts else []
+        self.headers = security_headers(hsts, html=False)
+        self.html_headers = security_headers(hsts, html=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +81,7 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 html = any(k == b"content-type" and v.startswith(b"text/html")
                            for k, v in headers)
-                headers += HEADERS + self.extra + ([] if html else [API_CSP])
+                headers += self.html_headers if html else self.headers
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -68,26 +97,18 @@ class SecurityHeaders:
             log.info("request abandoned before it was read: %s", reason.replace("_", " "),
                      extra={"reason": reason, "path": scope.get("path")})
         except Exception:
-            # A bug outside GraphQL (which masks its own): JSON, no stack trace, the trace
-            # id to find it by; logged in full.
-            log.exception("unexpected error", extra={"code": "INTERNAL_SERVER_ERROR",
-                                                     "path": scope.get("path")})
             if started:
+                log_unexpected(scope)
                 raise
-            error: dict[str, object] = {"code": "INTERNAL_SERVER_ERROR"}
-            trace_id = trace_id_of()
-            if trace_id:
-                error["traceId"] = trace_id
-            body = orjson.dumps({"errors": [{"message": "Internal server error",
-                                             "extensions": error}]})
-            await secured({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await internal_error(scope, send, self.headers)
+
+
+def cors_origins(settings: Settings) -> list[str]:
+    return [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
 
 
 def middleware(settings: Settings) -> list[Middleware]:
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = cors_origins(settings)
     out = [Middleware(SecurityHeaders, hsts=settings.hsts)]
     if origins:
         out.append(Middleware(CORSMiddleware, allow_origins=origins,

@@ -149,10 +149,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 if batch is not None:
                     batch.finish(response)
             except HTTPException as error:
-                response = refusal(request, error)
-                if self.limiter is not None:
-                    response = await self._charge_refusal(request, response,
-                                                          error.status_code)
+                response = await self.refused(request, error)
             await response(scope, receive, send)
         finally:
             # The answer is sent (or the request ended without one): the request's loaded
@@ -166,6 +163,14 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             gateway = getattr(request.state, "gateway", None)
             if gateway is not None:
                 asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
+
+    async def refused(self, request: Request, error: HTTPException) -> Response:
+        """The answer to a request refused before GraphQL ran (`negotiation.refusal`),
+        charged to the caller's rate limit."""
+        response = refusal(request, error)
+        if self.limiter is not None:
+            response = await self._charge_refusal(request, response, error.status_code)
+        return response
 
     async def _charge_refusal(self, request: Request, response: Response,
                               status: int) -> Response:

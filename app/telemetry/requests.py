@@ -96,15 +96,21 @@ class ServerSpan:
         self.tracer = tracer
         # The same paths as the instrumentation's, matched on the path alone.
         self.untraced = re.compile("|".join(f"(?:{p})" for p in UNTRACED_PATHS.split(",")))
+        # The headers the configured propagators read (traceparent, tracestate, baggage by
+        # default): a request without any of them has no parent context to extract.
+        self.propagated = frozenset(f.lower().encode()
+                                    for f in propagate.get_global_textmap().fields)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.untraced.search(scope["path"]):
             await self.app(scope, receive, send)
             return
-        # The instrumentation's own reading of the headers (first value, any case, every
-        # configured propagator).
-        # (The scope is a dict, as `asgi_getter`, a `Getter[dict]`, expects.)
-        parent = propagate.extract(cast("dict[str, Any]", scope), getter=asgi_getter)
+        parent = None
+        if any(name in self.propagated for name, _ in scope["headers"]):
+            # The instrumentation's own reading of the headers (first value, any case, every
+            # configured propagator).
+            # (The scope is a dict, as `asgi_getter`, a `Getter[dict]`, expects.)
+            parent = propagate.extract(cast("dict[str, Any]", scope), getter=asgi_getter)
         with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}",
                                                context=parent, kind=trace.SpanKind.SERVER):
             await self.app(scope, receive, send)
@@ -130,10 +136,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self.record(scope, status, time.perf_counter() - started)
 
     @staticmethod
-    def _record(scope: Scope, status: int, duration: float) -> None:
+    def record(scope: Scope, status: int, duration: float) -> None:
+        """The request's access line and metrics (also written by the lean path)."""
         path = scope["path"]
         fields: dict[str, Any] = {
             "method": scope["method"], "path": path, "status": status,
@@ -202,15 +209,28 @@ def _sli_labels(gateway: Any, outcome: str) -> tuple[str, str]:
     return kind, fault(codes) if codes else "server"
 
 
+def server_span(telemetry: Telemetry) -> Middleware:
+    """The middleware that starts a request's server span (see the module)."""
+    if telemetry.exporting:
+        return Middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS,
+                          tracer_provider=telemetry.provider,
+                          # No internal span per ASGI message: they would double a
+                          # request's spans.
+                          exclude_spans=["receive", "send"])
+    return Middleware(ServerSpan, tracer=telemetry.tracer)
+
+
+def traced(app: ASGIApp, telemetry: Telemetry) -> ASGIApp:
+    """`app` inside the request's server span (what the lean path uses)."""
+    cls, args, kwargs = server_span(telemetry)
+    return cast("ASGIApp", cls(app, *args, **kwargs))
+
+
 def middleware(settings: Settings, telemetry: Telemetry, auth: Authenticator
                ) -> list[Middleware]:
     """The request-level telemetry, outermost first (for Starlette's `middleware=`)."""
     return [
         Middleware(DebugRecording, settings=settings, auth=auth),
-        Middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS,
-                   tracer_provider=telemetry.provider,
-                   # No internal span per ASGI message: they would double a request's spans.
-                   exclude_spans=["receive", "send"])
-        if telemetry.exporting else Middleware(ServerSpan, tracer=telemetry.tracer),
+        server_span(telemetry),
         Middleware(AccessLog),
     ]

@@ -15,7 +15,7 @@ import pytest_asyncio
 import uvicorn
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from app.config.settings import Settings
 from app.http.app import create_app
@@ -54,7 +54,7 @@ class InProcess:
 
     url: str
     exporter: InMemorySpanExporter
-    app: Starlette
+    app: ASGIApp
     server: uvicorn.Server
 
     def spans(self) -> list[ReadableSpan]:
