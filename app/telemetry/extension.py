@@ -117,6 +117,7 @@ class Tracing(SchemaExtension):
     def __init__(self, *, telemetry: Telemetry, fields: dict[tuple[str, str], _Field]) -> None:
         super().__init__()
         self._tracer = telemetry.tracer
+        self._exporting = telemetry.exporting
         self._requests = telemetry.requests
         self._fields = fields
         self._metrics_ratio = telemetry.resolver_metrics_ratio
@@ -129,6 +130,17 @@ class Tracing(SchemaExtension):
     # -- the operation ----------------------------------------------------------------------
     def on_operation(self) -> Iterator[None]:
         ec = self.execution_context
+        if not self._exporting and not RECORD_REQUEST.get():
+            # Without an exporter, and no debug caller to show a waterfall to, nobody reads
+            # this request's spans: no operation span (its children, dropped as well, hang
+            # off the server span, which gives the trace id to logs and errors). It was a
+            # tenth of a small query's CPU.
+            self._metrics = self._metrics_ratio > 0 and random.random() < self._metrics_ratio
+            self._active = self._metrics
+            if isinstance(ec.context, RequestContext):
+                ec.context.resolver_hooks = self._active
+            yield
+            return
         span = self._tracer.start_span(UNKNOWN_OPERATION)
         # Resolver spans are most of a trace's cost (hundreds on a big list): they are made
         # for sampled traces and for debug callers. A trace recorded only in case its request
