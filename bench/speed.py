@@ -30,7 +30,14 @@ import orjson
 
 from bench.report import replace_section
 from bench.run import BENCH, GATEWAY_CPU, OTHERS_CPU, cpu_seconds, loadgen, set_latency
-from tests.harness import Gateway, start_gateway, start_services
+from tests.harness import (
+    Gateway,
+    free_port,
+    spawn,
+    start_gateway,
+    start_services,
+    wait_healthy,
+)
 
 SECTION = "CPU per request"
 WORKLOADS = "typename,product,product_page,deep"
@@ -53,6 +60,18 @@ def cell(gateway: Gateway, workload: str, concurrency: int, seconds: float, warm
     return (cpu1 - cpu0) * 1000 / max(1, res["requests"]), res["rps"]
 
 
+def start_floor(tmp: Path) -> Gateway:
+    """bench/floor_app.py under uvicorn on core 0, as the gateway is started."""
+    port = free_port()
+    process = spawn(["-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
+                     "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                     "--no-access-log", "--log-level", "warning"], {}, tmp / "floor.log",
+                    GATEWAY_CPU)
+    floor = Gateway(process=process, port=port)
+    wait_healthy(floor.url + "/healthz", process.proc)
+    return floor
+
+
 def short(root: Path, rev: str) -> str:
     return subprocess.run(["git", "rev-parse", "--short", rev], cwd=root, check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -69,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="measured time per cell")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--smoke", action="store_true", help="a few requests per cell")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure `{ __typename }` on a bare uvicorn app "
+                             "(bench/floor_app.py) in each round")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     root = BENCH.parent
@@ -97,14 +119,20 @@ def main(argv: list[str] | None = None) -> int:
                      "base": start_gateway(tmp, services, env=ENV, cpus=GATEWAY_CPU,
                                            root=checkout)}
             started.extend(sides.values())
+            if args.floor:
+                sides["floor"] = start_floor(tmp)
+                started.append(sides["floor"])
             index = 0
             for workload in args.workloads.split(","):
                 for concurrency in map(int, args.concurrency.split(",")):
-                    cpu: dict[str, list[float]] = {"head": [], "base": []}
-                    rps: dict[str, list[float]] = {"head": [], "base": []}
+                    order = ["head", "base"]
+                    if "floor" in sides and workload == "typename":
+                        order.append("floor")
+                    cpu: dict[str, list[float]] = {side: [] for side in order}
+                    rps: dict[str, list[float]] = {side: [] for side in order}
                     requests = 4 * concurrency if args.smoke else None
                     for r in range(args.rounds):
-                        for side in (("head", "base") if r % 2 == 0 else ("base", "head")):
+                        for side in (order if r % 2 == 0 else order[::-1]):
                             ms, per_s = cell(sides[side], workload, concurrency, args.seconds,
                                              args.warmup, index, requests)
                             cpu[side].append(ms)
@@ -123,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                            "rps_base": statistics.median(rps["base"]),
                            "ratio": statistics.median(ratios), "ratios": ratios,
                            "rps_ratio": statistics.median(rps_ratios)}
+                    if "floor" in cpu:
+                        row["floor_ms"] = statistics.median(cpu["floor"])
+                        row["floor_rps"] = statistics.median(rps["floor"])
                     rows.append(row)
                     print(f"{workload:13} c={concurrency:<3} head {row['median_head']:.3f} ms, "
                           f"base {row['median_base']:.3f} ms, CPU ratio {row['ratio']:.3f}, "
@@ -141,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                + (f"--head {args.head} " if args.head else "")
                + f"--workloads {args.workloads} "
                f"--concurrency {args.concurrency} --rounds {args.rounds} "
-               f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else ""))
+               f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else "")
+               + (" --floor" if args.floor else ""))
     lines = [
         f"`{command}` (`make bench-speed`): {report['head']} against {base}, caches off, "
         "upstream latency 0, each gateway alone on core 0 in turn, the services and the load "
@@ -159,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['median_base']:.3f} | {row['ratio']:.3f} | "
             + ", ".join(f"{x:.2f}" for x in row["ratios"])
             + f" | {row['rps_head']:.0f} | {row['rps_base']:.0f} | {row['rps_ratio']:.2f} |")
+    floors = [row for row in rows if "floor_ms" in row]
+    if floors:
+        lines += ["", "The floor (`bench/floor_app.py`: uvicorn with httptools and uvloop, an "
+                  "app that reads the body and answers the same bytes; no GraphQL, middleware, "
+                  "logging or metrics), measured in the same rounds as `{ __typename }`:", "",
+                  "| conc. | floor CPU ms/req | floor req/s | this commit over the floor |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['concurrency']} | {row['floor_ms']:.3f} | {row['floor_rps']:.0f} | "
+                  f"{row['median_head'] / row['floor_ms']:.2f}x |" for row in floors]
     replace_section(args.out / "RESULTS.md", SECTION, "\n".join(lines))
     print("\n".join(lines))
     return 0
