@@ -140,7 +140,7 @@ class LeanGraphQL:
                 context = await view.get_context(request, sub_response)
                 result = await view.execute_single(
                     request, POST, sub_response, context, None, GraphQLRequestData(
-                        query=operation["query"], variables=operation.get("variables"),
+                        query=operation.get("query"), variables=operation.get("variables"),
                         operation_name=operation.get("operationName"),
                         extensions=operation.get("extensions"), protocol="http"))
                 if isinstance(result, ExperimentalIncrementalExecutionResults):
@@ -176,7 +176,7 @@ def _operation(body: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or not OPERATION_KEYS.issuperset(data):
         return None
-    if not isinstance(data.get("query"), str) \
+    if not isinstance(data.get("query"), str | None) \
             or not isinstance(data.get("variables"), dict | None) \
             or not isinstance(data.get("extensions"), dict | None) \
             or not isinstance(data.get("operationName"), str | None):

@@ -75,6 +75,8 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
      body(query=APQ, extensions={"persistedQuery": {"version": 1, "sha256Hash": DIGEST}})),
     ("persisted query by hash", "POST", JSON,
      body(extensions={"persistedQuery": {"version": 1, "sha256Hash": DIGEST}})),
+    ("no query", "POST", JSON, body(extensions={})),
+    ("null query", "POST", JSON, body(query=None, variables=None, operationName=None)),
     ("charset parameter", "POST", {"Content-Type": "application/json; charset=utf-8"},
      body(query="{ __typename }")),
     ("client names", "POST", {**JSON, "apollographql-client-name": "web",
