@@ -3,6 +3,8 @@ media type (from Accept), and the JSON error shape of a request refused at this 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
@@ -19,6 +21,9 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 LEGACY_JSON = "application/json"
 
 
+# Pure functions of the Accept header's text, which clients send in a handful of spellings:
+# each spelling is parsed once (bounded: a client cannot grow the caches).
+@lru_cache(maxsize=256)
 def answer_media_type(accept: str | None) -> str:
     """The media type to answer in: application/graphql-response+json when the client's
     Accept prefers it (or ranks it with plain JSON), else application/json, which is also the
@@ -42,6 +47,7 @@ def answer_media_type(accept: str | None) -> str:
         else LEGACY_JSON
 
 
+@lru_cache(maxsize=256)
 def wants_event_stream(accept: str) -> bool:
     """Whether the client asks for Server-Sent Events (a subscription, or any operation,
     over GraphQL over SSE: app/http/subscriptions.py)."""
@@ -69,6 +75,7 @@ def _media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
     return ranges
 
 
+@lru_cache(maxsize=256)
 def accepts_incremental(accept: str) -> bool:
     """Whether the client reads incremental delivery as multipart/mixed in the format this
     gateway sends (graphql-js 17's, `incrementalSpec=v0.2`, what Apollo Client 4 asks for).

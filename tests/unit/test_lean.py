@@ -87,8 +87,10 @@ async def test_the_plain_request_never_reaches_the_stack(lean: LeanGraphQL) -> N
     assert status == 200
     # A persisted query's hash without its text (what Apollo's clients send first), and no
     # query at all: refused by the view, as on the full path.
-    for document in ({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}},
-                     {"extensions": {}}):
+    documents: list[dict[str, Any]] = [
+        {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}},
+        {"extensions": {}}]
+    for document in documents:
         raw = orjson.dumps(document)
         status, body = await call(lean, "POST", raw, json_headers(raw))
         assert status in (200, 400), body
