@@ -3,8 +3,9 @@ callable in front of the application (issue 19).
 
 The full application is Starlette's stack of middleware (debug recording, the server span,
 the access log, the security headers, CORS, Starlette's error and exception layers, the
-router) around Strawberry's view. For the common request most of it does nothing but pass
-the request on, and that passing was a third of the CPU of a small query. Here one callable
+router) around Strawberry's view. For the common request most of it only passes the request
+on (the stack and the view's machinery around the execution were two thirds of the CPU of a
+`{ __typename }` request: bench/RESULTS.md, "CPU per request: each change"). One callable
 does what those layers do for it: it reads the body, checks that it is the plain case, starts
 the server span, answers through the same view methods (context, persisted queries, response
 cache, execution, the answer's headers and status: `app.http.view`), adds the security
@@ -14,14 +15,13 @@ Anything else goes to the full application, with the body it has read handed on 
 read: a GET (the IDE, queries in the URL), a batch, Server-Sent Events, a client accepting
 multipart answers (@defer), a debug request, a CORS request, a body without a declared length,
 a body that is not a well-formed operation (the full path's refusals and their codes), another
-media type. Both paths answer alike: the test suite runs against both (tests/gateway/
-test_lean.py compares them header by header).
+media type. Both paths answer alike (tests/gateway/test_lean.py compares them header by
+header); LEAN_PATH=false sends every request through the stack.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any, cast
 
@@ -38,8 +38,6 @@ from app.http.transport import cors_origins, internal_error, log_unexpected, sec
 from app.http.view import GatewayGraphQL
 from app.telemetry.requests import DEBUG_HEADER, GRAPHQL_PATH, AccessLog, traced
 from app.telemetry.tracing import Telemetry
-
-log = logging.getLogger("gateway")
 
 JSON = b"application/json"
 # What the request's headers must not carry for the lean path to take it (lower case, as
