@@ -11,12 +11,12 @@ the server span, answers through the same view methods (context, persisted queri
 cache, execution, the answer's headers and status: `app.http.view`), adds the security
 headers, and writes the access line and the request metrics (`AccessLog.record`).
 
-Anything else goes to the full application, with the body it has read handed on as if never
-read: a GET (the IDE, queries in the URL), a batch, Server-Sent Events, a client accepting
-multipart answers (@defer), a debug request, a CORS request, a body without a declared length,
-a body that is not a well-formed operation (the full path's refusals and their codes), another
-media type. Both paths answer alike (tests/gateway/test_lean.py compares them header by
-header); LEAN_PATH=false sends every request through the stack.
+A query in the URL (GET) is taken too when it carries its query text. Anything else goes to
+the full application, with the body it has read handed on as if never read: the IDE's page,
+a batch, Server-Sent Events, a client accepting multipart answers (@defer), a debug request,
+a CORS request, a body without a declared length, a body that is not a well-formed operation
+(the full path's refusals and their codes), another media type. Both paths answer alike
+(tests/gateway/test_lean.py compares them header by header); LEAN_PATH=false sends every request through the stack.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, cast
+from urllib.parse import parse_qsl
 
 import orjson
 from cross_web import HTTPException
@@ -47,13 +48,18 @@ LEAN = "lean_operation"  # the scope state's key for the operation read off the 
 OPERATION_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
 
 
-class _Post:
+class _Method:
     """What the view reads off Strawberry's request adapter: the method."""
 
-    method = "POST"
+    __slots__ = ("method",)
+
+    def __init__(self, method: str) -> None:
+        self.method = method
 
 
-POST = _Post()
+POST, GET = _Method("POST"), _Method("GET")
+# A query in the URL: the parameters GraphQL over HTTP names, each at most once.
+URL_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
 
 
 class LeanGraphQL:
@@ -69,8 +75,13 @@ class LeanGraphQL:
         self.handle = traced(self._logged, telemetry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["path"] != GRAPHQL_PATH
-                or scope["method"] != "POST"):
+        if scope["type"] != "http" or scope["path"] != GRAPHQL_PATH:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            await self._get(scope, receive, send)
+            return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         length = self._plain(scope["headers"])
@@ -94,12 +105,27 @@ class LeanGraphQL:
         if operation is None:
             await self.app(scope, _replay(messages, receive), send)
             return
-        state = scope.setdefault("state", {})
-        state[LEAN] = (operation, started)
+        scope.setdefault("state", {})[LEAN] = (operation, started, POST)
         await self.handle(scope, _replay(messages, receive), send)
 
-    def _plain(self, headers: list[tuple[bytes, bytes]]) -> int | None:
-        """The body's declared length when the headers are the plain case, else None."""
+    async def _get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A query in the URL (what Apollo Client sends for persisted queries with
+        `useGETForHashedQueries`, and what a CDN can cache): taken when it names its query
+        text and the headers are the plain case; the IDE's page, a hash alone (which may
+        ask for the IDE) and anything odd go to the full path."""
+        started = time.perf_counter()
+        operation = None
+        if self._plain(scope["headers"], body=False) is not None:
+            operation = _url_operation(scope["query_string"])
+        if operation is None:
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})[LEAN] = (operation, started, GET)
+        await self.handle(scope, receive, send)
+
+    def _plain(self, headers: list[tuple[bytes, bytes]], body: bool = True) -> int | None:
+        """The body's declared length (0 for a request without one) when the headers are
+        the plain case, else None."""
         length = None
         json = False
         for name, value in headers:
@@ -114,13 +140,15 @@ class LeanGraphQL:
                     return None
             elif name in FULL_PATH_HEADERS or (name == b"origin" and self.cors):
                 return None
+        if not body:
+            return None if length is not None else 0
         if not json or length is None or length > self.limit:
             return None
         return length
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The answer, timed and logged as `AccessLog` does on the full path."""
-        _, started = scope["state"][LEAN]
+        _, started, _ = scope["state"][LEAN]
         status = 500
         try:
             status = await self._answer(scope, receive, send)
@@ -128,7 +156,7 @@ class LeanGraphQL:
             AccessLog.record(scope, status, time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> int:
-        operation, _ = scope["state"][LEAN]
+        operation, _, method = scope["state"][LEAN]
         view = self.view
         request = Request(scope, receive)
         started = False
@@ -137,7 +165,7 @@ class LeanGraphQL:
             try:
                 context = await view.get_context(request, sub_response)
                 result = await view.execute_single(
-                    request, POST, sub_response, context, None, GraphQLRequestData(
+                    request, method, sub_response, context, None, GraphQLRequestData(
                         query=operation.get("query"), variables=operation.get("variables"),
                         operation_name=operation.get("operationName"),
                         extensions=operation.get("extensions"), protocol="http"))
@@ -180,6 +208,27 @@ def _operation(body: bytes) -> dict[str, Any] | None:
             or not isinstance(data.get("operationName"), str | None):
         return None
     return cast("dict[str, Any]", data)
+
+
+def _url_operation(query_string: bytes) -> dict[str, Any] | None:
+    """The URL's parameters as one well-formed operation with its query text, else None."""
+    try:
+        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return None
+    data: dict[str, Any] = dict(pairs)
+    if len(data) != len(pairs) or not URL_KEYS.issuperset(data) or not data.get("query") \
+            or data.get("operationName") == "":
+        return None
+    for key in ("variables", "extensions"):
+        if key in data:
+            try:
+                data[key] = orjson.loads(data[key])
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(data[key], dict):
+                return None
+    return data
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

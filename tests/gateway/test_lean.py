@@ -12,10 +12,12 @@ import hashlib
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 import pytest
+from yarl import URL
 
 from tests.harness import Gateway, Services, start_gateway, token
 
@@ -96,9 +98,29 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
      body(query="{ __typename }")),
     ("text body", "POST", {"Content-Type": "text/plain"}, body(query="{ __typename }")),
     ("trusted document id", "POST", JSON, body(documentId=f"sha256:{DIGEST}")),
-    ("GET", "GET", {}, b""),
+    ("the IDE's page", "GET", {"Accept": "text/html"}, b""),
+    ("GET", "GET", {}, b"query=%7B__typename%7D"),
+    ("GET with variables", "GET", {"Accept": GRAPHQL_JSON},
+     b"query=" + quote(PAGE).encode() + b"&variables=%7B%22id%22%3A%22p5%22%7D"
+     b"&operationName=Page"),
+    ("GET of a mutation", "GET", {}, b"query=mutation%7BaddReview%7Bid%7D%7D"),
+    ("GET with bad variables", "GET", {}, b"query=%7B__typename%7D&variables=%5B1"),
+    ("GET with variables not an object", "GET", {}, b"query=%7B__typename%7D&variables=5"),
+    ("GET of a hash alone", "GET", {},
+     b"extensions=" + quote(orjson.dumps({"persistedQuery": {
+         "version": 1, "sha256Hash": DIGEST}})).encode()),
+    ("GET with a parameter twice", "GET", {}, b"query=%7B__typename%7D&query=%7Bnope%7D"),
+    ("GET with an empty operation name", "GET", {}, b"query=%7B__typename%7D&operationName="),
+    ("GET, an HTML client", "GET", {"Accept": "text/html"}, b"query=%7B__typename%7D"),
     ("debug", "POST", {**JSON, "X-Gateway-Debug": "1"}, body(query="{ __typename }")),
 ]
+
+
+# What some of the cases are answered (so that each case tests what its name says).
+STATUS = {"typename": 200, "variables": 200, "bad token": 401, "bad deadline": 400,
+          "never ran, new media type": 400, "text body": 415, "not JSON": 400, "batch": 200,
+          "the IDE's page": 200, "GET": 200, "GET with variables": 200,
+          "GET of a mutation": 405, "GET with bad variables": 400}
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +147,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory, services: Services
 async def answer(session: aiohttp.ClientSession, gateway: Gateway, method: str,
                  headers: dict[str, str], data: bytes, volatile: set[str] = VOLATILE_HEADERS
                  ) -> tuple[int, list[tuple[str, str]], bytes]:
-    url = gateway.url + "/graphql"
-    if method == "GET":
-        url += "?query=%7B__typename%7D"
+    url = URL(gateway.url + "/graphql")
+    if method == "GET":  # (`data` is the query string, as sent)
+        url = URL(f"{url}?{data.decode()}" if data else str(url), encoded=True)
     async with session.request(method, url, headers=headers,
                                data=data if method == "POST" else None) as resp:
         raw = await resp.read()
@@ -143,6 +165,9 @@ async def test_both_paths_answer_every_request_alike(pair: tuple[Gateway, Gatewa
             got = await answer(session, lean, method, headers, data)
             want = await answer(session, full, method, headers, data)
             assert got == want, name
+            assert got[0] == STATUS.get(name, got[0]), (name, got)
+            if name in ("GET", "GET with variables", "GET, an HTML client"):
+                assert orjson.loads(got[2]).get("data"), (name, got)
 
 
 async def test_the_rate_limits_count_alike_on_both_paths(

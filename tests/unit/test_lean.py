@@ -40,7 +40,7 @@ class Recorder:
 
 
 async def call(app: Any, method: str, body: bytes, headers: list[tuple[bytes, bytes]],
-               chunks: int = 1) -> tuple[int, bytes]:
+               chunks: int = 1, query_string: bytes = b"") -> tuple[int, bytes]:
     """One request through the ASGI app; the body in `chunks` messages."""
     size = max(1, -(-len(body) // chunks))
     parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
@@ -56,7 +56,7 @@ async def call(app: Any, method: str, body: bytes, headers: list[tuple[bytes, by
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": method, "scheme": "http", "path": "/graphql",
-             "raw_path": b"/graphql", "query_string": b"", "root_path": "",
+             "raw_path": b"/graphql", "query_string": query_string, "root_path": "",
              "headers": [(b"host", b"gw"), *headers], "client": ("127.0.0.1", 4000),
              "server": ("127.0.0.1", 8000), "state": {}}
     await app(scope, receive, send)
@@ -94,6 +94,10 @@ async def test_the_plain_request_never_reaches_the_stack(lean: LeanGraphQL) -> N
         raw = orjson.dumps(document)
         status, body = await call(lean, "POST", raw, json_headers(raw))
         assert status in (200, 400), body
+    # A query in the URL.
+    status, body = await call(lean, "GET", b"", [(b"accept", b"*/*")],
+                              query_string=b"query=%7B__typename%7D")
+    assert (status, orjson.loads(body)) == (200, {"data": {"__typename": "Query"}})
     assert isinstance(lean.app, Recorder) and lean.app.bodies == []
 
 
@@ -102,7 +106,7 @@ async def test_the_plain_request_never_reaches_the_stack(lean: LeanGraphQL) -> N
     ("bad JSON", "POST", b"{ nope", None),
     ("a query that is not a string", "POST", b'{"query": 5}', None),
     ("a trusted document id", "POST", b'{"documentId": "sha256:00"}', None),
-    ("a GET", "GET", b"", []),
+    ("the IDE's page", "GET", b"", [(b"accept", b"text/html")]),
     ("another media type", "POST", TYPENAME,
      [(b"content-type", b"text/plain"), (b"content-length", b"26")]),
     ("no declared length", "POST", TYPENAME, [(b"content-type", b"application/json")]),
