@@ -16,7 +16,8 @@ the full application, with the body it has read handed on as if never read: the 
 a batch, Server-Sent Events, a client accepting multipart answers (@defer), a debug request,
 a CORS request, a body without a declared length, a body that is not a well-formed operation
 (the full path's refusals and their codes), another media type. Both paths answer alike
-(tests/gateway/test_lean.py compares them header by header); LEAN_PATH=false sends every request through the stack.
+(tests/gateway/test_lean.py compares them header by header); LEAN_PATH=false sends every
+request through the stack.
 """
 
 from __future__ import annotations
