@@ -215,15 +215,18 @@ def sized_by_variable(rule: ListSize, field_def: Any, node: FieldNode) -> bool:
     """Whether `slicing_size` reads a variable for this field: a slicing argument given one;
     or another argument, as `get_argument_values` coerces them all and a variable's null
     where null is refused raises. (A nullable argument given a variable itself is passed
-    through as it is: nothing is read from it that could change the size or raise.)"""
+    through as it is: nothing is read from it that could change the size or raise, unless
+    it is kept under a slicing argument's name, its `out_name`.)"""
+    slicing = rule.slicing_arguments
     for argument in node.arguments or ():
         if not holds_variable(argument.value):
             continue
         name = argument.name.value
         arg_def = field_def.args.get(name)
-        if name in rule.slicing_arguments or arg_def is None \
+        if name in slicing or arg_def is None \
                 or not isinstance(argument.value, VariableNode) \
-                or is_non_null_type(arg_def.type):
+                or is_non_null_type(arg_def.type) \
+                or getattr(arg_def, "out_name", None) in slicing:
             return True
     return False
 

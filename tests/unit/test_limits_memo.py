@@ -299,3 +299,23 @@ def test_a_pages_cursor_variable_leaves_the_estimate_kept() -> None:
         assert check_limits(SCHEMA, cache.get(AFTER_CURSOR).document, None, variables, LIMITS,
                             LENGTHS) == (1 + 1 + 3 * (1 + 1), None)
     assert cache.get(AFTER_CURSOR).limits[None].cost == 1 + 1 + 3 * (1 + 1)
+
+
+def test_an_argument_kept_under_a_slicing_arguments_name_is_read_each_time() -> None:
+    """An argument whose `out_name` is a slicing argument's name is what `slicing_size`
+    reads under that name: given a variable, the estimate follows it."""
+    sdl = """
+        directive @listSize(assumedSize: Int, slicingArguments: [String!],
+          sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION
+        type Query { items(count: Int): [Item!]! @listSize(slicingArguments: ["first"],
+                                                           requireOneSlicingArgument: false) }
+        type Item { id: ID! }"""
+    schema = build_sdl(sdl)
+    attach(schema, sdl)
+    assert schema.query_type is not None
+    schema.query_type.fields["items"].args["count"].out_name = "first"
+    cache = OperationCache(schema, specified_rules, None)
+    query = "query($n: Int) { items(count: $n) { id } }"
+    for n in (2, 5, 2):
+        assert check_limits(schema, cache.get(query).document, None, {"n": n}, LIMITS,
+                            LENGTHS) == (n, None)
