@@ -7,6 +7,7 @@ parsed anew each time (which no operation cache holds, so nothing is kept for it
 from __future__ import annotations
 
 import asyncio
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +21,7 @@ from graphql import (
 )
 from graphql import build_schema as build_sdl
 from graphql.execution.values import get_variable_values
+from hypothesis import HealthCheck, given, settings
 
 import app.execution.limits as limits_module
 from app.config.settings import Settings
@@ -27,6 +29,7 @@ from app.execution.cost import actual_cost, attach, estimate
 from app.execution.limits import Lengths, OperationFigures, check, check_limits
 from app.execution.operations import OperationCache, prepared_of
 from schema import build_schema
+from tests.gateway.querygen import queries
 
 SCHEMA = build_schema()._schema
 LIMITS = {"depth": 6, "aliases": 3, "cost": 300}
@@ -319,3 +322,37 @@ def test_an_argument_kept_under_a_slicing_arguments_name_is_read_each_time() -> 
     for n in (2, 5, 2):
         assert check_limits(schema, cache.get(query).document, None, {"n": n}, LIMITS,
                             LENGTHS) == (n, None)
+
+
+def _other(value: Any) -> Any:
+    """Another value of a variable's type: what a memo keyed by the document would miss."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 7
+    if isinstance(value, list):
+        return value * 3
+    return value
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(drawn=queries(SCHEMA))
+def test_drawn_documents_are_checked_with_the_memo_as_without_it(
+        drawn: tuple[str, dict[str, Any]]) -> None:
+    """The differential test's documents (tests/gateway/querygen.py: aliases, fragments,
+    @skip/@include with literals and variables, sized fields given variables), each checked
+    from one operation cache with its variables, other variables, then its own again."""
+    drawn_query, variables = drawn
+    others = {name: _other(value) for name, value in variables.items()}
+    cache = OperationCache(SCHEMA, specified_rules, None)
+    # Also with every @skip/@include given a literal: most drawn documents have one given a
+    # variable, which alone makes their estimate one the variables change.
+    literal = re.sub(r"@(skip|include)\(if: \$v\d+\)",
+                     lambda m: f"@{m[1]}(if: {'true' if m[1] == 'include' else 'false'})",
+                     drawn_query)
+    for query in (drawn_query, literal):
+        for inputs in (variables, others, {}, variables):
+            memoized = _outcome(*check_limits(SCHEMA, cache.get(query).document, None,
+                                              inputs, LIMITS, LENGTHS))
+            assert memoized == _unmemoized(query, None, inputs), (query, inputs)
