@@ -20,6 +20,15 @@ Estimated cost, before execution (`Estimator`), from the operation and its varia
 
 Actual cost, after execution (`actual_cost`), by the same weights over what the response
 holds: a list counts its items, a null counts nothing (nothing was read under it).
+
+Both walks note whether they read a variable's value (`reads_variables`): when neither did,
+the estimate and the actual cost's plan are the same for any variables, and the query
+limits (app/execution/limits.py) keep them with the prepared operation. The values read are
+those of @skip/@include (`included`) and of a sized field's arguments (`get_argument_values`
+in `slicing_size`, which coerces them all); an argument's @cost (`argument_cost`) counts the
+arguments given, by name, never their values, and input fields' @cost is not read. A new
+read of `variables` must be noted the same way, or the limits would keep an estimate that
+depends on them.
 """
 
 from __future__ import annotations
@@ -38,16 +47,20 @@ from graphql import (
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     StringValueNode,
+    ValueNode,
+    VariableNode,
     build_schema,
     get_named_type,
     get_nullable_type,
     is_abstract_type,
     is_composite_type,
     is_list_type,
+    is_non_null_type,
 )
 from graphql.execution.values import get_argument_values, get_directive_values
 from graphql.type import GraphQLIncludeDirective, GraphQLSkipDirective
@@ -178,6 +191,46 @@ def attach(schema: GraphQLSchema, sdl: str) -> CostModel:
     return model
 
 
+def holds_variable(value: ValueNode) -> bool:
+    """Whether an argument's value reads a variable (itself one, or one inside a list or an
+    input object)."""
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(holds_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(holds_variable(item.value) for item in value.fields)
+    return False
+
+
+def conditional_on_variable(node: Any) -> bool:
+    """Whether `included` reads a variable for this selection (a @skip or @include whose
+    `if` is one)."""
+    return any(directive.name.value in ("skip", "include")
+               and any(holds_variable(arg.value) for arg in directive.arguments or ())
+               for directive in node.directives or ())
+
+
+def sized_by_variable(rule: ListSize, field_def: Any, node: FieldNode) -> bool:
+    """Whether `slicing_size` reads a variable for this field: a slicing argument given one;
+    or another argument, as `get_argument_values` coerces them all and a variable's null
+    where null is refused raises. (A nullable argument given a variable itself is passed
+    through as it is: nothing is read from it that could change the size or raise, unless
+    it is kept under a slicing argument's name, its `out_name`.)"""
+    slicing = rule.slicing_arguments
+    for argument in node.arguments or ():
+        if not holds_variable(argument.value):
+            continue
+        name = argument.name.value
+        arg_def = field_def.args.get(name)
+        if name in slicing or arg_def is None \
+                or not isinstance(argument.value, VariableNode) \
+                or is_non_null_type(arg_def.type) \
+                or getattr(arg_def, "out_name", None) in slicing:
+            return True
+    return False
+
+
 def included(node: Any, variables: Any) -> bool:
     """Whether @skip / @include keep this selection."""
     if not node.directives:
@@ -199,6 +252,8 @@ class Estimator:
         self.model = model
         self.fragments = fragments
         self.variables = variables
+        # Whether the estimate read a variable's value (else it holds for any variables).
+        self.reads_variables = False
         self._memo: dict[tuple[str, int | None, tuple[str, ...]], int] = {}
         self._open: set[str] = set()
 
@@ -215,8 +270,11 @@ class Estimator:
             return 0
         total = 0
         for selection in selection_set.selections:
-            if not included(selection, self.variables):
-                continue
+            if selection.directives:
+                if not self.reads_variables and conditional_on_variable(selection):
+                    self.reads_variables = True
+                if not included(selection, self.variables):
+                    continue
             if isinstance(selection, FieldNode):
                 total += self.field(selection, parent, sized, sized_fields)
             elif isinstance(selection, InlineFragmentNode):
@@ -276,6 +334,8 @@ class Estimator:
         when none has one."""
         if rule is None or not rule.slicing_arguments:
             return None
+        if not self.reads_variables and sized_by_variable(rule, field_def, node):
+            self.reads_variables = True
         args = get_argument_values(field_def, node, self.variables)
         sizes: list[int] = []
         for name in rule.slicing_arguments:
@@ -314,67 +374,81 @@ def actual_cost(schema: GraphQLSchema, operation: OperationDefinitionNode,
     root = schema.get_root_type(operation.operation)
     total = OPERATION_COST.get(operation.operation, 0)
     if isinstance(data, dict) and root is not None:
-        plan = _compile(schema, model, fragments, variables, [operation.selection_set], root)
-        total += _walk(plan, data)
+        plan = Planner(schema, model, fragments, variables).compile(
+            [operation.selection_set], root)
+        total += walk(plan, data)
     return total
 
 
 # A response key's plan: its weight per instance, its arguments' weight, the plan of its
 # selections (None for a scalar or an enum).
 # (For a union or an interface: a plan per possible type, chosen by the item's __typename.)
-_Plan = list[tuple[str, int, int, "_Plan | dict[str, _Plan] | None"]]
+Plan = list[tuple[str, int, int, "Plan | dict[str, Plan] | None"]]
 
 
-def _compile(schema: GraphQLSchema, model: CostModel,
-             fragments: dict[str, FragmentDefinitionNode], variables: Any,
-             selection_sets: list[SelectionSetNode], parent: Any) -> _Plan:
-    fields: dict[str, list[FieldNode]] = {}
-    for selection_set in selection_sets:
-        _collect(schema, fragments, variables, selection_set, parent, fields, set())
-    plan: _Plan = []
-    for key, nodes in fields.items():
-        name = nodes[0].name.value
-        field_def = (getattr(parent, "fields", None) or {}).get(name)
-        if name.startswith("__") or field_def is None:
-            continue
-        named = get_named_type(field_def.type)
-        sets = [n.selection_set for n in nodes if n.selection_set]
-        children: _Plan | dict[str, _Plan] | None = None
-        if is_abstract_type(named):
-            children = {t.name: _compile(schema, model, fragments, variables, sets, t)
-                        for t in schema.get_possible_types(named)}
-        elif is_composite_type(named):
-            children = _compile(schema, model, fragments, variables, sets, named)
-        unit = model.unit(parent.name, name, field_def.type)
-        arguments = model.argument_cost(parent.name, name, field_def, nodes[0], variables)
-        if children is None and unit == 0 and arguments == 0:
-            continue  # a scalar of weight 0: nothing to count (most of a response)
-        plan.append((key, unit, arguments, children))
-    return plan
+class Planner:
+    """Compiles selections into a `Plan` for `walk`."""
 
+    def __init__(self, schema: GraphQLSchema, model: CostModel,
+                 fragments: dict[str, FragmentDefinitionNode], variables: Any) -> None:
+        self.schema = schema
+        self.model = model
+        self.fragments = fragments
+        self.variables = variables
+        # Whether the plan read a variable's value (else it holds for any variables).
+        self.reads_variables = False
 
-def _collect(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
-             variables: Any, selection_set: SelectionSetNode | None, parent: Any,
-             out: dict[str, list[FieldNode]], seen: set[str]) -> None:
-    """The fields of a selection set on an object type, by response key: the fragments
-    that apply to it merged in (those on it, or on a union or interface it belongs to)."""
-    for selection in (selection_set.selections if selection_set else ()):
-        if not included(selection, variables):
-            continue
-        if isinstance(selection, FieldNode):
-            key = selection.alias.value if selection.alias else selection.name.value
-            out.setdefault(key, []).append(selection)
-        elif isinstance(selection, InlineFragmentNode):
-            if _applies(schema, selection.type_condition, parent):
-                _collect(schema, fragments, variables, selection.selection_set, parent, out,
-                         seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            fragment = fragments.get(name)
-            if fragment is not None and name not in seen \
-                    and _applies(schema, fragment.type_condition, parent):
-                _collect(schema, fragments, variables, fragment.selection_set, parent, out,
-                         seen | {name})
+    def compile(self, selection_sets: list[SelectionSetNode], parent: Any) -> Plan:
+        schema, model = self.schema, self.model
+        fields: dict[str, list[FieldNode]] = {}
+        for selection_set in selection_sets:
+            self.collect(selection_set, parent, fields, set())
+        plan: Plan = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            field_def = (getattr(parent, "fields", None) or {}).get(name)
+            if name.startswith("__") or field_def is None:
+                continue
+            named = get_named_type(field_def.type)
+            sets = [n.selection_set for n in nodes if n.selection_set]
+            children: Plan | dict[str, Plan] | None = None
+            if is_abstract_type(named):
+                children = {t.name: self.compile(sets, t)
+                            for t in schema.get_possible_types(named)}
+            elif is_composite_type(named):
+                children = self.compile(sets, named)
+            unit = model.unit(parent.name, name, field_def.type)
+            arguments = model.argument_cost(parent.name, name, field_def, nodes[0],
+                                            self.variables)
+            if children is None and unit == 0 and arguments == 0:
+                continue  # a scalar of weight 0: nothing to count (most of a response)
+            plan.append((key, unit, arguments, children))
+        return plan
+
+    def collect(self, selection_set: SelectionSetNode | None, parent: Any,
+                out: dict[str, list[FieldNode]], seen: set[str]) -> None:
+        """The fields of a selection set on an object type, by response key: the fragments
+        that apply to it merged in (those on it, or on a union or interface it belongs
+        to)."""
+        schema, fragments = self.schema, self.fragments
+        for selection in (selection_set.selections if selection_set else ()):
+            if selection.directives:
+                if not self.reads_variables and conditional_on_variable(selection):
+                    self.reads_variables = True
+                if not included(selection, self.variables):
+                    continue
+            if isinstance(selection, FieldNode):
+                key = selection.alias.value if selection.alias else selection.name.value
+                out.setdefault(key, []).append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                if _applies(schema, selection.type_condition, parent):
+                    self.collect(selection.selection_set, parent, out, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = fragments.get(name)
+                if fragment is not None and name not in seen \
+                        and _applies(schema, fragment.type_condition, parent):
+                    self.collect(fragment.selection_set, parent, out, seen | {name})
 
 
 def _applies(schema: GraphQLSchema, condition: Any, parent: Any) -> bool:
@@ -385,7 +459,8 @@ def _applies(schema: GraphQLSchema, condition: Any, parent: Any) -> bool:
                             and schema.is_sub_type(on, parent))
 
 
-def _walk(plan: _Plan, value: dict[str, Any]) -> int:
+def walk(plan: Plan, value: dict[str, Any]) -> int:
+    """The actual cost of `value` (a response's data, or an object in it) by its plan."""
     total = 0
     for key, unit, arguments, children in plan:
         if key not in value:
@@ -411,16 +486,16 @@ def _walk(plan: _Plan, value: dict[str, Any]) -> int:
     return total
 
 
-def _walk_item(children: _Plan | dict[str, _Plan], item: dict[str, Any]) -> int:
+def _walk_item(children: Plan | dict[str, Plan], item: dict[str, Any]) -> int:
     if type(children) is list:
-        return _walk(children, item)
+        return walk(children, item)
     # A union's or an interface's item: the plan of its type (a router asks __typename).
-    plans: dict[str, _Plan] = children  # type: ignore[assignment]
+    plans: dict[str, Plan] = children  # type: ignore[assignment]
     typename = item.get("__typename")
     plan = plans.get(typename) if isinstance(typename, str) else None
     if plan is None and len(plans) == 1:
         plan = next(iter(plans.values()))
-    return _walk(plan, item) if plan is not None else 0
+    return walk(plan, item) if plan is not None else 0
 
 
 def _items(value: Any) -> Iterable[Any]:

@@ -17,6 +17,15 @@ Cost: the IBM GraphQL Cost Directives specification's estimated cost, from the s
 measured after execution (`app.execution.cost.actual_cost`). A federation router's
 `_entities` is sized by its `representations` (schema/federation.py), its items weighed by
 their `__typename`.
+
+Worked out once per operation (`OperationFigures`, kept with the document in the operation
+cache, app/execution/operations.py): which operation the name chooses, its fragments, its
+depth and aliases (the document alone decides them), and its estimate and actual cost's plan
+when their walk read no variable's value (app/execution/cost.py notes it: @skip/@include,
+a sized field's arguments). Per request: the variables' lengths and coercion, the estimate
+and the plan of an operation whose variables change them, the comparison with the limits,
+and the walk of the response. The figures, the errors and the charge are the same as when
+everything is worked out per request.
 """
 
 from __future__ import annotations
@@ -51,7 +60,17 @@ from graphql.validation import ValidationRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-from app.execution.cost import CostError, actual_cost, estimate
+from app.execution.cost import (
+    OPERATION_COST,
+    CostError,
+    Estimator,
+    Plan,
+    Planner,
+    estimate,
+    model_of,
+    walk,
+)
+from app.execution.operations import prepared_of
 
 META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef,
                "__typename": TypeNameMetaFieldDef}
@@ -215,6 +234,138 @@ def oversized(schema: GraphQLSchema, operation: OperationDefinitionNode,
     return None
 
 
+class OperationFigures:
+    """What an operation's limits depend on that its document (and the operation name the
+    client gave) alone decides, worked out at most once when the document is a prepared
+    one (`Prepared.limits`): the operation and its fragments, its depth and aliases, its
+    estimated cost (or the @listSize rule it breaks) and its actual cost's plan, these two
+    only when working them out read no variable's value (else they are worked out per
+    request, from its variables)."""
+
+    __slots__ = ("aliases", "cost", "cost_error", "depth", "fragments", "operation", "plan")
+
+    def __init__(self, operation: OperationDefinitionNode,
+                 fragments: dict[str, FragmentDefinitionNode]) -> None:
+        self.operation = operation
+        self.fragments = fragments
+        self.depth: int | None = None
+        self.aliases = 0
+        self.cost: int | None = None
+        self.cost_error: str | None = None
+        self.plan: Plan | None = None
+
+    def measure(self, schema: GraphQLSchema, variables: Any) -> Measure:
+        """The operation's figures with these (coerced) variables. Raises CostError."""
+        operation = self.operation
+        if self.depth is None:
+            # (Measurer reads no variable: depth and aliases count every field written.)
+            root = schema.get_root_type(operation.operation)
+            shape = Measurer(schema, self.fragments, variables).selections(
+                operation.selection_set, root, False)
+            self.depth, self.aliases = shape.depth, shape.aliases
+        cost = self.cost
+        if cost is None:
+            if self.cost_error is not None:
+                raise CostError(self.cost_error)
+            estimator = Estimator(schema, model_of(schema), self.fragments, variables)
+            try:
+                cost = estimator.operation(operation)
+            except CostError as error:
+                if not estimator.reads_variables:
+                    self.cost_error = str(error)
+                raise
+            if not estimator.reads_variables:
+                self.cost = cost
+        return Measure(self.depth, self.aliases, cost)
+
+    def actual(self, schema: GraphQLSchema, variables: Any, data: Any) -> int:
+        """The actual cost of the operation's response data (`actual_cost`)."""
+        operation = self.operation
+        total = OPERATION_COST.get(operation.operation, 0)
+        root = schema.get_root_type(operation.operation)
+        if isinstance(data, dict) and root is not None:
+            plan = self.plan
+            if plan is None:
+                planner = Planner(schema, model_of(schema), self.fragments, variables)
+                plan = planner.compile([operation.selection_set], root)
+                if not planner.reads_variables:
+                    self.plan = plan
+            total += walk(plan, data)
+        return total
+
+
+def operation_figures(schema: GraphQLSchema, document: DocumentNode,
+                      operation_name: str | None
+                      ) -> OperationFigures | GraphQLError | None:
+    """The figures of the operation `operation_name` chooses (the client's own: None
+    chooses the only one), kept with the document when an operation cache holds it; the
+    error when there are several operations and no name; None when none is chosen."""
+    prepared = prepared_of(document)
+    if prepared is not None and prepared.schema is schema:
+        found: OperationFigures | None = prepared.limits.get(operation_name)
+        if found is not None:
+            return found
+    else:
+        prepared = None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) > 1 and operation_name is None:
+        # Strawberry's operation_name falls back to the first operation's; the spec
+        # (GetOperation) asks the client to choose when there are several.
+        return GraphQLError(
+            "Must provide operation name if query contains multiple operations.",
+            extensions={"code": "BAD_REQUEST"})
+    operation = next((o for o in operations if operation_name is None
+                      or (o.name and o.name.value == operation_name)), None)
+    if operation is None:
+        return None  # (not kept: the names a client may send are not bounded)
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    figures = OperationFigures(operation, fragments)
+    if prepared is not None:
+        prepared.limits[operation_name] = figures
+    return figures
+
+
+@dataclass
+class Checked:
+    """What `check` found: the estimated cost (None: not measured), the error refusing the
+    operation, and for its actual cost, its figures and coerced variables."""
+
+    cost: int | None = None
+    error: GraphQLError | None = None
+    figures: OperationFigures | None = None
+    variables: Any = None
+
+
+def check(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+          variables: dict[str, Any], limits: dict[str, int], lengths: Lengths) -> Checked:
+    """`check_limits`, with what measuring the actual cost needs."""
+    figures = operation_figures(schema, document, operation_name)
+    if figures is None:
+        return Checked()
+    if isinstance(figures, GraphQLError):
+        return Checked(error=figures)
+    operation = figures.operation
+    too_long = oversized(schema, operation, variables, lengths) if variables else None
+    if too_long is not None:
+        return Checked(error=too_long)
+    coerced = get_variable_values(schema, operation.variable_definitions or (), variables)
+    if isinstance(coerced, list):
+        return Checked()  # (execution reports them as the client's error)
+    try:
+        measured = figures.measure(schema, coerced)
+    except CostError as error:
+        return Checked(error=GraphQLError(str(error), extensions={"code": "BAD_USER_INPUT"}))
+    for name, limit in limits.items():
+        actual = getattr(measured, name)
+        if actual > limit:
+            return Checked(measured.cost, GraphQLError(
+                f"The operation's {name} is {actual}, over the limit of {limit}",
+                extensions={"code": "QUERY_TOO_COMPLEX", "measure": name, "limit": limit,
+                            "actual": actual}))
+    return Checked(measured.cost, None, figures, coerced)
+
+
 def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
                  variables: dict[str, Any], limits: dict[str, int], lengths: Lengths
                  ) -> tuple[int | None, GraphQLError | None]:
@@ -224,36 +375,8 @@ def check_limits(schema: GraphQLSchema, document: DocumentNode, operation_name: 
     and no name chosen (`operation_name` is the client's own, never a default). Every
     operation a client sends is checked here, whatever carries it: `QueryLimits` over HTTP,
     the subscriptions' own path (`app.execution.subscriptions`)."""
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}
-    if len(operations) > 1 and operation_name is None:
-        # Strawberry's operation_name falls back to the first operation's; the spec
-        # (GetOperation) asks the client to choose when there are several.
-        return None, GraphQLError(
-            "Must provide operation name if query contains multiple operations.",
-            extensions={"code": "BAD_REQUEST"})
-    operation = next((o for o in operations if operation_name is None
-                      or (o.name and o.name.value == operation_name)), None)
-    if operation is None:
-        return None, None
-    too_long = oversized(schema, operation, variables, lengths) if variables else None
-    if too_long is not None:
-        return None, too_long
-    try:
-        figures = measure(schema, operation, fragments, variables)
-    except CostError as error:
-        return None, GraphQLError(str(error), extensions={"code": "BAD_USER_INPUT"})
-    if figures is None:
-        return None, None
-    for name, limit in limits.items():
-        actual = getattr(figures, name)
-        if actual > limit:
-            return figures.cost, GraphQLError(
-                f"The operation's {name} is {actual}, over the limit of {limit}",
-                extensions={"code": "QUERY_TOO_COMPLEX", "measure": name, "limit": limit,
-                            "actual": actual})
-    return figures.cost, None
+    checked = check(schema, document, operation_name, variables, limits, lengths)
+    return checked.cost, checked.error
 
 
 class QueryLimits(SchemaExtension):
@@ -271,45 +394,27 @@ class QueryLimits(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         document = ec.graphql_document
-        estimated: int | None = None
-        named = getattr(ec, "_provided_operation_name", ec.operation_name)
+        checked: Checked | None = None
         if document is not None and ec.result is None:
             # The operation name the client gave: Strawberry's falls back to the first.
-            estimated, error = check_limits(ec.schema._schema, document, named,
-                                            ec.variables or {}, self.limits, self.lengths)
-            if estimated is not None:
+            named = getattr(ec, "_provided_operation_name", ec.operation_name)
+            checked = check(ec.schema._schema, document, named, ec.variables or {},
+                            self.limits, self.lengths)
+            if checked.cost is not None:
                 context = ec.context
                 if hasattr(context, "cost"):
-                    context.cost = estimated  # what the rate limit charges
+                    context.cost = checked.cost  # what the rate limit charges
                     context.cost_measured = True
-            if error is not None:
-                ec.result = ExecutionResult(data=None, errors=[error])
-                estimated = None
+            if checked.error is not None:
+                ec.result = ExecutionResult(data=None, errors=[checked.error])
         yield
         result = ec.result
-        if estimated is None or document is None or not hasattr(result, "data"):
+        if checked is None or checked.figures is None or not hasattr(result, "data"):
             # (Nothing ran, or an incremental answer whose parts come later: it stays
             # charged its estimate, with no refund.)
             return
-        actual = measure_actual(ec.schema._schema, document, named, ec.variables or {},
-                                getattr(result, "data", None))
+        actual = checked.figures.actual(ec.schema._schema, checked.variables,
+                                        getattr(result, "data", None))
         context = ec.context
-        if actual is not None and hasattr(context, "cost_actual"):
+        if hasattr(context, "cost_actual"):
             context.cost_actual = actual
-
-
-def measure_actual(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
-                   inputs: dict[str, Any], data: Any) -> int | None:
-    """The actual cost of an operation's response data (None: the operation is not found,
-    or its variables do not coerce)."""
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    operation = next((o for o in operations if operation_name is None
-                      or (o.name and o.name.value == operation_name)), None)
-    if operation is None:
-        return None
-    variables = get_variable_values(schema, operation.variable_definitions or (), inputs)
-    if isinstance(variables, list):
-        return None
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}
-    return actual_cost(schema, operation, fragments, variables, data)

@@ -2,6 +2,11 @@
 errors, in a bounded LRU, so that a repeated operation is parsed and validated once; per
 request only its variables are coerced (by the executor) and its limits checked.
 
+Each prepared document also keeps, per operation, what its query limits found that depends
+on nothing else (app/execution/limits.py: depth, aliases, and the cost estimate when no
+variable changes it); the limits find it by the document (`prepared_of`), whichever path
+got the document from a cache.
+
 Both depend only on the text, the schema and the rules, all fixed when the cache is built:
 the rules come from settings (introspection off, string lengths, the token limit), never
 from the caller (auth, rate limits and the variables' checks run per request, after it).
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
+from weakref import WeakValueDictionary
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules, validate
 from graphql.validation import ASTValidationRule
@@ -28,13 +34,31 @@ DEFAULT_MAXSIZE = 256
 
 
 class Prepared:
-    """A parsed document and its validation errors (empty: valid)."""
+    """A parsed document, its validation errors (empty: valid), and what the query limits
+    worked out for its operations on `schema` once (by the operation name the client gave:
+    app/execution/limits.py)."""
 
-    __slots__ = ("document", "errors")
+    __slots__ = ("__weakref__", "document", "errors", "limits", "schema")
 
-    def __init__(self, document: DocumentNode, errors: list[GraphQLError]) -> None:
+    def __init__(self, document: DocumentNode, errors: list[GraphQLError],
+                 schema: GraphQLSchema | None = None) -> None:
         self.document = document
         self.errors = errors
+        self.schema = schema
+        self.limits: dict[str | None, Any] = {}
+
+
+# Each document a cache holds, by its identity, to its Prepared: for the query limits, which
+# are handed the document only. Weak: an entry goes with its Prepared, once evicted and no
+# request holds it (ids are not reused while it lives).
+_BY_DOCUMENT: WeakValueDictionary[int, Prepared] = WeakValueDictionary()
+
+
+def prepared_of(document: DocumentNode) -> Prepared | None:
+    """The Prepared an operation cache holds this very document in; None if none does (a
+    document parsed elsewhere)."""
+    prepared = _BY_DOCUMENT.get(id(document))
+    return prepared if prepared is not None and prepared.document is document else None
 
 
 class OperationCache:
@@ -55,7 +79,8 @@ class OperationCache:
             entries.move_to_end(query)
             return prepared
         document = parse(query, max_tokens=self.max_tokens)
-        prepared = Prepared(document, validate(self.schema, document, self.rules))
+        prepared = Prepared(document, validate(self.schema, document, self.rules), self.schema)
+        _BY_DOCUMENT[id(document)] = prepared
         entries[query] = prepared
         if len(entries) > self.maxsize:
             entries.popitem(last=False)
