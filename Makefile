@@ -9,7 +9,7 @@ ASSETS := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history soak trace token settings-doc clean bench-subscriptions
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history bench-client soak trace token settings-doc clean bench-subscriptions
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,13 @@ bench-speed: $(STAMP)
 
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
+
+# The client's CPU per upstream call, aiohttp against pyreqwest, raw and behind UpstreamClient
+# (about 1.5 minutes), then the gateway under other uvicorn settings and with pyreqwest (about
+# 4 minutes): write the Upstream client and server settings section of bench/RESULTS.md.
+bench-client: $(STAMP)
+	$(PY) -m bench.upstream_client
+	$(PY) -m bench.server_settings
 
 # The product page with deferred recommendations: time to the first part against the whole
 # page; writes the Incremental delivery section of bench/RESULTS.md and bench/defer.json.

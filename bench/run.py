@@ -62,7 +62,8 @@ OTHER_SECTIONS = ("Idle penalty", "Cross-replica invalidation",
                   "Tracing", "Soak", "CPU against an earlier commit", "Incremental delivery",
                   "Response cache hit ratio", "Redis stalled",
                   "Redis stalled, before the guard (6ad9fba)", "History checker",
-                  "No level barrier", "CPU per request", "CPU per request: each change")
+                  "No level barrier", "CPU per request", "CPU per request: each change",
+                  "Upstream client and server settings")
 VERSIONS = ("strawberry-graphql", "graphql-core", "aiohttp", "aiodataloader", "uvicorn",
             "starlette", "orjson", "uvloop", "httptools")
 

@@ -357,10 +357,12 @@ def start_gateway(
     env: Mapping[str, str | None] | None = None,
     cpus: str | None = None,
     root: Path | None = None,
+    module: str = "app",
 ) -> Gateway:
     """A gateway process against `services`; `env` adds settings, and a None value removes
     one of the harness's own (to see a settings file's value, say). `root` runs another
-    checkout's code (bench/compare.py: an earlier commit)."""
+    checkout's code (bench/compare.py: an earlier commit); `module` another entry point
+    (bench/serve_variant.py: the gateway with other uvicorn settings)."""
     port = port or free_port()
     e: dict[str, str | None] = {
         **services.gateway_env(),
@@ -375,7 +377,7 @@ def start_gateway(
     e.update(env or {})
     settled = {k: v for k, v in e.items() if v is not None}
     tmp.mkdir(parents=True, exist_ok=True)
-    process = spawn(["-m", "app"], settled, tmp / f"gateway-{port}.log", cpus, root)
+    process = spawn(["-m", module], settled, tmp / f"gateway-{port}.log", cpus, root)
     gateway = Gateway(process=process, port=port)
     try:
         wait_healthy(gateway.url + "/healthz", process.proc)
