@@ -54,6 +54,30 @@ TYPENAME = "{ __typename }"
 PRODUCT = "query Product($id: ID!) { product(id: $id) { id name } }"
 
 
+# The same selection of a product, as a query's root field and under a mutation's payload
+# (bench/mutations.py): the product, its rating, its newest reviews and their authors.
+REVIEWED = ("id name averageRating reviewCount "
+            "reviews(first: 5) { id rating body author { id name } }")
+REVIEWED_QUERY = f"query Reviewed($id: ID!) {{ product(id: $id) {{ {REVIEWED} }} }}"
+ADD_REVIEW = ("mutation AddReview($input: AddReviewInput!) { addReview(input: $input) { "
+              f"review {{ id product {{ {REVIEWED} }} }} errors {{ code }} }} }}")
+
+
+def _reviewed_product(i: int) -> str:
+    return f"p{i * 7919 % PRODUCTS + 1}"
+
+
+def reviewed_query(i: int) -> Request:
+    return REVIEWED_QUERY, {"id": _reviewed_product(i)}, {"X-User-Id": f"u{i % USERS + 1}"}
+
+
+def add_review(i: int) -> Request:
+    """A review written (the reviews service keeps it, in memory), then its product read."""
+    variables = {"input": {"productId": _reviewed_product(i), "rating": i % 5 + 1,
+                           "body": f"Bench review {i}."}}
+    return ADD_REVIEW, variables, {"X-User-Id": f"u{i % USERS + 1}"}
+
+
 def typename(i: int) -> Request:
     return TYPENAME, None, {}
 
@@ -104,7 +128,12 @@ EXTRA_WORKLOADS = {
     w.name: w
     for w in (Workload("user_lookup", user_lookup, "one user by id (one users call)"),
               Workload("typename", typename, "`{ __typename }`: no upstream call"),
-              Workload("product", product, "one product's id and name (one catalog call)"))
+              Workload("product", product, "one product's id and name (one catalog call)"),
+              Workload("reviewed_query", reviewed_query,
+                       "a product, its rating and 5 reviews with authors (3 calls)"),
+              Workload("add_review", add_review,
+                       "addReview, its payload the product as `reviewed_query` reads it",
+                       writes=True))
 }
 
 # Fields whose resolution is an upstream lookup of its own in a gateway without batching.
