@@ -119,7 +119,7 @@ bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
 
 # Gateway CPU per mutation (addReview) with the plan executor against graphql-core's, and
-# the same selection as a query, in turns in one run (about 1 minute): writes the Mutations
+# the same selection as a query, in turns in one run (about 4 minutes): writes the Mutations
 # through the plan section of bench/RESULTS.md and bench/mutations.json.
 bench-mutations: $(STAMP)
 	$(PY) -m bench.mutations

@@ -228,5 +228,6 @@ def test_mutations_bench_smoke(tmp_path: Path) -> None:
     run_module("bench.mutations", "--smoke", "--rounds", "1", "--concurrency", "2",
                "--out", str(tmp_path))
     rows = orjson.loads((tmp_path / "mutations.json").read_bytes())["rows"]
-    assert {row["workload"] for row in rows} == {"add_review", "reviewed_query"}
+    assert {row["workload"] for row in rows} == {"add_review", "reviewed_query",
+                                                 "add_review_deep", "reviewed_deep_query"}
     assert "## Mutations through the plan" in (tmp_path / "RESULTS.md").read_text()
