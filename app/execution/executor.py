@@ -315,7 +315,8 @@ class PlanExecutor(GatewayExecutor):
                        grouped: Any) -> dict[str, Any]:
         """A mutation field's payload (its write is done), completed as a query's objects
         are. A non-null violation that reaches the payload itself is raised, for
-        graphql-core to propagate as it would its own (mutation fields are non-null)."""
+        graphql-core to handle at the mutation field as it would its own (the gateway's
+        mutation fields are non-null: the data is null, and the fields after it do not run)."""
         if not self._counted:  # once per operation, at its first planned payload
             self._counted = True
             getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
