@@ -9,7 +9,7 @@ ASSETS := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f
 # The reference services sign their change events with this; the gateway checks it.
 EVENT_SECRET ?= dev-event-secret-change-me-0123456789abcdef
 
-.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history bench-client soak trace token settings-doc clean bench-subscriptions
+.PHONY: venv assets schema run services gateway test check fuzz lint bench bench-resilience bench-redis bench-tracing bench-defer bench-barrier bench-history bench-client soak trace token settings-doc clean bench-subscriptions bench-mutations
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -124,6 +124,12 @@ bench-history: $(STAMP)
 bench-client: $(STAMP)
 	$(PY) -m bench.upstream_client
 	$(PY) -m bench.server_settings
+
+# Gateway CPU per mutation (addReview) with the plan executor against graphql-core's, and
+# the same selection as a query, in turns in one run (about 4 minutes): writes the Mutations
+# through the plan section of bench/RESULTS.md and bench/mutations.json.
+bench-mutations: $(STAMP)
+	$(PY) -m bench.mutations
 
 # The product page with deferred recommendations: time to the first part against the whole
 # page; writes the Incremental delivery section of bench/RESULTS.md and bench/defer.json.

@@ -54,6 +54,56 @@ TYPENAME = "{ __typename }"
 PRODUCT = "query Product($id: ID!) { product(id: $id) { id name } }"
 
 
+# The same selection of a product, as a query's root field and under a mutation's payload
+# (bench/mutations.py): the product, its rating, its newest reviews and their authors.
+REVIEWED = ("id name averageRating reviewCount "
+            "reviews(first: 5) { id rating body author { id name } }")
+# A larger one: about 140 objects, 6 upstream calls as a query (the deep query's shape).
+REVIEWED_DEEP = ("id name price { amount currency } inStock category { id name } "
+                 "reviews(first: 10) { id rating body author { id username "
+                 "reviews(first: 3) { id rating product { id name inStock "
+                 "reviews(first: 2) { id author { id name } } } } } }")
+
+
+def _reviewed_query(selection: str) -> str:
+    return f"query Reviewed($id: ID!) {{ product(id: $id) {{ {selection} }} }}"
+
+
+def _add_review(selection: str) -> str:
+    return ("mutation AddReview($input: AddReviewInput!) { addReview(input: $input) { "
+            f"review {{ id product {{ {selection} }} }} errors {{ code }} }} }}")
+
+
+REVIEWED_QUERY, ADD_REVIEW = _reviewed_query(REVIEWED), _add_review(REVIEWED)
+REVIEWED_DEEP_QUERY, ADD_REVIEW_DEEP = _reviewed_query(REVIEWED_DEEP), _add_review(REVIEWED_DEEP)
+
+
+def _reviewed_product(i: int) -> str:
+    return f"p{i * 7919 % PRODUCTS + 1}"
+
+
+def reviewed_query(i: int) -> Request:
+    return REVIEWED_QUERY, {"id": _reviewed_product(i)}, {"X-User-Id": f"u{i % USERS + 1}"}
+
+
+def _review_input(i: int) -> dict[str, Any]:
+    return {"input": {"productId": _reviewed_product(i), "rating": i % 5 + 1,
+                      "body": f"Bench review {i}."}}
+
+
+def add_review(i: int) -> Request:
+    """A review written (the reviews service keeps it, in memory), then its product read."""
+    return ADD_REVIEW, _review_input(i), {"X-User-Id": f"u{i % USERS + 1}"}
+
+
+def reviewed_deep_query(i: int) -> Request:
+    return REVIEWED_DEEP_QUERY, {"id": _reviewed_product(i)}, {"X-User-Id": f"u{i % USERS + 1}"}
+
+
+def add_review_deep(i: int) -> Request:
+    return ADD_REVIEW_DEEP, _review_input(i), {"X-User-Id": f"u{i % USERS + 1}"}
+
+
 def typename(i: int) -> Request:
     return TYPENAME, None, {}
 
@@ -104,7 +154,18 @@ EXTRA_WORKLOADS = {
     w.name: w
     for w in (Workload("user_lookup", user_lookup, "one user by id (one users call)"),
               Workload("typename", typename, "`{ __typename }`: no upstream call"),
-              Workload("product", product, "one product's id and name (one catalog call)"))
+              Workload("product", product, "one product's id and name (one catalog call)"),
+              Workload("reviewed_query", reviewed_query,
+                       "a product, its rating and 5 reviews with authors (3 calls)"),
+              Workload("add_review", add_review,
+                       "addReview, its payload the product as `reviewed_query` reads it",
+                       writes=True),
+              Workload("reviewed_deep_query", reviewed_deep_query,
+                       "a product, 10 reviews, their authors' reviews and those products' "
+                       "(6 calls)"),
+              Workload("add_review_deep", add_review_deep,
+                       "addReview, its payload the product as `reviewed_deep_query` reads it",
+                       writes=True))
 }
 
 # Fields whose resolution is an upstream lookup of its own in a gateway without batching.

@@ -188,8 +188,8 @@ class Settings:
     plan_executor: bool = setting(
         True,
         "PLAN_EXECUTOR",
-        "Run queries with the plan executor (app/execution/executor.py); false: "
-        "graphql-core's own executor for everything.",
+        "Run queries, and mutations' payloads, with the plan executor "
+        "(app/execution/executor.py); false: graphql-core's own executor for everything.",
     )
     lean_path: bool = setting(
         True,

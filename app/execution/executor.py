@@ -15,10 +15,13 @@ runs before its siblings' lookups have been issued.
 
 Semantics are graphql-core's: the same field collection (fragments, @skip/@include), leaf
 serialization, errors located at their paths, and nulls propagating to the nearest nullable
-parent. Mutations, subscriptions, abstract types and fields that need Strawberry's own
-resolver path (input objects, asynchronous permission classes) use graphql-core's executor
-unchanged; so does a query in which any of them appears. Private fields are planned: their
-permission classes are checked by their direct resolvers (`schema/direct_resolvers.py`).
+parent. Subscriptions, abstract types and fields that need Strawberry's own resolver path
+(input objects, asynchronous permission classes) use graphql-core's executor unchanged; so
+does a query in which any of them appears. Private fields are planned: their permission
+classes are checked by their direct resolvers (`schema/direct_resolvers.py`). A mutation's
+root fields run as graphql-core runs them, one after the other in document order, each
+through its own resolver path (Strawberry's: input objects, permissions); the payload of
+each is then completed by the plan, as a query's objects are, when its selection plans.
 
 @defer and @stream: both executors here apply them as if absent (graphql-core's base
 executor does), which is the whole answer a client gets when it does not accept incremental
@@ -267,17 +270,71 @@ class PlanExecutor(GatewayExecutor):
         result = self._execute_root(*args)
         return await result if self.is_awaitable(result) else result
 
+    _payloads = False  # a mutation: its root fields' payloads are planned (see below)
+    _counted = False  # the operation was counted as planned
+    _escaped: GraphQLError | None = None  # a payload's null propagated past it
+    _subfields: dict[int, Any]  # per field's details: its object type's grouped subfields
+    _nulled: set[tuple[Any, ...]]  # paths nulled by a non-null violation
+
     def _execute_root(
         self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
         serially: bool, position_context: Any,
     ) -> Any:
-        if serially or not self._plannable(root_type, grouped_field_set, set()):
+        if serially:
+            # A mutation: graphql-core runs its root fields one after the other, each through
+            # its own resolver path (Strawberry's: input objects, permissions, resolver
+            # middleware), and each one's payload is completed by the plan
+            # (`execute_collected_subfields`), once its write is done.
+            self._payloads = True
+            self._subfields = {}
+            self._nulled = set()
+            return super().execute_root_grouped_field_set(
+                root_type, root_value, grouped_field_set, serially, position_context)
+        if not self._plannable(root_type, grouped_field_set, set()):
             return super().execute_root_grouped_field_set(
                 root_type, root_value, grouped_field_set, serially, position_context)
         getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
-        self._subfields: dict[int, Any] = {}
-        self._nulled: set[tuple[Any, ...]] = set()  # paths nulled by a non-null violation
-        return self._run(root_type, root_value, grouped_field_set)
+        self._subfields = {}
+        self._nulled = set()
+        data: dict[str, Any] = dict.fromkeys(grouped_field_set)
+        return self._run(root_type, root_value, grouped_field_set, data,
+                         ({"data": data}, "data", True, None), ())
+
+    def execute_collected_subfields(
+        self, parent_type: GraphQLObjectType, source_value: Any, path: Path,
+        grouped_field_set: Any, new_defer_usages: Any, position_context: Any,
+    ) -> Any:
+        if (self._payloads and path.prev is None
+                and self._plannable(parent_type, grouped_field_set, set())):
+            return self._payload(parent_type, source_value, path.key, grouped_field_set)
+        return super().execute_collected_subfields(
+            parent_type, source_value, path, grouped_field_set, new_defer_usages,
+            position_context)
+
+    async def _payload(self, payload_type: GraphQLObjectType, payload: Any, key: Any,
+                       grouped: Any) -> dict[str, Any]:
+        """A mutation field's payload (its write is done), completed as a query's objects
+        are. A non-null violation that reaches the payload itself is raised, for
+        graphql-core to handle at the mutation field as it would its own (the gateway's
+        mutation fields are non-null: the data is null, and the fields after it do not run)."""
+        if not self._counted:  # once per operation, at its first planned payload
+            self._counted = True
+            getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
+        loaders = getattr(self.context_value, "loaders", None)
+        by_level = loaders.by_level if loaders is not None else False
+        data: dict[str, Any] = dict.fromkeys(grouped)
+        try:
+            await self._run(payload_type, payload, grouped, data, ({key: data}, key, False, None),
+                            (key,))
+        finally:
+            if loaders is not None:
+                # graphql-core's executor runs the next mutation (and any payload the plan
+                # does not take): no value at hand there (see Loaders._ready).
+                loaders.by_level = by_level
+        escaped, self._escaped = self._escaped, None
+        if escaped is not None:
+            raise escaped
+        return data
 
     # -- planning ----------------------------------------------------------------------------
     def _plannable(self, parent: GraphQLObjectType, fields: Any, seen: set[int]) -> bool:
@@ -307,12 +364,13 @@ class PlanExecutor(GatewayExecutor):
         return True
 
     # -- execution ---------------------------------------------------------------------------
-    async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any) -> Any:
+    async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any,
+                   data: dict[str, Any], root: _Slot, root_path: tuple[Any, ...]) -> Any:
+        """Complete `root_value`'s selection `grouped` into `data` (at `root`, the slot of the
+        query's data or of a mutation's payload, whose path is `root_path`)."""
         # Every object's dict starts with its response keys in selection order (all None),
         # so that values written as they come (key reads at once, resolver results later)
         # keep the order the spec gives them. Each key is always written after.
-        data: dict[str, Any] = dict.fromkeys(grouped)
-        root = ({"data": data}, "data", True, None)
         info = _Info(self.context_value)
         # Every object's lookups are issued in one synchronous pass with those of the other
         # objects that became ready with it, so values at hand cannot run ahead of their
@@ -348,7 +406,7 @@ class PlanExecutor(GatewayExecutor):
                 waiter.set_result(None)
 
         Work = tuple[GraphQLObjectType, Any, Any, dict[str, Any], _Slot, tuple[Any, ...]]
-        work: list[Work] = [(root_type, grouped, root_value, data, root, ())]
+        work: list[Work] = [(root_type, grouped, root_value, data, root, root_path)]
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -471,7 +529,7 @@ class PlanExecutor(GatewayExecutor):
             for task in started:
                 if not task.done():
                     task.cancel()  # the request ended (its deadline): nothing may outlive it
-        return root[0]["data"]
+        return root[0][root[1]]
 
     def _complete(self, return_type: GraphQLOutputType, details: FieldDetailsList, value: Any,
                   container: Any, key: Any, parent: _Slot, path: tuple[Any, ...],
@@ -543,13 +601,13 @@ class PlanExecutor(GatewayExecutor):
               slot: _Slot) -> None:
         if self._nulled and self._under_nulled(path):
             return
-        self.collected_errors.add(
-            located_error(error, [d.node for d in details], list(path)), _graphql_path(path))
+        located = located_error(error, [d.node for d in details], list(path))
         current: _Slot | None = slot
         depth = len(path)
         while current is not None:
             container, key, nullable, parent = current
             if nullable:
+                self.collected_errors.add(located, _graphql_path(path))
                 container[key] = None
                 # graphql-core cancels what is still running under a nulled position, so
                 # errors that arise under it later are not reported: the same here.
@@ -557,6 +615,10 @@ class PlanExecutor(GatewayExecutor):
                 return
             current = parent
             depth -= 1
+        # Past a mutation's (non-null) payload: `_payload` raises it to graphql-core, which
+        # records it where the null lands (the data). Nothing under the payload goes on.
+        self._escaped = located
+        self._nulled.add(path[:depth + 1])
 
     def _under_nulled(self, path: tuple[Any, ...]) -> bool:
         nulled = self._nulled

@@ -235,7 +235,8 @@ WORKER_RESTARTS = Counter(
 
 PLANNED = Counter(
     "gateway_planned_operations_total",
-    "Operations run by the breadth-first executor (the rest: graphql-core's).",
+    "Operations run by the plan executor: queries, and mutations whose payloads it "
+    "completed (the rest: graphql-core's).",
 )
 
 SUBSCRIPTIONS_ACTIVE = Gauge(

@@ -222,3 +222,12 @@ def test_subscriptions_bench_smoke(tmp_path: Path) -> None:
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Subscriptions" in report and "python -m bench.subscriptions --subscribers 20" \
         in report and "## Soak\n\nkept" in report
+
+
+def test_mutations_bench_smoke(tmp_path: Path) -> None:
+    run_module("bench.mutations", "--smoke", "--rounds", "1", "--concurrency", "2",
+               "--out", str(tmp_path))
+    rows = orjson.loads((tmp_path / "mutations.json").read_bytes())["rows"]
+    assert {row["workload"] for row in rows} == {"add_review", "reviewed_query",
+                                                 "add_review_deep", "reviewed_deep_query"}
+    assert "## Mutations through the plan" in (tmp_path / "RESULTS.md").read_text()

@@ -244,6 +244,8 @@ def literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):  # an input object
+        return "{" + ", ".join(f"{k}: {literal(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)
 
 
@@ -256,4 +258,48 @@ def queries(draw: Any, schema: GraphQLSchema) -> tuple[str, dict[str, Any]]:
     body = builder.selection_set(query_type, Scope(), 0, 1)
     head = f"query Q({', '.join(builder.definitions)}) " if builder.definitions else ""
     document = " ".join([head + body, *builder.fragments])
+    return document, builder.variables
+
+
+# What the mutations' inputs are drawn from: existing products and not, ratings in and out
+# of range, bodies empty or not; quantities from 0 (refused) to more than any stock.
+MUTATION_FIELDS = ("addReview", "addReview", "placeOrder", "cancelOrder")
+
+
+@st.composite
+def mutations(draw: Any, schema: GraphQLSchema, tag: str) -> tuple[str, dict[str, Any]]:
+    """A valid mutation on `schema`: one to three root fields, each with drawn inputs and a
+    drawn selection of its payload (as `queries` draws a query's). `tag` makes the
+    idempotency keys of this document its own (the same document, sent to two gateways,
+    carries the same keys)."""
+    builder = Builder(draw, schema, allow_fallback=draw(st.integers(0, 3)) == 0)
+    mutation_type = schema.mutation_type
+    assert mutation_type is not None
+    fields = []
+    for index in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(MUTATION_FIELDS))
+        if name == "addReview":
+            value: Any = {
+                "productId": builder.an_id("product"),
+                "rating": draw(st.sampled_from([1, 3, 5, 5, 0, 6])),
+                "body": draw(st.sampled_from(["Good.", "Not for me.", " ", ""])),
+            }
+            if builder.chance(3):
+                value["idempotencyKey"] = f"{tag}-{draw(st.integers(0, 2))}"
+            argument = f"input: {builder.variable('AddReviewInput!', value)}"
+        elif name == "placeOrder":
+            items = [{"productId": builder.an_id("product"),
+                      "quantity": draw(st.sampled_from([1, 1, 2, 0, 10_000]))}
+                     for _ in range(draw(st.integers(0, 2)))]
+            value = {"items": items, "idempotencyKey": f"{tag}-{index}"}
+            argument = f"input: {builder.variable('PlaceOrderInput!', value)}"
+        else:
+            argument = f"id: {builder.value('ID!', builder.an_id('order'))}"
+        payload = get_named_type(mutation_type.fields[name].type)
+        assert isinstance(payload, GraphQLObjectType)
+        selection = builder.selection_set(payload, Scope(), 1, 1)
+        fields.append(f"m{index}: {name}({argument}) {selection}")
+    head = f"mutation M({', '.join(builder.definitions)}) " if builder.definitions else \
+        "mutation M "
+    document = " ".join([head + "{ " + " ".join(fields) + " }", *builder.fragments])
     return document, builder.variables
