@@ -234,14 +234,16 @@ class UpstreamClient:
         budget = guard.budget
         sent = 0  # attempts that went out; retries are the ones after the first
         waits: Iterator[float] | None = None
+        # Unbound when the call ends (`finally`), see there.
+        err: UpstreamError | None = None
         previous: UpstreamError | None = None
+        unknown: UpstreamError | None = None
         granted = False  # the budget granted the retry about to go out
         unsettled = False  # a write's attempt failed in a way it may have been carried out
         probe_taken = False
         verdict: bool | None = None  # the call's outcome for the breaker; None: no verdict
         try:
             while True:
-                err: UpstreamError
                 try:
                     limits = self._admit(guard, deadline)
                     probe = guard.allow()
@@ -306,6 +308,11 @@ class UpstreamClient:
             # Once per call, whatever ended it (a cancelled request too): its verdict, or
             # none, which frees the probe slot if the call held it.
             guard.record(verdict, probe_taken)
+            # The error raised from here holds this frame in its traceback, and the frame held
+            # the error: a cycle that kept the frame (the call's body, headers, scope) until
+            # the rarely run cycle collector (app/http/app.py, tune_gc) found it. The soak
+            # (bench/RESULTS.md) held hundreds of them, the placeOrder refusals (409s).
+            err = previous = unknown = None
 
     @staticmethod
     def _ended(call: CallObservation, scope: CallScope | None, retries: int,

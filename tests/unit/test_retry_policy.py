@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,3 +324,25 @@ async def test_a_read_is_never_of_unknown_outcome(upstream: Upstream) -> None:
         await client.close()
     assert isinstance(err, UpstreamError) and err.code == "UPSTREAM_TIMEOUT"
     assert err.extensions["retries"] == 1 and upstream.count("/inventory") == 2
+
+
+async def test_a_failed_call_leaves_no_reference_cycle(upstream: Upstream) -> None:
+    """A call's error, once its caller drops it, is freed at once: not kept (with the call's
+    frame) until the cycle collector runs, which the gateway runs rarely (bench/RESULTS.md,
+    Soak: the placeOrder refusals held that way grew the heap)."""
+    upstream.script("/orders", refuse(409, "INSUFFICIENT_STOCK"))  # a refused write
+    upstream.script("/inventory", status(503))  # a read, retried, then given up
+    client = await with_client(upstream, retry_max_attempts=2)
+    gc.collect()
+    gc.disable()
+    try:
+        for call in (client.request("orders", "POST", "/orders", json={}),
+                     client.request("users", "GET", "/inventory")):
+            results = await drive(upstream.clock, call)
+            assert isinstance(results[0], UpstreamError)
+            held = weakref.ref(results[0])
+            del results, call
+            assert held() is None
+    finally:
+        gc.enable()
+        await client.close()
