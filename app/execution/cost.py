@@ -242,18 +242,34 @@ def included(node: Any, variables: Any) -> bool:
     return not (include and include.get("if") is False)
 
 
-class Estimator:
+class _Walk:
+    """What the estimate and the plan share: the operation's context, and whether a walk
+    read a variable's value (else what it worked out holds for any variables)."""
+
+    def __init__(self, schema: GraphQLSchema, model: CostModel,
+                 fragments: dict[str, FragmentDefinitionNode], variables: Any) -> None:
+        self.schema = schema
+        self.model = model
+        self.fragments = fragments
+        self.variables = variables
+        self.reads_variables = False
+
+    def kept(self, selection: Any) -> bool:
+        """Whether @skip / @include keep `selection`, noting a variable they read."""
+        if not selection.directives:
+            return True
+        if not self.reads_variables and conditional_on_variable(selection):
+            self.reads_variables = True
+        return included(selection, self.variables)
+
+
+class Estimator(_Walk):
     """One walk of an operation for its estimated cost."""
 
     def __init__(self, schema: GraphQLSchema, model: CostModel,
                  fragments: dict[str, FragmentDefinitionNode], variables: Any
                  ) -> None:
-        self.schema = schema
-        self.model = model
-        self.fragments = fragments
-        self.variables = variables
-        # Whether the estimate read a variable's value (else it holds for any variables).
-        self.reads_variables = False
+        super().__init__(schema, model, fragments, variables)
         self._memo: dict[tuple[str, int | None, tuple[str, ...]], int] = {}
         self._open: set[str] = set()
 
@@ -270,11 +286,8 @@ class Estimator:
             return 0
         total = 0
         for selection in selection_set.selections:
-            if selection.directives:
-                if not self.reads_variables and conditional_on_variable(selection):
-                    self.reads_variables = True
-                if not included(selection, self.variables):
-                    continue
+            if not self.kept(selection):
+                continue
             if isinstance(selection, FieldNode):
                 total += self.field(selection, parent, sized, sized_fields)
             elif isinstance(selection, InlineFragmentNode):
@@ -386,17 +399,8 @@ def actual_cost(schema: GraphQLSchema, operation: OperationDefinitionNode,
 Plan = list[tuple[str, int, int, "Plan | dict[str, Plan] | None"]]
 
 
-class Planner:
+class Planner(_Walk):
     """Compiles selections into a `Plan` for `walk`."""
-
-    def __init__(self, schema: GraphQLSchema, model: CostModel,
-                 fragments: dict[str, FragmentDefinitionNode], variables: Any) -> None:
-        self.schema = schema
-        self.model = model
-        self.fragments = fragments
-        self.variables = variables
-        # Whether the plan read a variable's value (else it holds for any variables).
-        self.reads_variables = False
 
     def compile(self, selection_sets: list[SelectionSetNode], parent: Any) -> Plan:
         schema, model = self.schema, self.model
@@ -432,11 +436,8 @@ class Planner:
         to)."""
         schema, fragments = self.schema, self.fragments
         for selection in (selection_set.selections if selection_set else ()):
-            if selection.directives:
-                if not self.reads_variables and conditional_on_variable(selection):
-                    self.reads_variables = True
-                if not included(selection, self.variables):
-                    continue
+            if not self.kept(selection):
+                continue
             if isinstance(selection, FieldNode):
                 key = selection.alias.value if selection.alias else selection.name.value
                 out.setdefault(key, []).append(selection)
