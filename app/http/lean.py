@@ -22,7 +22,6 @@ request through the stack.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -37,7 +36,7 @@ from strawberry.http import GraphQLRequestData
 
 from app.config.settings import Settings
 from app.http.transport import cors_origins, internal_error, log_unexpected, security_headers
-from app.http.view import GatewayGraphQL
+from app.http.view import GatewayGraphQL, release_later
 from app.telemetry.requests import DEBUG_HEADER, GRAPHQL_PATH, AccessLog, traced
 from app.telemetry.tracing import Telemetry
 
@@ -188,10 +187,7 @@ class LeanGraphQL:
                 raise
             return await internal_error(scope, send, self.secured)
         finally:
-            gateway = scope["state"].get("gateway")
-            if gateway is not None:
-                # (As the view does: the loaded data goes on the loop's next turn.)
-                asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
+            release_later(scope)
 
 
 def _operation(body: bytes) -> dict[str, Any] | None:

@@ -160,9 +160,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             results = getattr(request.state, "incremental_results", None)
             if results is not None:
                 await discard(results)  # (the client left before the parts were sent)
-            gateway = getattr(request.state, "gateway", None)
-            if gateway is not None:
-                asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
+            release_later(scope)
 
     async def refused(self, request: Request, error: HTTPException) -> Response:
         """The answer to a request refused before GraphQL ran (`negotiation.refusal`),
@@ -519,6 +517,13 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+
+def release_later(scope: Scope) -> None:
+    """The request's loaded data released on the loop's next turn (see `__call__`)."""
+    gateway = scope.get("state", {}).get("gateway")
+    if gateway is not None:
+        asyncio.get_running_loop().call_soon(gateway[0].loaders.release)
 
 
 def with_document_id(body: Any) -> Any:
