@@ -41,6 +41,7 @@ from tests.harness import (
 
 SECTION = "CPU per request"
 WORKLOADS = "typename,product,product_page,deep"
+FLOORS = ("typename", "product", "product_page", "deep")  # what bench/floor_app.py answers
 # The default log level (info): the access line is part of a request's cost.
 ENV = {"CACHE_ENABLED": "false", "RESPONSE_CACHE": "false"}
 
@@ -60,13 +61,15 @@ def cell(gateway: Gateway, workload: str, concurrency: int, seconds: float, warm
     return (cpu1 - cpu0) * 1000 / max(1, res["requests"]), res["rps"]
 
 
-def start_floor(tmp: Path) -> Gateway:
-    """bench/floor_app.py under uvicorn on core 0, as the gateway is started."""
+def start_floor(tmp: Path, services: Any, client: str = "aiohttp") -> Gateway:
+    """bench/floor_app.py under uvicorn on core 0, as the gateway is started, against the
+    same services, its upstream calls made with `client` (aiohttp or reqwest)."""
     port = free_port()
     process = spawn(["-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
                      "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                     "--no-access-log", "--log-level", "warning"], {}, tmp / "floor.log",
-                    GATEWAY_CPU)
+                     "--no-access-log", "--log-level", "warning"],
+                    {**services.gateway_env(), "FLOOR_CLIENT": client},
+                    tmp / f"floor-{client}.log", GATEWAY_CPU)
     floor = Gateway(process=process, port=port)
     wait_healthy(floor.url + "/healthz", process.proc)
     return floor
@@ -89,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--smoke", action="store_true", help="a few requests per cell")
     parser.add_argument("--floor", action="store_true",
-                        help="also measure `{ __typename }` on a bare uvicorn app "
-                             "(bench/floor_app.py) in each round")
+                        help="also measure each workload on a bare uvicorn app doing only "
+                             "its HTTP work (bench/floor_app.py) in each round")
+    parser.add_argument("--floor-reqwest", action="store_true",
+                        help="and on the same app with pyreqwest for its upstream calls "
+                             "(the bench extra)")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     root = BENCH.parent
@@ -120,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
                                            root=checkout)}
             started.extend(sides.values())
             if args.floor:
-                sides["floor"] = start_floor(tmp)
+                sides["floor"] = start_floor(tmp, services)
                 started.append(sides["floor"])
+            if args.floor_reqwest:
+                sides["floor_reqwest"] = start_floor(tmp, services, "reqwest")
+                started.append(sides["floor_reqwest"])
             index = 0
             for workload in args.workloads.split(","):
                 for concurrency in map(int, args.concurrency.split(",")):
                     order = ["head", "base"]
-                    if "floor" in sides and workload == "typename":
-                        order.append("floor")
+                    if workload in FLOORS:
+                        order += [side for side in ("floor", "floor_reqwest") if side in sides]
                     cpu: dict[str, list[float]] = {side: [] for side in order}
                     rps: dict[str, list[float]] = {side: [] for side in order}
                     requests = 4 * concurrency if args.smoke else None
@@ -151,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                            "rps_base": statistics.median(rps["base"]),
                            "ratio": statistics.median(ratios), "ratios": ratios,
                            "rps_ratio": statistics.median(rps_ratios)}
-                    if "floor" in cpu:
-                        row["floor_ms"] = statistics.median(cpu["floor"])
-                        row["floor_rps"] = statistics.median(rps["floor"])
+                    for side in ("floor", "floor_reqwest"):
+                        if side in cpu:
+                            row[f"{side}_ms"] = statistics.median(cpu[side])
+                            row[f"{side}_rps"] = statistics.median(rps[side])
                     rows.append(row)
                     print(f"{workload:13} c={concurrency:<3} head {row['median_head']:.3f} ms, "
                           f"base {row['median_base']:.3f} ms, CPU ratio {row['ratio']:.3f}, "
@@ -173,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                + f"--workloads {args.workloads} "
                f"--concurrency {args.concurrency} --rounds {args.rounds} "
                f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else "")
-               + (" --floor" if args.floor else ""))
+               + (" --floor" if args.floor else "")
+               + (" --floor-reqwest" if args.floor_reqwest else ""))
     lines = [
         f"`{command}` (`make bench-speed`): {report['head']} against {base}, caches off, "
         "upstream latency 0, each gateway alone on core 0 in turn, the services and the load "
@@ -191,15 +202,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['median_base']:.3f} | {row['ratio']:.3f} | "
             + ", ".join(f"{x:.2f}" for x in row["ratios"])
             + f" | {row['rps_head']:.0f} | {row['rps_base']:.0f} | {row['rps_ratio']:.2f} |")
-    floors = [row for row in rows if "floor_ms" in row]
+    floors = [row for row in rows if "floor_ms" in row or "floor_reqwest_ms" in row]
     if floors:
-        lines += ["", "The floor (`bench/floor_app.py`: uvicorn with httptools and uvloop, an "
-                  "app that reads the body and answers the same bytes; no GraphQL, middleware, "
-                  "logging or metrics), measured in the same rounds as `{ __typename }`:", "",
-                  "| conc. | floor CPU ms/req | floor req/s | this commit over the floor |",
-                  "|---|---|---|---|"]
-        lines += [f"| {row['concurrency']} | {row['floor_ms']:.3f} | {row['floor_rps']:.0f} | "
-                  f"{row['median_head'] / row['floor_ms']:.2f}x |" for row in floors]
+        measured = [side for side in ("floor", "floor_reqwest") if f"{side}_ms" in floors[0]]
+        names = {"floor": "aiohttp floor", "floor_reqwest": "pyreqwest floor"}
+        lines += ["", "The floors (`bench/floor_app.py`: uvicorn with httptools and uvloop and "
+                  "an app with no GraphQL, middleware, logging, metrics, timeouts or retries; "
+                  "for `{ __typename }` it answers the same bytes, for the others it makes the "
+                  "same upstream calls (with one aiohttp session, or pyreqwest's client), "
+                  "decodes them with orjson and builds the same data by hand: "
+                  "tests/bench/test_floor_app.py checks it answers the gateway's data), "
+                  "measured in the same rounds:", "",
+                  "| workload | conc. | "
+                  + " | ".join(f"{names[side]} CPU ms/req | {names[side]} req/s | "
+                               f"this commit over the {names[side]}" for side in measured)
+                  + " |", "|---|---|" + "---|---|---|" * len(measured)]
+        for row in floors:
+            cells = []
+            for side in measured:
+                ms = row[f"{side}_ms"]
+                # (/proc counts in clock ticks: a smoke cell may show none.)
+                over = f"{row['median_head'] / ms:.2f}x" if ms else "n/a"
+                cells.append(f"{ms:.3f} | {row[f'{side}_rps']:.0f} | {over}")
+            lines.append(f"| {row['workload']} | {row['concurrency']} | "
+                         + " | ".join(cells) + " |")
     replace_section(args.out / "RESULTS.md", SECTION, "\n".join(lines))
     print("\n".join(lines))
     return 0

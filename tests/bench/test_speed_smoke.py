@@ -14,11 +14,11 @@ from tests.harness import ROOT
 
 def run_module(module: str, *args: str) -> None:
     subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=300,
-                   stdin=subprocess.DEVNULL, capture_output=True)
+                   stdin=subprocess.DEVNULL, capture_output=True, text=True)
 
 
 def test_speed_bench_smoke(tmp_path: Path) -> None:
-    run_module("bench.speed", "--base", "HEAD", "--smoke", "--rounds", "2",
+    run_module("bench.speed", "--base", "HEAD", "--smoke", "--rounds", "2", "--floor",
                "--concurrency", "1,4", "--out", str(tmp_path))
     result = orjson.loads((tmp_path / "speed.json").read_bytes())
     cells = {(row["workload"], row["concurrency"]) for row in result["rows"]}
@@ -28,6 +28,7 @@ def test_speed_bench_smoke(tmp_path: Path) -> None:
         # (CPU comes in clock ticks: a few requests may show none.)
         assert len(row["ratios"]) == 2 and row["median_head"] >= 0 and row["median_base"] >= 0
         assert row["rps_head"] > 0 and row["rps_base"] > 0
+        assert row["floor_rps"] > 0  # (--floor: every workload has a floor)
     assert "## CPU per request" in (tmp_path / "RESULTS.md").read_text()
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
