@@ -23,6 +23,12 @@ root fields run as graphql-core runs them, one after the other in document order
 through its own resolver path (Strawberry's: input objects, permissions); the payload of
 each is then completed by the plan, as a query's objects are, when its selection plans.
 
+Plans are kept per operation: what the plan works out from the operation alone (whether it
+plans, each selection's grouped subfields and each field's entry) is kept with the operation's
+prepared document (app/execution/operations.py) and reused by every request of that
+operation, unless a directive in it reads a variable (its @skip/@include decide which fields
+are collected: those are planned per request).
+
 @defer and @stream: both executors here apply them as if absent (graphql-core's base
 executor does), which is the whole answer a client gets when it does not accept incremental
 delivery. When it does (`RequestContext.incremental`, set by the HTTP view from Accept) and
@@ -60,12 +66,23 @@ from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import Executor
 from graphql.execution.incremental.incremental_executor import IncrementalExecutor
 from graphql.execution.values import get_argument_values
-from graphql.language import DirectiveNode, DocumentNode, Visitor, visit
+from graphql.language import (
+    DirectiveNode,
+    DocumentNode,
+    ListValueNode,
+    ObjectValueNode,
+    OperationDefinitionNode,
+    ValueNode,
+    VariableNode,
+    Visitor,
+    visit,
+)
 from graphql.language.visitor import BREAK
 from graphql.pyutils import Path
 
 from app.core.errors import Forbidden
 from app.core.observer import NULL_OBSERVER
+from app.execution.operations import Prepared, prepared_of
 from app.upstream.failures import UpstreamError
 from loaders.then import Then
 
@@ -160,6 +177,57 @@ def uses_incremental(document: DocumentNode) -> bool:
     return finder.found
 
 
+def _reads_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_reads_variable(v) for v in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_reads_variable(f.value) for f in value.fields)
+    return False
+
+
+class _FindsVariableDirective(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> Any:
+        if any(_reads_variable(argument.value) for argument in node.arguments or ()):
+            self.found = True
+            return BREAK
+        return None
+
+
+def collects_per_request(operation: OperationDefinitionNode, fragments: Any) -> bool:
+    """Whether a directive in the operation (or a fragment it may use) reads a variable: its
+    field collection (@skip/@include) then depends on the request's variables."""
+    finder = _FindsVariableDirective()
+    for node in (operation, *(details.definition for details in fragments.values())):
+        visit(node, finder)
+        if finder.found:
+            return True
+    return False
+
+
+class OperationPlan:
+    """What the plan executor works out from an operation alone, for every request of it:
+    its root grouped field set (whose field lists' identities key the rest), whether it
+    plans, each selection's grouped subfields and template, and each selection's plan."""
+
+    __slots__ = ("grouped", "plannable", "plans", "subfields")
+
+    def __init__(self, grouped: Any, plannable: bool) -> None:
+        self.grouped = grouped
+        self.plannable = plannable
+        self.subfields: dict[int, Any] = {}
+        self.plans: dict[int, list[tuple[Any, ...]]] = {}
+
+
+# Kept in a prepared document's `plans` for an operation planned per request.
+_PER_REQUEST = False
+
+
 class _Cohort:
     """A field's values across the objects of one round (a list's items): how many are
     still awaited, and those that are here, which complete together when none is."""
@@ -252,6 +320,27 @@ class IncrementalGatewayExecutor(GatewayExecutor, IncrementalExecutor):
 
 class PlanExecutor(GatewayExecutor):
 
+    _prepared: Prepared | None = None  # the operation cache's entry of the document, if any
+
+    @classmethod
+    def build(cls, schema: Any, document: DocumentNode, *args: Any, **kwargs: Any) -> Any:
+        executor = super().build(schema, document, *args, **kwargs)
+        if isinstance(executor, PlanExecutor):
+            executor._prepared = prepared_of(document)
+        return executor
+
+    def _kept_plan(self) -> OperationPlan | bool | None:
+        """This operation's kept plan; None when none is kept yet; False when it is planned
+        per request (a document from no operation cache, or collected by variables)."""
+        prepared = self._prepared
+        if prepared is None or prepared.schema is not self.schema:
+            return False
+        # (Keyed by the operation node's identity: the prepared document holds it.)
+        kept = prepared.plans.get(id(self.operation))
+        if kept is None and collects_per_request(self.operation, self.fragments):
+            kept = prepared.plans[id(self.operation)] = _PER_REQUEST
+        return kept
+
     def execute_root_grouped_field_set(
         self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any,
         serially: bool, position_context: Any,
@@ -290,15 +379,25 @@ class PlanExecutor(GatewayExecutor):
             self._nulled = set()
             return super().execute_root_grouped_field_set(
                 root_type, root_value, grouped_field_set, serially, position_context)
-        if not self._plannable(root_type, grouped_field_set, set()):
+        kept = self._kept_plan()
+        if isinstance(kept, OperationPlan):
+            plan = kept
+        else:
+            plan = OperationPlan(grouped_field_set,
+                                 self._plannable(root_type, grouped_field_set, set()))
+            if kept is None:  # the first request of this operation: kept for the next
+                assert self._prepared is not None
+                self._prepared.plans[id(self.operation)] = plan
+        if not plan.plannable:
             return super().execute_root_grouped_field_set(
                 root_type, root_value, grouped_field_set, serially, position_context)
         getattr(self.context_value, "observer", NULL_OBSERVER).operation_planned()
-        self._subfields = {}
+        self._subfields = plan.subfields
         self._nulled = set()
-        data: dict[str, Any] = dict.fromkeys(grouped_field_set)
-        return self._run(root_type, root_value, grouped_field_set, data,
-                         ({"data": data}, "data", True, None), ())
+        grouped = plan.grouped
+        data: dict[str, Any] = dict.fromkeys(grouped)
+        return self._run(root_type, root_value, grouped, data,
+                         ({"data": data}, "data", True, None), (), plan.plans)
 
     def execute_collected_subfields(
         self, parent_type: GraphQLObjectType, source_value: Any, path: Path,
@@ -365,9 +464,12 @@ class PlanExecutor(GatewayExecutor):
 
     # -- execution ---------------------------------------------------------------------------
     async def _run(self, root_type: GraphQLObjectType, root_value: Any, grouped: Any,
-                   data: dict[str, Any], root: _Slot, root_path: tuple[Any, ...]) -> Any:
+                   data: dict[str, Any], root: _Slot, root_path: tuple[Any, ...],
+                   plans: dict[int, list[tuple[Any, ...]]] | None = None) -> Any:
         """Complete `root_value`'s selection `grouped` into `data` (at `root`, the slot of the
-        query's data or of a mutation's payload, whose path is `root_path`)."""
+        query's data or of a mutation's payload, whose path is `root_path`), with `plans`,
+        each selection's plan by its grouped field set (the operation's kept ones, or
+        this run's)."""
         # Every object's dict starts with its response keys in selection order (all None),
         # so that values written as they come (key reads at once, resolver results later)
         # keep the order the spec gives them. Each key is always written after.
@@ -385,7 +487,8 @@ class PlanExecutor(GatewayExecutor):
                 if middleware and middleware.middlewares
                 and getattr(self.context_value, "resolver_hooks", True) else None)
         arguments: dict[int, dict[str, Any]] = {}
-        plans: dict[int, list[tuple[Any, ...]]] = {}
+        if plans is None:
+            plans = {}
         is_awaitable = self.is_awaitable
         complete = self._complete
         # No level barrier: an awaited value is completed as soon as its cohort is whole
@@ -420,8 +523,9 @@ class PlanExecutor(GatewayExecutor):
                     cohorts: dict[int, _Cohort] = {}
                     at_hand: list[_Entry] = []
                     for parent_type, fields, source, target, slot, path in work:
-                        # What each field of this selection needs, worked out once per
-                        # request for all the objects that share the selection.
+                        # What each field of this selection needs, worked out once for
+                        # all the objects that share the selection (and kept with the
+                        # operation's plan for its next requests).
                         plan = plans.get(id(fields))
                         if plan is None:
                             plan = plans[id(fields)] = _plan(parent_type, fields)

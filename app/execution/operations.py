@@ -35,10 +35,10 @@ DEFAULT_MAXSIZE = 256
 
 class Prepared:
     """A parsed document, its validation errors (empty: valid), and what the query limits
-    worked out for its operations on `schema` once (by the operation name the client gave:
-    app/execution/limits.py)."""
+    and the plan executor worked out for its operations on `schema` once (by the operation
+    name the client gave: app/execution/limits.py; by operation: app/execution/executor.py)."""
 
-    __slots__ = ("__weakref__", "document", "errors", "limits", "schema")
+    __slots__ = ("__weakref__", "document", "errors", "limits", "plans", "schema")
 
     def __init__(self, document: DocumentNode, errors: list[GraphQLError],
                  schema: GraphQLSchema | None = None) -> None:
@@ -46,6 +46,8 @@ class Prepared:
         self.errors = errors
         self.schema = schema
         self.limits: dict[str | None, Any] = {}
+        # The plan executor's, per operation node (app/execution/executor.py).
+        self.plans: dict[int, Any] = {}
 
 
 # Each document a cache holds, by its identity, to its Prepared: for the query limits, which
