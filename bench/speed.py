@@ -61,15 +61,23 @@ def cell(gateway: Gateway, workload: str, concurrency: int, seconds: float, warm
     return (cpu1 - cpu0) * 1000 / max(1, res["requests"]), res["rps"]
 
 
-def start_floor(tmp: Path, services: Any, client: str = "aiohttp") -> Gateway:
+# Each floor: its settings for bench/floor_app.py, its name in the report.
+FLOOR_KINDS = {"floor": ({}, "aiohttp floor"),
+               "floor_reqwest": ({"FLOOR_CLIENT": "reqwest"}, "pyreqwest floor"),
+               "floor_graphql": ({"FLOOR_GRAPHQL": "true"}, "minimal GraphQL floor")}
+
+
+def start_floor(tmp: Path, services: Any, client: str = "aiohttp",
+                kind: str = "floor") -> Gateway:
     """bench/floor_app.py under uvicorn on core 0, as the gateway is started, against the
-    same services, its upstream calls made with `client` (aiohttp or reqwest)."""
+    same services, its upstream calls made with `client` (aiohttp or reqwest), or another
+    `kind` of floor (FLOOR_KINDS)."""
     port = free_port()
+    env = {**services.gateway_env(), "FLOOR_CLIENT": client, **FLOOR_KINDS[kind][0]}
     process = spawn(["-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
                      "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                      "--no-access-log", "--log-level", "warning"],
-                    {**services.gateway_env(), "FLOOR_CLIENT": client},
-                    tmp / f"floor-{client}.log", GATEWAY_CPU)
+                    env, tmp / f"{kind}-{client}.log", GATEWAY_CPU)
     floor = Gateway(process=process, port=port)
     wait_healthy(floor.url + "/healthz", process.proc)
     return floor
@@ -97,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-reqwest", action="store_true",
                         help="and on the same app with pyreqwest for its upstream calls "
                              "(the bench extra)")
+    parser.add_argument("--floor-graphql", action="store_true",
+                        help="and `{ __typename }` through graphql-core with an access line "
+                             "and two metrics, nothing else (bench/floor_app.py)")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     root = BENCH.parent
@@ -131,12 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.floor_reqwest:
                 sides["floor_reqwest"] = start_floor(tmp, services, "reqwest")
                 started.append(sides["floor_reqwest"])
+            if args.floor_graphql:
+                sides["floor_graphql"] = start_floor(tmp, services, kind="floor_graphql")
+                started.append(sides["floor_graphql"])
             index = 0
             for workload in args.workloads.split(","):
                 for concurrency in map(int, args.concurrency.split(",")):
                     order = ["head", "base"]
                     if workload in FLOORS:
                         order += [side for side in ("floor", "floor_reqwest") if side in sides]
+                    if workload == "typename" and "floor_graphql" in sides:
+                        order.append("floor_graphql")
                     cpu: dict[str, list[float]] = {side: [] for side in order}
                     rps: dict[str, list[float]] = {side: [] for side in order}
                     requests = 4 * concurrency if args.smoke else None
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                            "rps_base": statistics.median(rps["base"]),
                            "ratio": statistics.median(ratios), "ratios": ratios,
                            "rps_ratio": statistics.median(rps_ratios)}
-                    for side in ("floor", "floor_reqwest"):
+                    for side in FLOOR_KINDS:
                         if side in cpu:
                             row[f"{side}_ms"] = statistics.median(cpu[side])
                             row[f"{side}_rps"] = statistics.median(rps[side])
@@ -184,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                f"--concurrency {args.concurrency} --rounds {args.rounds} "
                f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else "")
                + (" --floor" if args.floor else "")
-               + (" --floor-reqwest" if args.floor_reqwest else ""))
+               + (" --floor-reqwest" if args.floor_reqwest else "")
+               + (" --floor-graphql" if args.floor_graphql else ""))
     lines = [
         f"`{command}` (`make bench-speed`): {report['head']} against {base}, caches off, "
         "upstream latency 0, each gateway alone on core 0 in turn, the services and the load "
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     floors = [row for row in rows if "floor_ms" in row or "floor_reqwest_ms" in row]
     if floors:
         measured = [side for side in ("floor", "floor_reqwest") if f"{side}_ms" in floors[0]]
-        names = {"floor": "aiohttp floor", "floor_reqwest": "pyreqwest floor"}
+        names = {side: name for side, (_, name) in FLOOR_KINDS.items()}
         lines += ["", "The floors (`bench/floor_app.py`: uvicorn with httptools and uvloop and "
                   "an app with no GraphQL, middleware, logging, metrics, timeouts or retries; "
                   "for `{ __typename }` it answers the same bytes, for the others it makes the "
@@ -226,6 +243,17 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{ms:.3f} | {row[f'{side}_rps']:.0f} | {over}")
             lines.append(f"| {row['workload']} | {row['concurrency']} | "
                          + " | ".join(cells) + " |")
+    minimal = [row for row in rows if "floor_graphql_ms" in row]
+    if minimal:
+        lines += ["", "The minimal GraphQL floor (`--floor-graphql`: bench/floor_app.py answers "
+                  "`{ __typename }` through graphql-core's `execute` on the gateway's schema, "
+                  "the document from a dict, with one JSON access line and a counter and a "
+                  "histogram, and nothing else):", "",
+                  "| conc. | CPU ms/req | req/s | this commit over it |", "|---|---|---|---|"]
+        lines += [f"| {row['concurrency']} | {row['floor_graphql_ms']:.3f} | "
+                  f"{row['floor_graphql_rps']:.0f} | "
+                  + (f"{row['median_head'] / row['floor_graphql_ms']:.2f}x |"
+                     if row["floor_graphql_ms"] else "n/a |") for row in minimal]
     replace_section(args.out / "RESULTS.md", SECTION, "\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -39,3 +39,19 @@ def test_the_floor_answers_the_gateways_data(tmp_path: Path, client: str) -> Non
         finally:
             floor.process.stop()
             gateway.stop()
+
+
+def test_the_minimal_graphql_floor_answers_typename_as_the_gateway(tmp_path: Path) -> None:
+    with running_services(tmp_path) as services:
+        gateway = start_gateway(tmp_path, services, env=ENV)
+        floor = start_floor(tmp_path, services, kind="floor_graphql")
+        try:
+            body = {"query": ALL["typename"].make(0)[0]}
+            answers = [http("POST", where.url + "/graphql", body) for where in (gateway, floor)]
+            assert answers[0][0] == answers[1][0] == 200
+            assert answers[0][2] == answers[1][2] == {"data": {"__typename": "Query"}}
+            # It executed and logged the request (its access line), as the gateway does.
+            assert '"path":"/graphql"' in floor.process.log()
+        finally:
+            floor.process.stop()
+            gateway.stop()

@@ -19,6 +19,7 @@ def run_module(module: str, *args: str) -> None:
 
 def test_speed_bench_smoke(tmp_path: Path) -> None:
     run_module("bench.speed", "--base", "HEAD", "--smoke", "--rounds", "2", "--floor",
+               "--floor-reqwest", "--floor-graphql",
                "--concurrency", "1,4", "--out", str(tmp_path))
     result = orjson.loads((tmp_path / "speed.json").read_bytes())
     cells = {(row["workload"], row["concurrency"]) for row in result["rows"]}
@@ -28,7 +29,9 @@ def test_speed_bench_smoke(tmp_path: Path) -> None:
         # (CPU comes in clock ticks: a few requests may show none.)
         assert len(row["ratios"]) == 2 and row["median_head"] >= 0 and row["median_base"] >= 0
         assert row["rps_head"] > 0 and row["rps_base"] > 0
-        assert row["floor_rps"] > 0  # (--floor: every workload has a floor)
+        # (--floor: every workload has its floors; --floor-graphql: `{ __typename }`.)
+        assert row["floor_rps"] > 0 and row["floor_reqwest_rps"] > 0
+        assert ("floor_graphql_rps" in row) == (row["workload"] == "typename")
     assert "## CPU per request" in (tmp_path / "RESULTS.md").read_text()
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
