@@ -9,7 +9,9 @@ the services' injected latency per service (`/_faults`). For each: p50 and p99 o
 query's time, the floor (the slowest chain of dependent calls, which a barrier-free
 executor can reach; a barrier pays each level's slowest call instead), and the upstream
 requests per query (`/_stats`). Writes the "No level barrier" section of bench/RESULTS.md
-and bench/barrier.json.
+and bench/barrier.json. With `--floor`, bench/floor_app.py (the same upstream calls with
+aiohttp and no GraphQL: bench/speed.py) takes its turn too: what any Python gateway on
+aiohttp spends over the floor.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.barrier")
     parser.add_argument("--base", required=True, help="an earlier commit, with the barrier")
     parser.add_argument("--requests", type=int, default=40, help="per side and scenario")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time bench/floor_app.py (no GraphQL) in each scenario")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     base, head = short(args.base), short("HEAD")
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             started.append(services)
             sides = {"head": start_gateway(tmp / "head", services, env=ENV),
                      "base": start_gateway(tmp / "base-gw", services, env=ENV, root=earlier)}
+            if args.floor:
+                from bench.speed import start_floor
+                sides["floor"] = start_floor(tmp, services, cpus=None)
             started.extend(sides.values())
             clients = {side: Client(gateway) for side, gateway in sides.items()}
             for name, file, variables, latency, rest, floor, barrier_floor in SCENARIOS:
@@ -108,18 +115,21 @@ def main(argv: list[str] | None = None) -> int:
                     services.set_faults(service, latency_ms=latency.get(service, rest))
                 payload = orjson.dumps({"query": (QUERIES / file).read_text(),
                                         "variables": variables})
-                samples: dict[str, list[float]] = {"head": [], "base": []}
-                calls = {"head": 0, "base": 0}
+                samples: dict[str, list[float]] = {side: [] for side in sides}
+                calls = dict.fromkeys(sides, 0)
                 for client in clients.values():  # warm-up: connections, parsing caches
                     client.timed(payload)
+                order = list(sides)
                 for i in range(args.requests):
-                    for side in (("head", "base") if i % 2 == 0 else ("base", "head")):
+                    for side in (order if i % 2 == 0 else order[::-1]):
                         before = total_requests(services)
                         samples[side].append(clients[side].timed(payload))
                         calls[side] += total_requests(services) - before
-                for side in ("base", "head"):
+                for side in ("base", "head", "floor"):
+                    if side not in sides:
+                        continue
                     row = {"scenario": name, "side": side,
-                           "commit": base if side == "base" else head,
+                           "commit": {"base": base, "head": head}.get(side, "floor app"),
                            "p50": statistics.median(samples[side]),
                            "p99": percentile(samples[side], 0.99),
                            "floor": floor, "barrier_floor": barrier_floor,
@@ -130,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             for process in reversed(started):
                 process.stop()
     (args.out / "barrier.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
-    command = f"python -m bench.barrier --base {args.base} --requests {args.requests}"
+    command = (f"python -m bench.barrier --base {args.base} --requests {args.requests}"
+               + (" --floor" if args.floor else ""))
     lines = [
         f"`{command}` (`make bench-barrier`): concurrency 1, caches off, the two gateways "
         "taking turns query by query on one set of services. Floor: the slowest chain of "
@@ -141,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        label = f"{row['commit']} ({'before' if row['side'] == 'base' else 'after'})"
+        label = ("bench/floor_app.py (aiohttp, no GraphQL)" if row["side"] == "floor" else
+                 f"{row['commit']} ({'before' if row['side'] == 'base' else 'after'})")
         lines.append(
             f"| {row['scenario']} | {label} | {row['p50']:.1f} | {row['p99']:.1f} | "
             f"{row['floor']:g} | {row['barrier_floor']:g} | {row['p50'] - row['floor']:.1f} | "

@@ -68,7 +68,7 @@ FLOOR_KINDS = {"floor": ({}, "aiohttp floor"),
 
 
 def start_floor(tmp: Path, services: Any, client: str = "aiohttp",
-                kind: str = "floor") -> Gateway:
+                kind: str = "floor", cpus: str | None = GATEWAY_CPU) -> Gateway:
     """bench/floor_app.py under uvicorn on core 0, as the gateway is started, against the
     same services, its upstream calls made with `client` (aiohttp or reqwest), or another
     `kind` of floor (FLOOR_KINDS)."""
@@ -77,7 +77,7 @@ def start_floor(tmp: Path, services: Any, client: str = "aiohttp",
     process = spawn(["-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
                      "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                      "--no-access-log", "--log-level", "warning"],
-                    env, tmp / f"{kind}-{client}.log", GATEWAY_CPU)
+                    env, tmp / f"{kind}-{client}.log", cpus)
     floor = Gateway(process=process, port=port)
     wait_healthy(floor.url + "/healthz", process.proc)
     return floor

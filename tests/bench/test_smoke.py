@@ -196,10 +196,12 @@ def test_defer_bench_smoke(tmp_path: Path) -> None:
 
 
 def test_barrier_bench_smoke(tmp_path: Path) -> None:
-    run_module("bench.barrier", "--base", "HEAD", "--requests", "2", "--out", str(tmp_path))
+    run_module("bench.barrier", "--base", "HEAD", "--requests", "2", "--floor",
+               "--out", str(tmp_path))
     rows = orjson.loads((tmp_path / "barrier.json").read_bytes())
-    # Each scenario on both sides (bench/barrier.py SCENARIOS: four).
-    assert len(rows) == 8 and all(row["upstream"] > 0 for row in rows)
+    # Each scenario on both sides and the floor app (bench/barrier.py SCENARIOS: four).
+    assert len(rows) == 12 and all(row["upstream"] > 0 for row in rows)
+    assert sum(row["side"] == "floor" for row in rows) == 4
     assert "## No level barrier" in (tmp_path / "RESULTS.md").read_text()
 
 
