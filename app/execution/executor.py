@@ -486,7 +486,7 @@ class PlanExecutor(GatewayExecutor):
         wrap = (middleware.get_field_resolver
                 if middleware and middleware.middlewares
                 and getattr(self.context_value, "resolver_hooks", True) else None)
-        arguments: dict[int, dict[str, Any]] = {}
+        arguments: dict[int, tuple[GraphQLField, dict[str, Any]]] = {}
         if plans is None:
             plans = {}
         is_awaitable = self.is_awaitable
@@ -550,12 +550,17 @@ class PlanExecutor(GatewayExecutor):
                                         target[key] = None
                                         continue
                                 else:
-                                    args = arguments.get(id(node))
-                                    if args is None:
+                                    # By node, for its definition: one node of a fragment
+                                    # on an interface is two types' fields, whose
+                                    # arguments' defaults may differ.
+                                    read = arguments.get(id(node))
+                                    if read is not None and read[0] is field_def:
+                                        args = read[1]
+                                    else:
                                         args = (get_argument_values(field_def, node,
                                                                     self.variable_values)
                                                 if field_def.args or node.arguments else {})
-                                        arguments[id(node)] = args
+                                        arguments[id(node)] = (field_def, args)
                                     resolve = field_def.resolve
                                     if wrap is None:
                                         value = resolve(source, info, **args) if args \
