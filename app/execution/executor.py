@@ -66,22 +66,13 @@ from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import Executor
 from graphql.execution.incremental.incremental_executor import IncrementalExecutor
 from graphql.execution.values import get_argument_values
-from graphql.language import (
-    DirectiveNode,
-    DocumentNode,
-    ListValueNode,
-    ObjectValueNode,
-    OperationDefinitionNode,
-    ValueNode,
-    VariableNode,
-    Visitor,
-    visit,
-)
+from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor, visit
 from graphql.language.visitor import BREAK
 from graphql.pyutils import Path
 
 from app.core.errors import Forbidden
 from app.core.observer import NULL_OBSERVER
+from app.execution.cost import holds_variable
 from app.execution.operations import Prepared, prepared_of
 from app.upstream.failures import UpstreamError
 from loaders.then import Then
@@ -177,23 +168,13 @@ def uses_incremental(document: DocumentNode) -> bool:
     return finder.found
 
 
-def _reads_variable(value: ValueNode) -> bool:
-    if isinstance(value, VariableNode):
-        return True
-    if isinstance(value, ListValueNode):
-        return any(_reads_variable(v) for v in value.values)
-    if isinstance(value, ObjectValueNode):
-        return any(_reads_variable(f.value) for f in value.fields)
-    return False
-
-
 class _FindsVariableDirective(Visitor):
     def __init__(self) -> None:
         super().__init__()
         self.found = False
 
     def enter_directive(self, node: DirectiveNode, *_: Any) -> Any:
-        if any(_reads_variable(argument.value) for argument in node.arguments or ()):
+        if any(holds_variable(argument.value) for argument in node.arguments or ()):
             self.found = True
             return BREAK
         return None

@@ -1,4 +1,5 @@
-"""Fakes shared by the unit tests: an upstream that answers when told to."""
+"""Fakes shared by the unit tests: an upstream that answers when told to; resolvers marked
+for the plan executor."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from app.cache.entity import EntityCache, Namespace
 from app.cache.hints import CacheHints
+from app.execution.executor import DIRECT
 from tests.fakeclock import FakeClock
 
 SDL = """
@@ -48,3 +50,9 @@ def namespace(cache: EntityCache, name: str = "product", entity: str = "Product"
               ttl: float = 10, swr: float = 0, sie: float = 0) -> Namespace:
     cache.track([name])
     return Namespace(name, entity, ttl, swr, sie, private=False)
+
+
+def direct(fn: Any) -> Any:
+    """`fn` marked as schema/direct_resolvers.py marks a resolver: the plan executor takes it."""
+    setattr(fn, DIRECT, True)
+    return fn

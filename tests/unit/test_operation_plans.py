@@ -25,13 +25,9 @@ from graphql import (
     specified_rules,
 )
 
-from app.execution.executor import DIRECT, GatewayExecutor, OperationPlan, PlanExecutor
+from app.execution.executor import GatewayExecutor, OperationPlan, PlanExecutor
 from app.execution.operations import OperationCache
-
-
-def direct(fn: Any) -> Any:
-    setattr(fn, DIRECT, True)  # as schema/direct_resolvers.py marks them: the plan takes it
-    return fn
+from tests.unit.helpers import direct
 
 
 async def later(value: Any) -> Any:

@@ -21,12 +21,8 @@ from graphql import (
     parse,
 )
 
-from app.execution.executor import DIRECT, GatewayExecutor, PlanExecutor
-
-
-def direct(fn: Any) -> Any:
-    setattr(fn, DIRECT, True)  # as schema/direct_resolvers.py marks them: the plan takes it
-    return fn
+from app.execution.executor import GatewayExecutor, PlanExecutor
+from tests.unit.helpers import direct
 
 
 def schema(written: list[int]) -> GraphQLSchema:
