@@ -105,15 +105,17 @@ bench-tracing: $(STAMP)
 # an earlier commit's replicas with HISTORY="--base REV". Writes the History checker section
 # of bench/RESULTS.md and bench/history.json.
 HISTORY ?=
-# The plan executor without a level barrier against the commit before it (with one).
+# The plan executor without a level barrier against the commit before it (with one), and
+# the floor app (no GraphQL) in the same turns.
 bench-barrier: $(STAMP)
-	$(PY) -m bench.barrier --base 3cfee5b
+	$(PY) -m bench.barrier --base 3cfee5b --floor
 
 # Gateway CPU per request on small queries (issue 19) against an earlier commit, in turns in
-# one run (about 4 minutes): writes the CPU per request section of bench/RESULTS.md.
+# one run with the floors under each workload (bench/floor_app.py; about 8 minutes): writes
+# the CPU per request section of bench/RESULTS.md.
 SPEED_BASE ?= c9450c9
 bench-speed: $(STAMP)
-	$(PY) -m bench.speed --base $(SPEED_BASE)
+	$(PY) -m bench.speed --base $(SPEED_BASE) --floor --floor-reqwest --floor-graphql
 
 bench-history: $(STAMP)
 	$(PY) -m bench.history $(HISTORY)
