@@ -133,3 +133,27 @@ async def test_a_subscription_as_a_plain_http_request_says_where_to_subscribe(
         error = (await resp.json())["errors"][0]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert "graphql-transport-ws" in error["message"] and "text/event-stream" in error["message"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_subscribers_of_one_document_each_get_their_own_variables(
+        protocol: str, stack: Stack, session: aiohttp.ClientSession,
+        changes: Changes) -> None:
+    # One document, two subscribers with other variables: the plan made for the first
+    # event is kept with the document (app/execution/executor.py) and reused for the
+    # second, whose arguments are its own.
+    one, two = ("p171", "p172") if protocol == "ws" else ("p173", "p174")
+    query = ("subscription S($id: ID!, $n: Int!) { productChanged(id: $id) "
+             "{ id name reviews(first: $n) { id } } }")
+    async with subscribe(protocol, session, stack.memory.url, query,
+                         {"id": one, "n": 1}) as first, \
+            subscribe(protocol, session, stack.memory.url, query,
+                      {"id": two, "n": 3}) as second:
+        await wait_active(session, stack.memory, 2)
+        for round_ in range(2):
+            await changes.rename(one, f"One {round_}")
+            got = (await first.next())["data"]["productChanged"]
+            assert (got["id"], got["name"], len(got["reviews"])) == (one, f"One {round_}", 1)
+            await changes.rename(two, f"Two {round_}")
+            got = (await second.next())["data"]["productChanged"]
+            assert (got["id"], got["name"], len(got["reviews"])) == (two, f"Two {round_}", 3)
