@@ -161,7 +161,7 @@ async def test_a_client_that_does_not_accept_the_parts_gets_the_whole_result(
     assert "hasNext" not in body and "pending" not in body
     products = body["data"]["topProducts"]
     assert all(p["description"] for p in products)  # the deferred field, in place
-    # On the breadth-first executor, as the same query without @defer.
+    # On the plan executor, as the same query without @defer.
     assert metric_total(gw.url, "gateway_planned_operations_total") == planned + 1
     plain = await ask(http_session, gw, PRODUCTS.replace('@defer(label: "more")', ""),
                       accept="application/json")

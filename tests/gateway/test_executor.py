@@ -1,4 +1,4 @@
-"""The breadth-first executor answers exactly as graphql-core's executor does.
+"""The plan executor answers exactly as graphql-core's executor does.
 
 Two gateways on the same services, one with each executor, get the same operations, some
 under injected failures; their responses must be the same bytes (orjson's serialization of
