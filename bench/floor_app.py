@@ -34,8 +34,13 @@ import aiohttp
 import orjson
 
 BODY = b'{"data":{"__typename":"Query"}}'
-JSON = (b"content-type", b"application/json")
-HEADERS = [JSON, (b"content-length", str(len(BODY)).encode())]
+
+
+def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+
+HEADERS = _headers(BODY)
 
 _session: aiohttp.ClientSession | None = None
 _reqwest: Any = None
@@ -125,12 +130,12 @@ async def product_page(variables: dict[str, Any]) -> Any:
         "averageRating": p["rating_avg"], "reviewCount": p["rating_count"],
         "reviews": [{"id": r["id"], "rating": r["rating"], "body": r["body"],
                      "createdAt": r["created_at"],
-                     "author": _user(users.get(r["author_id"]), "id", "name", "username")}
+                     "author": _pick(users.get(r["author_id"]), "id", "name", "username")}
                     for r in first]}}
 
 
-def _user(user: dict[str, Any] | None, *fields: str) -> dict[str, Any] | None:
-    return None if user is None else {f: user[f] for f in fields}
+def _pick(item: dict[str, Any] | None, *fields: str) -> dict[str, Any] | None:
+    return None if item is None else {f: item[f] for f in fields}
 
 
 async def deep(variables: dict[str, Any]) -> Any:
@@ -173,7 +178,7 @@ async def deep(variables: dict[str, Any]) -> Any:
     def inner(pid: str) -> Any:
         p = products.get(pid)
         return p and {"id": p["id"], "name": p["name"], "inStock": in_stock.get(p["sku"]),
-                      "reviews": [{"id": r["id"], "author": _user(
+                      "reviews": [{"id": r["id"], "author": _pick(
                           users.get(r["author_id"]), "id", "name")} for r in last[pid]]}
 
     def author(aid: str) -> Any:
@@ -186,7 +191,7 @@ async def deep(variables: dict[str, Any]) -> Any:
         "id": p["id"], "name": p["name"],
         "price": {"amount": p["price_cents"], "currency": p["currency"]},
         "inStock": in_stock.get(p["sku"]),
-        "category": _user(category.get(p["category_id"]), "id", "name"),
+        "category": _pick(category.get(p["category_id"]), "id", "name"),
         "reviews": [{"id": r["id"], "rating": r["rating"], "body": r["body"],
                      "author": author(r["author_id"])} for r in first[p["id"]]]}
         for p in top]}
@@ -258,12 +263,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body, headers = BODY, HEADERS
     if GRAPHQL and b"__typename }" in raw:
         body = await graphql_answer(raw, started)
-        headers = [JSON, (b"content-length", str(len(body)).encode())]
+        headers = _headers(body)
     for marker, operation in OPERATIONS.items():
         if marker in raw:
             request = orjson.loads(raw)
             body = orjson.dumps({"data": await operation(request.get("variables") or {})})
-            headers = [JSON, (b"content-length", str(len(body)).encode())]
+            headers = _headers(body)
             break
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -41,7 +41,6 @@ from tests.harness import (
 
 SECTION = "CPU per request"
 WORKLOADS = "typename,product,product_page,deep"
-FLOORS = ("typename", "product", "product_page", "deep")  # what bench/floor_app.py answers
 # The default log level (info): the access line is part of a request's cost.
 ENV = {"CACHE_ENABLED": "false", "RESPONSE_CACHE": "false"}
 
@@ -61,23 +60,26 @@ def cell(gateway: Gateway, workload: str, concurrency: int, seconds: float, warm
     return (cpu1 - cpu0) * 1000 / max(1, res["requests"]), res["rps"]
 
 
-# Each floor: its settings for bench/floor_app.py, its name in the report.
-FLOOR_KINDS = {"floor": ({}, "aiohttp floor"),
-               "floor_reqwest": ({"FLOOR_CLIENT": "reqwest"}, "pyreqwest floor"),
-               "floor_graphql": ({"FLOOR_GRAPHQL": "true"}, "minimal GraphQL floor")}
+# Each floor (its option is --floor, --floor-reqwest, --floor-graphql): its settings for
+# bench/floor_app.py, its name in the report, and the workloads it answers.
+FLOOR_KINDS: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
+    "floor": ({}, "aiohttp floor", ("typename", "product", "product_page", "deep")),
+    "floor_reqwest": ({"FLOOR_CLIENT": "reqwest"}, "pyreqwest floor",
+                      ("typename", "product", "product_page", "deep")),
+    "floor_graphql": ({"FLOOR_GRAPHQL": "true"}, "minimal GraphQL floor", ("typename",)),
+}
 
 
-def start_floor(tmp: Path, services: Any, client: str = "aiohttp",
-                kind: str = "floor", cpus: str | None = GATEWAY_CPU) -> Gateway:
-    """bench/floor_app.py under uvicorn on core 0, as the gateway is started, against the
-    same services, its upstream calls made with `client` (aiohttp or reqwest), or another
-    `kind` of floor (FLOOR_KINDS)."""
+def start_floor(tmp: Path, services: Any, kind: str = "floor",
+                cpus: str | None = GATEWAY_CPU) -> Gateway:
+    """bench/floor_app.py of `kind` (FLOOR_KINDS) under uvicorn on core 0, as the gateway is
+    started, against the same services."""
     port = free_port()
-    env = {**services.gateway_env(), "FLOOR_CLIENT": client, **FLOOR_KINDS[kind][0]}
     process = spawn(["-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
                      "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                      "--no-access-log", "--log-level", "warning"],
-                    env, tmp / f"{kind}-{client}.log", cpus)
+                    {**services.gateway_env(), **FLOOR_KINDS[kind][0]},
+                    tmp / f"{kind}.log", cpus)
     floor = Gateway(process=process, port=port)
     wait_healthy(floor.url + "/healthz", process.proc)
     return floor
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                              "and two metrics, nothing else (bench/floor_app.py)")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
+    floors_asked = [kind for kind in FLOOR_KINDS if getattr(args, kind)]
     root = BENCH.parent
     head, base = short(root, args.head or "HEAD"), short(root, args.base)
     dirty = args.head is None and bool(subprocess.run(
@@ -136,23 +139,14 @@ def main(argv: list[str] | None = None) -> int:
                      "base": start_gateway(tmp, services, env=ENV, cpus=GATEWAY_CPU,
                                            root=checkout)}
             started.extend(sides.values())
-            if args.floor:
-                sides["floor"] = start_floor(tmp, services)
-                started.append(sides["floor"])
-            if args.floor_reqwest:
-                sides["floor_reqwest"] = start_floor(tmp, services, "reqwest")
-                started.append(sides["floor_reqwest"])
-            if args.floor_graphql:
-                sides["floor_graphql"] = start_floor(tmp, services, kind="floor_graphql")
-                started.append(sides["floor_graphql"])
+            for kind in floors_asked:
+                sides[kind] = start_floor(tmp, services, kind)
+                started.append(sides[kind])
             index = 0
             for workload in args.workloads.split(","):
                 for concurrency in map(int, args.concurrency.split(",")):
-                    order = ["head", "base"]
-                    if workload in FLOORS:
-                        order += [side for side in ("floor", "floor_reqwest") if side in sides]
-                    if workload == "typename" and "floor_graphql" in sides:
-                        order.append("floor_graphql")
+                    order = ["head", "base", *(kind for kind in floors_asked
+                                               if workload in FLOOR_KINDS[kind][2])]
                     cpu: dict[str, list[float]] = {side: [] for side in order}
                     rps: dict[str, list[float]] = {side: [] for side in order}
                     requests = 4 * concurrency if args.smoke else None
@@ -199,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                + f"--workloads {args.workloads} "
                f"--concurrency {args.concurrency} --rounds {args.rounds} "
                f"--seconds {args.seconds:g}" + (" --smoke" if args.smoke else "")
-               + (" --floor" if args.floor else "")
-               + (" --floor-reqwest" if args.floor_reqwest else "")
-               + (" --floor-graphql" if args.floor_graphql else ""))
+               + "".join(f" --{kind.replace('_', '-')}" for kind in floors_asked))
     lines = [
         f"`{command}` (`make bench-speed`): {report['head']} against {base}, caches off, "
         "upstream latency 0, each gateway alone on core 0 in turn, the services and the load "
@@ -222,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     floors = [row for row in rows if "floor_ms" in row or "floor_reqwest_ms" in row]
     if floors:
         measured = [side for side in ("floor", "floor_reqwest") if f"{side}_ms" in floors[0]]
-        names = {side: name for side, (_, name) in FLOOR_KINDS.items()}
+        names = {side: name for side, (_, name, _) in FLOOR_KINDS.items()}
         lines += ["", "The floors (`bench/floor_app.py`: uvicorn with httptools and uvloop and "
                   "an app with no GraphQL, middleware, logging, metrics, timeouts or retries; "
                   "for `{ __typename }` it answers the same bytes, for the others it makes the "

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from bench.speed import ENV, FLOORS, start_floor
+from bench.speed import ENV, FLOOR_KINDS, start_floor
 from bench.workloads import EXTRA_WORKLOADS, WORKLOADS
 from tests.harness import http, running_services, start_gateway
 
 ALL = {**WORKLOADS, **EXTRA_WORKLOADS}
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "reqwest"])
-def test_the_floor_answers_the_gateways_data(tmp_path: Path, client: str) -> None:
+@pytest.mark.parametrize("kind", ["floor", "floor_reqwest"])
+def test_the_floor_answers_the_gateways_data(tmp_path: Path, kind: str) -> None:
     with running_services(tmp_path) as services:
         gateway = start_gateway(tmp_path, services, env=ENV)
-        floor = start_floor(tmp_path, services, client)
+        floor = start_floor(tmp_path, services, kind)
         try:
-            for workload, index in ((w, i) for w in FLOORS for i in (0, 1, 4242)):
+            for workload, index in ((w, i) for w in FLOOR_KINDS[kind][2]
+                                    for i in (0, 1, 4242)):
                 query, variables, headers = ALL[workload].make(index)
                 body = {"query": query, "variables": variables}
                 services.reset_stats()
@@ -44,7 +45,7 @@ def test_the_floor_answers_the_gateways_data(tmp_path: Path, client: str) -> Non
 def test_the_minimal_graphql_floor_answers_typename_as_the_gateway(tmp_path: Path) -> None:
     with running_services(tmp_path) as services:
         gateway = start_gateway(tmp_path, services, env=ENV)
-        floor = start_floor(tmp_path, services, kind="floor_graphql")
+        floor = start_floor(tmp_path, services, "floor_graphql")
         try:
             body = {"query": ALL["typename"].make(0)[0]}
             answers = [http("POST", where.url + "/graphql", body) for where in (gateway, floor)]
