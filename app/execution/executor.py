@@ -43,7 +43,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from math import isfinite
-from typing import Any
+from typing import Any, Literal
 
 from graphql import (
     ExecutionResult,
@@ -206,7 +206,7 @@ class OperationPlan:
 
 
 # Kept in a prepared document's `plans` for an operation planned per request.
-_PER_REQUEST = False
+_PER_REQUEST: Literal[False] = False
 
 
 class _Cohort:
@@ -310,12 +310,12 @@ class PlanExecutor(GatewayExecutor):
             executor._prepared = prepared_of(document)
         return executor
 
-    def _kept_plan(self) -> OperationPlan | bool | None:
-        """This operation's kept plan; None when none is kept yet; False when it is planned
-        per request (a document from no operation cache, or collected by variables)."""
+    def _kept_plan(self) -> OperationPlan | Literal[False] | None:
+        """This operation's kept plan; None when none is kept yet; `_PER_REQUEST` when it is
+        planned per request (a document from no operation cache, or collected by variables)."""
         prepared = self._prepared
         if prepared is None or prepared.schema is not self.schema:
-            return False
+            return _PER_REQUEST
         # (Keyed by the operation node's identity: the prepared document holds it.)
         kept = prepared.plans.get(id(self.operation))
         if kept is None and collects_per_request(self.operation, self.fragments):
